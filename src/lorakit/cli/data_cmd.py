@@ -1,0 +1,56 @@
+"""``lorakit data check``."""
+
+from __future__ import annotations
+
+import click
+
+from lorakit.config.schema import DataSection
+
+
+@click.group("data")
+def data_group() -> None:
+    """Inspect datasets."""
+
+
+@data_group.command("check")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--config", "config_file", default=None,
+              help="Take the model (tokenizer), template and max_length from this config.")
+@click.option("--model", default=None, help="Tokenize with this model's tokenizer (default settings).")
+def check_cmd(files: tuple[str, ...], config_file: str | None, model: str | None) -> None:
+    """Show format, rows, token lengths and one example with its trained span, without training.
+
+    \b
+    Example:
+        lorakit data check examples/typst/train.jsonl --config examples/typst/config.yaml
+    """
+    from lorakit.data.check import TRAINED_CLOSE, TRAINED_OPEN, check_data
+
+    data, tokenizer = None, None
+    if config_file or model:
+        from lorakit.model.load import load_tokenizer
+        from lorakit.model.resolve import resolve_model
+
+        if config_file:
+            from lorakit.config.load import load_config
+
+            cfg = load_config(config_file).config
+            data, model = cfg.data, model or cfg.model.name_or_path
+        else:
+            data = DataSection(train=list(files))
+        tokenizer = load_tokenizer(resolve_model(model))
+    report = check_data(files, data, tokenizer)
+    for path, fmt in report.formats.items():
+        click.echo(f"{path}: format {fmt}")
+    click.echo(f"rows: {report.rows}")
+    if report.stats is None:
+        click.echo("(give --config or --model for token lengths and a rendered example)")
+        return
+    click.echo(f"template: {report.template}")
+    click.echo("tokens: " + ", ".join(f"{k} {v}" for k, v in report.percentiles.items()))
+    click.echo(f"over max_length={report.max_length}: {report.stats.overflow} rows")
+    if report.stats.dropped:
+        click.echo(f"rows without a trained token: {report.stats.dropped}")
+    if report.example is not None:
+        click.echo(f"\nfirst example (trained tokens between {TRAINED_OPEN} {TRAINED_CLOSE}):")
+        click.echo(report.example)

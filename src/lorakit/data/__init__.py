@@ -1,0 +1,1 @@
+"""Data: files -> rows -> conversations -> token ids and labels -> padding-free batches."""

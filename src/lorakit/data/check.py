@@ -1,0 +1,73 @@
+"""``lorakit data check``: what a data file holds and how it will be tokenised, without training."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lorakit.config.schema import DataSection
+from lorakit.data.dataset import SplitStats, build_encoder, encode_all, load_conversations
+from lorakit.data.tokenize import IGNORE, Example
+
+TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
+
+
+@dataclass
+class CheckReport:
+    formats: dict[str, str]
+    rows: int
+    max_length: int | None = None
+    template: str | None = None
+    stats: SplitStats | None = None
+    percentiles: dict[str, int] = field(default_factory=dict)
+    example: str | None = None  # one rendered example, trained span between ⟦ ⟧
+
+
+def percentiles(lengths: Sequence[int]) -> dict[str, int]:
+    ordered = sorted(lengths)
+    if not ordered:
+        return {}
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]  # noqa: E731
+    return {"min": ordered[0], "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": ordered[-1]}
+
+
+def render_trained_span(example: Example, tokenizer: Any) -> str:
+    """Decode an example, wrapping each run of trained tokens in ⟦ ⟧."""
+    pieces, run, trained = [], [], False
+    for token, label in zip(example.input_ids, example.labels, strict=True):
+        if (label != IGNORE) != trained and run:
+            text = tokenizer.decode(run)
+            pieces.append(f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}" if trained else text)
+            run = []
+        trained = label != IGNORE
+        run.append(token)
+    if run:
+        text = tokenizer.decode(run)
+        pieces.append(f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}" if trained else text)
+    return "".join(pieces)
+
+
+def check_data(paths: Sequence[str], data: DataSection | None = None, tokenizer: Any = None) -> CheckReport:
+    """Detect formats and count rows; with a tokenizer, also token lengths and a rendered example.
+
+    Raises:
+        DataError: the same errors training would raise for these files.
+    """
+    formats: dict[str, str] = {}
+    fmt = data.format if data else "auto"
+    conversations = load_conversations(paths, fmt, formats)
+    report = CheckReport(formats, len(conversations))
+    if tokenizer is None or data is None:
+        return report
+    encoder, report.template = build_encoder(data, tokenizer)
+    stats = SplitStats()
+    # Measure every row at full length; over-length rows are counted, not cut, here.
+    examples = encode_all(conversations, encoder, max_length=10**9, on_overflow="truncate", stats=stats)
+    report.max_length = data.max_length
+    stats.overflow = sum(length > data.max_length for length in stats.lengths)
+    report.stats = stats
+    report.percentiles = percentiles(stats.lengths)
+    if examples:
+        report.example = render_trained_span(examples[0], tokenizer)
+    return report

@@ -1,0 +1,105 @@
+"""Padding-free batches: rows of whole examples, position ids restarting per example.
+
+A micro-batch is a list of rows; a row is a list of examples laid end to end. Without packing a
+micro-batch is one row holding ``micro_batch_size`` examples; with packing, examples are first
+packed into rows of up to ``max_length`` tokens (best-fit decreasing) and a micro-batch holds
+``micro_batch_size`` rows. Either way no pad token is computed except at the end of the shorter
+rows of a packed micro-batch. Three examples A (3 tokens), B (2), C (3) in one row:
+
+    input_ids     a0 a1 a2 b0 b1 c0 c1 c2
+    position_ids   0  1  2  0  1  0  1  2     restarts mark the example borders
+    targets       a1 a2  · b1  · c1 c2  ·     each example's labels shifted within it: the last
+                                              token of an example predicts nothing (·)
+
+transformers reads the restarting position ids and builds the block-diagonal causal mask
+(attention never crosses an example border), so packed and one-at-a-time runs compute the same
+loss. Targets are shifted here, per example, so no token is asked to predict the first token of
+the next example.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lorakit.data.tokenize import IGNORE, Example
+
+Row = list[Example]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Plain Python lists; ``to_tensors`` makes the tensors at the last moment."""
+
+    input_ids: list[list[int]]
+    position_ids: list[list[int]]
+    targets: list[list[int]]
+    num_tokens: int  # real (non-pad) tokens
+    num_targets: int  # tokens that count towards the loss
+
+    def to_tensors(self, device: object = "cpu") -> dict[str, object]:
+        """Tensors for the model; ``target_index`` holds the flat positions of supervised tokens."""
+        import torch
+
+        width = len(self.targets[0])
+        index = [r * width + c for r, row in enumerate(self.targets) for c, t in enumerate(row) if t != IGNORE]
+        return {
+            "target_index": torch.tensor(index, dtype=torch.long, device=device),
+            "input_ids": torch.tensor(self.input_ids, dtype=torch.long, device=device),
+            "position_ids": torch.tensor(self.position_ids, dtype=torch.long, device=device),
+            "targets": torch.tensor(self.targets, dtype=torch.long, device=device),
+        }
+
+
+def pack_rows(examples: Sequence[Example], max_length: int) -> list[Row]:
+    """Best-fit decreasing: longest first, each into the row with the least room that still fits it."""
+    rows: list[Row] = []
+    # (free tokens, row index), kept sorted so the best fit is a binary search away.
+    free: list[tuple[int, int]] = []
+    for example in sorted(examples, key=len, reverse=True):
+        pos = bisect.bisect_left(free, (len(example), -1))
+        if pos < len(free):
+            room, index = free.pop(pos)
+            rows[index].append(example)
+            bisect.insort(free, (room - len(example), index))
+        else:
+            rows.append([example])
+            bisect.insort(free, (max_length - len(example), len(rows) - 1))
+    return rows
+
+
+def plan_micro_batches(examples: Sequence[Example], micro_batch_size: int, packing: bool,
+                       max_length: int, seed: int) -> list[list[Row]]:
+    """Shuffle (seeded) and group the examples of one epoch into micro-batches of rows."""
+    rng = random.Random(seed)
+    if packing:
+        rows = pack_rows(examples, max_length)
+        rng.shuffle(rows)
+        return [rows[i : i + micro_batch_size] for i in range(0, len(rows), micro_batch_size)]
+    order = list(examples)
+    rng.shuffle(order)
+    return [[order[i : i + micro_batch_size]] for i in range(0, len(order), micro_batch_size)]
+
+
+def collate(rows: Sequence[Row], pad_id: int) -> Batch:
+    """Lay each row's examples end to end; pad shorter rows at the end (their own 'example')."""
+    width = max(sum(len(e) for e in row) for row in rows)
+    input_ids, position_ids, targets = [], [], []
+    num_tokens = num_targets = 0
+    for row in rows:
+        ids: list[int] = []
+        pos: list[int] = []
+        tgt: list[int] = []
+        for example in row:
+            ids += example.input_ids
+            pos += range(len(example))
+            tgt += [*example.labels[1:], IGNORE]
+        num_tokens += len(ids)
+        pad = width - len(ids)
+        input_ids.append(ids + [pad_id] * pad)
+        position_ids.append(pos + list(range(pad)))
+        targets.append(tgt + [IGNORE] * pad)
+        num_targets += sum(t != IGNORE for t in tgt)
+    return Batch(input_ids, position_ids, targets, num_tokens, num_targets)

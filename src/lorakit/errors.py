@@ -1,0 +1,33 @@
+"""The exceptions lorakit raises for problems a user can fix.
+
+Each message follows the house format: what is wrong, where (key path or file:line), what was
+got, and how to fix it. The CLI prints the message alone, never a traceback.
+"""
+
+
+class LorakitError(Exception):
+    """Base class: a problem with the user's input or environment, reported in one message."""
+
+    exit_code = 1
+
+
+class ConfigError(LorakitError):
+    """The layered config is invalid (unknown key, wrong type, bad value)."""
+
+    exit_code = 2
+
+
+class DataError(LorakitError):
+    """A data file is missing, malformed, or yields no usable examples."""
+
+
+class ModelError(LorakitError):
+    """The base model cannot be found, converted or loaded as configured."""
+
+
+class TrainingError(LorakitError):
+    """Training stopped for a reason the user must look at (divergence, say)."""
+
+
+class RunError(LorakitError):
+    """A run folder is missing, unreadable or in the wrong state."""

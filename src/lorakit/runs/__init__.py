@@ -1,0 +1,1 @@
+"""Run folders: versioned names, the manifest, results, the loss plot and the model card."""

@@ -1,0 +1,40 @@
+"""The files a finished (or stopped) run leaves for people: results JSON and the loss plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lorakit.runs.manifest import write_json_atomic
+
+
+def write_results(run_dir: Path, train_metrics: dict[str, Any], eval_metrics: dict[str, Any]) -> dict[str, Any]:
+    """train_results.json, eval_results.json and all_results.json (the Trainer's names)."""
+    write_json_atomic(run_dir / "train_results.json", train_metrics)
+    write_json_atomic(run_dir / "eval_results.json", eval_metrics)
+    combined = {**train_metrics, **eval_metrics}
+    write_json_atomic(run_dir / "all_results.json", combined)
+    return combined
+
+
+def plot_loss(path: Path, history: list[dict[str, Any]], eval_history: list[dict[str, Any]]) -> None:
+    """training_loss.png: training loss per step, and validation loss where it was measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed, and no GUI toolkit imported
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if history:
+        ax.plot([m["step"] for m in history], [m["loss"] for m in history], label="train loss", linewidth=1)
+    if eval_history:
+        ax.plot([m["step"] for m in eval_history], [m["eval_loss"] for m in eval_history], "o-",
+                label="eval loss", linewidth=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(path.parent.name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

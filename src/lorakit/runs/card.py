@@ -1,0 +1,60 @@
+"""README.md in the run folder: a model card a person can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
+    """Markdown: what was trained on what, with which settings, how well, and how to load it."""
+    config = manifest["config"]
+    base = manifest["base_model"]
+    metrics = manifest.get("metrics", {})
+    data_lines = "\n".join(f"- `{path}` (sha256 `{digest[:12]}`)" for path, digest in manifest["data_files"].items())
+    metric_lines = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items()) or "| (none) | |"
+    lora, train, data = config["lora"], config["train"], config["data"]
+    return f"""# {run_dir.name}
+
+A LoRA adapter for **{base.get('name')}**, trained with lorakit {manifest['versions'].get('lorakit', '?')}.
+Status: **{manifest['status']}**.
+
+## Data
+{data_lines}
+
+Format detected: {", ".join(sorted(set(manifest.get('data_formats', {}).values()))) or "?"};
+chat template: {manifest.get('template', '?')}; max length {data['max_length']} tokens; packing {data['packing']}.
+
+## Settings
+| setting | value |
+|---|---|
+| rank / alpha / dropout | {lora['r']} / {lora['alpha']} / {lora['dropout']} |
+| target modules | {lora['target_modules']} |
+| epochs / steps | {train['epochs']} / {manifest.get('total_steps', '?')} |
+| effective batch | {train['micro_batch_size']} x {train['grad_accum']} |
+| learning rate | {train['lr']} ({train['scheduler']}, warm-up {train['warmup_ratio']}) |
+
+Config sha256: `{manifest['config_sha256']}` (full config in `config.resolved.yaml`).
+
+## Results
+| metric | value |
+|---|---|
+{metric_lines}
+
+![loss](training_loss.png)
+
+## Use it
+With PEFT (the adapter is in plain PEFT format):
+```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained("{manifest['base_model_path']}")
+model = PeftModel.from_pretrained(base, "{run_dir}")
+tokenizer = AutoTokenizer.from_pretrained("{run_dir}")
+```
+"""

@@ -1,0 +1,43 @@
+"""Versioned run folders: ``<name>-v001``, ``<name>-v002``, ... never reused, never overwritten."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lorakit.errors import RunError
+
+_VERSION = re.compile(r"-v(\d{3,})$")
+
+
+def _versions(root: Path, name: str) -> list[int]:
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        if child.name.startswith(f"{name}-v") and (m := _VERSION.search(child.name)) and \
+                child.name[: m.start()] == name:
+            found.append(int(m.group(1)))
+    return found
+
+
+def next_run_dir(root: Path, name: str) -> Path:
+    """The folder the next run of ``name`` would get (nothing is created)."""
+    return root / f"{name}-v{max(_versions(root, name), default=0) + 1:03d}"
+
+
+def allocate_run_dir(root: Path, name: str) -> Path:
+    """Create and return the next free ``<name>-vNNN`` folder.
+
+    ``mkdir`` either creates the folder or fails, so two runs started at once never share one.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    version = max(_versions(root, name), default=0) + 1
+    for _ in range(10_000):
+        candidate = root / f"{name}-v{version:03d}"
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            version += 1
+    raise RunError(f"cannot allocate a run folder for {name!r} in {root}")

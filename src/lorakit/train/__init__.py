@@ -1,0 +1,1 @@
+"""Training: the loop, the chunked loss, the optimizer, callbacks, and the run orchestration."""

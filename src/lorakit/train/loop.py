@@ -1,0 +1,187 @@
+"""The training loop: padding-free micro-batches, loss on supervised tokens, token-weighted steps.
+
+Each optimizer step's loss is the mean over *all* supervised tokens of its micro-batches: every
+micro-batch's summed loss is divided by the step's total target count, known in advance from
+the labels. So splitting a step into more, smaller micro-batches changes nothing but memory,
+which is what lets an out-of-memory retry keep the effective batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lorakit.config.schema import DataSection, TrainSection
+from lorakit.data.packing import Row, collate, plan_micro_batches
+from lorakit.data.tokenize import Example
+from lorakit.errors import TrainingError
+from lorakit.train.callbacks import Callback
+from lorakit.train.loss import batch_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One optimizer step: its micro-batches, and the epoch reached when it ends."""
+
+    micro_batches: list[list[Row]]
+    epoch: float
+
+    @property
+    def num_targets(self) -> int:
+        return sum(e.num_trained - _first_label_trained(e) for mb in self.micro_batches for row in mb for e in row)
+
+
+def _first_label_trained(example: Example) -> int:
+    # Nothing predicts an example's first token, so a trained first label is no target.
+    return int(example.labels[0] != -100)
+
+
+def plan_steps(examples: Sequence[Example], train: TrainSection, data: DataSection) -> list[Step]:
+    """Every optimizer step of the run, epoch by epoch, each epoch shuffled with its own seed."""
+    per_epoch = math.ceil(len(plan_micro_batches(examples, train.micro_batch_size, data.packing,
+                                                 data.max_length, data.seed)) / train.grad_accum)
+    total = train.max_steps or max(1, math.ceil(per_epoch * train.epochs))
+    steps: list[Step] = []
+    epoch = 0
+    while len(steps) < total:
+        micro = plan_micro_batches(examples, train.micro_batch_size, data.packing, data.max_length,
+                                   data.seed + epoch)
+        groups = [micro[i : i + train.grad_accum] for i in range(0, len(micro), train.grad_accum)]
+        for index, group in enumerate(groups):
+            steps.append(Step(group, epoch + (index + 1) / len(groups)))
+            if len(steps) == total:
+                break
+        epoch += 1
+    return steps
+
+
+@dataclass
+class LoopResult:
+    status: str  # "completed" or "interrupted"
+    steps_done: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    eval_history: list[dict[str, Any]] = field(default_factory=list)
+    trained_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.history[-1]["loss"] if self.history else None
+
+    @property
+    def final_eval_loss(self) -> float | None:
+        return self.eval_history[-1]["eval_loss"] if self.eval_history else None
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak GPU memory allocated, or the process's peak resident memory on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 2**20 if sys.platform != "darwin" else kib / 2**30
+
+
+@torch.no_grad()
+def evaluate(model: Any, examples: Sequence[Example], micro_batch_size: int, pad_id: int,
+             chunk_tokens: int, device: torch.device) -> float:
+    """Mean next-token loss over every supervised token of ``examples``."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float32, device=device)
+    count = 0
+    for start in range(0, len(examples), micro_batch_size):
+        batch = collate([list(examples[start : start + micro_batch_size])], pad_id)
+        if batch.num_targets:
+            total += batch_loss(model, batch.to_tensors(device), chunk_tokens)
+            count += batch.num_targets
+    model.train(was_training)
+    return total.item() / max(1, count)
+
+
+def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps: Sequence[Step],
+             train: TrainSection, eval_examples: Sequence[Example], pad_id: int, accelerator: Any,
+             callbacks: Sequence[Callback] = ()) -> LoopResult:
+    """Run the planned optimizer steps; stop cleanly on Ctrl+C.
+
+    Raises:
+        TrainingError: the loss became NaN or infinite ("loss diverged at step N").
+    """
+    device = accelerator.device
+    total_steps = len(steps)
+    result = LoopResult("completed", 0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for cb in callbacks:
+        cb.on_train_begin(total_steps)
+    model.train()
+    start = time.perf_counter()
+
+    def report_eval(step_no: int, epoch: float) -> None:
+        eval_loss = evaluate(model, eval_examples, train.micro_batch_size, pad_id, train.loss_chunk_tokens, device)
+        elapsed = time.perf_counter() - start
+        metrics = {"step": step_no, "total_steps": total_steps, "epoch": epoch, "eval_loss": eval_loss,
+                   "elapsed_s": elapsed, "remaining_s": elapsed / max(1, step_no) * (total_steps - step_no)}
+        result.eval_history.append(metrics)
+        for cb in callbacks:
+            cb.on_evaluate(metrics)
+
+    try:
+        if eval_examples:
+            report_eval(0, 0.0)  # the untrained adapter's loss: the baseline to beat
+        for step_no, step in enumerate(steps, 1):
+            n_targets = max(1, step.num_targets)
+            step_loss = torch.zeros((), dtype=torch.float32, device=device)
+            for i, rows in enumerate(step.micro_batches):
+                batch = collate(rows, pad_id)
+                result.trained_tokens += batch.num_tokens
+                if not batch.num_targets:
+                    continue
+                # Only the last micro-batch of a step needs to synchronise gradients across processes.
+                sync = accelerator.no_sync(model) if i < len(step.micro_batches) - 1 else nullcontext()
+                with sync:
+                    loss = batch_loss(model, batch.to_tensors(device), train.loss_chunk_tokens) / n_targets
+                    accelerator.backward(loss)
+                step_loss += loss.detach()
+            grad_norm = (accelerator.clip_grad_norm_(params, train.max_grad_norm) if train.max_grad_norm
+                         else torch.zeros(()))
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = step_loss.item()
+            if not math.isfinite(loss_value):
+                raise TrainingError(f"loss diverged at step {step_no} (loss={loss_value}); "
+                                    "lower train.lr or check the data")
+            result.steps_done = step_no
+            elapsed = time.perf_counter() - start
+            metrics = {"step": step_no, "total_steps": total_steps, "epoch": step.epoch, "loss": loss_value,
+                       "lr": lr, "grad_norm": float(grad_norm), "trained_tokens": result.trained_tokens,
+                       "tokens_per_second": result.trained_tokens / elapsed, "elapsed_s": elapsed,
+                       "remaining_s": elapsed / step_no * (total_steps - step_no),
+                       "memory_gib": peak_memory_gib(device)}
+            result.history.append(metrics)
+            for cb in callbacks:
+                cb.on_step_end(metrics)
+            if eval_examples and train.eval_every and step_no % train.eval_every == 0 and step_no < total_steps:
+                report_eval(step_no, step.epoch)
+        if eval_examples and total_steps:
+            report_eval(result.steps_done, steps[-1].epoch)
+    except KeyboardInterrupt:
+        result.status = "interrupted"
+        log.warning("interrupted at step %d of %d; saving the adapter so far", result.steps_done, total_steps)
+    finally:
+        result.seconds = time.perf_counter() - start
+        for cb in callbacks:
+            cb.on_train_end(result.status)
+    return result
+

@@ -1,0 +1,160 @@
+"""run_training: config in, tracked run folder out. The one place that wires the layers together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorakit.config.load import LoadedConfig
+from lorakit.errors import LorakitError
+from lorakit.model.resolve import sha256_file
+from lorakit.runs.artifacts import plot_loss, write_results
+from lorakit.runs.card import render_card
+from lorakit.runs.manifest import Manifest
+from lorakit.runs.naming import allocate_run_dir
+from lorakit.runs.provenance import hardware, package_versions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    run_dir: Path
+    status: str  # completed | interrupted
+    metrics: dict[str, Any]
+
+
+def _count_cpu_list(text: str) -> int:
+    """Entries in a kernel CPU list such as ``0-3,8``."""
+    total = 0
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        total += int(last) - int(first) + 1 if last else 1
+    return total
+
+
+def physical_cores() -> int:
+    """Cores this process may use, each physical core once: a second hyper-thread slows matmuls."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        per_core = _count_cpu_list(Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text())
+    except (OSError, ValueError):
+        per_core = 1
+    return max(1, usable // max(1, per_core))
+
+
+def start_run(loaded: LoadedConfig, command_line: Sequence[str]) -> tuple[Path, Manifest]:
+    """Create the run folder with its config files and a first manifest."""
+    cfg = loaded.config
+    run_dir = allocate_run_dir(Path(cfg.output.dir), loaded.run_name)
+    (run_dir / "config.resolved.yaml").write_text(loaded.to_yaml(), encoding="utf-8")
+    (run_dir / "config.sources.txt").write_text("\n".join(loaded.sources) + "\n", encoding="utf-8")
+    data_files = [*cfg.data.train, *cfg.data.eval]
+    manifest = Manifest.create(
+        run_dir,
+        name=run_dir.name,
+        command_line=list(command_line),
+        config=cfg.model_dump(mode="json"),
+        config_sha256=loaded.sha256,
+        config_files={str(f): sha256_file(f) for f in loaded.files},
+        overrides=list(loaded.overrides),
+        data_files={str(f): sha256_file(Path(f)) for f in data_files if Path(f).is_file()},
+        versions=package_versions(),
+        hardware=hardware(),
+    )
+    return run_dir, manifest
+
+
+def run_training(loaded: LoadedConfig, command_line: Sequence[str] | None = None) -> TrainOutcome:
+    """Train the adapter a config describes and write its run folder.
+
+    Args:
+        loaded: the validated, layered config.
+        command_line: recorded in the manifest; defaults to this process's argv.
+
+    Returns:
+        The run folder, how training ended, and the final metrics.
+
+    Raises:
+        LorakitError: a data, model or training problem; the run is marked failed with the reason.
+    """
+    run_dir, manifest = start_run(loaded, command_line if command_line is not None else sys.argv)
+    log.info("run folder: %s (config sha256 %s)", run_dir, loaded.sha256[:12])
+    try:
+        return _train(loaded, run_dir, manifest)
+    except KeyboardInterrupt:
+        manifest.set_status("interrupted", "stopped before training began")
+        raise
+    except LorakitError as e:
+        manifest.set_status("failed", str(e))
+        raise
+    except Exception as e:
+        manifest.set_status("failed", f"{type(e).__name__}: {e}")
+        raise
+
+
+def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest) -> TrainOutcome:
+    import torch
+    from accelerate import Accelerator
+
+    from lorakit.data.dataset import build_datasets
+    from lorakit.model.adapters import attach_adapter
+    from lorakit.model.load import check_quantization, load_base_model, load_tokenizer
+    from lorakit.model.resolve import resolve_model
+    from lorakit.train.callbacks import JsonlMetrics, LogLines, ProgressBar
+    from lorakit.train.loop import plan_steps, run_loop
+    from lorakit.train.optim import build_optimizer, build_scheduler
+
+    cfg = loaded.config
+    check_quantization(cfg.model)  # before minutes of conversion, not after
+    torch.set_num_threads(physical_cores())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
+    tokenizer = load_tokenizer(resolved, cfg.model.revision)
+    datasets = build_datasets(cfg.data, tokenizer)
+    manifest.update(base_model=resolved.identity, base_model_path=resolved.path, template=datasets.template_name,
+                    data_formats={**datasets.stats["train"].formats, **datasets.stats["eval"].formats},
+                    data_stats={k: v.summary() for k, v in datasets.stats.items()})
+    log.info("data: %d training and %d validation examples (%s template)", len(datasets.train),
+             len(datasets.eval), datasets.template_name)
+
+    model = load_base_model(resolved, cfg.model, accelerator.device.type)
+    torch.manual_seed(cfg.train.seed)  # the adapter's initialisation and dropout
+    model = attach_adapter(model, cfg.lora)
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    optimizer = build_optimizer(model, cfg.train)
+    steps = plan_steps(datasets.train, cfg.train, cfg.data)
+    scheduler = build_scheduler(optimizer, cfg.train, len(steps))
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    callbacks = []
+    if accelerator.is_main_process:
+        callbacks = [JsonlMetrics(run_dir / "trainer_log.jsonl", cfg.train.log_every),
+                     LogLines(cfg.train.log_every), ProgressBar()]
+    manifest.update(total_steps=len(steps))
+    manifest.set_status("running")
+    result = run_loop(model, optimizer, scheduler, steps, cfg.train, datasets.eval, tokenizer.pad_token_id,
+                      accelerator, callbacks)
+
+    train_metrics = {"epoch": steps[result.steps_done - 1].epoch if result.steps_done else 0.0,
+                     "train_loss": result.final_loss, "train_runtime": round(result.seconds, 2),
+                     "train_steps": result.steps_done, "train_tokens": result.trained_tokens,
+                     "train_tokens_per_second": round(result.trained_tokens / max(result.seconds, 1e-9), 1)}
+    eval_metrics = {"eval_loss": result.final_eval_loss} if result.eval_history else {}
+    if result.eval_history:
+        eval_metrics["eval_loss_before_training"] = result.eval_history[0]["eval_loss"]
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(run_dir)
+        tokenizer.save_pretrained(run_dir)
+        metrics = write_results(run_dir, train_metrics, eval_metrics)
+        plot_loss(run_dir / "training_loss.png", result.history, result.eval_history)
+        manifest.update(metrics=metrics)
+        manifest.set_status(result.status, "Ctrl+C" if result.status == "interrupted" else None)
+        (run_dir / "README.md").write_text(render_card(run_dir, manifest.data), encoding="utf-8")
+    return TrainOutcome(run_dir, result.status, {**train_metrics, **eval_metrics})
