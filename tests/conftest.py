@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<|im_start|>", "<|im_end|>"]
-WORDS = (
+WORDS = (  # noqa: SIM905 - a sentence reads better than 85 quoted words
     "system user assistant you are a helpful bot what is the capital of france paris two plus equals four "
-    "say hello hi there translate to typst x y z frac sqrt sum alpha beta answer question why because "
-    "one three five six seven eight nine ten red green blue cat dog sat on mat good bad yes no please thanks "
+    "say hello hi there translate to typst x y z frac sqrt sum alpha beta answer question why because one "
+    "three five six seven eight nine ten red green blue cat dog sat on mat good bad yes no please thanks "
     "### System User Assistant : , . ? ! ( ) { } [ ] ^ _ = + - \\ / 1 2 3"
 ).split()
 CHATML = (
@@ -52,13 +52,15 @@ def build_model(kind: str = "llama", vocab_size: int | None = None, softcap: flo
     if kind == "llama":
         config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                             pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=False)
+                             pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=False,
+                             initializer_range=0.2)
         return LlamaForCausalLM(config).float()
     config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                               num_attention_heads=4, num_key_value_heads=1, head_dim=8,
                               max_position_embeddings=256, sliding_window=16,
                               layer_types=["sliding_attention", "full_attention"],
-                              final_logit_softcapping=softcap, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+                              final_logit_softcapping=softcap, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+                              initializer_range=0.2)
     return Gemma3ForCausalLM(config).float()
 
 

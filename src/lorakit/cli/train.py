@@ -35,7 +35,9 @@ def train_cmd(config_file: str, overlays: tuple[str, ...], overrides: tuple[str,
         return
     from lorakit.train.runner import run_training  # torch is imported only when we really train
 
-    outcome = run_training(loaded, ["lorakit", *sys.argv[1:]])
+    command = ["lorakit", "train", config_file, *[a for o in overlays for a in ("--add", o)],
+               *[a for o in overrides for a in ("--set", o)], *(["--name", name] if name else [])]
+    outcome = run_training(loaded, command)
     metrics = outcome.metrics
     click.echo(f"\n{outcome.status}: {outcome.run_dir}")
     summary = [f"train_loss {metrics['train_loss']:.4f}" if metrics.get("train_loss") is not None else "",

@@ -8,12 +8,13 @@ works from any working directory.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):
+        # YAML 1.1 reads 1e-4 as a string; a user typing it means a number.
+        with contextlib.suppress(ValueError):
+            value = float(value)
     return key.split("."), value
 
 
@@ -111,24 +116,21 @@ def _merge(base: dict[str, Any], layer: dict[str, Any], label: str, sources: dic
         dotted = f"{prefix}{key}"
         if base_dir is not None and dotted in PATH_KEYS:
             value = _resolve_paths(value, base_dir)
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
+        if isinstance(value, dict):
+            if not isinstance(base.get(key), dict):
+                _forget(sources, dotted)
+                base[key] = {}
             _merge(base[key], value, label, sources, f"{dotted}.", base_dir)
         else:
             base[key] = value
-            for stale in [k for k in sources if k.startswith(f"{dotted}.")]:
-                del sources[stale]
+            _forget(sources, dotted)
             sources[dotted] = label
-            if isinstance(value, dict):
-                for leaf in _leaves(value, f"{dotted}."):
-                    sources[leaf] = label
 
 
-def _leaves(tree: dict[str, Any], prefix: str) -> Iterable[str]:
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _leaves(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}"
+def _forget(sources: dict[str, str], dotted: str) -> None:
+    """Drop the recorded origins of a key and everything under it (it is being replaced)."""
+    for stale in [k for k in sources if k == dotted or k.startswith(f"{dotted}.")]:
+        del sources[stale]
 
 
 def _resolve_paths(value: Any, base_dir: Path) -> Any:
@@ -148,14 +150,29 @@ def _display_path(path: Path) -> str:
         return str(absolute)
 
 
-def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys = []
-    for name, info in model.model_fields.items():
-        keys.append(name)
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys.extend(_known_keys(annotation, f"{prefix}{name}."))
-    return keys
+# Names users bring from TRL, PEFT and LLaMA-Factory configs, and what lorakit calls them.
+ALIASES = {"rank": "r", "lora_r": "r", "lora_rank": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+           "learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs",
+           "gradient_accumulation_steps": "grad_accum", "per_device_train_batch_size": "micro_batch_size",
+           "batch_size": "micro_batch_size", "max_seq_length": "max_length", "cutoff_len": "max_length",
+           "model_name_or_path": "name_or_path", "lr_scheduler_type": "scheduler", "logging_steps": "log_every",
+           "eval_steps": "eval_every", "save_steps": "save_every", "output_dir": "dir"}
+
+
+def _suggest(loc: Sequence[str]) -> str | None:
+    """The key the user probably meant, looked up in the same section."""
+    section: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        annotation = section.model_fields[part].annotation if part in section.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        section = annotation
+    names = list(section.model_fields)
+    typo = loc[-1]
+    if ALIASES.get(typo) in names:
+        return ALIASES[typo]
+    guess = difflib.get_close_matches(typo, names, n=1, cutoff=0.6)
+    return guess[0] if guess else None
 
 
 def _source_of(dotted: str, key_sources: dict[str, str]) -> str:
@@ -179,8 +196,8 @@ def validate(raw: dict[str, Any], key_sources: dict[str, str], sources: Sequence
             msg = err["msg"].removeprefix("Value error, ")
             origin = _source_of(key, key_sources)
             if err["type"] == "extra_forbidden":
-                guess = difflib.get_close_matches(loc[-1], _known_keys(RunConfig), n=1)
-                msg = "unknown key" + (f", did you mean {guess[0]!r}?" if guess else "")
+                guess = _suggest(loc)
+                msg = "unknown key" + (f", did you mean {guess!r}?" if guess else "")
             elif err["type"] == "missing":
                 msg = "required key is missing"
                 origin = "not set in any layer"

@@ -74,6 +74,7 @@ class LoopResult:
     eval_history: list[dict[str, Any]] = field(default_factory=list)
     trained_tokens: int = 0
     seconds: float = 0.0
+    eval_seconds: float = 0.0  # kept out of tokens/s, which measures training alone
 
     @property
     def final_loss(self) -> float | None:
@@ -127,7 +128,9 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
     start = time.perf_counter()
 
     def report_eval(step_no: int, epoch: float) -> None:
+        began = time.perf_counter()
         eval_loss = evaluate(model, eval_examples, train.micro_batch_size, pad_id, train.loss_chunk_tokens, device)
+        result.eval_seconds += time.perf_counter() - began
         elapsed = time.perf_counter() - start
         metrics = {"step": step_no, "total_steps": total_steps, "epoch": epoch, "eval_loss": eval_loss,
                    "elapsed_s": elapsed, "remaining_s": elapsed / max(1, step_no) * (total_steps - step_no)}
@@ -166,7 +169,8 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
             elapsed = time.perf_counter() - start
             metrics = {"step": step_no, "total_steps": total_steps, "epoch": step.epoch, "loss": loss_value,
                        "lr": lr, "grad_norm": float(grad_norm), "trained_tokens": result.trained_tokens,
-                       "tokens_per_second": result.trained_tokens / elapsed, "elapsed_s": elapsed,
+                       "tokens_per_second": result.trained_tokens / max(elapsed - result.eval_seconds, 1e-9),
+                       "elapsed_s": elapsed,
                        "remaining_s": elapsed / step_no * (total_steps - step_no),
                        "memory_gib": peak_memory_gib(device)}
             result.history.append(metrics)

@@ -108,7 +108,10 @@ def batch_loss(model: Any, batch: dict[str, torch.Tensor], chunk_tokens: int) ->
     gathering them needs no device-to-host sync.
     """
     decoder, head, softcap = causal_lm_parts(model)
-    hidden = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).last_hidden_state
+    # No KV cache: with one, transformers skips the packed-sequence mask and attention would leak
+    # across example borders.
+    hidden = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                     use_cache=False).last_hidden_state
     index = batch["target_index"]
     hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
     targets = batch["targets"].reshape(-1).index_select(0, index)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.config.load import LoadedConfig
-from lorakit.errors import LorakitError
+from lorakit.errors import DataError, LorakitError
 from lorakit.model.resolve import sha256_file
 from lorakit.runs.artifacts import plot_loss, write_results
 from lorakit.runs.card import render_card
@@ -111,7 +111,11 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest) -> TrainOutc
     from lorakit.train.optim import build_optimizer, build_scheduler
 
     cfg = loaded.config
-    check_quantization(cfg.model)  # before minutes of conversion, not after
+    # Fail on the cheap checks before minutes of model conversion, not after.
+    check_quantization(cfg.model)
+    for path in [*cfg.data.train, *cfg.data.eval]:
+        if not Path(path).is_file():
+            raise DataError(f"data file not found: {path}")
     torch.set_num_threads(physical_cores())
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
@@ -145,7 +149,9 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest) -> TrainOutc
     train_metrics = {"epoch": steps[result.steps_done - 1].epoch if result.steps_done else 0.0,
                      "train_loss": result.final_loss, "train_runtime": round(result.seconds, 2),
                      "train_steps": result.steps_done, "train_tokens": result.trained_tokens,
-                     "train_tokens_per_second": round(result.trained_tokens / max(result.seconds, 1e-9), 1)}
+                     "train_tokens_per_second": round(
+                         result.trained_tokens / max(result.seconds - result.eval_seconds, 1e-9), 1),
+                     "eval_runtime": round(result.eval_seconds, 2)}
     eval_metrics = {"eval_loss": result.final_eval_loss} if result.eval_history else {}
     if result.eval_history:
         eval_metrics["eval_loss_before_training"] = result.eval_history[0]["eval_loss"]

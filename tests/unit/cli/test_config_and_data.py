@@ -1,0 +1,46 @@
+from click.testing import CliRunner
+
+from lorakit.cli.main import cli
+from lorakit.config.schema import describe_fields
+from tests.conftest import ALPACA_ROWS, write_jsonl
+from tests.unit.cli.test_train import make_config
+
+
+def test_config_schema_lists_every_key_with_type_default_and_description():
+    result = CliRunner().invoke(cli, ["config", "schema"])
+    assert result.exit_code == 0
+    for key, _, _, _ in describe_fields():
+        assert key in result.output
+    assert "train.loss_chunk_tokens" in result.output and "required" in result.output
+    assert all(description for *_, description in describe_fields())
+
+
+def test_config_show_prints_the_merged_result(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir)
+    result = CliRunner().invoke(cli, ["config", "show", str(config), "--set", "train.lr=3e-4"])
+    assert result.exit_code == 0
+    assert "lr: 0.0003" in result.output and "--set train.lr=3e-4" in result.output
+
+
+def test_data_check_reports_format_lengths_and_the_trained_span(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, data={"max_length": 20})
+    result = CliRunner().invoke(cli, ["data", "check", str(tmp_path / "train.jsonl"), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "format alpaca" in result.output
+    assert f"rows: {len(ALPACA_ROWS)}" in result.output
+    assert "tokens: min" in result.output and "p90" in result.output
+    assert "over max_length=20:" in result.output
+    assert "⟦paris <|im_end|>⟧" in result.output
+
+
+def test_data_check_without_a_tokenizer_still_counts_rows(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, {"text": "b"}])
+    result = CliRunner().invoke(cli, ["data", "check", str(path)])
+    assert result.exit_code == 0
+    assert "format text" in result.output and "rows: 2" in result.output
+
+
+def test_data_check_reports_bad_rows_by_line(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, "{bad"])
+    result = CliRunner().invoke(cli, ["data", "check", str(path)])
+    assert result.exit_code == 1 and "d.jsonl:2: malformed JSON" in result.output

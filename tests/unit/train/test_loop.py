@@ -1,0 +1,102 @@
+import json
+
+import pytest
+import torch
+
+from lorakit.config.schema import DataSection, LoraSection, TrainSection
+from lorakit.data.tokenize import IGNORE, Example
+from lorakit.errors import TrainingError
+from lorakit.model.adapters import attach_adapter
+from lorakit.train.callbacks import JsonlMetrics
+from lorakit.train.loop import plan_steps, run_loop
+from lorakit.train.optim import build_optimizer, build_scheduler
+from tests.conftest import build_model
+
+EXAMPLES = [Example([2, 10 + i, 20 + i, 30, 31, 1], [IGNORE, IGNORE, 20 + i, 30, 31, 1]) for i in range(12)]
+
+
+def train_once(tmp_path=None, callbacks=(), examples=EXAMPLES, kind="llama", **train_kwargs):
+    from accelerate import Accelerator
+
+    train = TrainSection(**{"lr": 1e-2, "warmup_ratio": 0.0, "epochs": 2, "micro_batch_size": 4, "grad_accum": 1,
+                            **train_kwargs})
+    data = DataSection(train=["unused"])
+    torch.manual_seed(train.seed)
+    model = attach_adapter(build_model(kind), LoraSection(r=4, alpha=8))
+    optimizer = build_optimizer(model, train)
+    steps = plan_steps(examples, train, data)
+    scheduler = build_scheduler(optimizer, train, len(steps))
+    result = run_loop(model, optimizer, scheduler, steps, train, examples[:3], 0, Accelerator(cpu=True),
+                      list(callbacks))
+    return model, result
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_lora_training_learns_and_leaves_base_weights_alone(kind):
+    from peft import get_peft_model_state_dict
+
+    base = build_model(kind).state_dict()
+    model, result = train_once(kind=kind, epochs=10)
+    assert result.status == "completed"
+    assert result.history[-1]["loss"] < 0.6 * result.history[0]["loss"]
+    assert result.eval_history[-1]["eval_loss"] < result.eval_history[0]["eval_loss"]
+    for name, value in model.get_base_model().state_dict().items():
+        if "lora_" not in name:
+            key = name.replace(".base_layer", "")
+            torch.testing.assert_close(value, base[key], rtol=0, atol=0, msg=name)
+    assert any(v.abs().sum() > 0 for k, v in get_peft_model_state_dict(model).items() if "lora_B" in k)
+
+
+def test_the_same_config_twice_gives_the_same_loss_curve():
+    _, first = train_once()
+    _, second = train_once()
+    assert [m["loss"] for m in first.history] == [m["loss"] for m in second.history]
+
+
+def test_splitting_a_step_into_smaller_micro_batches_changes_nothing():
+    """Token-weighted steps: micro-batch 4 x accumulation 1 == micro-batch 1 x accumulation 4."""
+    uneven = [Example([2, 5, *range(40, 40 + n), 1], [IGNORE, IGNORE, *range(40, 40 + n), 1]) for n in range(1, 9)]
+    _, whole = train_once(examples=uneven, micro_batch_size=4, grad_accum=1, epochs=1)
+    _, split = train_once(examples=uneven, micro_batch_size=1, grad_accum=4, epochs=1)
+    assert len(whole.history) == len(split.history) == 2
+    for a, b in zip(whole.history, split.history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def test_steps_follow_epochs_and_max_steps():
+    data = DataSection(train=["unused"])
+    assert len(plan_steps(EXAMPLES, TrainSection(micro_batch_size=4, grad_accum=1, epochs=2), data)) == 6
+    assert len(plan_steps(EXAMPLES, TrainSection(micro_batch_size=4, grad_accum=2, epochs=0.5), data)) == 1
+    assert len(plan_steps(EXAMPLES, TrainSection(micro_batch_size=4, grad_accum=1, max_steps=7), data)) == 7
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step():
+    with pytest.raises(TrainingError, match=r"loss diverged at step \d+ \(loss=nan\)"):
+        train_once(lr=1e30, max_grad_norm=0.0, epochs=3)
+
+
+def test_ctrl_c_stops_cleanly_and_reports_interrupted(tmp_path):
+    class StopAtTwo:
+        def on_train_begin(self, total_steps): pass
+        def on_evaluate(self, metrics): pass
+        def on_train_end(self, status): self.status = status
+        def on_step_end(self, metrics):
+            if metrics["step"] == 2:
+                raise KeyboardInterrupt
+
+    stopper = StopAtTwo()
+    _, result = train_once(callbacks=[stopper])
+    assert (result.status, result.steps_done, stopper.status) == ("interrupted", 2, "interrupted")
+
+
+def test_trainer_log_has_a_line_per_logged_step_and_eval(tmp_path):
+    path = tmp_path / "trainer_log.jsonl"
+    train_once(callbacks=[JsonlMetrics(path, log_every=2)], eval_every=4)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    steps = [r["current_steps"] for r in records if "loss" in r]
+    evals = [r["current_steps"] for r in records if "eval_loss" in r]
+    assert steps == [2, 4, 6]
+    assert evals == [0, 4, 6]
+    for r in records:
+        assert {"current_steps", "total_steps", "epoch", "percentage", "elapsed_time", "remaining_time"} <= set(r)
+    assert {"loss", "lr", "tokens_per_second"} <= set(records[1])
