@@ -46,3 +46,7 @@ cli.add_command(data_group)
 
 def main() -> None:
     cli(prog_name="lorakit")
+
+
+if __name__ == "__main__":
+    main()

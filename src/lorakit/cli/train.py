@@ -45,7 +45,9 @@ def train_cmd(config_file: str, overlays: tuple[str, ...], overrides: tuple[str,
                if "eval_loss" in metrics else "",
                f"{metrics['train_tokens_per_second']:.0f} tokens/s", f"{metrics['train_runtime']:.0f} s"]
     click.echo("  " + " | ".join(s for s in summary if s))
-    click.echo(f"  adapter: {outcome.run_dir}/adapter_model.safetensors (PEFT format); "
-               f"card with loading code: {outcome.run_dir}/README.md")
+    click.echo(f"  adapter: {outcome.run_dir}/adapter_model.safetensors (PEFT format); model card: "
+               f"{outcome.run_dir}/README.md")
+    click.echo("  load it: base = AutoModelForCausalLM.from_pretrained(<base, see the card>); "
+               f"model = PeftModel.from_pretrained(base, {str(outcome.run_dir)!r})")
     if outcome.status == "interrupted":
         sys.exit(130)

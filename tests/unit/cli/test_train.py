@@ -162,3 +162,25 @@ def test_failed_run_is_marked_failed_with_its_reason(tmp_path, tiny_model_dir):
     CliRunner().invoke(cli, ["train", str(config)])
     manifest = json.loads((tmp_path / "runs" / "tiny-v001" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "max_length=3" in manifest["status_history"][-1]["reason"]
+
+
+def test_ctrl_c_saves_the_adapter_so_far_and_marks_the_run_interrupted(tmp_path, tiny_model_dir):
+    import signal
+    import time
+
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 100_000, "log_every": 1})
+    proc = subprocess.Popen([sys.executable, "-m", "lorakit.cli.main", "train", str(config)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "runs" / "tiny-v001" / "trainer_log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and log.read_text().count("\n") >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.2)  # polling a subprocess, not waiting for time to pass in the code under test
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    run = tmp_path / "runs" / "tiny-v001"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert (run / "adapter_model.safetensors").is_file()
+    assert "Traceback" not in output
