@@ -133,3 +133,39 @@ class ProgressBar:
 
     def on_train_end(self, status: str) -> None:
         self._progress.stop()
+
+
+class Checkpoints:
+    """Save the adapter every ``save_every`` steps under ``checkpoints/checkpoint-N``.
+
+    Only when asked (save_every > 0): the final adapter lands in the run folder anyway, and
+    intermediate copies cost disk and time. At most ``keep`` are kept, oldest removed first.
+    """
+
+    def __init__(self, run_dir: Path, model: Any, save_every: int, keep: int | None) -> None:
+        self.root = run_dir / "checkpoints"
+        self.model = model
+        self.save_every = save_every
+        self.keep = keep
+
+    def on_train_begin(self, total_steps: int) -> None:
+        pass
+
+    def on_step_end(self, metrics: dict[str, Any]) -> None:
+        step = metrics["step"]
+        if step % self.save_every or step == metrics["total_steps"]:
+            return
+        self.model.save_pretrained(self.root / f"checkpoint-{step}")
+        log.info("saved checkpoint-%d", step)
+        if self.keep:
+            import shutil
+
+            saved = sorted(self.root.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+            for old in saved[: -self.keep]:
+                shutil.rmtree(old)
+
+    def on_evaluate(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def on_train_end(self, status: str) -> None:
+        pass

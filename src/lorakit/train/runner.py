@@ -106,7 +106,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest) -> TrainOutc
     from lorakit.model.adapters import attach_adapter
     from lorakit.model.load import check_quantization, load_base_model, load_tokenizer
     from lorakit.model.resolve import resolve_model
-    from lorakit.train.callbacks import JsonlMetrics, LogLines, ProgressBar
+    from lorakit.train.callbacks import Checkpoints, JsonlMetrics, LogLines, ProgressBar
     from lorakit.train.loop import plan_steps, run_loop
     from lorakit.train.optim import build_optimizer, build_scheduler
 
@@ -141,6 +141,9 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest) -> TrainOutc
     if accelerator.is_main_process:
         callbacks = [JsonlMetrics(run_dir / "trainer_log.jsonl", cfg.train.log_every),
                      LogLines(cfg.train.log_every), ProgressBar()]
+        if cfg.train.save_every:
+            callbacks.append(Checkpoints(run_dir, accelerator.unwrap_model(model), cfg.train.save_every,
+                                         cfg.train.save_total_limit))
     manifest.update(total_steps=len(steps))
     manifest.set_status("running")
     result = run_loop(model, optimizer, scheduler, steps, cfg.train, datasets.eval, tokenizer.pad_token_id,

@@ -184,3 +184,30 @@ def test_ctrl_c_saves_the_adapter_so_far_and_marks_the_run_interrupted(tmp_path,
     assert manifest["status"] == "interrupted"
     assert (run / "adapter_model.safetensors").is_file()
     assert "Traceback" not in output
+
+
+def test_checkpoints_only_when_asked_and_pruned_to_the_limit(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 7, "save_every": 2, "save_total_limit": 2})
+    assert invoke("train", config).exit_code == 0
+    kept = sorted(p.name for p in (tmp_path / "runs" / "tiny-v001" / "checkpoints").iterdir())
+    assert kept == ["checkpoint-4", "checkpoint-6"]
+    assert (tmp_path / "runs" / "tiny-v001" / "checkpoints" / "checkpoint-6" / "adapter_model.safetensors").is_file()
+
+
+def test_continue_from_an_earlier_adapter_and_refuse_a_mismatched_one(tmp_path, tiny_model_dir):
+    import torch
+    from safetensors.torch import load_file
+
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 3})
+    assert invoke("train", config).exit_code == 0
+    parent = tmp_path / "runs" / "tiny-v001"
+    result = invoke("train", config, "--set", f"lora.init_from={parent}", "--set", "train.lr=1e-12",
+                    "--set", "train.max_steps=1")
+    assert result.exit_code == 0, result.output
+    before = load_file(parent / "adapter_model.safetensors")
+    after = load_file(tmp_path / "runs" / "tiny-v002" / "adapter_model.safetensors")
+    for name, value in before.items():  # a negligible learning rate: the child starts where the parent ended
+        torch.testing.assert_close(after[name], value, rtol=1e-6, atol=1e-6)
+    mismatch = CliRunner().invoke(cli, ["train", str(config), "--set", f"lora.init_from={parent}",
+                                        "--set", "lora.r=8"])
+    assert mismatch.exit_code == 1 and "has rank 16 but lora.r is 8" in mismatch.output
