@@ -254,4 +254,6 @@ def load_config(
     config = validate(raw, key_sources, sources)
     base_name = name or config.output.name or files[0].stem
     run_name = "-".join([base_name, *(Path(o).stem for o in overlays)])
+    if "/" in run_name or run_name.startswith(".") or not run_name.strip():
+        raise ConfigError(f"run name must be a plain folder name (got {run_name!r}); change --name or output.name")
     return LoadedConfig(config, files, tuple(overrides), key_sources, run_name)

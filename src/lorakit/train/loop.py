@@ -37,15 +37,6 @@ class Step:
     micro_batches: list[list[Row]]
     epoch: float
 
-    @property
-    def num_targets(self) -> int:
-        return sum(e.num_trained - _first_label_trained(e) for mb in self.micro_batches for row in mb for e in row)
-
-
-def _first_label_trained(example: Example) -> int:
-    # Nothing predicts an example's first token, so a trained first label is no target.
-    return int(example.labels[0] != -100)
-
 
 def plan_steps(examples: Sequence[Example], train: TrainSection, data: DataSection) -> list[Step]:
     """Every optimizer step of the run, epoch by epoch, each epoch shuffled with its own seed."""
@@ -142,15 +133,14 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
         if eval_examples:
             report_eval(0, 0.0)  # the untrained adapter's loss: the baseline to beat
         for step_no, step in enumerate(steps, 1):
-            n_targets = max(1, step.num_targets)
+            batches = [collate(rows, pad_id) for rows in step.micro_batches]
+            result.trained_tokens += sum(b.num_tokens for b in batches)
+            batches = [b for b in batches if b.num_targets]  # nothing to learn, nothing to compute
+            n_targets = max(1, sum(b.num_targets for b in batches))
             step_loss = torch.zeros((), dtype=torch.float32, device=device)
-            for i, rows in enumerate(step.micro_batches):
-                batch = collate(rows, pad_id)
-                result.trained_tokens += batch.num_tokens
-                if not batch.num_targets:
-                    continue
+            for i, batch in enumerate(batches):
                 # Only the last micro-batch of a step needs to synchronise gradients across processes.
-                sync = accelerator.no_sync(model) if i < len(step.micro_batches) - 1 else nullcontext()
+                sync = accelerator.no_sync(model) if i < len(batches) - 1 else nullcontext()
                 with sync:
                     loss = batch_loss(model, batch.to_tensors(device), train.loss_chunk_tokens) / n_targets
                     accelerator.backward(loss)

@@ -45,6 +45,11 @@ def test_name_option_replaces_output_name_and_config_stem(base, tmp_path):
     assert load_config(plain).run_name == "myrun"
 
 
+def test_run_names_that_are_not_plain_folder_names_are_refused(base):
+    with pytest.raises(ConfigError, match="run name must be a plain folder name"):
+        load_config(base, name="../escape")
+
+
 def test_relative_data_paths_resolve_against_the_config_file(tmp_path, monkeypatch):
     sub = tmp_path / "proj"
     sub.mkdir()
