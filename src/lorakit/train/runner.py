@@ -70,12 +70,14 @@ def start_run(loaded: LoadedConfig, command_line: Sequence[str]) -> tuple[Path, 
     return run_dir, manifest
 
 
-def run_training(loaded: LoadedConfig, command_line: Sequence[str] | None = None) -> TrainOutcome:
+def run_training(loaded: LoadedConfig, command_line: Sequence[str] | None = None,
+                 callbacks: Sequence[Any] = ()) -> TrainOutcome:
     """Train the adapter a config describes and write its run folder.
 
     Args:
         loaded: the validated, layered config.
         command_line: recorded in the manifest; defaults to this process's argv.
+        callbacks: extra ``lorakit.train.callbacks.Callback`` objects (main process only).
 
     Returns:
         The run folder, how training ended, and the final metrics.
@@ -86,7 +88,7 @@ def run_training(loaded: LoadedConfig, command_line: Sequence[str] | None = None
     run_dir, manifest = start_run(loaded, command_line if command_line is not None else sys.argv)
     log.info("run folder: %s (config sha256 %s)", run_dir, loaded.sha256[:12])
     try:
-        return _train(loaded, run_dir, manifest)
+        return _train(loaded, run_dir, manifest, callbacks)
     except KeyboardInterrupt:
         manifest.set_status("interrupted", "stopped before training began")
         raise
@@ -98,7 +100,7 @@ def run_training(loaded: LoadedConfig, command_line: Sequence[str] | None = None
         raise
 
 
-def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest) -> TrainOutcome:
+def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callbacks: Sequence[Any]) -> TrainOutcome:
     import torch
     from accelerate import Accelerator
 
@@ -140,7 +142,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest) -> TrainOutc
     callbacks = []
     if accelerator.is_main_process:
         callbacks = [JsonlMetrics(run_dir / "trainer_log.jsonl", cfg.train.log_every),
-                     LogLines(cfg.train.log_every), ProgressBar()]
+                     LogLines(cfg.train.log_every), ProgressBar(), *extra_callbacks]
         if cfg.train.save_every:
             callbacks.append(Checkpoints(run_dir, accelerator.unwrap_model(model), cfg.train.save_every,
                                          cfg.train.save_total_limit))

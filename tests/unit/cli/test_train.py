@@ -211,3 +211,22 @@ def test_continue_from_an_earlier_adapter_and_refuse_a_mismatched_one(tmp_path, 
     mismatch = CliRunner().invoke(cli, ["train", str(config), "--set", f"lora.init_from={parent}",
                                         "--set", "lora.r=8"])
     assert mismatch.exit_code == 1 and "has rank 16 but lora.r is 8" in mismatch.output
+
+
+def test_run_training_accepts_extra_callbacks(tmp_path, tiny_model_dir):
+    from lorakit.config import load_config
+    from lorakit.train.runner import run_training
+
+    class Steps:
+        seen: list = []  # noqa: RUF012 - a test probe
+
+        def on_train_begin(self, total_steps): self.total = total_steps
+        def on_step_end(self, metrics): Steps.seen.append(metrics["step"])
+        def on_evaluate(self, metrics): pass
+        def on_train_end(self, status): self.status = status
+
+    probe = Steps()
+    outcome = run_training(load_config(make_config(tmp_path, tiny_model_dir, train={"max_steps": 3})), ["test"],
+                           callbacks=[probe])
+    assert outcome.status == probe.status == "completed"
+    assert Steps.seen == [1, 2, 3] and probe.total == 3
