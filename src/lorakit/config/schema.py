@@ -12,7 +12,6 @@ from typing import Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TEMPLATE_NAMES = ("auto", "tokenizer", "plain", "chatml", "gemma")
-FORMAT_NAMES = ("auto", "alpaca", "messages", "prompt_completion", "text")
 
 
 class Section(BaseModel):
