@@ -98,25 +98,7 @@ def worker_lorakit(args: argparse.Namespace, workdir: Path) -> dict:
     return {"tokens": m["train_tokens"], "seconds": m["train_runtime"], "first_step_s": FirstStep.first,
             "loss_last": sum(FirstStep.losses[-3:]) / len(FirstStep.losses[-3:]),
             "peak_rss_gib": peak_rss_gib(), "model_path": manifest["base_model_path"],
-            **_recount(outcome.run_dir)}
-
-
-def _recount(run_dir: Path) -> dict:
-    """Supervised and computed (pad included) tokens, recounted from the run's own data and settings."""
-    from lorakit.config import load_config
-    from lorakit.data.dataset import build_datasets
-    from lorakit.data.packing import collate
-    from lorakit.model.load import load_tokenizer
-    from lorakit.model.resolve import ResolvedModel
-    from lorakit.train.loop import plan_steps
-
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    cfg = load_config(run_dir / "config.resolved.yaml").config
-    tokenizer = load_tokenizer(ResolvedModel(manifest["base_model_path"], {}))
-    steps = plan_steps(build_datasets(cfg.data, tokenizer).train, cfg.train, cfg.data)
-    batches = [collate(rows, 0) for s in steps for rows in s.micro_batches]
-    return {"supervised": sum(b.num_targets for b in batches),
-            "computed": sum(len(b.input_ids) * len(b.input_ids[0]) for b in batches)}
+            "supervised": m["train_supervised_tokens"], "computed": m["train_computed_tokens"]}
 
 
 def worker_trl(args: argparse.Namespace, model_path: str) -> dict:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from lorakit.config.schema import RunConfig
+from lorakit.config.schema import RunConfig, is_folder_name
 from lorakit.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -254,6 +254,6 @@ def load_config(
     config = validate(raw, key_sources, sources)
     base_name = name or config.output.name or files[0].stem
     run_name = "-".join([base_name, *(Path(o).stem for o in overlays)])
-    if "/" in run_name or run_name.startswith(".") or not run_name.strip():
+    if not is_folder_name(run_name):
         raise ConfigError(f"run name must be a plain folder name (got {run_name!r}); change --name or output.name")
     return LoadedConfig(config, files, tuple(overrides), key_sources, run_name)

@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 TEMPLATE_NAMES = ("auto", "tokenizer", "plain", "chatml", "gemma")
 
 
+def is_folder_name(value: str) -> bool:
+    """A run name must be one plain folder: no separators, not hidden, not blank."""
+    return bool(value.strip()) and "/" not in value and not value.startswith(".")
+
+
 class Section(BaseModel):
     # Typos are errors, and a validated config is a value that nothing mutates.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -148,7 +153,7 @@ class OutputSection(Section):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str | None) -> str | None:
-        if value is not None and (not value or "/" in value or value.startswith(".")):
+        if value is not None and not is_folder_name(value):
             raise ValueError(f"must be a plain folder name (got {value!r})")
         return value
 

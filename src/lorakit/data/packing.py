@@ -39,6 +39,11 @@ class Batch:
     num_tokens: int  # real (non-pad) tokens
     num_targets: int  # tokens that count towards the loss
 
+    @property
+    def num_computed(self) -> int:
+        """Tokens the model runs on, padding included."""
+        return len(self.input_ids) * len(self.input_ids[0])
+
     def to_tensors(self, device: object = "cpu") -> dict[str, object]:
         """Tensors for the model; ``target_index`` holds the flat positions of supervised tokens."""
         import torch

@@ -63,9 +63,15 @@ class LoopResult:
     steps_done: int
     history: list[dict[str, Any]] = field(default_factory=list)
     eval_history: list[dict[str, Any]] = field(default_factory=list)
-    trained_tokens: int = 0
+    trained_tokens: int = 0  # real (non-pad) tokens
+    supervised_tokens: int = 0  # tokens that reached the loss
+    computed_tokens: int = 0  # tokens the model ran on, padding included
     seconds: float = 0.0
     eval_seconds: float = 0.0  # kept out of tokens/s, which measures training alone
+
+    def tokens_per_second(self, elapsed: float) -> float:
+        """Real tokens per second of training, validation time excluded."""
+        return self.trained_tokens / max(elapsed - self.eval_seconds, 1e-9)
 
     @property
     def final_loss(self) -> float | None:
@@ -136,6 +142,8 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
             batches = [collate(rows, pad_id) for rows in step.micro_batches]
             result.trained_tokens += sum(b.num_tokens for b in batches)
             batches = [b for b in batches if b.num_targets]  # nothing to learn, nothing to compute
+            result.computed_tokens += sum(b.num_computed for b in batches)
+            result.supervised_tokens += sum(b.num_targets for b in batches)
             n_targets = max(1, sum(b.num_targets for b in batches))
             step_loss = torch.zeros((), dtype=torch.float32, device=device)
             for i, batch in enumerate(batches):
@@ -159,7 +167,7 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
             elapsed = time.perf_counter() - start
             metrics = {"step": step_no, "total_steps": total_steps, "epoch": step.epoch, "loss": loss_value,
                        "lr": lr, "grad_norm": float(grad_norm), "trained_tokens": result.trained_tokens,
-                       "tokens_per_second": result.trained_tokens / max(elapsed - result.eval_seconds, 1e-9),
+                       "tokens_per_second": result.tokens_per_second(elapsed),
                        "elapsed_s": elapsed,
                        "remaining_s": elapsed / step_no * (total_steps - step_no),
                        "memory_gib": peak_memory_gib(device)}

@@ -154,8 +154,9 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     train_metrics = {"epoch": steps[result.steps_done - 1].epoch if result.steps_done else 0.0,
                      "train_loss": result.final_loss, "train_runtime": round(result.seconds, 2),
                      "train_steps": result.steps_done, "train_tokens": result.trained_tokens,
-                     "train_tokens_per_second": round(
-                         result.trained_tokens / max(result.seconds - result.eval_seconds, 1e-9), 1),
+                     "train_supervised_tokens": result.supervised_tokens,
+                     "train_computed_tokens": result.computed_tokens,
+                     "train_tokens_per_second": round(result.tokens_per_second(result.seconds), 1),
                      "eval_runtime": round(result.eval_seconds, 2)}
     eval_metrics = {"eval_loss": result.final_eval_loss} if result.eval_history else {}
     if result.eval_history:
