@@ -11,10 +11,11 @@ rows of a packed micro-batch. Three examples A (3 tokens), B (2), C (3) in one r
     targets       a1 a2  · b1  · c1 c2  ·     each example's labels shifted within it: the last
                                               token of an example predicts nothing (·)
 
-transformers reads the restarting position ids and builds the block-diagonal causal mask
-(attention never crosses an example border), so packed and one-at-a-time runs compute the same
-loss. Targets are shifted here, per example, so no token is asked to predict the first token of
-the next example.
+Each row also records its segments, ``[(0, 3), (3, 5), (5, 8)]`` here, so attention runs once per
+example (``lorakit.model.attention``); other attention implementations read the restarting
+position ids instead. Either way attention never crosses an example border, so packed and
+one-at-a-time runs compute the same loss. Targets are shifted here, per example, so no token is
+asked to predict the first token of the next example.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Batch:
     targets: list[list[int]]
     num_tokens: int  # real (non-pad) tokens
     num_targets: int  # tokens that count towards the loss
+    segments: list[list[tuple[int, int]]]  # per row, [start, end) of each example and of the padding
 
     @property
     def num_computed(self) -> int:
@@ -55,6 +57,7 @@ class Batch:
             "input_ids": torch.tensor(self.input_ids, dtype=torch.long, device=device),
             "position_ids": torch.tensor(self.position_ids, dtype=torch.long, device=device),
             "targets": torch.tensor(self.targets, dtype=torch.long, device=device),
+            "segments": self.segments,
         }
 
 
@@ -80,9 +83,12 @@ def plan_micro_batches(examples: Sequence[Example], micro_batch_size: int, packi
     """Shuffle (seeded) and group the examples of one epoch into micro-batches of rows."""
     rng = random.Random(seed)
     if packing:
-        rows = pack_rows(examples, max_length)
-        rng.shuffle(rows)
-        return [rows[i : i + micro_batch_size] for i in range(0, len(rows), micro_batch_size)]
+        # Rows of similar length share a micro-batch, so almost no padding is computed (BFD leaves a
+        # few short rows at the end); the order of the micro-batches is what gets shuffled.
+        rows = sorted(pack_rows(examples, max_length), key=lambda row: sum(map(len, row)), reverse=True)
+        batches = [rows[i : i + micro_batch_size] for i in range(0, len(rows), micro_batch_size)]
+        rng.shuffle(batches)
+        return batches
     order = list(examples)
     rng.shuffle(order)
     return [[order[i : i + micro_batch_size]] for i in range(0, len(order), micro_batch_size)]
@@ -91,20 +97,25 @@ def plan_micro_batches(examples: Sequence[Example], micro_batch_size: int, packi
 def collate(rows: Sequence[Row], pad_id: int) -> Batch:
     """Lay each row's examples end to end; pad shorter rows at the end (their own 'example')."""
     width = max(sum(len(e) for e in row) for row in rows)
-    input_ids, position_ids, targets = [], [], []
+    input_ids, position_ids, targets, segments = [], [], [], []
     num_tokens = num_targets = 0
     for row in rows:
         ids: list[int] = []
         pos: list[int] = []
         tgt: list[int] = []
+        spans: list[tuple[int, int]] = []
         for example in row:
+            spans.append((len(ids), len(ids) + len(example)))
             ids += example.input_ids
             pos += range(len(example))
             tgt += [*example.labels[1:], IGNORE]
         num_tokens += len(ids)
         pad = width - len(ids)
+        if pad:
+            spans.append((len(ids), width))
+        segments.append(spans)
         input_ids.append(ids + [pad_id] * pad)
         position_ids.append(pos + list(range(pad)))
         targets.append(tgt + [IGNORE] * pad)
         num_targets += sum(t != IGNORE for t in tgt)
-    return Batch(input_ids, position_ids, targets, num_tokens, num_targets)
+    return Batch(input_ids, position_ids, targets, num_tokens, num_targets, segments)

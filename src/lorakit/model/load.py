@@ -60,11 +60,18 @@ def load_base_model(resolved: ResolvedModel, section: ModelSection, device_type:
     Raises:
         ModelError: the weights cannot be loaded, or NF4 is asked for without CUDA/bitsandbytes.
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lorakit.model.attention import pick_attention
 
     check_quantization(section)
     dtype = pick_dtype(section.dtype, device_type)
-    kwargs: dict[str, Any] = {"dtype": dtype, "revision": section.revision}
+    try:
+        config = AutoConfig.from_pretrained(resolved.path, revision=section.revision)
+    except Exception as e:
+        raise ModelError(f"cannot read the model config of {resolved.path}: {e}") from e
+    kwargs: dict[str, Any] = {"dtype": dtype, "revision": section.revision,
+                              "attn_implementation": pick_attention(config, device_type, dtype)}
     if section.quantization == "nf4":
         from transformers import BitsAndBytesConfig
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from lorakit.model.attention import uses_segments
+
 
 class _ChunkedHeadCrossEntropy(torch.autograd.Function):
     """sum_i CE(softcap(h_i W^T + b), y_i), with its gradients computed chunk by chunk in forward."""
@@ -108,10 +110,11 @@ def batch_loss(model: Any, batch: dict[str, torch.Tensor], chunk_tokens: int) ->
     gathering them needs no device-to-host sync.
     """
     decoder, head, softcap = causal_lm_parts(model)
+    extra = {"lorakit_segments": batch["segments"]} if uses_segments(model) else {}
     # No KV cache: with one, transformers skips the packed-sequence mask and attention would leak
     # across example borders.
-    hidden = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                     use_cache=False).last_hidden_state
+    hidden = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
+                     **extra).last_hidden_state
     index = batch["target_index"]
     hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
     targets = batch["targets"].reshape(-1).index_select(0, index)

@@ -3,6 +3,7 @@ import torch
 
 from lorakit.data.packing import collate
 from lorakit.data.tokenize import IGNORE, Example
+from lorakit.model.attention import SEGMENTED, register
 from lorakit.train.loss import batch_loss, chunked_head_loss, naive_head_loss
 from tests.conftest import build_model
 
@@ -31,32 +32,54 @@ def test_chunked_loss_and_gradients_equal_the_naive_ones(softcap, chunk, head_tr
         torch.testing.assert_close(fast_grads[1], head.weight.grad, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", SEGMENTED])
 @pytest.mark.parametrize("kind", ["llama", "gemma3"])
-def test_packed_batch_equals_examples_run_one_at_a_time(kind):
-    """Padding-free packing is exact: the same loss and adapter gradients as separate sequences."""
+def test_packed_batch_equals_examples_run_one_at_a_time(kind, attention):
+    """Padding-free packing is exact: the same loss and adapter gradients as separate sequences.
+
+    The reference runs each example alone through the stock SDPA attention. The third example is
+    longer than the tiny Gemma-3's sliding window (16), so the local layers' window is exercised.
+    """
     from peft import LoraConfig, get_peft_model
 
     model = build_model(kind, softcap=5.0 if kind == "gemma3" else None)
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    long = list(range(20, 45))
     examples = [Example([5, 6, 7, 8, 9], [IGNORE, IGNORE, 7, 8, 9]),
                 Example([10, 11, 12], [10, 11, 12]),
-                Example([13, 14, 15, 16, 17, 18, 19], [IGNORE] * 4 + [16, 17, 18])]
+                Example(long, [IGNORE] * 4 + long[4:])]
 
-    def loss_and_grads(rows_list):
+    def loss_and_grads(rows_list, implementation):
+        register()
+        model.get_base_model().set_attn_implementation(implementation)
         model.zero_grad()
         total = sum(batch_loss(model, collate(rows, 0).to_tensors(), 4) for rows in rows_list)
         total.backward()
         return total.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
-    packed_loss, packed_grads = loss_and_grads([[examples]])  # one row holding all three
-    single_loss, single_grads = loss_and_grads([[[e]] for e in examples])
-    padded_loss, _ = loss_and_grads([[[examples[0]], [examples[1]], [examples[2]]]])  # three rows, padded
+    single_loss, single_grads = loss_and_grads([[[e]] for e in examples], "sdpa")
+    packed_loss, packed_grads = loss_and_grads([[examples]], attention)  # one row holding all three
+    padded_loss, _ = loss_and_grads([[[examples[0]], [examples[1]], [examples[2]]]], attention)  # three rows
     torch.testing.assert_close(packed_loss, single_loss, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(padded_loss, single_loss, rtol=1e-5, atol=1e-5)
     for name, grad in packed_grads.items():
         # 1e-5 relative to the gradient's scale: float32 rounding differs with the batch's shape.
         scale = single_grads[name].abs().max().item()
         torch.testing.assert_close(grad, single_grads[name], rtol=1e-5, atol=1e-5 * scale, msg=name)
+
+
+def test_segmented_attention_is_used_only_when_segments_are_passed():
+    """Generation and padded batches (no segments) go through the stock masked SDPA path."""
+    register()
+    model = build_model("llama")
+    ids = torch.tensor([[5, 6, 7, 8, 0, 0], [9, 10, 11, 12, 13, 14]])
+    mask = (ids != 0).long()
+    reference = model(input_ids=ids, attention_mask=mask).logits
+    model.set_attn_implementation(SEGMENTED)
+    torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).logits, reference)
+    out = model.generate(ids[:1, :4], max_new_tokens=3, do_sample=False)
+    model.set_attn_implementation("sdpa")
+    torch.testing.assert_close(out, model.generate(ids[:1, :4], max_new_tokens=3, do_sample=False))
 
 
 def test_batch_loss_equals_the_models_own_loss():
