@@ -29,6 +29,9 @@ from lorakit.train.loss import batch_loss
 
 log = logging.getLogger(__name__)
 
+# Devices without an asynchronous queue: reading a step's loss costs nothing there.
+REPORT_EVERY_STEP_ON = ("cpu",)
+
 
 @dataclass(frozen=True)
 class Step:
@@ -135,6 +138,30 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
         for cb in callbacks:
             cb.on_evaluate(metrics)
 
+    # Step losses stay on the device until a log, checkpoint or validation needs them, so a GPU
+    # never waits for the host between steps; on the CPU there is no queue, so every step reports.
+    pending: list[tuple[dict[str, Any], torch.Tensor]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        values = torch.stack([v for _, v in pending]).tolist()  # the one host-device sync
+        reported = [metrics for metrics, _ in pending]
+        pending.clear()
+        for metrics, (loss_value, grad_norm) in zip(reported, values, strict=True):
+            if not math.isfinite(loss_value):
+                raise TrainingError(f"loss diverged at step {metrics['step']} (loss={loss_value}); "
+                                    "lower train.lr or check the data")
+            metrics.update(loss=loss_value, grad_norm=grad_norm)
+            result.history.append(metrics)
+            for cb in callbacks:
+                cb.on_step_end(metrics)
+
+    def must_report(step_no: int) -> bool:
+        return (device.type in REPORT_EVERY_STEP_ON or step_no == total_steps or step_no % train.log_every == 0
+                or bool(train.save_every and step_no % train.save_every == 0)
+                or bool(eval_examples and train.eval_every and step_no % train.eval_every == 0))
+
     try:
         if eval_examples:
             report_eval(0, 0.0)  # the untrained adapter's loss: the baseline to beat
@@ -154,31 +181,29 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
                     accelerator.backward(loss)
                 step_loss += loss.detach()
             grad_norm = (accelerator.clip_grad_norm_(params, train.max_grad_norm) if train.max_grad_norm
-                         else torch.zeros(()))
+                         else torch.zeros((), device=device))
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            loss_value = step_loss.item()
-            if not math.isfinite(loss_value):
-                raise TrainingError(f"loss diverged at step {step_no} (loss={loss_value}); "
-                                    "lower train.lr or check the data")
             result.steps_done = step_no
             elapsed = time.perf_counter() - start
-            metrics = {"step": step_no, "total_steps": total_steps, "epoch": step.epoch, "loss": loss_value,
-                       "lr": lr, "grad_norm": float(grad_norm), "trained_tokens": result.trained_tokens,
+            metrics = {"step": step_no, "total_steps": total_steps, "epoch": step.epoch, "lr": lr,
+                       "trained_tokens": result.trained_tokens,
                        "tokens_per_second": result.tokens_per_second(elapsed),
                        "elapsed_s": elapsed,
                        "remaining_s": elapsed / step_no * (total_steps - step_no),
                        "memory_gib": peak_memory_gib(device)}
-            result.history.append(metrics)
-            for cb in callbacks:
-                cb.on_step_end(metrics)
+            pending.append((metrics, torch.stack([step_loss, grad_norm.detach().float().to(device)])))
+            if must_report(step_no):
+                flush()
             if eval_examples and train.eval_every and step_no % train.eval_every == 0 and step_no < total_steps:
                 report_eval(step_no, step.epoch)
+        flush()
         if eval_examples and total_steps:
             report_eval(result.steps_done, steps[-1].epoch)
     except KeyboardInterrupt:
+        flush()  # the steps that finished before Ctrl+C keep their place in the log
         result.status = "interrupted"
         log.warning("interrupted at step %d of %d; saving the adapter so far", result.steps_done, total_steps)
     finally:

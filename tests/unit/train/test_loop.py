@@ -63,6 +63,31 @@ def test_splitting_a_step_into_smaller_micro_batches_changes_nothing():
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
 
 
+def test_deferred_reporting_on_an_async_device_reports_every_step_the_same(monkeypatch):
+    """On a GPU, losses are read at log steps only; every step still reaches the history in order."""
+    import lorakit.train.loop as loop
+
+    class Seen:
+        steps: list[int] = []  # noqa: RUF012
+        def on_train_begin(self, total_steps): pass
+        def on_evaluate(self, metrics): pass
+        def on_train_end(self, status): pass
+        def on_step_end(self, metrics): Seen.steps.append(metrics["step"])
+
+    _, eager = train_once(log_every=4)
+    monkeypatch.setattr(loop, "REPORT_EVERY_STEP_ON", ())
+    _, deferred = train_once(callbacks=[Seen()], log_every=4)
+    assert Seen.steps == list(range(1, 7))
+    assert [(m["step"], m["loss"], m["grad_norm"]) for m in deferred.history] == \
+        [(m["step"], m["loss"], m["grad_norm"]) for m in eager.history]
+    with pytest.raises(TrainingError) as deferred_error:
+        train_once(lr=1e30, max_grad_norm=0.0, epochs=3, log_every=5)
+    monkeypatch.undo()
+    with pytest.raises(TrainingError) as eager_error:
+        train_once(lr=1e30, max_grad_norm=0.0, epochs=3, log_every=5)
+    assert str(deferred_error.value) == str(eager_error.value)
+
+
 def test_steps_follow_epochs_and_max_steps():
     data = DataSection(train=["unused"])
     assert len(plan_steps(EXAMPLES, TrainSection(micro_batch_size=4, grad_accum=1, epochs=2), data)) == 6
