@@ -59,7 +59,7 @@ def script(rng: random.Random, depth: int) -> Math:
     if r < 0.55:
         return atom(rng)
     if r < 0.8 or depth > 1:
-        v, n = rng.choice(VARS[:6] + ["n", "k"]), rng.randint(1, 3)
+        v, n = rng.choice([*VARS[:6], "n", "k"]), rng.randint(1, 3)
         op = rng.choice(["+", "-"])
         return Math(f"{v}{op}{n}", f"{v} {op} {n}", False)
     if r < 0.9:
@@ -141,7 +141,7 @@ def decorated(rng: random.Random) -> Math:
 
 
 def styled(rng: random.Random) -> Math:
-    v = rng.choice(UPPER + ["v", "x"])
+    v = rng.choice([*UPPER, "v", "x"])
     cmd, wrap_fn = rng.choice([("\\mathbf", "upright(bold({}))"), ("\\mathcal", "cal({})"),
                                ("\\mathrm", "upright({})"), ("\\mathbb", "bb({})")])
     if cmd == "\\mathbb" and v in "RNZQC":

@@ -126,8 +126,13 @@ class TrainSection(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, about 30% slower."
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile each decoder layer's MLP (dynamic shapes). Off by default: on the "
+        "benchmark CPU it was measured slower once compile time is counted (docs/benchmarks.md).",
+    )
     loss_chunk_tokens: int = Field(
-        1024,
+        256,
         gt=0,
         description="Supervised tokens per chunk of the output-head + cross-entropy computation; "
         "smaller uses less memory (the full tokens x vocabulary logits are never built).",

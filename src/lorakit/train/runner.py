@@ -134,6 +134,10 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     model = attach_adapter(model, cfg.lora)
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.train.compile:
+        from lorakit.model.compile import compile_mlps
+
+        log.info("train.compile: compiled the MLP of %d decoder layers", compile_mlps(model))
     optimizer = build_optimizer(model, cfg.train)
     steps = plan_steps(datasets.train, cfg.train, cfg.data)
     scheduler = build_scheduler(optimizer, cfg.train, len(steps))
