@@ -8,7 +8,8 @@ same chat template, with LoRA r=16 on all linear layers, float32, max length 512
 optimizer step, AdamW at a constant 2e-4. Each side runs in its own process, one after the
 other. TRL keeps its defaults (padding to the longest row, gradient checkpointing, its fused LM
 head) except ``bf16=False``: its default of bf16 autocast runs at about 1 GFLOP/s on CPUs
-without native bf16. Needs `pip install trl`.
+without native bf16. lorakit runs twice: with its defaults, and with gradient checkpointing on
+(the memory regime TRL's defaults choose). Needs `pip install trl`.
 
 Loss after the same tokens: a third process (the judge) loads each trained adapter and computes
 the mean next-token loss over the completions of the ``--eval-rows`` rows that follow the
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 T0 = time.perf_counter()
@@ -103,7 +105,8 @@ def worker_lorakit(args: argparse.Namespace, workdir: Path) -> dict:
               "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
               "data": {"train": str(data), "max_length": 512, "val_size": 0, "packing": False},
               "train": {"epochs": 1, "micro_batch_size": 8, "grad_accum": 1, "lr": 2e-4, "warmup_ratio": 0.0,
-                        "scheduler": "constant", "log_every": 1, "compile": args.compile},
+                        "scheduler": "constant", "log_every": 1, "compile": args.compile,
+                        "gradient_checkpointing": args.checkpointing},
               "output": {"dir": str(workdir / "runs"), "name": "bench"}}
     path = workdir / "bench.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -205,7 +208,7 @@ def worker_judge(args: argparse.Namespace, workdir: Path) -> dict:
     return losses
 
 
-def run_worker(kind: str, args: argparse.Namespace, workdir: Path, extra: list[str] = ()) -> dict:
+def run_worker(kind: str, args: argparse.Namespace, workdir: Path, extra: Sequence[str] = ()) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--model", args.model, "--data", args.data,
            "--examples", str(args.examples), "--eval-rows", str(args.eval_rows), "--workdir", str(workdir),
            *(["--compile"] if args.compile else []), *extra]
@@ -224,6 +227,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=64, help="training rows, 8 per step, both sides")
     parser.add_argument("--eval-rows", type=int, default=32, help="held-out rows after them, for the judge")
     parser.add_argument("--compile", action="store_true", help="lorakit with train.compile")
+    parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=["lorakit", "trl", "judge"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
@@ -232,6 +236,7 @@ def main() -> None:
     args.data = str(Path(args.data).resolve())
 
     if args.worker:
+        Path(args.workdir).mkdir(exist_ok=True)
         os.chdir(args.workdir)
         worker = {"lorakit": worker_lorakit, "trl": worker_trl, "judge": worker_judge}[args.worker]
         print(json.dumps(worker(args, Path(args.workdir))))
@@ -241,31 +246,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         ours = run_worker("lorakit", args, workdir)
+        lean = run_worker("lorakit", args, workdir / "lean", ["--checkpointing"])
         path = ["--model-path", ours["model_path"]]
         trl = run_worker("trl", args, workdir, path)
-        heldout = run_worker("judge", args, workdir,
-                             [*path, "--adapters", json.dumps({"lorakit": ours["adapter"], "trl": trl["adapter"]})])
+        adapters = {"lorakit": ours["adapter"], "lean": lean["adapter"], "trl": trl["adapter"]}
+        heldout = run_worker("judge", args, workdir, [*path, "--adapters", json.dumps(adapters)])
     body, head = head_and_body(ours["model_path"])
-    ours_flops = 4 * body * ours["tokens"] + 4 * head * ours["supervised"]
-    trl_flops = 4 * (body + head) * trl["tokens"]  # TRL's head runs on every real token
-    rows = [
-        ("trained tokens/s", ours["tokens"] / ours["seconds"], trl["tokens"] / trl["seconds"]),
-        ("peak RSS (GiB)", ours["peak_rss_gib"], trl["peak_rss_gib"]),
-        ("time to first step (s)", ours["first_step_s"], trl["first_step_s"]),
-        ("held-out loss after training", heldout["lorakit"], heldout["trl"]),
-        ("training loss, mean of steps", ours["train_loss"], trl["train_loss"]),
-        ("real tokens trained", ours["tokens"], trl["tokens"]),
-        ("training time (s)", ours["seconds"], trl["seconds"]),
-        ("model GFLOP/s", ours_flops / ours["seconds"] / 1e9, trl_flops / trl["seconds"] / 1e9),
-        ("MFU (of measured matmul)", ours_flops / ours["seconds"] / 1e9 / gflops,
-         trl_flops / trl["seconds"] / 1e9 / gflops),
+    runs = {"lorakit": ours, "lean": lean, "trl": trl}
+    flops = {k: 4 * body * r["tokens"] + 4 * head * r.get("supervised", r["tokens"]) for k, r in runs.items()}
+    figures = [  # TRL's head runs on every token, so its "supervised" count is all of them
+        ("trained tokens/s", lambda k: runs[k]["tokens"] / runs[k]["seconds"]),
+        ("peak RSS (GiB)", lambda k: runs[k]["peak_rss_gib"]),
+        ("time to first step (s)", lambda k: runs[k]["first_step_s"]),
+        ("held-out loss after training", lambda k: heldout[k]),
+        ("training loss, mean of steps", lambda k: runs[k]["train_loss"]),
+        ("real tokens trained", lambda k: runs[k]["tokens"]),
+        ("training time (s)", lambda k: runs[k]["seconds"]),
+        ("model GFLOP/s", lambda k: flops[k] / runs[k]["seconds"] / 1e9),
+        ("MFU (of measured matmul)", lambda k: flops[k] / runs[k]["seconds"] / 1e9 / gflops),
     ]
     print(f"\nmodel {args.model}: {args.examples} rows, 8 per step, max length 512, float32; "
           f"matmul {gflops:.0f} GFLOP/s; lorakit compile {'on' if args.compile else 'off'}")
-    print(f"| {'':30} | {'lorakit':>10} | {'TRL':>10} | {'lorakit/TRL':>11} |")
-    print(f"|{'-' * 32}|{'-' * 12}|{'-' * 12}|{'-' * 13}|")
-    for name, a, b in rows:
-        print(f"| {name:30} | {a:10.3f} | {b:10.3f} | {a / b if b else float('nan'):11.2f} |")
+    print("| | lorakit | lorakit + checkpointing | TRL | lorakit/TRL | lorakit + ckpt/TRL |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, get in figures:
+        a, b, t = get("lorakit"), get("lean"), get("trl")
+        print(f"| {name} | {a:.3f} | {b:.3f} | {t:.3f} | {a / t:.2f} | {b / t:.2f} |")
     print(f"\nlorakit packing efficiency on the whole file (real / computed tokens, rows of 512, 8 rows "
           f"per micro-batch): {ours['packing_efficiency']:.1%}")
 

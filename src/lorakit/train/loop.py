@@ -129,7 +129,9 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
 
     def report_eval(step_no: int, epoch: float) -> None:
         began = time.perf_counter()
-        eval_loss = evaluate(model, eval_examples, train.micro_batch_size, pad_id, train.loss_chunk_tokens, device)
+        with accelerator.autocast():
+            eval_loss = evaluate(model, eval_examples, train.micro_batch_size, pad_id, train.loss_chunk_tokens,
+                                 device)
         result.eval_seconds += time.perf_counter() - began
         elapsed = time.perf_counter() - start
         metrics = {"step": step_no, "total_steps": total_steps, "epoch": epoch, "eval_loss": eval_loss,
@@ -177,7 +179,8 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
                 # Only the last micro-batch of a step needs to synchronise gradients across processes.
                 sync = accelerator.no_sync(model) if i < len(batches) - 1 else nullcontext()
                 with sync:
-                    loss = batch_loss(model, batch.to_tensors(device), train.loss_chunk_tokens) / n_targets
+                    with accelerator.autocast():  # bf16 on a GPU; nothing on the CPU
+                        loss = batch_loss(model, batch.to_tensors(device), train.loss_chunk_tokens) / n_targets
                     accelerator.backward(loss)
                 step_loss += loss.detach()
             grad_norm = (accelerator.clip_grad_norm_(params, train.max_grad_norm) if train.max_grad_norm

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from lorakit.runs.card import render_card
 from lorakit.runs.manifest import Manifest
 from lorakit.runs.naming import allocate_run_dir
 from lorakit.runs.provenance import hardware, package_versions
+from lorakit.train.host import tune_host
 
 log = logging.getLogger(__name__)
 
@@ -27,25 +27,6 @@ class TrainOutcome:
     run_dir: Path
     status: str  # completed | interrupted
     metrics: dict[str, Any]
-
-
-def _count_cpu_list(text: str) -> int:
-    """Entries in a kernel CPU list such as ``0-3,8``."""
-    total = 0
-    for part in text.strip().split(","):
-        first, _, last = part.partition("-")
-        total += int(last) - int(first) + 1 if last else 1
-    return total
-
-
-def physical_cores() -> int:
-    """Cores this process may use, each physical core once: a second hyper-thread slows matmuls."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        per_core = _count_cpu_list(Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text())
-    except (OSError, ValueError):
-        per_core = 1
-    return max(1, usable // max(1, per_core))
 
 
 def start_run(loaded: LoadedConfig, command_line: Sequence[str]) -> tuple[Path, Manifest]:
@@ -106,7 +87,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
 
     from lorakit.data.dataset import build_datasets
     from lorakit.model.adapters import attach_adapter
-    from lorakit.model.load import check_quantization, load_base_model, load_tokenizer
+    from lorakit.model.load import check_quantization, load_base_model, load_tokenizer, pick_dtype
     from lorakit.model.resolve import resolve_model
     from lorakit.train.callbacks import Checkpoints, JsonlMetrics, LogLines, ProgressBar
     from lorakit.train.loop import plan_steps, run_loop
@@ -118,8 +99,11 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     for path in [*cfg.data.train, *cfg.data.eval]:
         if not Path(path).is_file():
             raise DataError(f"data file not found: {path}")
-    torch.set_num_threads(physical_cores())
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    tune_host()
+    on_gpu = torch.cuda.is_available()
+    # Base weights in bf16/fp16 on a GPU, the adapter in float32 (PEFT upcasts it), matmuls under autocast.
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(pick_dtype(cfg.model.dtype, "cuda"), "no")
+    accelerator = Accelerator(cpu=not on_gpu, mixed_precision=precision if on_gpu else "no")
     resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
     tokenizer = load_tokenizer(resolved, cfg.model.revision)
     datasets = build_datasets(cfg.data, tokenizer)
