@@ -9,7 +9,7 @@ optimizer step, AdamW at a constant 2e-4. Each side runs in its own process, one
 other. TRL keeps its defaults (padding to the longest row, gradient checkpointing, its fused LM
 head) except ``bf16=False``: its default of bf16 autocast runs at about 1 GFLOP/s on CPUs
 without native bf16. lorakit runs twice: with its defaults, and with gradient checkpointing on
-(the memory regime TRL's defaults choose). Needs `pip install trl`.
+(the memory regime TRL's defaults choose). Needs `pip install -e ".[bench]"`.
 
 Loss after the same tokens: a third process (the judge) loads each trained adapter and computes
 the mean next-token loss over the completions of the ``--eval-rows`` rows that follow the
