@@ -106,6 +106,18 @@ class DataSection(Section):
         return value
 
 
+class OomSection(Section):
+    ladder: list[Literal["micro_batch", "checkpointing", "loss_chunk", "max_length"]] = Field(
+        default_factory=lambda: ["micro_batch", "checkpointing", "loss_chunk", "max_length"],
+        description="What to try, in order, when a step runs out of memory: micro_batch (halve it, "
+        "double grad_accum: same effective batch), checkpointing, loss_chunk, max_length (only with "
+        "allow_shorter). An empty list stops at the first out-of-memory error.",
+    )
+    allow_shorter: bool = Field(
+        False, description="Let the ladder halve max_length (truncating examples): this changes the data."
+    )
+
+
 class TrainSection(Section):
     epochs: float = Field(1.0, gt=0, description="Passes over the training data (fractions allowed).")
     max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps; 0 = use epochs.")
@@ -147,6 +159,7 @@ class TrainSection(Section):
     save_total_limit: int | None = Field(
         None, gt=0, description="Keep at most this many intermediate checkpoints (oldest removed first)."
     )
+    oom: OomSection = Field(default_factory=OomSection)
 
 
 class OutputSection(Section):

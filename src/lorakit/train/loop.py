@@ -26,6 +26,7 @@ from lorakit.data.tokenize import Example
 from lorakit.errors import TrainingError
 from lorakit.train.callbacks import Callback
 from lorakit.train.loss import batch_loss
+from lorakit.train.oom import StepOutOfMemory, check_test_budget, free_memory, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +113,27 @@ def evaluate(model: Any, examples: Sequence[Example], micro_batch_size: int, pad
 
 def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps: Sequence[Step],
              train: TrainSection, eval_examples: Sequence[Example], pad_id: int, accelerator: Any,
-             callbacks: Sequence[Callback] = ()) -> LoopResult:
+             callbacks: Sequence[Callback] = (), resume: LoopResult | None = None) -> LoopResult:
     """Run the planned optimizer steps; stop cleanly on Ctrl+C.
+
+    Args:
+        resume: the result of an attempt that ran out of memory: continue after its last
+            completed step (``steps`` may have been re-cut for lower memory meanwhile).
 
     Raises:
         TrainingError: the loss became NaN or infinite ("loss diverged at step N").
+        StepOutOfMemory: a step ran out of memory; its partial gradients are dropped, the steps
+            before it are complete and reported.
     """
     device = accelerator.device
     total_steps = len(steps)
-    result = LoopResult("completed", 0)
+    result = resume or LoopResult("completed", 0)
     params = [p for p in model.parameters() if p.requires_grad]
-    for cb in callbacks:
-        cb.on_train_begin(total_steps)
+    if resume is None:
+        for cb in callbacks:
+            cb.on_train_begin(total_steps)
     model.train()
-    start = time.perf_counter()
+    start = time.perf_counter() - result.seconds
 
     def report_eval(step_no: int, epoch: float) -> None:
         began = time.perf_counter()
@@ -165,24 +173,40 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
                 or bool(eval_examples and train.eval_every and step_no % train.eval_every == 0))
 
     try:
-        if eval_examples:
+        if eval_examples and resume is None:
             report_eval(0, 0.0)  # the untrained adapter's loss: the baseline to beat
         for step_no, step in enumerate(steps, 1):
+            if step_no <= result.steps_done:
+                continue
             batches = [collate(rows, pad_id) for rows in step.micro_batches]
-            result.trained_tokens += sum(b.num_tokens for b in batches)
+            step_tokens = sum(b.num_tokens for b in batches)
             batches = [b for b in batches if b.num_targets]  # nothing to learn, nothing to compute
-            result.computed_tokens += sum(b.num_computed for b in batches)
-            result.supervised_tokens += sum(b.num_targets for b in batches)
             n_targets = max(1, sum(b.num_targets for b in batches))
             step_loss = torch.zeros((), dtype=torch.float32, device=device)
-            for i, batch in enumerate(batches):
-                # Only the last micro-batch of a step needs to synchronise gradients across processes.
-                sync = accelerator.no_sync(model) if i < len(batches) - 1 else nullcontext()
-                with sync:
-                    with accelerator.autocast():  # bf16 on a GPU; nothing on the CPU
-                        loss = batch_loss(model, batch.to_tensors(device), train.loss_chunk_tokens) / n_targets
-                    accelerator.backward(loss)
-                step_loss += loss.detach()
+            try:
+                for i, batch in enumerate(batches):
+                    check_test_budget(batch.num_computed)
+                    # Only the last micro-batch of a step needs to synchronise gradients across processes.
+                    sync = accelerator.no_sync(model) if i < len(batches) - 1 else nullcontext()
+                    with sync:
+                        with accelerator.autocast():  # bf16 on a GPU; nothing on the CPU
+                            loss = batch_loss(model, batch.to_tensors(device), train.loss_chunk_tokens) / n_targets
+                        accelerator.backward(loss)
+                    step_loss += loss.detach()
+            except (RuntimeError, MemoryError) as e:
+                if not is_out_of_memory(e):
+                    raise
+                # Forget this step entirely (partial gradients, tensors); the steps before it stand.
+                del batches, step_loss
+                loss = None
+                optimizer.zero_grad(set_to_none=True)
+                flush()
+                result.seconds = time.perf_counter() - start
+                free_memory()
+                raise StepOutOfMemory(step_no, e, result) from None
+            result.trained_tokens += step_tokens
+            result.computed_tokens += sum(b.num_computed for b in batches)
+            result.supervised_tokens += sum(b.num_targets for b in batches)
             grad_norm = (accelerator.clip_grad_norm_(params, train.max_grad_norm) if train.max_grad_norm
                          else torch.zeros((), device=device))
             lr = scheduler.get_last_lr()[0]
@@ -209,9 +233,18 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
         flush()  # the steps that finished before Ctrl+C keep their place in the log
         result.status = "interrupted"
         log.warning("interrupted at step %d of %d; saving the adapter so far", result.steps_done, total_steps)
-    finally:
-        result.seconds = time.perf_counter() - start
-        for cb in callbacks:
-            cb.on_train_end(result.status)
+    except StepOutOfMemory:
+        raise  # not the end of training: the caller steps down its ladder and resumes
+    except BaseException:
+        result.status = "failed"
+        _end(callbacks, result, start)
+        raise
+    _end(callbacks, result, start)
     return result
+
+
+def _end(callbacks: Sequence[Callback], result: LoopResult, start: float) -> None:
+    result.seconds = time.perf_counter() - start
+    for cb in callbacks:
+        cb.on_train_end(result.status)
 

@@ -90,7 +90,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     from lorakit.model.load import check_quantization, load_base_model, load_tokenizer, pick_dtype
     from lorakit.model.resolve import resolve_model
     from lorakit.train.callbacks import Checkpoints, JsonlMetrics, LogLines, ProgressBar
-    from lorakit.train.loop import plan_steps, run_loop
+    from lorakit.train.loop import plan_steps
     from lorakit.train.optim import build_optimizer, build_scheduler
 
     cfg = loaded.config
@@ -136,8 +136,8 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
                                          cfg.train.save_total_limit))
     manifest.update(total_steps=len(steps))
     manifest.set_status("running")
-    result = run_loop(model, optimizer, scheduler, steps, cfg.train, datasets.eval, tokenizer.pad_token_id,
-                      accelerator, callbacks)
+    result = _run_with_retries(model, optimizer, scheduler, steps, cfg, datasets.eval, tokenizer.pad_token_id,
+                               accelerator, callbacks, manifest)
 
     train_metrics = {"epoch": steps[result.steps_done - 1].epoch if result.steps_done else 0.0,
                      "train_loss": result.final_loss, "train_runtime": round(result.seconds, 2),
@@ -158,3 +158,46 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
         manifest.set_status(result.status, "Ctrl+C" if result.status == "interrupted" else None)
         (run_dir / "README.md").write_text(render_card(run_dir, manifest.data), encoding="utf-8")
     return TrainOutcome(run_dir, result.status, {**train_metrics, **eval_metrics})
+
+
+def _run_with_retries(model: Any, optimizer: Any, scheduler: Any, steps: list, cfg: Any, eval_examples: list,
+                      pad_id: int, accelerator: Any, callbacks: list, manifest: Manifest) -> Any:
+    """run_loop, stepping down the out-of-memory ladder and resuming after the last completed step."""
+    from lorakit.errors import TrainingError
+    from lorakit.train.loop import peak_memory_gib, run_loop
+    from lorakit.train.oom import Ladder, MemorySettings, StepOutOfMemory, give_up_message
+
+    train = cfg.train
+    settings = MemorySettings(train.micro_batch_size, train.grad_accum, train.gradient_checkpointing,
+                              train.loss_chunk_tokens, cfg.data.max_length)
+    ladder = Ladder(list(train.oom.ladder), train.oom.allow_shorter)
+    attempts = [{"attempt": 1, "change": "as configured", "settings": settings.describe()}]
+    result = None
+    while True:
+        try:
+            result = run_loop(model, optimizer, scheduler, steps, train, eval_examples, pad_id, accelerator,
+                              callbacks, resume=result)
+        except StepOutOfMemory as oom:
+            result = oom.result
+            attempts[-1].update(step_reached=result.steps_done, peak_memory_gib=peak_memory_gib(accelerator.device),
+                                error=str(oom))
+            change = ladder.step_down(steps[result.steps_done :], settings)
+            if change is None:
+                manifest.update(attempts=attempts)
+                raise TrainingError(give_up_message(oom.step, ladder.tried or [], ladder.allow_shorter)) from None
+            remaining, settings, what = change
+            steps = [*steps[: result.steps_done], *remaining]
+            if settings.gradient_checkpointing and not train.gradient_checkpointing:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            train = train.model_copy(update={"micro_batch_size": settings.micro_batch_size,
+                                             "grad_accum": settings.grad_accum,
+                                             "gradient_checkpointing": settings.gradient_checkpointing,
+                                             "loss_chunk_tokens": settings.loss_chunk_tokens})
+            attempts.append({"attempt": len(attempts) + 1, "change": what, "settings": settings.describe(),
+                             "resumed_after_step": result.steps_done})
+            log.warning("%s; attempt %d: %s, resuming after step %d", oom, len(attempts), what, result.steps_done)
+            manifest.update(attempts=attempts)
+            continue
+        attempts[-1].update(step_reached=result.steps_done, peak_memory_gib=peak_memory_gib(accelerator.device))
+        manifest.update(attempts=attempts)
+        return result
