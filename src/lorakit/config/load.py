@@ -31,7 +31,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 # Keys whose relative values are file paths, resolved against the declaring file's folder.
-PATH_KEYS = ("data.train", "data.eval", "lora.init_from")
+PATH_KEYS = ("data.train", "data.eval", "lora.init_from", "train.oom.overlay")
 
 
 @dataclass(frozen=True)
@@ -257,3 +257,48 @@ def load_config(
     if not is_folder_name(run_name):
         raise ConfigError(f"run name must be a plain folder name (got {run_name!r}); change --name or output.name")
     return LoadedConfig(config, files, tuple(overrides), key_sources, run_name)
+
+
+# What an out-of-memory overlay may change while a run is under way.
+OOM_OVERLAY_KEYS = ("train.micro_batch_size", "train.grad_accum", "train.gradient_checkpointing",
+                    "train.loss_chunk_tokens", "data.max_length")
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def apply_oom_overlay(config: RunConfig) -> tuple[RunConfig, str] | None:
+    """The config with ``train.oom.overlay`` applied, and what it changed; None without an overlay.
+
+    Raises:
+        ConfigError: the file is missing or invalid, sets a key that cannot change mid-run, or
+            changes the effective batch (micro_batch_size x grad_accum).
+    """
+    if config.train.oom.overlay is None:
+        return None
+    path = Path(config.train.oom.overlay)
+    layer = read_config_file(path)
+    leaves = _leaves(layer)
+    refused = [k for k in leaves if k not in OOM_OVERLAY_KEYS]
+    if refused:
+        raise ConfigError(f"train.oom.overlay {path}: {', '.join(refused)} cannot change during a run; "
+                          f"an out-of-memory overlay may set {', '.join(OOM_OVERLAY_KEYS)}")
+    raw = config.model_dump(mode="json")
+    _merge(raw, layer, str(path), {})
+    new = validate(raw, {k: str(path) for k in leaves}, [str(path)])
+    before = config.train.micro_batch_size * config.train.grad_accum
+    after = new.train.micro_batch_size * new.train.grad_accum
+    if before != after:
+        raise ConfigError(f"train.oom.overlay {path}: micro_batch_size x grad_accum goes from {before} to {after}; "
+                          "keep the product so the effective batch stays the same")
+    old = _leaves(config.model_dump(mode="json"))
+    changes = [f"{k} {old[k]} -> {v}" for k, v in _leaves(new.model_dump(mode="json")).items()
+               if k in leaves and old[k] != v]
+    return new, f"{path.name}: {', '.join(changes) or 'no change'}"

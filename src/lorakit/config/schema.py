@@ -116,6 +116,12 @@ class OomSection(Section):
     allow_shorter: bool = Field(
         False, description="Let the ladder halve max_length (truncating examples): this changes the data."
     )
+    overlay: str | None = Field(
+        None,
+        description="Your own out-of-memory settings file (YAML/TOML), applied as the first step down. It may "
+        "set train.micro_batch_size, train.grad_accum (same product: same effective batch), "
+        "train.gradient_checkpointing, train.loss_chunk_tokens and data.max_length.",
+    )
 
 
 class TrainSection(Section):

@@ -85,6 +85,15 @@ def _split(rows: list[Row]) -> list[list[Row]]:
     return [rows]
 
 
+def _recut(micro_batches: list[list[Row]], size: int, packing: bool) -> list[list[Row]]:
+    """The same examples (or packed rows) in micro-batches of ``size``."""
+    if packing:
+        rows = [row for mb in micro_batches for row in mb]
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
+    examples = [e for mb in micro_batches for row in mb for e in row]
+    return [[examples[i : i + size]] for i in range(0, len(examples), size)]
+
+
 def _truncate(rows: list[Row], max_length: int) -> list[Row]:
     cut = [[Example(e.input_ids[:max_length], e.labels[:max_length], e.where) for e in row] for row in rows]
     return [[e for e in row if e.num_trained] for row in cut if any(e.num_trained for e in row)]
@@ -97,12 +106,23 @@ class Ladder:
     rungs: list[str]
     allow_shorter: bool = False
     tried: list[str] | None = None
+    overlay: tuple[MemorySettings, str] | None = None  # the user's own file: the first step down
+    packing: bool = False
 
     def step_down(self, steps: Sequence, settings: MemorySettings) -> tuple[list, MemorySettings, str] | None:
         """The next change: (steps re-cut, new settings, what changed), or None when nothing is left."""
         from lorakit.train.loop import Step
 
         self.tried = self.tried if self.tried is not None else []
+        if self.overlay is not None:
+            target, what = self.overlay
+            self.overlay = None
+            cut = [Step(_recut(s.micro_batches, target.micro_batch_size, self.packing), s.epoch) for s in steps]
+            if target.max_length < settings.max_length:
+                cut = [Step([mb for mb in (_truncate(m, target.max_length) for m in s.micro_batches) if mb], s.epoch)
+                       for s in cut]
+            self.tried.append(what)
+            return cut, target, what
         while self.rungs:
             rung = self.rungs[0]
             change = None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorakit.config.load import LoadedConfig
+from lorakit.config.load import LoadedConfig, apply_oom_overlay
 from lorakit.errors import DataError, LorakitError
 from lorakit.model.resolve import sha256_file
 from lorakit.runs.artifacts import plot_loss, write_results
@@ -99,6 +99,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     for path in [*cfg.data.train, *cfg.data.eval]:
         if not Path(path).is_file():
             raise DataError(f"data file not found: {path}")
+    apply_oom_overlay(cfg)  # a broken out-of-memory overlay should fail now, not at the first OOM
     tune_host()
     on_gpu = torch.cuda.is_available()
     # Base weights in bf16/fp16 on a GPU, the adapter in float32 (PEFT upcasts it), matmuls under autocast.
@@ -170,7 +171,12 @@ def _run_with_retries(model: Any, optimizer: Any, scheduler: Any, steps: list, c
     train = cfg.train
     settings = MemorySettings(train.micro_batch_size, train.grad_accum, train.gradient_checkpointing,
                               train.loss_chunk_tokens, cfg.data.max_length)
-    ladder = Ladder(list(train.oom.ladder), train.oom.allow_shorter)
+    ladder = Ladder(list(train.oom.ladder), train.oom.allow_shorter, packing=cfg.data.packing)
+    overlaid = apply_oom_overlay(cfg)
+    if overlaid is not None:
+        o = overlaid[0]
+        ladder.overlay = (MemorySettings(o.train.micro_batch_size, o.train.grad_accum, o.train.gradient_checkpointing,
+                                         o.train.loss_chunk_tokens, o.data.max_length), overlaid[1])
     attempts = [{"attempt": 1, "change": "as configured", "settings": settings.describe()}]
     result = None
     while True:

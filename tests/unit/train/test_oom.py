@@ -84,3 +84,35 @@ def test_an_unknown_ladder_step_is_a_config_error(tmp_path, tiny_model_dir):
 ])
 def test_out_of_memory_is_recognised_on_cpu_and_gpu(error, expected):
     assert is_out_of_memory(error) is expected
+
+
+def test_the_users_overlay_is_the_first_step_down(tmp_path, tiny_model_dir, monkeypatch):
+    _, _, expected = run(tmp_path, tiny_model_dir, "reference", micro_batch_size=1, grad_accum=4)
+    (tmp_path / "outofmemory.yaml").write_text(
+        "train:\n  micro_batch_size: 1\n  grad_accum: 4\n  gradient_checkpointing: true\n")
+    monkeypatch.setenv(TEST_BUDGET_ENV, "60")
+    result, manifest, steps = run(tmp_path, tiny_model_dir, "overlaid", oom={"overlay": "outofmemory.yaml"})
+    assert result.exit_code == 0, result.output
+    change = manifest["attempts"][1]["change"]
+    assert change.startswith("outofmemory.yaml: train.micro_batch_size 4 -> 1, train.grad_accum 1 -> 4")
+    assert "gradient_checkpointing False -> True" in change
+    assert len(manifest["attempts"]) == 2  # micro-batches of one example fit: no further step down
+    for got, want in zip(steps, expected, strict=True):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4), got["current_steps"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "config file not found"),
+    ("train:\n  micro_batch_size: [\n", "invalid YAML"),
+    ("lora:\n  r: 4\n", "lora.r cannot change during a run"),
+    ("train:\n  micro_batch_size: 1\n", "micro_batch_size x grad_accum goes from 4 to 1"),
+    ("train:\n  micro_batch_size: 0\n  grad_accum: 1\n", "train.micro_batch_size"),
+])
+def test_a_bad_overlay_fails_before_training(tmp_path, tiny_model_dir, content, message):
+    if content is not None:
+        (tmp_path / "outofmemory.yaml").write_text(content)
+    result = invoke("train", make_config(tmp_path, tiny_model_dir,
+                                         train={**UNPACKED, "oom": {"overlay": "outofmemory.yaml"}}))
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "training for" not in result.output
