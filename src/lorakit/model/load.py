@@ -60,18 +60,13 @@ def load_base_model(resolved: ResolvedModel, section: ModelSection, device_type:
     Raises:
         ModelError: the weights cannot be loaded, or NF4 is asked for without CUDA/bitsandbytes.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from lorakit.model.attention import pick_attention
 
     check_quantization(section)
     dtype = pick_dtype(section.dtype, device_type)
-    try:
-        config = AutoConfig.from_pretrained(resolved.path, revision=section.revision)
-    except Exception as e:
-        raise ModelError(f"cannot read the model config of {resolved.path}: {e}") from e
-    kwargs: dict[str, Any] = {"dtype": dtype, "revision": section.revision,
-                              "attn_implementation": pick_attention(config, device_type, dtype)}
+    kwargs: dict[str, Any] = {"dtype": dtype, "revision": section.revision}
     if section.quantization == "nf4":
         from transformers import BitsAndBytesConfig
 
@@ -87,6 +82,7 @@ def load_base_model(resolved: ResolvedModel, section: ModelSection, device_type:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model.set_attn_implementation(pick_attention(model.config, device_type, dtype))
     model.requires_grad_(False)
     model.config.use_cache = False  # training never reuses a KV cache
     log.info("loaded %s (%s, %.0fM parameters)", resolved.identity.get("name"), str(dtype).removeprefix("torch."),

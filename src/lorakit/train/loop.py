@@ -26,7 +26,7 @@ from lorakit.data.tokenize import Example
 from lorakit.errors import TrainingError
 from lorakit.train.callbacks import Callback
 from lorakit.train.loss import batch_loss
-from lorakit.train.oom import StepOutOfMemory, check_test_budget, free_memory, is_out_of_memory
+from lorakit.train.oom import StepOutOfMemory, check_test_budget, free_memory, is_out_of_memory, test_token_budget
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
     total_steps = len(steps)
     result = resume or LoopResult("completed", 0)
     params = [p for p in model.parameters() if p.requires_grad]
+    token_budget = test_token_budget()
     if resume is None:
         for cb in callbacks:
             cb.on_train_begin(total_steps)
@@ -185,7 +186,7 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
             step_loss = torch.zeros((), dtype=torch.float32, device=device)
             try:
                 for i, batch in enumerate(batches):
-                    check_test_budget(batch.num_computed)
+                    check_test_budget(batch.num_computed, token_budget)
                     # Only the last micro-batch of a step needs to synchronise gradients across processes.
                     sync = accelerator.no_sync(model) if i < len(batches) - 1 else nullcontext()
                     with sync:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -22,7 +22,6 @@ import torch
 from lorakit.data.packing import Row
 from lorakit.data.tokenize import Example
 
-REMEDIES = ("micro_batch", "checkpointing", "loss_chunk", "max_length")
 MIN_LOSS_CHUNK = 32
 MIN_MAX_LENGTH = 64
 # The CPU allocator raises a plain RuntimeError (torch 2.13); CUDA raises torch.OutOfMemoryError.
@@ -36,10 +35,14 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(m in str(error) for m in _OOM_MESSAGES)
 
 
-def check_test_budget(num_tokens: int) -> None:
+def test_token_budget() -> int | None:
     """Test hook: with LORAKIT_TEST_OOM_TOKENS=N, a micro-batch of more than N tokens is out of memory."""
     budget = os.environ.get(TEST_BUDGET_ENV)
-    if budget and num_tokens > int(budget):
+    return int(budget) if budget else None
+
+
+def check_test_budget(num_tokens: int, budget: int | None) -> None:
+    if budget is not None and num_tokens > budget:
         raise torch.OutOfMemoryError(f"{TEST_BUDGET_ENV}={budget}: a micro-batch of {num_tokens} tokens")
 
 
@@ -99,13 +102,20 @@ def _truncate(rows: list[Row], max_length: int) -> list[Row]:
     return [[e for e in row if e.num_trained] for row in cut if any(e.num_trained for e in row)]
 
 
+def _shorten(steps: Sequence, max_length: int) -> list:
+    """Every step with its examples cut to ``max_length``; micro-batches left with nothing to learn go."""
+    from lorakit.train.loop import Step
+
+    return [Step([mb for mb in (_truncate(m, max_length) for m in s.micro_batches) if mb], s.epoch) for s in steps]
+
+
 @dataclass
 class Ladder:
     """The remaining rungs, tried in order; a rung is used again while it still helps."""
 
     rungs: list[str]
     allow_shorter: bool = False
-    tried: list[str] | None = None
+    tried: list[str] = field(default_factory=list)
     overlay: tuple[MemorySettings, str] | None = None  # the user's own file: the first step down
     packing: bool = False
 
@@ -113,14 +123,12 @@ class Ladder:
         """The next change: (steps re-cut, new settings, what changed), or None when nothing is left."""
         from lorakit.train.loop import Step
 
-        self.tried = self.tried if self.tried is not None else []
         if self.overlay is not None:
             target, what = self.overlay
             self.overlay = None
             cut = [Step(_recut(s.micro_batches, target.micro_batch_size, self.packing), s.epoch) for s in steps]
             if target.max_length < settings.max_length:
-                cut = [Step([mb for mb in (_truncate(m, target.max_length) for m in s.micro_batches) if mb], s.epoch)
-                       for s in cut]
+                cut = _shorten(cut, target.max_length)
             self.tried.append(what)
             return cut, target, what
         while self.rungs:
@@ -141,9 +149,8 @@ class Ladder:
                           f"loss_chunk_tokens {settings.loss_chunk_tokens} -> {chunk}")
             elif rung == "max_length" and self.allow_shorter and settings.max_length > MIN_MAX_LENGTH:
                 length = max(MIN_MAX_LENGTH, settings.max_length // 2)
-                cut = [Step([_truncate(mb, length) for mb in s.micro_batches], s.epoch) for s in steps]
-                cut = [Step([mb for mb in s.micro_batches if mb], s.epoch) for s in cut]
-                change = (cut, replace(settings, max_length=length), f"max_length {settings.max_length} -> {length}")
+                change = (_shorten(steps, length), replace(settings, max_length=length),
+                          f"max_length {settings.max_length} -> {length}")
             if change is not None:
                 self.tried.append(change[2])
                 return change

@@ -99,7 +99,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     for path in [*cfg.data.train, *cfg.data.eval]:
         if not Path(path).is_file():
             raise DataError(f"data file not found: {path}")
-    apply_oom_overlay(cfg)  # a broken out-of-memory overlay should fail now, not at the first OOM
+    overlaid = apply_oom_overlay(cfg)  # a broken out-of-memory overlay fails now, not at the first OOM
     tune_host()
     on_gpu = torch.cuda.is_available()
     # Base weights in bf16/fp16 on a GPU, the adapter in float32 (PEFT upcasts it), matmuls under autocast.
@@ -138,7 +138,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     manifest.update(total_steps=len(steps))
     manifest.set_status("running")
     result = _run_with_retries(model, optimizer, scheduler, steps, cfg, datasets.eval, tokenizer.pad_token_id,
-                               accelerator, callbacks, manifest)
+                               accelerator, callbacks, manifest, overlaid)
 
     train_metrics = {"epoch": steps[result.steps_done - 1].epoch if result.steps_done else 0.0,
                      "train_loss": result.final_loss, "train_runtime": round(result.seconds, 2),
@@ -162,7 +162,8 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
 
 
 def _run_with_retries(model: Any, optimizer: Any, scheduler: Any, steps: list, cfg: Any, eval_examples: list,
-                      pad_id: int, accelerator: Any, callbacks: list, manifest: Manifest) -> Any:
+                      pad_id: int, accelerator: Any, callbacks: list, manifest: Manifest,
+                      overlaid: tuple[Any, str] | None) -> Any:
     """run_loop, stepping down the out-of-memory ladder and resuming after the last completed step."""
     from lorakit.errors import TrainingError
     from lorakit.train.loop import peak_memory_gib, run_loop
@@ -172,7 +173,6 @@ def _run_with_retries(model: Any, optimizer: Any, scheduler: Any, steps: list, c
     settings = MemorySettings(train.micro_batch_size, train.grad_accum, train.gradient_checkpointing,
                               train.loss_chunk_tokens, cfg.data.max_length)
     ladder = Ladder(list(train.oom.ladder), train.oom.allow_shorter, packing=cfg.data.packing)
-    overlaid = apply_oom_overlay(cfg)
     if overlaid is not None:
         o = overlaid[0]
         ladder.overlay = (MemorySettings(o.train.micro_batch_size, o.train.grad_accum, o.train.gradient_checkpointing,
@@ -190,7 +190,7 @@ def _run_with_retries(model: Any, optimizer: Any, scheduler: Any, steps: list, c
             change = ladder.step_down(steps[result.steps_done :], settings)
             if change is None:
                 manifest.update(attempts=attempts)
-                raise TrainingError(give_up_message(oom.step, ladder.tried or [], ladder.allow_shorter)) from None
+                raise TrainingError(give_up_message(oom.step, ladder.tried, ladder.allow_shorter)) from None
             remaining, settings, what = change
             steps = [*steps[: result.steps_done], *remaining]
             if settings.gradient_checkpointing and not train.gradient_checkpointing:
