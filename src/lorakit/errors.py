@@ -29,5 +29,9 @@ class TrainingError(LorakitError):
     """Training stopped for a reason the user must look at (divergence, say)."""
 
 
+class MemoryBudgetError(LorakitError):
+    """A memory budget cannot hold the run even at its smallest settings."""
+
+
 class RunError(LorakitError):
     """A run folder is missing, unreadable or in the wrong state."""

@@ -31,3 +31,7 @@ def setup_logging(verbose: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+    import warnings
+
+    # peft asks transformers for checkpointing through a name transformers 5.2x deprecates: not the user's to fix.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)

@@ -9,6 +9,7 @@ import click
 from lorakit import __version__
 from lorakit.cli.config_cmd import config_group
 from lorakit.cli.data_cmd import data_group
+from lorakit.cli.plan_cmd import plan_cmd
 from lorakit.cli.train import train_cmd
 from lorakit.errors import LorakitError
 
@@ -42,6 +43,7 @@ def cli(verbose: bool) -> None:
 cli.add_command(train_cmd)
 cli.add_command(config_group)
 cli.add_command(data_group)
+cli.add_command(plan_cmd)
 
 
 def main() -> None:

@@ -12,6 +12,26 @@ from typing import Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TEMPLATE_NAMES = ("auto", "tokenizer", "plain", "chatml", "gemma")
+_SIZE_UNITS = {"": 2**30, "b": 1, "k": 2**10, "kb": 1e3, "kib": 2**10, "m": 2**20, "mb": 1e6, "mib": 2**20,
+               "g": 2**30, "gb": 1e9, "gib": 2**30, "t": 2**40, "tb": 1e12, "tib": 2**40}
+
+
+def parse_memory_size(value: str | float) -> int:
+    """Bytes in '8GiB', '7.5 GB', '512MiB' or a bare number of GiB.
+
+    Raises:
+        ValueError: not a positive size with a known unit.
+    """
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("kmgtib")
+    unit = text[len(number):]
+    try:
+        size = float(number) * _SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise ValueError(f"not a memory size (got {value!r}); write it like 8GiB, 7.5GB or 512MiB") from None
+    if size <= 0:
+        raise ValueError(f"a memory size must be positive (got {value!r})")
+    return int(size)
 
 
 def is_folder_name(value: str) -> bool:
@@ -122,6 +142,11 @@ class OomSection(Section):
         "set train.micro_batch_size, train.grad_accum (same product: same effective batch), "
         "train.gradient_checkpointing, train.loss_chunk_tokens and data.max_length.",
     )
+    auto_plan: bool = Field(
+        False,
+        description="Start from the micro-batch the memory planner says fits train.memory_budget (same "
+        "effective batch; checkpointing too if even micro-batch 1 needs it) instead of the configured one.",
+    )
 
 
 class TrainSection(Section):
@@ -165,7 +190,26 @@ class TrainSection(Section):
     save_total_limit: int | None = Field(
         None, gt=0, description="Keep at most this many intermediate checkpoints (oldest removed first)."
     )
+    memory_budget: str | None = Field(
+        None,
+        description="Memory this run may use, e.g. 8GiB: host RAM on the CPU, GPU memory on a GPU. Used by "
+        "train.oom.auto_plan and as the default budget of `lorakit plan`.",
+    )
     oom: OomSection = Field(default_factory=OomSection)
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _memory_size(cls, value: object) -> object:
+        if value is not None:
+            parse_memory_size(value)  # type: ignore[arg-type]
+            return str(value)
+        return value
+
+    @model_validator(mode="after")
+    def _plan_needs_budget(self) -> TrainSection:
+        if self.oom.auto_plan and self.memory_budget is None:
+            raise ValueError("train.oom.auto_plan needs train.memory_budget (e.g. 8GiB)")
+        return self
 
 
 class OutputSection(Section):

@@ -88,3 +88,12 @@ def load_base_model(resolved: ResolvedModel, section: ModelSection, device_type:
     log.info("loaded %s (%s, %.0fM parameters)", resolved.identity.get("name"), str(dtype).removeprefix("torch."),
              sum(p.numel() for p in model.parameters()) / 1e6)
     return model
+
+
+def enable_checkpointing(model: Any) -> None:
+    """Recompute each layer's activations in backward (non-reentrant: works with frozen inputs)."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns there
+        lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -55,6 +55,7 @@ class ResolvedModel:
 
     path: str  # a local folder or a hub id, ready for from_pretrained
     identity: dict[str, str]  # name, and revision or sha256 of the source file
+    gguf_file: str | None = None  # set only when a GGUF was left unconverted (convert=False)
 
 
 def cache_root() -> Path:
@@ -69,8 +70,11 @@ def sha256_file(path: Path, block: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def resolve_model(name_or_path: str, revision: str | None = None) -> ResolvedModel:
+def resolve_model(name_or_path: str, revision: str | None = None, convert: bool = True) -> ResolvedModel:
     """Map ``model.name_or_path`` to something ``from_pretrained`` can load.
+
+    With ``convert=False`` an unconverted GGUF is not converted: the result points at the file
+    (``gguf_file``), which is enough to read the model's config.
 
     Raises:
         ModelError: a built-in model's package is missing, or a path does not exist.
@@ -81,12 +85,12 @@ def resolve_model(name_or_path: str, revision: str | None = None) -> ResolvedMod
             raise ModelError(f"model {name_or_path!r} comes from a Python package that is not installed; "
                              f"install it with: {builtin.install}")
         gguf = builtin.locate()
-        return _resolve_gguf(gguf, name=name_or_path)
+        return _resolve_gguf(gguf, name=name_or_path, convert=convert)
     path = Path(name_or_path).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise ModelError(f"model.name_or_path: GGUF file not found (got {name_or_path!r})")
-        return _resolve_gguf(path, name=path.name)
+        return _resolve_gguf(path, name=path.name, convert=convert)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"model.name_or_path: {name_or_path} is a folder without config.json; "
@@ -100,11 +104,13 @@ def resolve_model(name_or_path: str, revision: str | None = None) -> ResolvedMod
     return ResolvedModel(name_or_path, {"name": name_or_path, "source": "hub", "revision": revision or "main"})
 
 
-def _resolve_gguf(gguf: Path, name: str) -> ResolvedModel:
+def _resolve_gguf(gguf: Path, name: str, convert: bool) -> ResolvedModel:
     digest = sha256_file(gguf)
     target = cache_root() / digest[:16]
     identity = {"name": name, "source": "gguf", "file": str(gguf), "sha256": digest}
     if not (target / "config.json").is_file():
+        if not convert:
+            return ResolvedModel(str(gguf.parent), identity, gguf_file=gguf.name)
         convert_gguf(gguf, target)
     return ResolvedModel(str(target), identity)
 

@@ -87,7 +87,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
 
     from lorakit.data.dataset import build_datasets
     from lorakit.model.adapters import attach_adapter
-    from lorakit.model.load import check_quantization, load_base_model, load_tokenizer, pick_dtype
+    from lorakit.model.load import check_quantization, enable_checkpointing, load_base_model, load_tokenizer, pick_dtype
     from lorakit.model.resolve import resolve_model
     from lorakit.train.callbacks import Checkpoints, JsonlMetrics, LogLines, ProgressBar
     from lorakit.train.loop import plan_steps
@@ -106,6 +106,9 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(pick_dtype(cfg.model.dtype, "cuda"), "no")
     accelerator = Accelerator(cpu=not on_gpu, mixed_precision=precision if on_gpu else "no")
     resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
+    first_change = "as configured"
+    if cfg.train.oom.auto_plan:
+        cfg, first_change = _auto_plan(cfg, accelerator.device.type, manifest)
     tokenizer = load_tokenizer(resolved, cfg.model.revision)
     datasets = build_datasets(cfg.data, tokenizer)
     manifest.update(base_model=resolved.identity, base_model_path=resolved.path, template=datasets.template_name,
@@ -118,7 +121,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     torch.manual_seed(cfg.train.seed)  # the adapter's initialisation and dropout
     model = attach_adapter(model, cfg.lora)
     if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     if cfg.train.compile:
         from lorakit.model.compile import compile_mlps
 
@@ -138,7 +141,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     manifest.update(total_steps=len(steps))
     manifest.set_status("running")
     result = _run_with_retries(model, optimizer, scheduler, steps, cfg, datasets.eval, tokenizer.pad_token_id,
-                               accelerator, callbacks, manifest, overlaid)
+                               accelerator, callbacks, manifest, overlaid, first_change)
 
     train_metrics = {"epoch": steps[result.steps_done - 1].epoch if result.steps_done else 0.0,
                      "train_loss": result.final_loss, "train_runtime": round(result.seconds, 2),
@@ -163,9 +166,10 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
 
 def _run_with_retries(model: Any, optimizer: Any, scheduler: Any, steps: list, cfg: Any, eval_examples: list,
                       pad_id: int, accelerator: Any, callbacks: list, manifest: Manifest,
-                      overlaid: tuple[Any, str] | None) -> Any:
+                      overlaid: tuple[Any, str] | None, first_change: str = "as configured") -> Any:
     """run_loop, stepping down the out-of-memory ladder and resuming after the last completed step."""
     from lorakit.errors import TrainingError
+    from lorakit.model.load import enable_checkpointing
     from lorakit.train.loop import peak_memory_gib, run_loop
     from lorakit.train.oom import Ladder, MemorySettings, StepOutOfMemory, give_up_message
 
@@ -177,7 +181,7 @@ def _run_with_retries(model: Any, optimizer: Any, scheduler: Any, steps: list, c
         o = overlaid[0]
         ladder.overlay = (MemorySettings(o.train.micro_batch_size, o.train.grad_accum, o.train.gradient_checkpointing,
                                          o.train.loss_chunk_tokens, o.data.max_length), overlaid[1])
-    attempts = [{"attempt": 1, "change": "as configured", "settings": settings.describe()}]
+    attempts = [{"attempt": 1, "change": first_change, "settings": settings.describe()}]
     result = None
     while True:
         try:
@@ -194,7 +198,7 @@ def _run_with_retries(model: Any, optimizer: Any, scheduler: Any, steps: list, c
             remaining, settings, what = change
             steps = [*steps[: result.steps_done], *remaining]
             if settings.gradient_checkpointing and not train.gradient_checkpointing:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                enable_checkpointing(model)
             train = train.model_copy(update={"micro_batch_size": settings.micro_batch_size,
                                              "grad_accum": settings.grad_accum,
                                              "gradient_checkpointing": settings.gradient_checkpointing,
@@ -207,3 +211,33 @@ def _run_with_retries(model: Any, optimizer: Any, scheduler: Any, steps: list, c
         attempts[-1].update(step_reached=result.steps_done, peak_memory_gib=peak_memory_gib(accelerator.device))
         manifest.update(attempts=attempts)
         return result
+
+
+def _auto_plan(cfg: Any, device_type: str, manifest: Manifest) -> tuple[Any, str]:
+    """train.oom.auto_plan: start from the micro-batch the planner says fits train.memory_budget."""
+    from lorakit.config.schema import parse_memory_size
+    from lorakit.plan.estimate import GiB
+    from lorakit.plan.report import build_plan, starting_point
+
+    budget = parse_memory_size(cfg.train.memory_budget)
+    plan = build_plan(cfg, device_type, budget)
+    start = starting_point(plan)
+    train = cfg.train
+    changes = []
+    if start.micro_batch_size != train.micro_batch_size:
+        changes.append(f"micro_batch_size {train.micro_batch_size} -> {start.micro_batch_size}, "
+                       f"grad_accum {train.grad_accum} -> {start.grad_accum}")
+    if start.gradient_checkpointing and not train.gradient_checkpointing:
+        changes.append("gradient checkpointing on")
+    what = (f"planned for train.memory_budget {cfg.train.memory_budget}: {'; '.join(changes) or 'no change'} "
+            f"(estimate {start.estimate.total / GiB:.2f} GiB, as configured {plan.estimate.total / GiB:.2f} GiB)")
+    log.info("train.oom.auto_plan: %s", what)
+    manifest.update(memory_plan={"budget_gib": round(budget / GiB, 3),
+                                 "configured_estimate_gib": round(plan.estimate.total / GiB, 3),
+                                 "planned_estimate_gib": round(start.estimate.total / GiB, 3),
+                                 "micro_batch_size": start.micro_batch_size, "grad_accum": start.grad_accum,
+                                 "gradient_checkpointing": start.gradient_checkpointing,
+                                 "parts_gib": {p.name: round(p.bytes / GiB, 3) for p in start.estimate.parts}})
+    planned = train.model_copy(update={"micro_batch_size": start.micro_batch_size, "grad_accum": start.grad_accum,
+                                       "gradient_checkpointing": start.gradient_checkpointing})
+    return cfg.model_copy(update={"train": planned}), what

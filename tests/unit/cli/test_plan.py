@@ -1,0 +1,71 @@
+"""lorakit plan on a tiny model, and train.oom.auto_plan through lorakit train."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from lorakit.config.load import load_config
+from lorakit.plan.estimate import GiB, estimate_memory
+from lorakit.plan.report import build_plan, setup_from_config
+from tests.unit.cli.test_train import invoke, make_config
+
+
+def test_plan_prints_the_breakdown_and_what_fits(tmp_path, tiny_model_dir):
+    result = invoke("plan", make_config(tmp_path, tiny_model_dir), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "peak (estimate)" in result.output and "base weights" in result.output
+    assert "what fits common budgets" in result.output and "24 GiB" in result.output
+    result = invoke("plan", make_config(tmp_path, tiny_model_dir), "--memory", "4GiB", "--device", "cuda")
+    assert result.exit_code == 0, result.output
+    assert "# budget 4.00 GiB: the config as written fits" in result.output
+    assert "checkpointing + nf4" in result.output  # the 4-bit options are priced on a GPU
+
+
+def test_plan_reads_the_budget_from_the_config(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, train={"memory_budget": "3GiB"})
+    result = invoke("plan", config, "--device", "cpu")
+    assert "# budget 3.00 GiB" in result.output
+
+
+@pytest.mark.parametrize("command", ["plan", "train"])
+def test_a_budget_that_cannot_hold_the_model_says_so_with_the_numbers(tmp_path, tiny_model_dir, command):
+    train = {"memory_budget": "200MiB", "oom": {"auto_plan": True}}
+    result = invoke(command, make_config(tmp_path, tiny_model_dir, train=train))
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: a memory budget of 0.20 GiB cannot hold this run: framework 0.")
+    assert "+ base weights 0.00 + adapter + grads + AdamW 0.00 + loss chunk 0.00 = 0." in line
+    assert "before any activations" in line and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--memory", "lots"], "error: --memory: not a memory size (got 'lots')"),
+    (["--set", "train.memory_budget=lots"], "train.memory_budget"),
+    (["--set", "train.oom.auto_plan=true"], "train.oom.auto_plan needs train.memory_budget"),
+])
+def test_bad_budgets_are_config_errors(tmp_path, tiny_model_dir, args, message):
+    result = invoke("plan", make_config(tmp_path, tiny_model_dir), *args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_auto_plan_starts_from_the_micro_batch_that_fits(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, train={"micro_batch_size": 4, "grad_accum": 1},
+                         output={"name": "planned"})
+    cfg = load_config(config).config
+    # A budget in which 2 examples of max_length fit and 3 do not.
+    facts = build_plan(cfg, "cpu").facts
+    setup = setup_from_config(cfg, "cpu")
+    fits, fails = (estimate_memory(facts, replace(setup, micro_batch_size=n)).total for n in (2, 3))
+    budget = f"{(fits + fails) / 2 / GiB:.6f}GiB"
+    result = invoke("train", config, "--set", f"train.memory_budget={budget}", "--set", "train.oom.auto_plan=true")
+    assert result.exit_code == 0, result.output
+    assert "train.oom.auto_plan: planned for train.memory_budget" in result.output
+    manifest = json.loads((tmp_path / "runs" / "planned-v001" / "manifest.json").read_text())
+    first = manifest["attempts"][0]
+    assert first["change"].startswith("planned for train.memory_budget")
+    assert "micro_batch_size 4 -> 2, grad_accum 1 -> 2" in first["change"]
+    assert "micro_batch_size=2 grad_accum=2 gradient_checkpointing=false" in first["settings"]
+    assert manifest["memory_plan"]["micro_batch_size"] == 2
+    assert manifest["memory_plan"]["planned_estimate_gib"] <= manifest["memory_plan"]["budget_gib"]
+    assert manifest["status"] == "completed"

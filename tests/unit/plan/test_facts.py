@@ -1,0 +1,45 @@
+"""The planner's model facts: parameter counts from the meta device, activations from the probe."""
+
+import pytest
+from transformers import AutoConfig
+
+from lorakit.config.schema import LoraSection, ModelSection
+from lorakit.errors import ModelError
+from lorakit.model.adapters import attach_adapter
+from lorakit.plan.facts import load_model_config, measure_facts
+from tests.conftest import build_model
+
+LLAMA_TARGETS = 7  # q, k, v, o, gate, up, down
+
+
+def test_parameter_counts_match_the_real_model(tiny_model_dir):
+    config = load_model_config(ModelSection(name_or_path=str(tiny_model_dir)))
+    facts = measure_facts(config, LoraSection(r=4), max_length=64)
+    model = build_model("llama")
+    assert facts.base_params == sum(p.numel() for p in model.parameters())
+    head = model.get_output_embeddings().weight.numel()
+    embeddings = model.get_input_embeddings().weight.numel()
+    norms = sum(p.numel() for n, p in model.named_parameters() if "norm" in n)
+    assert facts.linear_params == facts.base_params - head - embeddings - norms
+    model.requires_grad_(False)
+    trainable = sum(p.numel() for p in attach_adapter(model, LoraSection(r=4)).parameters() if p.requires_grad)
+    assert facts.adapter_params == trainable
+
+
+def test_activations_follow_the_adapter_rank_and_checkpointing(tiny_model_dir):
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    small = measure_facts(config, LoraSection(r=4), max_length=32)
+    large = measure_facts(config, LoraSection(r=12), max_length=32)
+    # Each adapted linear layer keeps its lora_A output (r floats per token) for lora_B's backward.
+    assert large.activations.per_layer - small.activations.per_layer == LLAMA_TARGETS * (12 - 4) * 4
+    # With checkpointing a layer keeps only its input hidden state.
+    assert small.checkpointed.per_layer == config.hidden_size * 4
+    assert small.activations.per_layer > 10 * small.checkpointed.per_layer
+    # Linear in the tokens: the same cost per token from a longer probe.
+    longer = measure_facts(config, LoraSection(r=4), max_length=96)
+    assert longer.activations.per_layer == pytest.approx(small.activations.per_layer, rel=0.02)
+
+
+def test_a_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="no such model folder"):
+        load_model_config(ModelSection(name_or_path=str(tmp_path / "nowhere")))
