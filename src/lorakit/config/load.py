@@ -31,7 +31,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 # Keys whose relative values are file paths, resolved against the declaring file's folder.
-PATH_KEYS = ("data.train", "data.eval", "lora.init_from", "train.oom.overlay")
+PATH_KEYS = ("data.train", "data.eval", "lora.init_from", "train.oom.overlay", "tracking.copy_files")
+PATH_PREFIXES = ("tracking.repos.",)  # every value under these is a path
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def _merge(base: dict[str, Any], layer: dict[str, Any], label: str, sources: dic
     """Deep-merge ``layer`` into ``base`` in place, recording the label of every leaf it sets."""
     for key, value in layer.items():
         dotted = f"{prefix}{key}"
-        if base_dir is not None and dotted in PATH_KEYS:
+        if base_dir is not None and (dotted in PATH_KEYS or dotted.startswith(PATH_PREFIXES)):
             value = _resolve_paths(value, base_dir)
         if isinstance(value, dict):
             if not isinstance(base.get(key), dict):

@@ -226,14 +226,32 @@ class OutputSection(Section):
         return value
 
 
+class TrackingSection(Section):
+    repos: dict[str, str] = Field(
+        default_factory=dict,
+        description="External code to record: {name: path of a git checkout}; the manifest gets each one's "
+        "commit, branch and dirty flag (e.g. {sd-scripts: ../sd-scripts}).",
+    )
+    copy_files: list[str] = Field(
+        default_factory=list,
+        description="Files copied into the run folder (under files/) with their sha256: sample prompts, a script.",
+    )
+
+    @field_validator("copy_files", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
 class RunConfig(Section):
-    """Everything one training run needs. Sections: model, lora, data, train, output."""
+    """Everything one training run needs. Sections: model, lora, data, train, output, tracking."""
 
     model: ModelSection
     lora: LoraSection = Field(default_factory=LoraSection)
     data: DataSection
     train: TrainSection = Field(default_factory=TrainSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
 
     @model_validator(mode="after")
     def _eval_source(self) -> RunConfig:

@@ -38,3 +38,24 @@ def plot_loss(path: Path, history: list[dict[str, Any]], eval_history: list[dict
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def copy_tracked_files(paths: list[str], run_dir: Path) -> dict[str, dict[str, str]]:
+    """Copy ``tracking.copy_files`` (checked to exist by the caller) into ``run_dir/files/``.
+
+    Returns:
+        {source path: {"copy": path in the run folder, "sha256": of the copy}}.
+    """
+    import hashlib
+    import shutil
+
+    copied = {}
+    for source in paths:
+        target = run_dir / "files" / Path(source).name
+        if target.exists():  # two sources with one name: keep both, the later one numbered
+            target = target.with_name(f"{target.stem}-{len(copied)}{target.suffix}")
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy2(source, target)
+        copied[source] = {"copy": str(target.relative_to(run_dir)),
+                          "sha256": hashlib.sha256(target.read_bytes()).hexdigest()}
+    return copied

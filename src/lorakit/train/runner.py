@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.config.load import LoadedConfig, apply_oom_overlay
-from lorakit.errors import DataError, LorakitError
+from lorakit.errors import ConfigError, DataError, LorakitError
 from lorakit.model.resolve import sha256_file
-from lorakit.runs.artifacts import plot_loss, write_results
+from lorakit.runs.artifacts import copy_tracked_files, plot_loss, write_results
 from lorakit.runs.card import render_card
 from lorakit.runs.manifest import Manifest
 from lorakit.runs.naming import allocate_run_dir
-from lorakit.runs.provenance import hardware, package_versions
+from lorakit.runs.provenance import code_state, environment, hardware, package_versions
 from lorakit.train.host import tune_host
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,9 @@ class TrainOutcome:
 def start_run(loaded: LoadedConfig, command_line: Sequence[str]) -> tuple[Path, Manifest]:
     """Create the run folder with its config files and a first manifest."""
     cfg = loaded.config
+    missing = [p for p in cfg.tracking.copy_files if not Path(p).is_file()]
+    if missing:  # before the run folder exists: a typo leaves nothing behind
+        raise ConfigError(f"tracking.copy_files: file not found: {', '.join(missing)}")
     run_dir = allocate_run_dir(Path(cfg.output.dir), loaded.run_name)
     (run_dir / "config.resolved.yaml").write_text(loaded.to_yaml(), encoding="utf-8")
     (run_dir / "config.sources.txt").write_text("\n".join(loaded.sources) + "\n", encoding="utf-8")
@@ -47,6 +50,9 @@ def start_run(loaded: LoadedConfig, command_line: Sequence[str]) -> tuple[Path, 
         data_files={str(f): sha256_file(Path(f)) for f in data_files if Path(f).is_file()},
         versions=package_versions(),
         hardware=hardware(),
+        code=code_state(cfg.tracking.repos),
+        environment=environment(),
+        copied_files=copy_tracked_files(cfg.tracking.copy_files, run_dir),
     )
     return run_dir, manifest
 
