@@ -285,15 +285,14 @@ def apply_oom_overlay(config: RunConfig) -> tuple[RunConfig, str] | None:
     if config.train.oom.overlay is None:
         return None
     path = Path(config.train.oom.overlay)
-    layer = read_config_file(path)
-    leaves = _leaves(layer)
+    raw = config.model_dump(mode="json")
+    leaves: dict[str, str] = {}  # every key the overlay sets -> its file
+    _merge(raw, read_config_file(path), str(path), leaves)
     refused = [k for k in leaves if k not in OOM_OVERLAY_KEYS]
     if refused:
         raise ConfigError(f"train.oom.overlay {path}: {', '.join(refused)} cannot change during a run; "
                           f"an out-of-memory overlay may set {', '.join(OOM_OVERLAY_KEYS)}")
-    raw = config.model_dump(mode="json")
-    _merge(raw, layer, str(path), {})
-    new = validate(raw, {k: str(path) for k in leaves}, [str(path)])
+    new = validate(raw, leaves, [str(path)])
     before = config.train.micro_batch_size * config.train.grad_accum
     after = new.train.micro_batch_size * new.train.grad_accum
     if before != after:

@@ -59,20 +59,24 @@ class Part:
     name: str
     bytes: float
     note: str
+    per_token: bool = False  # grows with the tokens of a micro-batch
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """Peak memory as parts; ``fixed`` does not grow with tokens, ``per_token`` does."""
+    """Peak memory as parts; ``fixed`` does not grow with tokens, ``per_token`` (bytes per token) does."""
 
     setup: MemorySetup
     parts: tuple[Part, ...]
-    fixed: float
     per_token: float
 
     @property
     def total(self) -> float:
         return sum(p.bytes for p in self.parts)
+
+    @property
+    def fixed(self) -> float:
+        return sum(p.bytes for p in self.parts if not p.per_token)
 
     def tokens_within(self, budget: float) -> int:
         """The most tokens per micro-batch that fit ``budget`` (0 when not even the fixed parts fit)."""
@@ -118,11 +122,10 @@ def estimate_memory(facts: ModelFacts, setup: MemorySetup) -> Estimate:
         Part("adapter + grads + AdamW", adapter, f"{facts.adapter_params / 1e6:.2f}M x {ADAM_COPIES} float32"),
         Part("loss chunk", head, f"{min(setup.loss_chunk_tokens, tokens)} x {facts.vocab_size} logits"),
         Part("activations", tokens * per_token_act,
-             f"{tokens} tokens x {per_token_act / 1024:.0f} KiB ({act_note})"),
-        Part(slack_name, tokens * slack, slack_note),
+             f"{tokens} tokens x {per_token_act / 1024:.0f} KiB ({act_note})", per_token=True),
+        Part(slack_name, tokens * slack, slack_note, per_token=True),
     )
-    fixed = FRAMEWORK[device] + weights + adapter + head
-    return Estimate(setup, parts, fixed=fixed, per_token=per_token_act + slack)
+    return Estimate(setup, parts, per_token=per_token_act + slack)
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ class Fit:
 
 def fit_budget(facts: ModelFacts, setup: MemorySetup, budget: float) -> Fit:
     # The head term depends on tokens only below loss_chunk_tokens; price it at a full chunk.
-    estimate = estimate_memory(facts, replace(setup, micro_batch_size=max(setup.micro_batch_size, 1)))
+    estimate = estimate_memory(facts, setup)
     pricing = estimate_memory(facts, replace(setup, micro_batch_size=1,
                                              max_length=max(setup.max_length, setup.loss_chunk_tokens)))
     tokens = pricing.tokens_within(budget)

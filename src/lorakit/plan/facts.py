@@ -19,6 +19,7 @@ from typing import Any
 
 from lorakit.config.schema import LoraSection, ModelSection
 from lorakit.errors import ModelError
+from lorakit.model.resolve import ResolvedModel
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +58,26 @@ def load_model_config(section: ModelSection) -> Any:
     Raises:
         ModelError: the model cannot be found, or its config cannot be read.
     """
-    from transformers import AutoConfig
-
     from lorakit.model.resolve import resolve_model
 
-    resolved = resolve_model(section.name_or_path, section.revision, convert=False)
+    return read_model_config(resolve_model(section.name_or_path, section.revision, convert=False), section.revision)
+
+
+def read_model_config(resolved: ResolvedModel, revision: str | None = None) -> Any:
+    """The (text) config of an already resolved model.
+
+    Raises:
+        ModelError: the config cannot be read.
+    """
+    from transformers import AutoConfig
+
     if resolved.gguf_file:
         log.info("reading the config of %s from the GGUF (it is not converted yet: about 20 s)", resolved.gguf_file)
     try:
-        config = AutoConfig.from_pretrained(resolved.path, revision=section.revision, gguf_file=resolved.gguf_file)
+        config = AutoConfig.from_pretrained(resolved.path, revision=revision, gguf_file=resolved.gguf_file)
     except Exception as e:
         first_line = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ModelError(f"cannot read the config of {section.name_or_path}: {first_line}") from e
+        raise ModelError(f"cannot read the config of {resolved.identity.get('name')}: {first_line}") from e
     return config.get_text_config()
 
 

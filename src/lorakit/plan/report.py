@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from lorakit.config.schema import RunConfig
 from lorakit.errors import MemoryBudgetError
@@ -47,15 +48,18 @@ def setup_from_config(config: RunConfig, device: str) -> MemorySetup:
                        quantization=config.model.quantization)
 
 
-def build_plan(config: RunConfig, device: str | None = None, budget: float | None = None) -> MemoryPlan:
+def build_plan(config: RunConfig, device: str | None = None, budget: float | None = None,
+               model_config: Any = None) -> MemoryPlan:
     """Estimate ``config``'s peak memory on ``device`` and, with a budget, what fits it.
+
+    ``model_config`` (a transformers config) saves finding and reading it again when the caller has it.
 
     Raises:
         ModelError: the model's config cannot be read.
         MemoryBudgetError: the budget cannot hold the fixed parts (framework, weights, adapter).
     """
     device = device or device_default()
-    facts = measure_facts(load_model_config(config.model), config.lora, config.data.max_length,
+    facts = measure_facts(model_config or load_model_config(config.model), config.lora, config.data.max_length,
                           config.model.name_or_path)
     setup = setup_from_config(config, device)
     estimate = estimate_memory(facts, setup)
@@ -69,8 +73,7 @@ def build_plan(config: RunConfig, device: str | None = None, budget: float | Non
 
 
 def _too_small(budget: float, estimate: Estimate) -> str:
-    fixed = [p for p in estimate.parts if p.name not in ("activations", "allocator retention", "allocator slack")]
-    parts = " + ".join(f"{p.name} {p.bytes / GiB:.2f}" for p in fixed)
+    parts = " + ".join(f"{p.name} {p.bytes / GiB:.2f}" for p in estimate.parts if not p.per_token)
     return (f"a memory budget of {budget / GiB:.2f} GiB cannot hold this run: {parts} = "
             f"{estimate.fixed / GiB:.2f} GiB before any activations; raise the "
             f"budget, or use a smaller model, model.quantization: nf4 (CUDA), or a smaller train.loss_chunk_tokens")

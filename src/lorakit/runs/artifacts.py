@@ -40,13 +40,12 @@ def plot_loss(path: Path, history: list[dict[str, Any]], eval_history: list[dict
     plt.close(fig)
 
 
-def copy_tracked_files(paths: list[str], run_dir: Path) -> dict[str, dict[str, str]]:
+def copy_tracked_files(paths: list[str], run_dir: Path) -> dict[str, Path]:
     """Copy ``tracking.copy_files`` (checked to exist by the caller) into ``run_dir/files/``.
 
     Returns:
-        {source path: {"copy": path in the run folder, "sha256": of the copy}}.
+        {source path: the copy}.
     """
-    import hashlib
     import shutil
 
     copied = {}
@@ -56,6 +55,5 @@ def copy_tracked_files(paths: list[str], run_dir: Path) -> dict[str, dict[str, s
             target = target.with_name(f"{target.stem}-{len(copied)}{target.suffix}")
         target.parent.mkdir(exist_ok=True)
         shutil.copy2(source, target)
-        copied[source] = {"copy": str(target.relative_to(run_dir)),
-                          "sha256": hashlib.sha256(target.read_bytes()).hexdigest()}
+        copied[source] = target
     return copied

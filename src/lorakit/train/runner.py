@@ -52,7 +52,8 @@ def start_run(loaded: LoadedConfig, command_line: Sequence[str]) -> tuple[Path, 
         hardware=hardware(),
         code=code_state(cfg.tracking.repos),
         environment=environment(),
-        copied_files=copy_tracked_files(cfg.tracking.copy_files, run_dir),
+        copied_files={source: {"copy": str(copy.relative_to(run_dir)), "sha256": sha256_file(copy)}
+                      for source, copy in copy_tracked_files(cfg.tracking.copy_files, run_dir).items()},
     )
     return run_dir, manifest
 
@@ -114,7 +115,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
     first_change = "as configured"
     if cfg.train.oom.auto_plan:
-        cfg, first_change = _auto_plan(cfg, accelerator.device.type, manifest)
+        cfg, first_change = _auto_plan(cfg, resolved, accelerator.device.type, manifest)
     tokenizer = load_tokenizer(resolved, cfg.model.revision)
     datasets = build_datasets(cfg.data, tokenizer)
     manifest.update(base_model=resolved.identity, base_model_path=resolved.path, template=datasets.template_name,
@@ -219,14 +220,15 @@ def _run_with_retries(model: Any, optimizer: Any, scheduler: Any, steps: list, c
         return result
 
 
-def _auto_plan(cfg: Any, device_type: str, manifest: Manifest) -> tuple[Any, str]:
+def _auto_plan(cfg: Any, resolved: Any, device_type: str, manifest: Manifest) -> tuple[Any, str]:
     """train.oom.auto_plan: start from the micro-batch the planner says fits train.memory_budget."""
     from lorakit.config.schema import parse_memory_size
     from lorakit.plan.estimate import GiB
+    from lorakit.plan.facts import read_model_config
     from lorakit.plan.report import build_plan, starting_point
 
     budget = parse_memory_size(cfg.train.memory_budget)
-    plan = build_plan(cfg, device_type, budget)
+    plan = build_plan(cfg, device_type, budget, read_model_config(resolved, cfg.model.revision))
     start = starting_point(plan)
     train = cfg.train
     changes = []
