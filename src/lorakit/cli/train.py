@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -12,18 +13,35 @@ from lorakit.config.load import load_config
 
 
 @click.command("train")
-@layered_config_options
+@layered_config_options(required=False)
 @click.option("--name", default=None, help="Run name (replaces output.name and the config file's stem).")
 @click.option("--dry-run", is_flag=True, help="Validate, print the run name and resolved config, and exit.")
-def train_cmd(config_file: str, overlays: tuple[str, ...], overrides: tuple[str, ...], name: str | None,
-              dry_run: bool) -> None:
+@click.option("--resume", "resume_run", default=None, metavar="RUN",
+              help="Continue an interrupted or failed run (its folder or name) from its resume state, instead "
+                   "of CONFIG.")
+@click.option("--runs-dir", default="runs", show_default=True, help="Where --resume looks a run name up.")
+def train_cmd(config_file: str | None, overlays: tuple[str, ...], overrides: tuple[str, ...], name: str | None,
+              dry_run: bool, resume_run: str | None, runs_dir: str) -> None:
     """Train a LoRA adapter. Layers: defaults < CONFIG < each --add < each --set.
 
     \b
     Examples:
         lorakit train examples/typst/config.yaml
         lorakit train base.yaml --add lowmem.yaml --set lora.r=8 --set train.epochs=2
+        lorakit train --resume runs/typst-v003
     """
+    if resume_run is not None:
+        if config_file or overlays or overrides or name or dry_run:
+            raise click.UsageError("--resume continues a run with its own config: give no CONFIG, --add, --set, "
+                                   "--name or --dry-run with it")
+        from lorakit.runs.catalog import find_run
+        from lorakit.train.runner import resume_training
+
+        run_dir = find_run(resume_run, Path(runs_dir))
+        _report(resume_training(run_dir, ["lorakit", "train", "--resume", resume_run]))
+        return
+    if config_file is None:
+        raise click.UsageError("give a CONFIG file to train, or --resume RUN")
     loaded = load_config(config_file, overlays, overrides, name)
     if dry_run:
         from lorakit.runs.naming import next_run_dir
@@ -37,7 +55,10 @@ def train_cmd(config_file: str, overlays: tuple[str, ...], overrides: tuple[str,
 
     command = ["lorakit", "train", config_file, *[a for o in overlays for a in ("--add", o)],
                *[a for o in overrides for a in ("--set", o)], *(["--name", name] if name else [])]
-    outcome = run_training(loaded, command)
+    _report(run_training(loaded, command))
+
+
+def _report(outcome: Any) -> None:
     metrics = outcome.metrics
     click.echo(f"\n{outcome.status}: {outcome.run_dir}")
     summary = [f"train_loss {metrics['train_loss']:.4f}" if metrics.get("train_loss") is not None else "",
@@ -50,4 +71,5 @@ def train_cmd(config_file: str, overlays: tuple[str, ...], overrides: tuple[str,
     click.echo("  load it: base = AutoModelForCausalLM.from_pretrained(<base, see the card>); "
                f"model = PeftModel.from_pretrained(base, {str(outcome.run_dir)!r})")
     if outcome.status == "interrupted":
+        click.echo(f"  continue it: lorakit train --resume {outcome.run_dir}")
         sys.exit(130)

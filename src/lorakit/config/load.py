@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from lorakit.config.run_name import expand_run_name
 from lorakit.config.schema import RunConfig, is_folder_name
 from lorakit.errors import ConfigError
 
@@ -253,11 +254,24 @@ def load_config(
         raise ConfigError("\n".join(problems))
     sources = [str(f) for f in files] + [f"--set {o}" for o in overrides]
     config = validate(raw, key_sources, sources)
-    base_name = name or config.output.name or files[0].stem
-    run_name = "-".join([base_name, *(Path(o).stem for o in overlays)])
+    run_name = expand_run_name(name or config.output.name or files[0].stem, config, [Path(o).stem for o in overlays])
     if not is_folder_name(run_name):
         raise ConfigError(f"run name must be a plain folder name (got {run_name!r}); change --name or output.name")
     return LoadedConfig(config, files, tuple(overrides), key_sources, run_name)
+
+
+def load_recorded_config(recorded: dict[str, Any], working_directory: Path, run_name: str,
+                         files: Sequence[str] = ()) -> LoadedConfig:
+    """A run's config as its manifest recorded it, relative paths rebased on the run's working directory.
+
+    Raises:
+        ConfigError: the recorded config no longer validates (written by another lorakit version).
+    """
+    raw: dict[str, Any] = {}
+    key_sources: dict[str, str] = {}
+    _merge(raw, recorded, "manifest.json", key_sources, base_dir=working_directory)
+    config = validate(raw, key_sources, ["manifest.json"])
+    return LoadedConfig(config, tuple(Path(f) for f in files), (), key_sources, run_name)
 
 
 # What an out-of-memory overlay may change while a run is under way.
@@ -265,11 +279,12 @@ OOM_OVERLAY_KEYS = ("train.micro_batch_size", "train.grad_accum", "train.gradien
                     "train.loss_chunk_tokens", "data.max_length")
 
 
-def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
+            out.update(flatten_keys(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -298,7 +313,7 @@ def apply_oom_overlay(config: RunConfig) -> tuple[RunConfig, str] | None:
     if before != after:
         raise ConfigError(f"train.oom.overlay {path}: micro_batch_size x grad_accum goes from {before} to {after}; "
                           "keep the product so the effective batch stays the same")
-    old = _leaves(config.model_dump(mode="json"))
-    changes = [f"{k} {old[k]} -> {v}" for k, v in _leaves(new.model_dump(mode="json")).items()
+    old = flatten_keys(config.model_dump(mode="json"))
+    changes = [f"{k} {old[k]} -> {v}" for k, v in flatten_keys(new.model_dump(mode="json")).items()
                if k in leaves and old[k] != v]
     return new, f"{path.name}: {', '.join(changes) or 'no change'}"

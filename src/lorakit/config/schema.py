@@ -190,6 +190,13 @@ class TrainSection(Section):
     save_total_limit: int | None = Field(
         None, gt=0, description="Keep at most this many intermediate checkpoints (oldest removed first)."
     )
+    resumable: bool = Field(
+        False,
+        description="Keep one rolling resume state (adapter, optimizer, scheduler, RNG, data position) so "
+        "`lorakit train --resume RUN` can continue after a crash; removed when the run completes. A run "
+        "stopped with Ctrl+C or SIGTERM saves it either way.",
+    )
+    resume_every: int = Field(50, gt=0, description="With train.resumable: steps between resume-state writes.")
     memory_budget: str | None = Field(
         None,
         description="Memory this run may use, e.g. 8GiB: host RAM on the CPU, GPU memory on a GPU. Used by "
@@ -215,7 +222,10 @@ class TrainSection(Section):
 class OutputSection(Section):
     dir: str = Field("runs", description="Folder that holds the run folders.")
     name: str | None = Field(
-        None, description="Run name; default: the config file's stem. Overlay stems are appended."
+        None,
+        description="Run name; default: the config file's stem. Placeholders: {model}, {data} (stem of the first "
+        "training file), {variant} (overlay stems, else 'base'), {steps} (train.max_steps, else e.g. '2ep'), "
+        "{date} (YYYYMMDD). Overlay stems are appended unless {variant} places them. Versions -v001... follow.",
     )
 
     @field_validator("name")
@@ -236,6 +246,16 @@ class TrackingSection(Section):
         default_factory=list,
         description="Files copied into the run folder (under files/) with their sha256: sample prompts, a script.",
     )
+
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list,
+        description="Also log metrics and params to these trackers: tensorboard (event files in the run folder's "
+        "tensorboard/), mlflow (tracking.mlflow_uri). Needs: pip install 'lorakit[trackers]'.",
+    )
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: a local store, sqlite:///<output.dir>/mlflow.db."
+    )
+    mlflow_experiment: str = Field("lorakit", description="MLflow experiment the runs are logged under.")
 
     @field_validator("copy_files", mode="before")
     @classmethod

@@ -28,29 +28,90 @@ def build_lora_config(section: LoraSection) -> Any:
     )
 
 
+# adapter_config.json keys that must match the config for the weights to mean the same thing.
+_SHAPE_KEYS = {"r": "r", "lora_alpha": "alpha", "use_dora": "use_dora", "use_rslora": "use_rslora"}
+
+
+def same_base_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two manifest ``base_model`` identities name the same weights (file hash, else name and revision)."""
+    if a.get("sha256") or b.get("sha256"):
+        return a.get("sha256") == b.get("sha256")
+    return (a.get("name"), a.get("revision")) == (b.get("name"), b.get("revision"))
+
+
+def check_init_from(section: LoraSection, identity: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    """Check that ``lora.init_from`` can continue on this base model; return the parent record.
+
+    Args:
+        identity: the base model's identity (``ResolvedModel.identity``).
+        names: what the base model may be called in a plain PEFT adapter_config.json
+            (``model.name_or_path``, the resolved folder, the identity's name).
+
+    Raises:
+        ModelError: no adapter there, or a different base model or adapter shape, saying what differs.
+    """
+    from lorakit.model.resolve import sha256_file
+
+    assert section.init_from is not None
+    source = Path(section.init_from)
+    if not (source / "adapter_config.json").is_file():
+        raise ModelError(f"lora.init_from: no adapter_config.json in {source}; "
+                         "point it at a run folder or a PEFT adapter folder")
+    saved = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
+    wanted = section.model_dump()
+    differ = [f"{key} {saved.get(key)} there, lora.{ours} {wanted[ours]} here"
+              for key, ours in _SHAPE_KEYS.items() if saved.get(key, False) != wanted[ours]]
+    if differ:
+        raise ModelError(f"lora.init_from: the adapter in {source} has a different shape: {'; '.join(differ)}; "
+                         "set these lora keys to match the adapter you continue from")
+    manifest_path = source / "manifest.json"
+    parent: dict[str, Any] = {"path": str(source.resolve()), "name": source.name}
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        theirs = manifest.get("base_model") or {}
+        if not same_base_model(theirs, identity):
+            raise ModelError(f"lora.init_from: {source.name} was trained on {_describe(theirs)}, "
+                             f"but this run's base model is {_describe(identity)}")
+        parent.update(run=manifest.get("name", source.name), status=manifest.get("status"),
+                      config_sha256=manifest.get("config_sha256"))
+    else:
+        base = str(saved.get("base_model_name_or_path") or "")
+        known = {n for name in names for n in (name, Path(name).name)}
+        if base and base not in known and Path(base).name not in known:
+            raise ModelError(f"lora.init_from: the adapter in {source} was trained on {base!r}, "
+                             f"but this run's base model is {identity.get('name')!r}")
+    weights = source / "adapter_model.safetensors"
+    if weights.is_file():
+        parent["adapter_sha256"] = sha256_file(weights)
+    return parent
+
+
+def _describe(identity: dict[str, Any]) -> str:
+    digest = f" (sha256 {identity['sha256'][:12]})" if identity.get("sha256") else ""
+    revision = f"@{identity['revision']}" if identity.get("revision") else ""
+    return f"{identity.get('name', '?')}{revision}{digest}"
+
+
 def attach_adapter(model: Any, section: LoraSection) -> Any:
     """Wrap the base model with a trainable adapter: fresh, or loaded from ``lora.init_from``.
 
+    ``check_init_from`` has vetted an adapter to start from; loading it still checks every
+    tensor's shape against the base model.
+
     Raises:
-        ModelError: the adapter to start from is missing or does not fit this base model.
+        ModelError: the adapter does not fit this base model (which tensor, which shapes).
     """
     from peft import PeftModel, get_peft_model
 
     if section.init_from is None:
         peft_model = get_peft_model(model, build_lora_config(section))
     else:
-        source = Path(section.init_from)
-        if not (source / "adapter_config.json").is_file():
-            raise ModelError(f"lora.init_from: no adapter_config.json in {source}; "
-                             "point it at a run folder or a PEFT adapter folder")
-        saved = json.loads((source / "adapter_config.json").read_text())
-        if saved.get("r") != section.r:
-            raise ModelError(f"lora.init_from: {source} has rank {saved.get('r')} but lora.r is {section.r}; "
-                             "set lora.r to match the adapter you continue from")
         try:
-            peft_model = PeftModel.from_pretrained(model, str(source), is_trainable=True)
+            peft_model = PeftModel.from_pretrained(model, section.init_from, is_trainable=True)
         except Exception as e:
-            raise ModelError(f"lora.init_from: cannot load the adapter in {source} onto this base model: {e}") from e
+            mismatch = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e))
+            raise ModelError(f"lora.init_from: the adapter in {section.init_from} does not fit this base model: "
+                             f"{mismatch[:300]}") from None
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     log.info("adapter: %.2fM trainable parameters (r=%d, alpha=%d)", trainable / 1e6, section.r, section.alpha)
     return peft_model

@@ -18,11 +18,16 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
     data_lines = "\n".join(f"- `{path}` (sha256 `{digest[:12]}`)" for path, digest in manifest["data_files"].items())
     metric_lines = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items()) or "| (none) | |"
     lora, train, data = config["lora"], config["train"], config["data"]
+    parent = manifest.get("parent")
+    parent_line = (f"\nContinued from `{parent['name']}` (`{parent['path']}`); `lorakit runs lineage {run_dir.name}` "
+                   "shows the whole chain.\n" if parent else "")
+    notes = "".join(f"\n- {n['at']}: {n['text']}" for n in manifest.get("notes", []))
+    notes_section = f"\n## Notes{notes}\n" if notes else ""
     return f"""# {run_dir.name}
 
 A LoRA adapter for **{base.get('name')}**, trained with lorakit {manifest['versions'].get('lorakit', '?')}.
 Status: **{manifest['status']}**.
-
+{parent_line}
 ## Data
 {data_lines}
 
@@ -46,7 +51,7 @@ Config sha256: `{manifest['config_sha256']}` (full config in `config.resolved.ya
 {metric_lines}
 
 ![loss](training_loss.png)
-
+{notes_section}
 ## Use it
 With PEFT (the adapter is in plain PEFT format):
 ```python

@@ -10,6 +10,12 @@ from lorakit.errors import RunError
 _VERSION = re.compile(r"-v(\d{3,})$")
 
 
+def version_of(folder_name: str) -> int | None:
+    """3 for ``typst-v003``; None for a folder name without a version."""
+    m = _VERSION.search(folder_name)
+    return int(m.group(1)) if m else None
+
+
 def _versions(root: Path, name: str) -> list[int]:
     if not root.is_dir():
         return []

@@ -13,7 +13,7 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +27,8 @@ from lorakit.errors import TrainingError
 from lorakit.train.callbacks import Callback
 from lorakit.train.loss import batch_loss
 from lorakit.train.oom import StepOutOfMemory, check_test_budget, free_memory, is_out_of_memory, test_token_budget
+from lorakit.train.resume import capture_rng, restore_rng
+from lorakit.train.stop import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class LoopResult:
     computed_tokens: int = 0  # tokens the model ran on, padding included
     seconds: float = 0.0
     eval_seconds: float = 0.0  # kept out of tokens/s, which measures training alone
+    rng_state: dict[str, Any] | None = None  # as it was at the end of the last completed step
+    stop_reason: str | None = None  # "Ctrl+C" or "SIGTERM" when interrupted
 
     def tokens_per_second(self, elapsed: float) -> float:
         """Real tokens per second of training, validation time excluded."""
@@ -113,12 +117,18 @@ def evaluate(model: Any, examples: Sequence[Example], micro_batch_size: int, pad
 
 def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps: Sequence[Step],
              train: TrainSection, eval_examples: Sequence[Example], pad_id: int, accelerator: Any,
-             callbacks: Sequence[Callback] = (), resume: LoopResult | None = None) -> LoopResult:
+             callbacks: Sequence[Callback] = (), resume: LoopResult | None = None,
+             stop: StopRequest | None = None, save_state: Callable[[LoopResult], None] | None = None,
+             state_every: int = 0) -> LoopResult:
     """Run the planned optimizer steps; stop cleanly on Ctrl+C.
 
     Args:
-        resume: the result of an attempt that ran out of memory: continue after its last
-            completed step (``steps`` may have been re-cut for lower memory meanwhile).
+        resume: the steps done so far (an attempt that ran out of memory, or a resumed run):
+            continue after its last completed step (``steps`` may have been re-cut meanwhile).
+            Callbacks are begun and the baseline validation is run only without it.
+        stop: when it holds a reason (a signal arrived), stop at the next step boundary.
+        save_state: writes the resume state; called every ``state_every`` steps (0: never) and
+            when a ``stop`` request ends the run, always at a step boundary.
 
     Raises:
         TrainingError: the loss became NaN or infinite ("loss diverged at step N").
@@ -130,6 +140,8 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
     result = resume or LoopResult("completed", 0)
     params = [p for p in model.parameters() if p.requires_grad]
     token_budget = test_token_budget()
+    if result.rng_state is not None:
+        restore_rng(result.rng_state)  # dropout continues as if the run had never stopped
     if resume is None:
         for cb in callbacks:
             cb.on_train_begin(total_steps)
@@ -173,12 +185,16 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
                 or bool(train.save_every and step_no % train.save_every == 0)
                 or bool(eval_examples and train.eval_every and step_no % train.eval_every == 0))
 
+    at_boundary = False
     try:
         if eval_examples and resume is None:
             report_eval(0, 0.0)  # the untrained adapter's loss: the baseline to beat
         for step_no, step in enumerate(steps, 1):
             if step_no <= result.steps_done:
                 continue
+            if stop is not None and stop.reason is not None:
+                at_boundary = True
+                raise KeyboardInterrupt
             batches = [collate(rows, pad_id) for rows in step.micro_batches]
             step_tokens = sum(b.num_tokens for b in batches)
             batches = [b for b in batches if b.num_targets]  # nothing to learn, nothing to compute
@@ -215,6 +231,7 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             result.steps_done = step_no
+            result.rng_state = capture_rng()
             elapsed = time.perf_counter() - start
             metrics = {"step": step_no, "total_steps": total_steps, "epoch": step.epoch, "lr": lr,
                        "trained_tokens": result.trained_tokens,
@@ -225,6 +242,9 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
             pending.append((metrics, torch.stack([step_loss, grad_norm.detach().float().to(device)])))
             if must_report(step_no):
                 flush()
+            if save_state is not None and state_every and step_no % state_every == 0 and step_no < total_steps:
+                flush()
+                save_state(result)
             if eval_examples and train.eval_every and step_no % train.eval_every == 0 and step_no < total_steps:
                 report_eval(step_no, step.epoch)
         flush()
@@ -233,7 +253,10 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
     except KeyboardInterrupt:
         flush()  # the steps that finished before Ctrl+C keep their place in the log
         result.status = "interrupted"
+        result.stop_reason = (stop.reason if stop is not None else None) or "Ctrl+C"
         log.warning("interrupted at step %d of %d; saving the adapter so far", result.steps_done, total_steps)
+        if at_boundary and save_state is not None:
+            save_state(result)  # a second Ctrl+C may land mid-step; only a boundary is consistent
     except StepOutOfMemory:
         raise  # not the end of training: the caller steps down its ladder and resumes
     except BaseException:

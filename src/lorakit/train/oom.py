@@ -109,6 +109,14 @@ def _shorten(steps: Sequence, max_length: int) -> list:
     return [Step([mb for mb in (_truncate(m, max_length) for m in s.micro_batches) if mb], s.epoch) for s in steps]
 
 
+def recut_steps(steps: Sequence, current: MemorySettings, target: MemorySettings, packing: bool) -> list:
+    """``steps`` planned under ``current`` settings, in ``target``'s micro-batches (and max_length)."""
+    from lorakit.train.loop import Step
+
+    cut = [Step(_recut(s.micro_batches, target.micro_batch_size, packing), s.epoch) for s in steps]
+    return _shorten(cut, target.max_length) if target.max_length < current.max_length else cut
+
+
 @dataclass
 class Ladder:
     """The remaining rungs, tried in order; a rung is used again while it still helps."""
@@ -126,11 +134,8 @@ class Ladder:
         if self.overlay is not None:
             target, what = self.overlay
             self.overlay = None
-            cut = [Step(_recut(s.micro_batches, target.micro_batch_size, self.packing), s.epoch) for s in steps]
-            if target.max_length < settings.max_length:
-                cut = _shorten(cut, target.max_length)
             self.tried.append(what)
-            return cut, target, what
+            return recut_steps(steps, settings, target, self.packing), target, what
         while self.rungs:
             rung = self.rungs[0]
             change = None

@@ -1,16 +1,17 @@
-"""run_training: config in, tracked run folder out. The one place that wires the layers together."""
+"""run_training and resume_training: config in, tracked run folder out. The one place that wires the layers together."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorakit.config.load import LoadedConfig, apply_oom_overlay
-from lorakit.errors import ConfigError, DataError, LorakitError
+from lorakit.config.load import LoadedConfig, apply_oom_overlay, flatten_keys
+from lorakit.errors import ConfigError, DataError, LorakitError, RunError
 from lorakit.model.resolve import sha256_file
 from lorakit.runs.artifacts import copy_tracked_files, plot_loss, write_results
 from lorakit.runs.card import render_card
@@ -29,6 +30,10 @@ class TrainOutcome:
     metrics: dict[str, Any]
 
 
+def data_hashes(paths: Sequence[str]) -> dict[str, str]:
+    return {str(f): sha256_file(Path(f)) for f in paths if Path(f).is_file()}
+
+
 def start_run(loaded: LoadedConfig, command_line: Sequence[str]) -> tuple[Path, Manifest]:
     """Create the run folder with its config files and a first manifest."""
     cfg = loaded.config
@@ -38,22 +43,23 @@ def start_run(loaded: LoadedConfig, command_line: Sequence[str]) -> tuple[Path, 
     run_dir = allocate_run_dir(Path(cfg.output.dir), loaded.run_name)
     (run_dir / "config.resolved.yaml").write_text(loaded.to_yaml(), encoding="utf-8")
     (run_dir / "config.sources.txt").write_text("\n".join(loaded.sources) + "\n", encoding="utf-8")
-    data_files = [*cfg.data.train, *cfg.data.eval]
     manifest = Manifest.create(
         run_dir,
         name=run_dir.name,
         command_line=list(command_line),
+        working_directory=os.getcwd(),  # relative paths in the config are relative to it
         config=cfg.model_dump(mode="json"),
         config_sha256=loaded.sha256,
         config_files={str(f): sha256_file(f) for f in loaded.files},
         overrides=list(loaded.overrides),
-        data_files={str(f): sha256_file(Path(f)) for f in data_files if Path(f).is_file()},
+        data_files=data_hashes([*cfg.data.train, *cfg.data.eval]),
         versions=package_versions(),
         hardware=hardware(),
         code=code_state(cfg.tracking.repos),
         environment=environment(),
         copied_files={source: {"copy": str(copy.relative_to(run_dir)), "sha256": sha256_file(copy)}
                       for source, copy in copy_tracked_files(cfg.tracking.copy_files, run_dir).items()},
+        parent=None,
     )
     return run_dir, manifest
 
@@ -75,8 +81,46 @@ def run_training(loaded: LoadedConfig, command_line: Sequence[str] | None = None
     """
     run_dir, manifest = start_run(loaded, command_line if command_line is not None else sys.argv)
     log.info("run folder: %s (config sha256 %s)", run_dir, loaded.sha256[:12])
+    return _marking_failures(manifest, lambda: _train(loaded, run_dir, manifest, callbacks))
+
+
+def resume_training(run_dir: Path, command_line: Sequence[str] | None = None,
+                    callbacks: Sequence[Any] = ()) -> TrainOutcome:
+    """Continue an interrupted or failed run from its resume state, in its own folder.
+
+    The config is the run's own (manifest.json), so the result is the one an uninterrupted
+    run would have reached.
+
+    Raises:
+        RunError: the run completed already, has no resume state, or its data files changed.
+    """
+    from lorakit.config.load import load_recorded_config
+    from lorakit.train.resume import load_resume_state
+
+    manifest = Manifest.load(run_dir)
+    if manifest.data.get("status") == "completed":
+        raise RunError(f"{run_dir.name} completed already; to train it further start a new run with "
+                       f"lora.init_from: {run_dir}")
+    state = load_resume_state(run_dir)
+    loaded = load_recorded_config(manifest.data["config"], Path(manifest.data.get("working_directory", ".")),
+                                  run_dir.name, manifest.data.get("config_files", {}))
+    cfg = loaded.config
+    now = data_hashes([*cfg.data.train, *cfg.data.eval])
+    for path, digest in manifest.data.get("data_files", {}).items():
+        if now.get(path) != digest:
+            change = "is missing" if path not in now else f"changed (sha256 {digest[:12]} -> {now[path][:12]})"
+            raise RunError(f"{run_dir.name}: data file {path} {change} since the run started; "
+                           "resuming would not reproduce it")
+    resumes = [*manifest.data.get("resumes", []),
+               {"from_step": state["steps_done"], "command_line": list(command_line or sys.argv)}]
+    manifest.update(resumes=resumes)
+    log.info("resuming %s after step %d", run_dir, state["steps_done"])
+    return _marking_failures(manifest, lambda: _train(loaded, run_dir, manifest, callbacks, state))
+
+
+def _marking_failures(manifest: Manifest, train: Callable[[], TrainOutcome]) -> TrainOutcome:
     try:
-        return _train(loaded, run_dir, manifest, callbacks)
+        return train()
     except KeyboardInterrupt:
         manifest.set_status("interrupted", "stopped before training began")
         raise
@@ -88,21 +132,40 @@ def run_training(loaded: LoadedConfig, command_line: Sequence[str] | None = None
         raise
 
 
-def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callbacks: Sequence[Any]) -> TrainOutcome:
+@dataclass
+class Session:
+    """What one training process holds while it trains, for the retry loop and the resume state."""
+
+    run_dir: Path
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    accelerator: Any
+    callbacks: list[Any]
+    manifest: Manifest
+    eval_examples: list
+    pad_id: int
+
+
+def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callbacks: Sequence[Any],
+           state: dict[str, Any] | None = None) -> TrainOutcome:
     import torch
     from accelerate import Accelerator
 
     from lorakit.data.dataset import build_datasets
-    from lorakit.model.adapters import attach_adapter
+    from lorakit.model.adapters import attach_adapter, check_init_from
     from lorakit.model.load import check_quantization, enable_checkpointing, load_base_model, load_tokenizer, pick_dtype
     from lorakit.model.resolve import resolve_model
     from lorakit.train.callbacks import Checkpoints, JsonlMetrics, LogLines, ProgressBar
     from lorakit.train.loop import plan_steps
     from lorakit.train.optim import build_optimizer, build_scheduler
+    from lorakit.train.resume import restore, restored_result, restored_settings
+    from lorakit.train.trackers import build_trackers, check_trackers
 
     cfg = loaded.config
     # Fail on the cheap checks before minutes of model conversion, not after.
     check_quantization(cfg.model)
+    check_trackers(cfg)
     for path in [*cfg.data.train, *cfg.data.eval]:
         if not Path(path).is_file():
             raise DataError(f"data file not found: {path}")
@@ -113,9 +176,16 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(pick_dtype(cfg.model.dtype, "cuda"), "no")
     accelerator = Accelerator(cpu=not on_gpu, mixed_precision=precision if on_gpu else "no")
     resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
+    if cfg.lora.init_from and state is None:
+        parent = check_init_from(cfg.lora, resolved.identity,
+                                 {cfg.model.name_or_path, resolved.path, resolved.identity["name"]})
+        manifest.update(parent=parent)
     first_change = "as configured"
-    if cfg.train.oom.auto_plan:
-        cfg, first_change = _auto_plan(cfg, resolved, accelerator.device.type, manifest)
+    if cfg.train.oom.auto_plan and state is None:
+        from lorakit.plan.auto import auto_plan
+
+        cfg, first_change, memory_plan = auto_plan(cfg, resolved, accelerator.device.type)
+        manifest.update(memory_plan=memory_plan)
     tokenizer = load_tokenizer(resolved, cfg.model.revision)
     datasets = build_datasets(cfg.data, tokenizer)
     manifest.update(base_model=resolved.identity, base_model_path=resolved.path, template=datasets.template_name,
@@ -123,6 +193,10 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
                     data_stats={k: v.summary() for k, v in datasets.stats.items()})
     log.info("data: %d training and %d validation examples (%s template)", len(datasets.train),
              len(datasets.eval), datasets.template_name)
+
+    steps = plan_steps(datasets.train, cfg.train, cfg.data)
+    if state is not None:
+        steps, cfg = _continue_with(steps, cfg, restored_settings(state))
 
     model = load_base_model(resolved, cfg.model, accelerator.device.type)
     torch.manual_seed(cfg.train.seed)  # the adapter's initialisation and dropout
@@ -134,21 +208,36 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
 
         log.info("train.compile: compiled the MLP of %d decoder layers", compile_mlps(model))
     optimizer = build_optimizer(model, cfg.train)
-    steps = plan_steps(datasets.train, cfg.train, cfg.data)
     scheduler = build_scheduler(optimizer, cfg.train, len(steps))
     model, optimizer = accelerator.prepare(model, optimizer)
 
     callbacks = []
     if accelerator.is_main_process:
+        params = {**flatten_keys(cfg.model_dump(mode="json")), "run": run_dir.name,
+                  "config_sha256": loaded.sha256, "base_model": resolved.identity["name"]}
+        trackers, tracker_record = build_trackers(cfg, run_dir, params, manifest.data.get("trackers"))
+        if tracker_record:
+            manifest.update(trackers=tracker_record)
         callbacks = [JsonlMetrics(run_dir / "trainer_log.jsonl", cfg.train.log_every),
-                     LogLines(cfg.train.log_every), ProgressBar(), *extra_callbacks]
+                     LogLines(cfg.train.log_every), ProgressBar(), *trackers, *extra_callbacks]
         if cfg.train.save_every:
             callbacks.append(Checkpoints(run_dir, accelerator.unwrap_model(model), cfg.train.save_every,
                                          cfg.train.save_total_limit))
+    session = Session(run_dir, model, optimizer, scheduler, accelerator, callbacks, manifest, datasets.eval,
+                      tokenizer.pad_token_id)
     manifest.update(total_steps=len(steps))
-    manifest.set_status("running")
-    result = _run_with_retries(model, optimizer, scheduler, steps, cfg, datasets.eval, tokenizer.pad_token_id,
-                               accelerator, callbacks, manifest, overlaid, first_change)
+    resumed = None
+    if state is not None:
+        restore(state, accelerator.unwrap_model(model), optimizer, scheduler)
+        resumed = restored_result(state)
+        _trim_log(run_dir / "trainer_log.jsonl", resumed.steps_done)
+        for cb in callbacks:
+            cb.on_train_begin(len(steps))
+        manifest.set_status("running", f"resumed after step {resumed.steps_done}")
+    else:
+        manifest.set_status("running")
+    result = _run_with_retries(session, steps, cfg, overlaid, first_change, resumed,
+                               state["attempts"] if state else [])
 
     train_metrics = {"epoch": steps[result.steps_done - 1].epoch if result.steps_done else 0.0,
                      "train_loss": result.final_loss, "train_runtime": round(result.seconds, 2),
@@ -166,21 +255,56 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
         metrics = write_results(run_dir, train_metrics, eval_metrics)
         plot_loss(run_dir / "training_loss.png", result.history, result.eval_history)
         manifest.update(metrics=metrics)
-        manifest.set_status(result.status, "Ctrl+C" if result.status == "interrupted" else None)
+        manifest.set_status(result.status, result.stop_reason)
+        if result.status == "completed":
+            from lorakit.train.resume import STATE_FILE
+
+            (run_dir / STATE_FILE).unlink(missing_ok=True)  # the final adapter supersedes it
         (run_dir / "README.md").write_text(render_card(run_dir, manifest.data), encoding="utf-8")
     return TrainOutcome(run_dir, result.status, {**train_metrics, **eval_metrics})
 
 
-def _run_with_retries(model: Any, optimizer: Any, scheduler: Any, steps: list, cfg: Any, eval_examples: list,
-                      pad_id: int, accelerator: Any, callbacks: list, manifest: Manifest,
-                      overlaid: tuple[Any, str] | None, first_change: str = "as configured") -> Any:
+def _continue_with(steps: list, cfg: Any, settings: Any) -> tuple[list, Any]:
+    """The planned steps and config under the memory settings a resumed run had reached."""
+    from lorakit.train.oom import MemorySettings, recut_steps
+
+    train = cfg.train
+    planned = MemorySettings(train.micro_batch_size, train.grad_accum, train.gradient_checkpointing,
+                             train.loss_chunk_tokens, cfg.data.max_length)
+    if settings != planned:
+        steps = recut_steps(steps, planned, settings, cfg.data.packing)
+        cfg = cfg.model_copy(update={
+            "train": train.model_copy(update={"micro_batch_size": settings.micro_batch_size,
+                                              "grad_accum": settings.grad_accum,
+                                              "gradient_checkpointing": settings.gradient_checkpointing,
+                                              "loss_chunk_tokens": settings.loss_chunk_tokens}),
+            "data": cfg.data.model_copy(update={"max_length": settings.max_length})})
+    return steps, cfg
+
+
+def _trim_log(path: Path, steps_done: int) -> None:
+    """Drop trainer_log.jsonl lines of steps after the resume point: they will be logged again."""
+    import json
+
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("current_steps", 0) <= steps_done]
+    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+
+def _run_with_retries(session: Session, steps: list, cfg: Any, overlaid: tuple[Any, str] | None,
+                      first_change: str, resumed: Any, attempts: list[dict[str, Any]]) -> Any:
     """run_loop, stepping down the out-of-memory ladder and resuming after the last completed step."""
     from lorakit.errors import TrainingError
     from lorakit.model.load import enable_checkpointing
     from lorakit.train.loop import peak_memory_gib, run_loop
     from lorakit.train.oom import Ladder, MemorySettings, StepOutOfMemory, give_up_message
+    from lorakit.train.resume import save_resume_state
+    from lorakit.train.stop import StopRequest
 
     train = cfg.train
+    accelerator = session.accelerator
     settings = MemorySettings(train.micro_batch_size, train.grad_accum, train.gradient_checkpointing,
                               train.loss_chunk_tokens, cfg.data.max_length)
     ladder = Ladder(list(train.oom.ladder), train.oom.allow_shorter, packing=cfg.data.packing)
@@ -188,64 +312,47 @@ def _run_with_retries(model: Any, optimizer: Any, scheduler: Any, steps: list, c
         o = overlaid[0]
         ladder.overlay = (MemorySettings(o.train.micro_batch_size, o.train.grad_accum, o.train.gradient_checkpointing,
                                          o.train.loss_chunk_tokens, o.data.max_length), overlaid[1])
-    attempts = [{"attempt": 1, "change": first_change, "settings": settings.describe()}]
-    result = None
-    while True:
-        try:
-            result = run_loop(model, optimizer, scheduler, steps, train, eval_examples, pad_id, accelerator,
-                              callbacks, resume=result)
-        except StepOutOfMemory as oom:
-            result = oom.result
-            attempts[-1].update(step_reached=result.steps_done, peak_memory_gib=peak_memory_gib(accelerator.device),
-                                error=str(oom))
-            change = ladder.step_down(steps[result.steps_done :], settings)
-            if change is None:
-                manifest.update(attempts=attempts)
-                raise TrainingError(give_up_message(oom.step, ladder.tried, ladder.allow_shorter)) from None
-            remaining, settings, what = change
-            steps = [*steps[: result.steps_done], *remaining]
-            if settings.gradient_checkpointing and not train.gradient_checkpointing:
-                enable_checkpointing(model)
-            train = train.model_copy(update={"micro_batch_size": settings.micro_batch_size,
-                                             "grad_accum": settings.grad_accum,
-                                             "gradient_checkpointing": settings.gradient_checkpointing,
-                                             "loss_chunk_tokens": settings.loss_chunk_tokens})
-            attempts.append({"attempt": len(attempts) + 1, "change": what, "settings": settings.describe(),
-                             "resumed_after_step": result.steps_done})
-            log.warning("%s; attempt %d: %s, resuming after step %d", oom, len(attempts), what, result.steps_done)
-            manifest.update(attempts=attempts)
-            continue
-        attempts[-1].update(step_reached=result.steps_done, peak_memory_gib=peak_memory_gib(accelerator.device))
-        manifest.update(attempts=attempts)
-        return result
+    attempts = list(attempts)
+    change = first_change if resumed is None else f"resumed after step {resumed.steps_done}"
+    attempts.append({"attempt": len(attempts) + 1, "change": change, "settings": settings.describe()})
+    unwrapped = accelerator.unwrap_model(session.model)
 
+    def save_state(result: Any) -> None:
+        if accelerator.is_main_process:
+            save_resume_state(session.run_dir, unwrapped, session.optimizer, session.scheduler, result, settings,
+                              attempts)
 
-def _auto_plan(cfg: Any, resolved: Any, device_type: str, manifest: Manifest) -> tuple[Any, str]:
-    """train.oom.auto_plan: start from the micro-batch the planner says fits train.memory_budget."""
-    from lorakit.config.schema import parse_memory_size
-    from lorakit.plan.estimate import GiB
-    from lorakit.plan.facts import read_model_config
-    from lorakit.plan.report import build_plan, starting_point
-
-    budget = parse_memory_size(cfg.train.memory_budget)
-    plan = build_plan(cfg, device_type, budget, read_model_config(resolved, cfg.model.revision))
-    start = starting_point(plan)
-    train = cfg.train
-    changes = []
-    if start.micro_batch_size != train.micro_batch_size:
-        changes.append(f"micro_batch_size {train.micro_batch_size} -> {start.micro_batch_size}, "
-                       f"grad_accum {train.grad_accum} -> {start.grad_accum}")
-    if start.gradient_checkpointing and not train.gradient_checkpointing:
-        changes.append("gradient checkpointing on")
-    what = (f"planned for train.memory_budget {cfg.train.memory_budget}: {'; '.join(changes) or 'no change'} "
-            f"(estimate {start.estimate.total / GiB:.2f} GiB, as configured {plan.estimate.total / GiB:.2f} GiB)")
-    log.info("train.oom.auto_plan: %s", what)
-    manifest.update(memory_plan={"budget_gib": round(budget / GiB, 3),
-                                 "configured_estimate_gib": round(plan.estimate.total / GiB, 3),
-                                 "planned_estimate_gib": round(start.estimate.total / GiB, 3),
-                                 "micro_batch_size": start.micro_batch_size, "grad_accum": start.grad_accum,
-                                 "gradient_checkpointing": start.gradient_checkpointing,
-                                 "parts_gib": {p.name: round(p.bytes / GiB, 3) for p in start.estimate.parts}})
-    planned = train.model_copy(update={"micro_batch_size": start.micro_batch_size, "grad_accum": start.grad_accum,
-                                       "gradient_checkpointing": start.gradient_checkpointing})
-    return cfg.model_copy(update={"train": planned}), what
+    result = resumed
+    with StopRequest() as stop:
+        while True:
+            try:
+                result = run_loop(session.model, session.optimizer, session.scheduler, steps, train,
+                                  session.eval_examples, session.pad_id, accelerator, session.callbacks,
+                                  resume=result, stop=stop, save_state=save_state,
+                                  state_every=train.resume_every if train.resumable else 0)
+            except StepOutOfMemory as oom:
+                result = oom.result
+                attempts[-1].update(step_reached=result.steps_done, peak_memory_gib=peak_memory_gib(accelerator.device),
+                                    error=str(oom))
+                change = ladder.step_down(steps[result.steps_done :], settings)
+                if change is None:
+                    session.manifest.update(attempts=attempts)
+                    raise TrainingError(give_up_message(oom.step, ladder.tried, ladder.allow_shorter)) from None
+                remaining, settings, what = change
+                steps = [*steps[: result.steps_done], *remaining]
+                if settings.gradient_checkpointing and not train.gradient_checkpointing:
+                    enable_checkpointing(unwrapped)
+                train = train.model_copy(update={"micro_batch_size": settings.micro_batch_size,
+                                                 "grad_accum": settings.grad_accum,
+                                                 "gradient_checkpointing": settings.gradient_checkpointing,
+                                                 "loss_chunk_tokens": settings.loss_chunk_tokens})
+                attempts.append({"attempt": len(attempts) + 1, "change": what, "settings": settings.describe(),
+                                 "resumed_after_step": result.steps_done})
+                log.warning("%s; attempt %d: %s, resuming after step %d", oom, len(attempts), what,
+                            result.steps_done)
+                session.manifest.update(attempts=attempts)
+                continue
+            attempts[-1].update(step_reached=result.steps_done,
+                                peak_memory_gib=peak_memory_gib(accelerator.device))
+            session.manifest.update(attempts=attempts)
+            return result

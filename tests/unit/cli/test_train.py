@@ -212,7 +212,7 @@ def test_continue_from_an_earlier_adapter_and_refuse_a_mismatched_one(tmp_path, 
         torch.testing.assert_close(after[name], value, rtol=1e-6, atol=1e-6)
     mismatch = CliRunner().invoke(cli, ["train", str(config), "--set", f"lora.init_from={parent}",
                                         "--set", "lora.r=8"])
-    assert mismatch.exit_code == 1 and "has rank 16 but lora.r is 8" in mismatch.output
+    assert mismatch.exit_code == 1 and "different shape: r 16 there, lora.r 8 here" in mismatch.output
 
 
 def test_run_training_accepts_extra_callbacks(tmp_path, tiny_model_dir):

@@ -15,3 +15,24 @@ def test_runs_started_at_once_never_share_a_folder(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         dirs = list(pool.map(lambda _: allocate_run_dir(tmp_path, "x"), range(32)))
     assert len({d.name for d in dirs}) == 32
+
+
+def _allocate_after(barrier, root, queue):
+    barrier.wait()  # both processes reach mkdir at the same moment
+    queue.put(allocate_run_dir(root, "x").name)
+
+
+def test_two_processes_started_at_once_get_different_versions(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for _ in range(10):
+        barrier, queue = ctx.Barrier(2), ctx.Queue()
+        procs = [ctx.Process(target=_allocate_after, args=(barrier, tmp_path, queue)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        names = [queue.get(timeout=30), queue.get(timeout=30)]
+        for p in procs:
+            p.join()
+        assert names[0] != names[1]
+    assert len(list(tmp_path.iterdir())) == 20

@@ -1,0 +1,153 @@
+"""The runs in an output folder: find one, summarise them, clean up failed ones, add notes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorakit.errors import RunError
+from lorakit.runs.manifest import Manifest, now
+from lorakit.runs.naming import version_of
+
+ADAPTER_FILE = "adapter_model.safetensors"
+RESUME_FILE = "resume_state.pt"  # lorakit.train.resume.STATE_FILE, named here without importing torch
+NO_CLEAN_ENV = "LORAKIT_NO_CLEAN"
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "manifest.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{run_dir}: not a lorakit run (no manifest.json)") from None
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}: unreadable ({e})") from None
+
+
+def find_run(ref: str, runs_dir: Path) -> Path:
+    """A run folder from a path, a folder name under ``runs_dir``, or a run name (its latest version).
+
+    Raises:
+        RunError: nothing matches.
+    """
+    for candidate in (Path(ref), runs_dir / ref):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    versions = [d for d in run_dirs(runs_dir) if d.name.rsplit("-v", 1)[0] == ref and version_of(d.name)]
+    if versions:
+        return max(versions, key=lambda d: version_of(d.name) or 0)
+    raise RunError(f"no run {ref!r}: not a run folder, and nothing of that name in {runs_dir}/ "
+                   "(lorakit runs list shows what there is)")
+
+
+def run_dirs(runs_dir: Path) -> list[Path]:
+    """The run folders (those with a manifest) directly under ``runs_dir``, oldest first."""
+    if not runs_dir.is_dir():
+        return []
+    found = [d for d in runs_dir.iterdir() if (d / "manifest.json").is_file()]
+    return sorted(found, key=lambda d: (_created(d), d.name))
+
+
+def _created(run_dir: Path) -> str:
+    try:
+        return read_manifest(run_dir)["status_history"][0]["at"]
+    except (RunError, KeyError, IndexError):
+        return ""
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    checkpoints = run_dir / "checkpoints"
+    return (run_dir / RESUME_FILE).is_file() or (checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    name: str
+    path: str
+    status: str
+    base_model: str
+    data: str
+    steps: str
+    train_loss: float | None
+    eval_loss: float | None
+    created: str
+    size_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarise(run_dir: Path) -> RunSummary:
+    m = read_manifest(run_dir)
+    metrics = m.get("metrics") or {}
+    data = list(m.get("data_files") or {})
+    done = metrics.get("train_steps")
+    total = m.get("total_steps")
+    steps = f"{done if done is not None else '-'}/{total if total is not None else '-'}"
+    return RunSummary(name=run_dir.name, path=str(run_dir), status=m.get("status", "?"),
+                      base_model=(m.get("base_model") or {}).get("name") or m["config"]["model"]["name_or_path"],
+                      data=", ".join(Path(d).name for d in data) or "-", steps=steps,
+                      train_loss=metrics.get("train_loss"), eval_loss=metrics.get("eval_loss"),
+                      created=_created(run_dir), size_bytes=folder_size(run_dir))
+
+
+def list_runs(runs_dir: Path, status: str | None = None) -> list[RunSummary]:
+    summaries = [summarise(d) for d in run_dirs(runs_dir)]
+    return [s for s in summaries if status is None or s.status == status]
+
+
+@dataclass(frozen=True)
+class CleanDecision:
+    run: str
+    removed: bool
+    reason: str
+
+
+def clean_runs(runs_dir: Path, dry_run: bool = False) -> list[CleanDecision]:
+    """Remove the folders of failed or interrupted runs that hold no adapter and no checkpoint.
+
+    Everything else is kept, with the reason. ``LORAKIT_NO_CLEAN=1`` turns removal off.
+
+    Raises:
+        RunError: LORAKIT_NO_CLEAN is set.
+    """
+    if os.environ.get(NO_CLEAN_ENV, "") not in ("", "0"):
+        raise RunError(f"{NO_CLEAN_ENV}={os.environ[NO_CLEAN_ENV]}: runs clean removes nothing")
+    decisions = []
+    for run_dir in run_dirs(runs_dir):
+        status = read_manifest(run_dir).get("status", "?")
+        if status not in ("failed", "interrupted"):
+            decisions.append(CleanDecision(run_dir.name, False, f"kept: {status}"))
+        elif (run_dir / ADAPTER_FILE).is_file():
+            decisions.append(CleanDecision(run_dir.name, False, f"kept: {status} but holds an adapter"))
+        elif has_checkpoint(run_dir):
+            decisions.append(CleanDecision(run_dir.name, False, f"kept: {status} but holds a checkpoint"))
+        else:
+            if not dry_run:
+                shutil.rmtree(run_dir)
+            verb = "would remove" if dry_run else "removed"
+            decisions.append(CleanDecision(run_dir.name, True, f"{verb}: {status}, no adapter, no checkpoint"))
+    return decisions
+
+
+def add_note(run_dir: Path, text: str) -> dict[str, Any]:
+    """Append a note to the manifest and, when the run has one, to its model card."""
+    if not text.strip():
+        raise RunError("a note needs some text")
+    manifest = Manifest.load(run_dir)
+    note = {"at": now(), "text": text.strip()}
+    manifest.update(notes=[*manifest.data.get("notes", []), note])
+    card = run_dir / "README.md"
+    if card.is_file():
+        from lorakit.runs.card import render_card
+
+        card.write_text(render_card(run_dir, manifest.data), encoding="utf-8")
+    return note

@@ -1,0 +1,119 @@
+"""TensorBoard and MLflow, through their own APIs: the same metrics and params as trainer_log.jsonl.
+
+Both are callbacks of the training loop (main process only). Params are the flattened resolved
+config plus the run's identity; metrics are the step and validation figures.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+from lorakit.config.schema import RunConfig
+from lorakit.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+STEP_METRICS = ("loss", "lr", "grad_norm", "tokens_per_second")
+NEEDS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "failed": "FAILED"}
+
+
+def check_trackers(cfg: RunConfig) -> None:
+    """Raises ConfigError when a tracker in tracking.report_to is not installed."""
+    for tracker in cfg.tracking.report_to:
+        if importlib.util.find_spec(NEEDS[tracker]) is None:
+            raise ConfigError(f"tracking.report_to: {tracker} is not installed; "
+                              "install it with: pip install 'lorakit[trackers]'")
+
+
+def default_mlflow_uri(output_dir: str) -> str:
+    return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
+
+
+class TensorBoardLog:
+    """Scalars under train/ and eval/, and the params as a text summary, in ``<run>/tensorboard``."""
+
+    def __init__(self, log_dir: Path, params: dict[str, Any]) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(log_dir))
+        self.writer.add_text("params", "\n".join(f"    {k}: {v}" for k, v in sorted(params.items())))
+
+    def on_train_begin(self, total_steps: int) -> None:
+        pass
+
+    def on_step_end(self, metrics: dict[str, Any]) -> None:
+        for name in STEP_METRICS:
+            self.writer.add_scalar(f"train/{name}", metrics[name], metrics["step"])
+
+    def on_evaluate(self, metrics: dict[str, Any]) -> None:
+        self.writer.add_scalar("eval/loss", metrics["eval_loss"], metrics["step"])
+
+    def on_train_end(self, status: str) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+class MlflowLog:
+    """One MLflow run per lorakit run (a resumed run continues its MLflow run)."""
+
+    def __init__(self, uri: str, experiment: str, run_name: str, params: dict[str, Any],
+                 run_id: str | None = None) -> None:
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(uri)
+        if run_id is None:
+            found = self.client.get_experiment_by_name(experiment)
+            experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+            run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
+            # MLflow caps a param value at 6000 characters; a long list of data files is cut, not refused.
+            self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())])
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+
+    def _log(self, values: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in values.items()])
+
+    def on_train_begin(self, total_steps: int) -> None:
+        pass
+
+    def on_step_end(self, metrics: dict[str, Any]) -> None:
+        self._log({name: metrics[name] for name in STEP_METRICS}, metrics["step"])
+
+    def on_evaluate(self, metrics: dict[str, Any]) -> None:
+        self._log({"eval_loss": metrics["eval_loss"]}, metrics["step"])
+
+    def on_train_end(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(status, "FAILED"))
+
+
+def build_trackers(cfg: RunConfig, run_dir: Path, params: dict[str, Any],
+                   previous: dict[str, Any] | None = None) -> tuple[list[Any], dict[str, Any]]:
+    """The tracker callbacks for tracking.report_to, and what the manifest records about them.
+
+    Args:
+        previous: the manifest's ``trackers`` record of this run (a resumed run logs on).
+    """
+    callbacks: list[Any] = []
+    record: dict[str, Any] = {}
+    if "tensorboard" in cfg.tracking.report_to:
+        callbacks.append(TensorBoardLog(run_dir / "tensorboard", params))
+        record["tensorboard"] = {"log_dir": "tensorboard"}
+    if "mlflow" in cfg.tracking.report_to:
+        uri = cfg.tracking.mlflow_uri or default_mlflow_uri(cfg.output.dir)
+        run_id = ((previous or {}).get("mlflow") or {}).get("run_id")
+        tracker = MlflowLog(uri, cfg.tracking.mlflow_experiment, run_dir.name, params, run_id)
+        callbacks.append(tracker)
+        record["mlflow"] = {"uri": uri, "experiment": cfg.tracking.mlflow_experiment, "run_id": tracker.run_id}
+        log.info("mlflow: run %s in %s", tracker.run_id, uri)
+    return callbacks, record
