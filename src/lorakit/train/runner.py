@@ -50,7 +50,8 @@ def start_run(loaded: LoadedConfig, command_line: Sequence[str]) -> tuple[Path, 
         working_directory=os.getcwd(),  # relative paths in the config are relative to it
         config=cfg.model_dump(mode="json"),
         config_sha256=loaded.sha256,
-        config_files={str(f): sha256_file(f) for f in loaded.files},
+        config_files={str(f): sha256_file(Path(f)) for f in [*loaded.files, cfg.train.oom.overlay]
+                      if f is not None and Path(f).is_file()},
         overrides=list(loaded.overrides),
         data_files=data_hashes([*cfg.data.train, *cfg.data.eval]),
         versions=package_versions(),

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -60,12 +61,18 @@ def test_hardware_and_versions():
 def test_a_run_records_named_repos_and_copies_tracked_files(tmp_path, tiny_model_dir, repo):
     (tmp_path / "prompts.txt").write_text("a cat\n")
     (repo / "train.py").write_text("print('edited')\n")  # dirty
-    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 1},
+    (tmp_path / "oom.yaml").write_text("train: {gradient_checkpointing: true}\n")
+    (tmp_path / "small.yaml").write_text("lora: {r: 4}\n")
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 1, "oom": {"overlay": "oom.yaml"}},
                          tracking={"repos": {"sd-scripts": "external"}, "copy_files": ["prompts.txt"]})
-    result = invoke("train", config)
+    result = invoke("train", config, "--add", tmp_path / "small.yaml", "--set", "train.lr=0.001")
     assert result.exit_code == 0, result.output
-    run = tmp_path / "runs" / "tiny-v001"
+    run = tmp_path / "runs" / "tiny-small-v001"
     manifest = json.loads((run / "manifest.json").read_text())
+    hashed = {Path(f).name: digest for f, digest in manifest["config_files"].items()}
+    for name in ("config.yaml", "small.yaml", "oom.yaml"):  # the config, the overlay, the OOM overlay
+        assert hashed[name] == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+    assert manifest["overrides"] == ["train.lr=0.001"] and "--set" in manifest["command_line"]
     assert manifest["code"]["sd-scripts"]["dirty"] is True
     assert manifest["code"]["sd-scripts"]["path"] == "external"  # relative to the config file
     assert {"lorakit", "workdir"} <= set(manifest["code"])

@@ -1,0 +1,81 @@
+"""lorakit runs list / show / diff / clean / note on real run folders."""
+
+import json
+import shutil
+
+from click.testing import CliRunner
+
+from lorakit.cli.main import cli
+from tests.conftest import ALPACA_ROWS, write_jsonl
+from tests.unit.cli.test_train import invoke, make_config
+from tests.unit.runs.test_provenance import git, repo  # noqa: F401  (the fixture)
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_list_show_and_diff_a_pair_of_runs(tmp_path, tiny_model_dir, repo):  # noqa: F811
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 3}, tracking={"repos": {"trainer": str(repo)}})
+    assert invoke("train", config).exit_code == 0
+    (repo / "train.py").write_text("print('v2')\n")
+    git(repo, "-c", "user.email=a@b.c", "-c", "user.name=a", "commit", "-q", "-am", "third")
+    write_jsonl(tmp_path / "train.jsonl", ALPACA_ROWS[::-1])  # same file, new content
+    assert invoke("train", config, "--set", "lora.r=8", "--set", "train.lr=0.005").exit_code == 0
+
+    listed = json.loads(run("runs", "list", "--json").output)
+    assert [r["name"] for r in listed] == ["tiny-v001", "tiny-v002"]
+    assert all(r["status"] == "completed" and r["steps"] == "3/3" and r["size_bytes"] > 0 for r in listed)
+    assert listed[0]["data"] == "train.jsonl" and listed[0]["base_model"] == str(tiny_model_dir.resolve())
+    table = run("runs", "list").output
+    assert "tiny-v001" in table and "completed" in table and "KiB" in table
+    assert run("runs", "list", "--status", "failed").output.startswith("no runs in runs/ with status failed")
+
+    shown = json.loads(run("runs", "show", "tiny").output)  # a bare name: its latest version
+    assert shown["name"] == "tiny-v002"
+
+    diff = run("runs", "diff", "tiny-v001", "tiny-v002")
+    assert diff.exit_code == 0, diff.output
+    out = diff.output
+    assert "config: 2 differ" in out and "lora.r" in out and "train.lr" in out and "tracking" not in out
+    assert "data (sha256): 1 differ" in out and "train.jsonl" in out
+    assert "code (commit): 1 differ" in out and "trainer" in out
+    assert "base model: same" in out and "metrics:" in out and "train_loss" in out
+
+
+def test_clean_removes_only_failed_runs_without_adapter_or_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 2})
+    assert invoke("train", config).exit_code == 0  # v001 completed
+    assert run("train", config, "--set", "data.max_length=3", "--set", "data.on_overflow=error").exit_code == 1
+    assert run("train", config, "--set", "data.max_length=3", "--set", "data.on_overflow=error").exit_code == 1
+    runs = tmp_path / "runs"
+    (runs / "tiny-v003" / "checkpoints" / "checkpoint-1").mkdir(parents=True)  # a failed run that saved one
+    shutil.copytree(runs / "tiny-v001", runs / "tiny-v004")
+    manifest = json.loads((runs / "tiny-v004" / "manifest.json").read_text())
+    (runs / "tiny-v004" / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
+
+    monkeypatch.setenv("LORAKIT_NO_CLEAN", "1")
+    refused = run("runs", "clean")
+    assert refused.exit_code == 1 and "LORAKIT_NO_CLEAN=1" in refused.output
+    monkeypatch.delenv("LORAKIT_NO_CLEAN")
+
+    dry = run("runs", "clean", "--dry-run")
+    assert "tiny-v002: would remove: failed, no adapter, no checkpoint" in dry.output
+    assert (runs / "tiny-v002").is_dir()
+    cleaned = run("runs", "clean").output
+    assert "tiny-v001: kept: completed" in cleaned
+    assert "tiny-v002: removed: failed" in cleaned
+    assert "tiny-v003: kept: failed but holds a checkpoint" in cleaned
+    assert "tiny-v004: kept: interrupted but holds an adapter" in cleaned
+    assert sorted(p.name for p in runs.iterdir()) == ["tiny-v001", "tiny-v003", "tiny-v004"]
+
+
+def test_note_goes_to_manifest_and_model_card(tmp_path, tiny_model_dir):
+    assert invoke("train", make_config(tmp_path, tiny_model_dir, train={"max_steps": 1})).exit_code == 0
+    assert run("runs", "note", "tiny-v001", "r=16 beat r=8 on eval").exit_code == 0
+    assert run("runs", "note", "runs/tiny-v001", "second thought").exit_code == 0
+    notes = json.loads((tmp_path / "runs" / "tiny-v001" / "manifest.json").read_text())["notes"]
+    assert [n["text"] for n in notes] == ["r=16 beat r=8 on eval", "second thought"]
+    card = (tmp_path / "runs" / "tiny-v001" / "README.md").read_text()
+    assert "## Notes" in card and "r=16 beat r=8 on eval" in card and "second thought" in card
+    assert run("runs", "note", "tiny-v009", "x").output.startswith("error: no run 'tiny-v009'")
