@@ -244,6 +244,7 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
                 flush()
             if save_state is not None and state_every and step_no % state_every == 0 and step_no < total_steps:
                 flush()
+                result.seconds = time.perf_counter() - start
                 save_state(result)
             if eval_examples and train.eval_every and step_no % train.eval_every == 0 and step_no < total_steps:
                 report_eval(step_no, step.epoch)
@@ -256,6 +257,7 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
         result.stop_reason = (stop.reason if stop is not None else None) or "Ctrl+C"
         log.warning("interrupted at step %d of %d; saving the adapter so far", result.steps_done, total_steps)
         if at_boundary and save_state is not None:
+            result.seconds = time.perf_counter() - start
             save_state(result)  # a second Ctrl+C may land mid-step; only a boundary is consistent
     except StepOutOfMemory:
         raise  # not the end of training: the caller steps down its ladder and resumes

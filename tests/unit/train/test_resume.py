@@ -62,7 +62,9 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, tiny_model_dir, sign
     manifest = json.loads((stopped.run_dir / "manifest.json").read_text())
     assert manifest["status_history"][-1] == {**manifest["status_history"][-1], "status": "interrupted",
                                               "reason": {signal.SIGINT: "Ctrl+C", signal.SIGTERM: "SIGTERM"}[signum]}
-    assert torch.load(stopped.run_dir / "resume_state.pt", weights_only=True)["steps_done"] == 3
+    state = torch.load(stopped.run_dir / "resume_state.pt", weights_only=True)
+    assert state["steps_done"] == 3
+    assert state["counters"]["seconds"] == pytest.approx(stopped.metrics["train_runtime"], abs=0.5)
 
     resumed = resume_training(stopped.run_dir)
     assert resumed.status == "completed" and resumed.run_dir == stopped.run_dir
@@ -73,6 +75,9 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, tiny_model_dir, sign
     assert manifest["status_history"][3]["reason"] == "resumed after step 3"
     assert [a["change"] for a in manifest["attempts"]] == ["as configured", "resumed after step 3"]
     assert not (resumed.run_dir / "resume_state.pt").exists()  # the final adapter supersedes it
+    # run time adds up across the stop: at least the time the stopped part took
+    assert resumed.metrics["train_runtime"] >= stopped.metrics["train_runtime"] > 0
+    assert resumed.metrics["train_tokens"] == whole.metrics["train_tokens"]
 
 
 # Training in a child process, slowed by a callback so the test can kill it part-way.
