@@ -251,6 +251,8 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     if result.eval_history:
         eval_metrics["eval_loss_before_training"] = result.eval_history[0]["eval_loss"]
     if accelerator.is_main_process:
+        # PEFT edits an existing README.md (a resumed run's card) and warns about its metadata; ours replaces it.
+        (run_dir / "README.md").unlink(missing_ok=True)
         accelerator.unwrap_model(model).save_pretrained(run_dir)
         tokenizer.save_pretrained(run_dir)
         metrics = write_results(run_dir, train_metrics, eval_metrics)
@@ -314,6 +316,8 @@ def _run_with_retries(session: Session, steps: list, cfg: Any, overlaid: tuple[A
         ladder.overlay = (MemorySettings(o.train.micro_batch_size, o.train.grad_accum, o.train.gradient_checkpointing,
                                          o.train.loss_chunk_tokens, o.data.max_length), overlaid[1])
     attempts = list(attempts)
+    if resumed is not None and attempts:
+        attempts[-1].setdefault("step_reached", resumed.steps_done)  # it stopped there
     change = first_change if resumed is None else f"resumed after step {resumed.steps_done}"
     attempts.append({"attempt": len(attempts) + 1, "change": change, "settings": settings.describe()})
     unwrapped = accelerator.unwrap_model(session.model)

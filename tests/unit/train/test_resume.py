@@ -73,7 +73,8 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, tiny_model_dir, sign
     assert [h["status"] for h in manifest["status_history"]] == ["created", "running", "interrupted", "running",
                                                                 "completed"]
     assert manifest["status_history"][3]["reason"] == "resumed after step 3"
-    assert [a["change"] for a in manifest["attempts"]] == ["as configured", "resumed after step 3"]
+    assert [(a["change"], a["step_reached"]) for a in manifest["attempts"]] == [
+        ("as configured", 3), ("resumed after step 3", 8)]
     assert not (resumed.run_dir / "resume_state.pt").exists()  # the final adapter supersedes it
     # run time adds up across the stop: at least the time the stopped part took
     assert resumed.metrics["train_runtime"] >= stopped.metrics["train_runtime"] > 0
