@@ -71,6 +71,21 @@ class MemorySettings:
     loss_chunk_tokens: int
     max_length: int
 
+    @classmethod
+    def of(cls, cfg: Any) -> MemorySettings:
+        """The settings a RunConfig holds."""
+        t = cfg.train
+        return cls(t.micro_batch_size, t.grad_accum, t.gradient_checkpointing, t.loss_chunk_tokens,
+                   cfg.data.max_length)
+
+    def applied_to(self, cfg: Any) -> Any:
+        """``cfg`` (a RunConfig) with these settings."""
+        train = cfg.train.model_copy(update={"micro_batch_size": self.micro_batch_size, "grad_accum": self.grad_accum,
+                                             "gradient_checkpointing": self.gradient_checkpointing,
+                                             "loss_chunk_tokens": self.loss_chunk_tokens})
+        data = cfg.data.model_copy(update={"max_length": self.max_length})
+        return cfg.model_copy(update={"train": train, "data": data})
+
     def describe(self) -> str:
         return (f"micro_batch_size={self.micro_batch_size} grad_accum={self.grad_accum} "
                 f"gradient_checkpointing={str(self.gradient_checkpointing).lower()} "

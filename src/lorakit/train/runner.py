@@ -271,18 +271,10 @@ def _continue_with(steps: list, cfg: Any, settings: Any) -> tuple[list, Any]:
     """The planned steps and config under the memory settings a resumed run had reached."""
     from lorakit.train.oom import MemorySettings, recut_steps
 
-    train = cfg.train
-    planned = MemorySettings(train.micro_batch_size, train.grad_accum, train.gradient_checkpointing,
-                             train.loss_chunk_tokens, cfg.data.max_length)
-    if settings != planned:
-        steps = recut_steps(steps, planned, settings, cfg.data.packing)
-        cfg = cfg.model_copy(update={
-            "train": train.model_copy(update={"micro_batch_size": settings.micro_batch_size,
-                                              "grad_accum": settings.grad_accum,
-                                              "gradient_checkpointing": settings.gradient_checkpointing,
-                                              "loss_chunk_tokens": settings.loss_chunk_tokens}),
-            "data": cfg.data.model_copy(update={"max_length": settings.max_length})})
-    return steps, cfg
+    planned = MemorySettings.of(cfg)
+    if settings == planned:
+        return steps, cfg
+    return recut_steps(steps, planned, settings, cfg.data.packing), settings.applied_to(cfg)
 
 
 def _trim_log(path: Path, steps_done: int) -> None:
@@ -306,15 +298,11 @@ def _run_with_retries(session: Session, steps: list, cfg: Any, overlaid: tuple[A
     from lorakit.train.resume import save_resume_state
     from lorakit.train.stop import StopRequest
 
-    train = cfg.train
     accelerator = session.accelerator
-    settings = MemorySettings(train.micro_batch_size, train.grad_accum, train.gradient_checkpointing,
-                              train.loss_chunk_tokens, cfg.data.max_length)
-    ladder = Ladder(list(train.oom.ladder), train.oom.allow_shorter, packing=cfg.data.packing)
+    settings = MemorySettings.of(cfg)
+    ladder = Ladder(list(cfg.train.oom.ladder), cfg.train.oom.allow_shorter, packing=cfg.data.packing)
     if overlaid is not None:
-        o = overlaid[0]
-        ladder.overlay = (MemorySettings(o.train.micro_batch_size, o.train.grad_accum, o.train.gradient_checkpointing,
-                                         o.train.loss_chunk_tokens, o.data.max_length), overlaid[1])
+        ladder.overlay = (MemorySettings.of(overlaid[0]), overlaid[1])
     attempts = list(attempts)
     if resumed is not None and attempts:
         attempts[-1].setdefault("step_reached", resumed.steps_done)  # it stopped there
@@ -331,10 +319,10 @@ def _run_with_retries(session: Session, steps: list, cfg: Any, overlaid: tuple[A
     with StopRequest() as stop:
         while True:
             try:
-                result = run_loop(session.model, session.optimizer, session.scheduler, steps, train,
+                result = run_loop(session.model, session.optimizer, session.scheduler, steps, cfg.train,
                                   session.eval_examples, session.pad_id, accelerator, session.callbacks,
                                   resume=result, stop=stop, save_state=save_state,
-                                  state_every=train.resume_every if train.resumable else 0)
+                                  state_every=cfg.train.resume_every if cfg.train.resumable else 0)
             except StepOutOfMemory as oom:
                 result = oom.result
                 attempts[-1].update(step_reached=result.steps_done, peak_memory_gib=peak_memory_gib(accelerator.device),
@@ -345,12 +333,9 @@ def _run_with_retries(session: Session, steps: list, cfg: Any, overlaid: tuple[A
                     raise TrainingError(give_up_message(oom.step, ladder.tried, ladder.allow_shorter)) from None
                 remaining, settings, what = change
                 steps = [*steps[: result.steps_done], *remaining]
-                if settings.gradient_checkpointing and not train.gradient_checkpointing:
+                if settings.gradient_checkpointing and not cfg.train.gradient_checkpointing:
                     enable_checkpointing(unwrapped)
-                train = train.model_copy(update={"micro_batch_size": settings.micro_batch_size,
-                                                 "grad_accum": settings.grad_accum,
-                                                 "gradient_checkpointing": settings.gradient_checkpointing,
-                                                 "loss_chunk_tokens": settings.loss_chunk_tokens})
+                cfg = settings.applied_to(cfg)
                 attempts.append({"attempt": len(attempts) + 1, "change": what, "settings": settings.describe(),
                                  "resumed_after_step": result.steps_done})
                 log.warning("%s; attempt %d: %s, resuming after step %d", oom, len(attempts), what,
