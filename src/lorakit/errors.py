@@ -35,3 +35,15 @@ class MemoryBudgetError(LorakitError):
 
 class RunError(LorakitError):
     """A run folder is missing, unreadable or in the wrong state."""
+
+
+class RemoteError(LorakitError):
+    """rclone could not reach, authenticate to, read or write a remote."""
+
+
+class RemoteFullError(RemoteError):
+    """The remote refused a write: out of quota, full, or read-only."""
+
+
+class QueueError(LorakitError):
+    """A queue workspace is invalid, or the queue cannot go on."""

@@ -10,6 +10,7 @@ from lorakit import __version__
 from lorakit.cli.config_cmd import config_group
 from lorakit.cli.data_cmd import data_group
 from lorakit.cli.plan_cmd import plan_cmd
+from lorakit.cli.queue_cmd import queue_cmd
 from lorakit.cli.runs_cmd import runs_group
 from lorakit.cli.train import train_cmd
 from lorakit.errors import LorakitError
@@ -46,6 +47,7 @@ cli.add_command(config_group)
 cli.add_command(data_group)
 cli.add_command(plan_cmd)
 cli.add_command(runs_group)
+cli.add_command(queue_cmd)
 
 
 def main() -> None:

@@ -274,6 +274,19 @@ def load_recorded_config(recorded: dict[str, Any], working_directory: Path, run_
     return LoadedConfig(config, tuple(Path(f) for f in files), (), key_sources, run_name)
 
 
+def with_absolute_paths(config: RunConfig) -> dict[str, Any]:
+    """The config as a dict with every path value absolute, to be written where relative paths would break."""
+    raw = config.model_dump(mode="json")
+    for dotted, value in flatten_keys(raw).items():
+        if value and (dotted in PATH_KEYS or dotted.startswith(PATH_PREFIXES)):
+            *parents, leaf = dotted.split(".")
+            node = raw
+            for part in parents:
+                node = node[part]
+            node[leaf] = [os.path.abspath(v) for v in value] if isinstance(value, list) else os.path.abspath(value)
+    return raw
+
+
 # What an out-of-memory overlay may change while a run is under way.
 OOM_OVERLAY_KEYS = ("train.micro_batch_size", "train.grad_accum", "train.gradient_checkpointing",
                     "train.loss_chunk_tokens", "data.max_length")

@@ -1,0 +1,1 @@
+"""The queue: pull datasets, train each, push results, clean up, crash-safe."""

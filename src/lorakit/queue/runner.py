@@ -1,0 +1,313 @@
+"""run_queue: download each dataset, unpack it, train it, upload the result, clean up, and survive kill -9.
+
+Each job goes through the stages of ``lorakit.queue.state`` one at a time; the state file is
+written after each stage completes and before the next begins, and each stage is safe to repeat,
+so a re-run picks up where the last one stopped. Nothing is deleted before the copy it depends
+on has been verified: remote training files and local data only after the result is uploaded and
+checked, the archive only after it is unpacked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from lorakit.errors import ConfigError, DataError, LorakitError, QueueError, RemoteError
+from lorakit.queue.archives import unpack
+from lorakit.queue.jobs import discover, output_name, write_job_config
+from lorakit.queue.process import Child, run_logged
+from lorakit.queue.state import FAILED, Job, QueueState
+from lorakit.queue.workspace import Workspace
+from lorakit.remote.rclone import Rclone
+from lorakit.runs.catalog import RESUME_FILE, read_manifest, run_dirs
+
+log = logging.getLogger(__name__)
+
+DOWNLOADS = ".downloads"
+LOCK_FILE = ".lorakit-queue.lock"
+
+
+class JobFailed(Exception):
+    """This job cannot go on (bad data, training failed); the queue moves to the next one."""
+
+
+class QueueStopped(Exception):
+    """The queue must stop now (a signal, a full remote); everything is left resumable."""
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    test: bool = False  # train and upload, delete nothing
+    overlays: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
+    dry_run: bool = False
+
+
+@dataclass
+class QueueResult:
+    jobs: list[Job]
+    stopped: str | None = None  # why the queue stopped before the end
+    plan: list[str] = field(default_factory=list)  # --dry-run
+
+    @property
+    def failed(self) -> list[Job]:
+        return [j for j in self.jobs if j.state == FAILED]
+
+
+@contextmanager
+def _locked(work: Path) -> Iterator[None]:
+    with (work / LOCK_FILE).open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise QueueError(f"another queue is running in {work}") from None
+        yield
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM: finish the current stage, pass the signal on to a running trainer, then stop."""
+
+    def __init__(self, child: Child) -> None:
+        self.child = child
+        self.reason: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.reason = signal.Signals(signum).name
+        log.warning("%s: stopping the queue at the next safe point", self.reason)
+        if self.child.process is not None and self.child.process.poll() is None:
+            self.child.process.send_signal(signum)  # the trainer saves its resume state and exits
+
+
+def _remote_root(path: str) -> str:
+    return path.split(":", 1)[0] + ":"
+
+
+def _parent(path: str) -> str:
+    name, _, inner = path.partition(":")
+    return f"{name}:{inner.rsplit('/', 1)[0] if '/' in inner.strip('/') else ''}"
+
+
+class QueueRun:
+    def __init__(self, ws: Workspace, options: QueueOptions, state: QueueState, rclone: Rclone) -> None:
+        self.ws, self.options, self.state, self.rclone = ws, options, state, rclone
+        self.work = Path(ws.work_dir)
+        self.outputs = Path(ws.output_dir)
+        self.child = Child()
+
+    # -- stages ------------------------------------------------------------------------------
+    def download(self, job: Job) -> None:
+        remote = self.ws.remote.training
+        if job.source == "local" or remote is None:
+            return
+        if job.source == "folder":
+            self.rclone.copy(f"{remote}/{job.name}", str(self.work / job.name))
+            self.rclone.verify(f"{remote}/{job.name}", str(self.work / job.name))
+        else:
+            (archive,) = job.remote_files
+            downloads = self.work / DOWNLOADS
+            self.rclone.copy_file(f"{remote}/{archive}", str(downloads / archive))
+            self.rclone.verify(remote, str(downloads), files=[archive])
+
+    def unpack(self, job: Job) -> None:
+        target = self.work / job.name
+        if job.source != "archive":
+            if not target.is_dir():
+                raise JobFailed(f"dataset folder {target} is missing")
+            return
+        archive = self.work / DOWNLOADS / job.remote_files[0]
+        if target.is_dir():  # unpacked before a crash; the archive may still be there
+            archive.unlink(missing_ok=True)
+            return
+        if not archive.is_file():  # lost before it was unpacked: fetch it again (the remote copy is kept)
+            self.download(job)
+        try:
+            unpack(archive, target)
+        except DataError as e:
+            raise JobFailed(str(e)) from None
+
+    def train(self, job: Job) -> Path:
+        job_dir = self.outputs / job.name
+        assert job.output_name is not None
+        existing = [d for d in run_dirs(job_dir) if d.name.rsplit("-v", 1)[0] == job.output_name]
+        completed = [d for d in existing if read_manifest(d).get("status") == "completed"]
+        if completed:  # trained before a crash, not yet recorded
+            return completed[-1]
+        resumable = [d for d in existing if (d / RESUME_FILE).is_file() and self.ws.trainer.kind == "lorakit"]
+        for stale in existing:
+            if stale not in resumable[-1:]:
+                shutil.rmtree(stale)  # never uploaded; a fresh start is clean
+        if self.ws.trainer.kind == "command":
+            from lorakit.queue.external import run_external
+
+            run_dir, reason = run_external(self.ws, self.work / job.name, job_dir, job.output_name,
+                                           self.options.overlays, self.child)
+            if reason is not None:
+                raise JobFailed(reason)
+            return run_dir
+        if resumable:
+            cmd = ["train", "--resume", str(resumable[-1])]
+        else:
+            try:
+                config = write_job_config(self.ws, self.work / job.name, job_dir / "job-config.yaml")
+            except (DataError, ConfigError) as e:
+                raise JobFailed(str(e)) from None
+            cmd = ["train", str(config), *[a for o in self.options.overlays for a in ("--add", o)],
+                   "--name", f"{job.name}-{self.ws.suffix}", "--set", f"output.dir={job_dir}",
+                   "--set", "train.resumable=true"]
+        done = run_logged([sys.executable, "-m", "lorakit.cli.main", *cmd], job_dir / "queue-train.log",
+                          child=self.child)
+        if done.returncode == 130:
+            raise QueueStopped(f"{job.name}: training stopped; run the queue again to resume it")
+        if done.returncode != 0:
+            raise JobFailed(done.error_line())
+        finished = [d for d in run_dirs(job_dir) if d.name.rsplit("-v", 1)[0] == job.output_name
+                    and read_manifest(d).get("status") == "completed"]
+        if not finished:
+            raise JobFailed(f"lorakit train finished but left no completed run in {job_dir}")
+        return finished[-1]
+
+    def upload(self, job: Job) -> str | None:
+        if self.ws.remote.output is None:
+            return None
+        assert job.run_dir is not None
+        target = f"{self.ws.remote.output}/{job.output_name}"
+        self.rclone.copy(job.run_dir, target)
+        self.rclone.verify(job.run_dir, target)
+        if self.ws.remote.empty_trash_after_upload and not self.rclone.empty_trash(_remote_root(target)):
+            log.info("%s: the remote has no trash to empty", job.name)
+        return target
+
+    def clean(self, job: Job) -> None:
+        cleanup = self.ws.cleanup
+        if cleanup.remote_training and job.remote_files and self.ws.remote.training:
+            self.rclone.delete_files(self.ws.remote.training, job.remote_files)
+        if cleanup.local_data:
+            shutil.rmtree(self.work / job.name, ignore_errors=True)
+        if cleanup.local_output and job.remote_output:  # only what now has a verified copy elsewhere
+            shutil.rmtree(self.outputs / job.name, ignore_errors=True)
+
+    # -- one job ---------------------------------------------------------------------------
+    def process(self, job: Job, stop: StopOnSignal) -> None:
+        began = time.monotonic()
+        move = self.state.move
+
+        def checkpoint() -> None:
+            if stop.reason:
+                raise QueueStopped(f"stopped by {stop.reason}; run the queue again to continue")
+
+        def elapsed() -> float:
+            return round(job.seconds + time.monotonic() - began, 1)
+
+        if not job.reached("downloaded"):
+            self.download(job)
+            move(job, "downloaded")
+            checkpoint()
+        if not job.reached("unpacked"):
+            self.unpack(job)
+            move(job, "unpacked")
+            checkpoint()
+        if not job.reached("trained"):
+            if job.state != "training":
+                move(job, "training", output_name=output_name(self.ws, job.name, list(self.options.overlays)))
+            run_dir = self.train(job)
+            move(job, "trained", run_dir=str(run_dir), seconds=elapsed())
+            checkpoint()
+        if not job.reached("uploaded"):
+            move(job, "uploaded", remote_output=self.upload(job), seconds=elapsed())
+            checkpoint()
+        if not job.reached("cleaned") and not self.options.test:
+            self.clean(job)
+            move(job, "cleaned", seconds=elapsed())
+
+
+def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueResult:
+    """Work through every dataset of the workspace; see the module docstring.
+
+    Raises:
+        RemoteError: a remote cannot be reached or read before anything started.
+        QueueError: another queue holds the work folder, or --only names an unknown dataset.
+    """
+    work = Path(ws.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    rclone = Rclone(Path(ws.remote.config) if ws.remote.config else None, tuple(ws.remote.flags))
+    with _locked(work):
+        remote_files = []
+        if ws.remote.training:
+            rclone.probe(ws.remote.training)
+            remote_files = rclone.list_files(ws.remote.training)
+        if ws.remote.output:
+            rclone.probe(_parent(ws.remote.output))
+        state = QueueState.load(work)
+        jobs = discover(ws, state, remote_files)
+        unknown = sorted(set(options.only) - {j.name for j in jobs})
+        if unknown:
+            raise QueueError(f"--only {', '.join(unknown)}: no such dataset (have: "
+                             f"{', '.join(j.name for j in jobs) or 'none'})")
+        selected = [j for j in jobs if not options.only or j.name in options.only]
+        if options.dry_run:
+            return QueueResult(selected, plan=_plan(ws, options, selected))
+        run = QueueRun(ws, options, state, rclone)
+        stopped = None
+        with StopOnSignal(run.child) as stop:
+            for job in selected:
+                if job.done or (options.test and job.state == "uploaded"):
+                    continue
+                try:
+                    run.process(job, stop)
+                except JobFailed as e:
+                    log.error("%s: failed: %s", job.name, e)
+                    state.move(job, FAILED, error=str(e))
+                except (QueueStopped, RemoteError) as e:
+                    stopped = str(e)
+                    if isinstance(e, RemoteError):
+                        stopped += "; the queue stopped and deleted nothing; run it again once that is fixed"
+                    break
+                except LorakitError as e:  # anything else the user must fix about this dataset
+                    state.move(job, FAILED, error=str(e))
+                if stop.reason:
+                    stopped = f"stopped by {stop.reason}; run the queue again to continue"
+                    break
+        return QueueResult(selected, stopped)
+
+
+def _plan(ws: Workspace, options: QueueOptions, jobs: list[Job]) -> list[str]:
+    lines = []
+    for job in jobs:
+        if job.done:
+            lines.append(f"{job.name}: done (cleaned)")
+            continue
+        name = job.output_name or output_name(ws, job.name, list(options.overlays))
+        steps = []
+        if not job.reached("downloaded") and job.source != "local":
+            steps.append(f"download {', '.join(f'{ws.remote.training}/{f}' for f in job.remote_files)}")
+        if not job.reached("unpacked") and job.source == "archive":
+            steps.append("unpack")
+        if not job.reached("trained"):
+            steps.append(f"train as {name}")
+        if not job.reached("uploaded") and ws.remote.output:
+            steps.append(f"upload to {ws.remote.output}/{name}")
+        if not options.test:
+            steps.append("clean up")
+        lines.append(f"{job.name} [{job.state}]: " + "; ".join(steps))
+    return lines

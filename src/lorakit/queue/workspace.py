@@ -1,0 +1,127 @@
+"""The queue's workspace file: where data comes from and goes, how each dataset is trained, what is cleaned.
+
+```toml
+work_dir = "work"            # datasets: one folder each (downloaded, unpacked or put there by hand)
+output_dir = "outputs"       # run folders, one subfolder per dataset
+config = "base.yaml"         # the training config every dataset starts from
+overlays = []                # applied to every dataset; their stems suffix the output name
+suffix = "v1"                # output name: <folder>-<suffix>[-<overlay>...]
+
+[remote]
+training = "gdrive:training" # rclone path of the dataset folders and archives
+output = "gdrive:output"     # rclone path results are uploaded to
+config = "rclone.conf"
+empty_trash_after_upload = false
+
+[cleanup]                    # after a result is uploaded and verified (never with --test)
+local_data = true
+local_output = true
+remote_training = true
+```
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from lorakit.config.load import read_config_file
+from lorakit.config.schema import Section
+from lorakit.errors import ConfigError
+
+
+class RemoteSection(Section):
+    training: str | None = Field(None, description="rclone path holding the datasets (folders and archives).")
+    output: str | None = Field(None, description="rclone path the results are uploaded to.")
+    config: str | None = Field(None, description="rclone config file (default: rclone's own).")
+    empty_trash_after_upload: bool = Field(False, description="Run `rclone cleanup` after each upload.")
+    flags: list[str] = Field(default_factory=list, description="Extra flags for every rclone call.")
+
+
+class CleanupSection(Section):
+    local_data: bool = Field(True, description="Delete the dataset folder once its result is uploaded.")
+    local_output: bool = Field(True, description="Delete the local run folder once it is uploaded and verified.")
+    remote_training: bool = Field(True, description="Delete the dataset's remote files once its result is uploaded.")
+
+
+class TrainerSection(Section):
+    kind: Literal["lorakit", "command"] = Field("lorakit", description="lorakit train, or an external command.")
+    command: str | None = Field(
+        None, description="For kind=command: the command line; {config}, {dataset}, {output_dir}, {output_name}, "
+        "{python} and each name in `repos` are filled in, e.g. 'accelerate launch {sd_scripts}/sdxl_train_network.py "
+        "--config_file {config}'.",
+    )
+    config: str | None = Field(None, description="For kind=command: the TOML config template rendered per dataset.")
+    oom_overlay: str | None = Field(
+        None, description="For kind=command: TOML merged into the config for a retry when the output reports OOM."
+    )
+    repos: dict[str, str] = Field(default_factory=dict, description="{name: git checkout}, recorded and usable "
+                                  "as {name} in the command.")
+
+    @model_validator(mode="after")
+    def _command_needs_template(self) -> TrainerSection:
+        if self.kind == "command" and not (self.command and self.config):
+            raise ValueError("trainer.kind = command needs trainer.command and trainer.config")
+        return self
+
+
+class Workspace(Section):
+    work_dir: str = Field(description="Local folder the datasets are downloaded and unpacked into.")
+    output_dir: str = Field("outputs", description="Local folder for the run folders.")
+    config: str | None = Field(None, description="Base lorakit training config (trainer.kind = lorakit).")
+    overlays: list[str] = Field(default_factory=list, description="Overlays applied to every dataset.")
+    suffix: str = Field("v1", description="Output names are <folder>-<suffix>[-<overlay stem>...].")
+    remote: RemoteSection = Field(default_factory=RemoteSection)
+    cleanup: CleanupSection = Field(default_factory=CleanupSection)
+    trainer: TrainerSection = Field(default_factory=TrainerSection)
+
+    @model_validator(mode="after")
+    def _lorakit_needs_config(self) -> Workspace:
+        if self.trainer.kind == "lorakit" and not self.config:
+            raise ValueError("config (the base training config) is required with trainer.kind = lorakit")
+        return self
+
+
+PATH_FIELDS = ("work_dir", "output_dir", "config")
+
+
+def load_workspace(path: str | Path) -> Workspace:
+    """Read and validate a workspace file; relative paths are relative to its folder.
+
+    Raises:
+        ConfigError: the file is missing or invalid, every problem named by key.
+    """
+    path = Path(path)
+    raw = read_config_file(path)
+    base = path.parent
+
+    def absolute(value: str | None) -> str | None:
+        return value if value is None else os.path.normpath(base / value)
+
+    for key in PATH_FIELDS:
+        if isinstance(raw.get(key), str):
+            raw[key] = absolute(raw[key])
+    if isinstance(raw.get("overlays"), list):
+        raw["overlays"] = [absolute(v) for v in raw["overlays"]]
+    remote = raw.get("remote")
+    if isinstance(remote, dict) and isinstance(remote.get("config"), str):
+        remote["config"] = absolute(remote["config"])
+    trainer = raw.get("trainer")
+    if isinstance(trainer, dict):
+        for key in ("config", "oom_overlay"):
+            if isinstance(trainer.get(key), str):
+                trainer[key] = absolute(trainer[key])
+        if isinstance(trainer.get("repos"), dict):
+            trainer["repos"] = {k: absolute(v) for k, v in trainer["repos"].items()}
+    try:
+        return Workspace.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"invalid workspace {path}:"]
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {msg}")
+        raise ConfigError("\n".join(lines)) from None

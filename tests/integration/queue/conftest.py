@@ -1,0 +1,94 @@
+"""A real rclone WebDAV server on 127.0.0.1 with a password, and a workspace of tiny datasets on it."""
+
+import shutil
+import socket
+import subprocess
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ALPACA_ROWS, write_jsonl
+
+PASSWORD = "s3cret-Pa55"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    root: Path
+    port: int
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def start_webdav(root: Path, *extra: str) -> Server:
+    if shutil.which("rclone") is None:
+        pytest.skip("rclone is not installed (apt-get install rclone; .ci/run does)")
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = subprocess.Popen(["rclone", "serve", "webdav", str(root), "--addr", f"127.0.0.1:{port}", "--user", "u",
+                             "--pass", PASSWORD, "--dir-cache-time", "1s", *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return Server(root, port, proc)
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "rclone serve webdav did not start"
+            time.sleep(0.1)  # polling the server's port
+
+
+def remote_section(name: str, port: int, password: str = PASSWORD) -> str:
+    obscured = subprocess.run(["rclone", "obscure", password], capture_output=True, text=True, check=True).stdout
+    return (f"[{name}]\ntype = webdav\nurl = http://127.0.0.1:{port}/\nvendor = other\nuser = u\n"
+            f"pass = {obscured.strip()}\n\n")
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = start_webdav(tmp_path / "server")
+    yield srv
+    srv.stop()
+
+
+DATASETS = ("alpha", "beta", "gamma")
+
+
+def fill_training(root: Path) -> None:
+    """training/ with three dataset folders and one zip (its files under one top folder)."""
+    for i, name in enumerate(DATASETS):
+        (root / "training" / name).mkdir(parents=True)
+        write_jsonl(root / "training" / name / "train.jsonl", ALPACA_ROWS[i:] + ALPACA_ROWS[:i])
+    staging = root.parent / "zip-staging"
+    (staging / "delta").mkdir(parents=True)
+    write_jsonl(staging / "delta" / "rows.jsonl", ALPACA_ROWS[::-1])
+    with zipfile.ZipFile(root / "training" / "delta.zip", "w") as z:
+        z.write(staging / "delta" / "rows.jsonl", "delta/rows.jsonl")
+
+
+@pytest.fixture
+def workspace(tmp_path, server, tiny_model_dir):
+    """A workspace file training every dataset on the server with a tiny model; returns its path."""
+    fill_training(server.root)
+    (tmp_path / "rclone.conf").write_text(remote_section("srv", server.port))
+    base = {"model": {"name_or_path": str(tiny_model_dir)},
+            "data": {"train": "unused.jsonl", "max_length": 64},
+            "train": {"max_steps": 2, "micro_batch_size": 2, "grad_accum": 1, "lr": 0.01, "log_every": 1}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    ws = tmp_path / "workspace.toml"
+    ws.write_text('work_dir = "work"\noutput_dir = "outputs"\nconfig = "base.yaml"\nsuffix = "v1"\n\n'
+                  '[remote]\ntraining = "srv:training"\noutput = "srv:output"\nconfig = "rclone.conf"\n')
+    return ws
