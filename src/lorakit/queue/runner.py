@@ -209,7 +209,7 @@ class QueueRun:
 
     # -- one job ---------------------------------------------------------------------------
     def process(self, job: Job, stop: StopOnSignal) -> None:
-        began = time.monotonic()
+        began, before = time.monotonic(), job.seconds  # time of earlier, interrupted runs counts too
         move = self.state.move
 
         def checkpoint() -> None:
@@ -217,7 +217,7 @@ class QueueRun:
                 raise QueueStopped(f"stopped by {stop.reason}; run the queue again to continue")
 
         def elapsed() -> float:
-            return round(job.seconds + time.monotonic() - began, 1)
+            return round(before + time.monotonic() - began, 1)
 
         if not job.reached("downloaded"):
             self.download(job)

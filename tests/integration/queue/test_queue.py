@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -31,6 +32,7 @@ def test_queue_trains_every_dataset_uploads_and_cleans_up(tmp_path, server, work
     assert "delta [pending]: download srv:training/delta.zip; unpack; train as delta-v1" in dry.output
     assert not (tmp_path / "outputs").exists()  # a dry run trains nothing
 
+    began = time.monotonic()
     result = queue(workspace)
     assert result.exit_code == 0, result.output
     for name in JOBS:
@@ -41,6 +43,8 @@ def test_queue_trains_every_dataset_uploads_and_cleans_up(tmp_path, server, work
         assert name in result.output
     assert (server.root / "training").is_dir() and not any((server.root / "training").iterdir())
     assert not (tmp_path / "work" / "alpha").exists() and not (tmp_path / "outputs" / "alpha").exists()
+    took = sum(state(tmp_path)[n]["seconds"] for n in JOBS)
+    assert 0 < took <= time.monotonic() - began  # each job's time counted once
     history = [h["state"] for h in state(tmp_path)["delta"]["history"]]
     assert history == ["downloaded", "unpacked", "training", "trained", "uploaded", "cleaned"]
     assert PASSWORD not in result.output
@@ -137,3 +141,44 @@ def test_remote_problems_are_one_line_errors(tmp_path, server, workspace):
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: rclone ") and words in lines[0], result.output
         assert PASSWORD not in result.output and "wrong" not in result.output
+
+
+def test_a_bad_dataset_fails_alone_with_its_reason(tmp_path, server, workspace):
+    (server.root / "training" / "beta" / "train.jsonl").write_text('{"instruction": "x"}\nnot json\n')
+    result = queue(workspace)
+    assert result.exit_code == 1
+    jobs = state(tmp_path)
+    assert jobs["beta"]["state"] == "failed" and "beta/train.jsonl:1: cannot tell the format" in jobs["beta"]["error"]
+    assert all(jobs[n]["state"] == "cleaned" for n in JOBS if n != "beta")
+    assert (server.root / "training" / "beta" / "train.jsonl").is_file()  # its data is kept for a fix
+    summary = [line for line in result.output.splitlines() if line.startswith("beta")]
+    assert summary and "failed" in summary[0]
+
+
+def test_sigterm_stops_at_a_safe_point_and_a_rerun_resumes_the_training(tmp_path, server, workspace):
+    import signal
+
+    # the dataset's own lorakit.yaml: long enough to be stopped part-way
+    (server.root / "training" / "alpha" / "lorakit.yaml").write_text("train: {max_steps: 400, log_every: 1}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "lorakit.cli.main", "queue", str(workspace), "--only", "alpha"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "outputs" / "alpha" / "alpha-v1-v001" / "trainer_log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and log.read_text().count("\n") >= 5):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.2)  # polling a subprocess
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, output[-3000:]
+    assert "training stopped; run the queue again to resume it" in output
+    assert state(tmp_path)["alpha"]["state"] == "training"
+    run = tmp_path / "outputs" / "alpha" / "alpha-v1-v001"
+    assert (run / "resume_state.pt").is_file()
+    stopped_at = json.loads((run / "manifest.json").read_text())["metrics"]["train_steps"]
+    assert 0 < stopped_at < 400
+
+    again = queue(workspace, "--only", "alpha")
+    assert again.exit_code == 0, again.output
+    uploaded = json.loads((server.root / "output" / "alpha-v1" / "manifest.json").read_text())
+    assert uploaded["status"] == "completed" and uploaded["metrics"]["train_steps"] == 400
+    assert uploaded["status_history"][3]["reason"] == f"resumed after step {stopped_at}"

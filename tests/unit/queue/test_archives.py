@@ -1,4 +1,5 @@
 import io
+import re
 import tarfile
 import zipfile
 
@@ -51,7 +52,7 @@ def test_tar_gz_with_loose_files_and_an_inner_link(tmp_path):
 @pytest.mark.parametrize("entry", ["../evil.txt", "/etc/evil.txt", "ok/../../evil.txt"])
 def test_zip_entries_outside_the_folder_are_refused_by_name(tmp_path, entry):
     archive = make_zip(tmp_path / "bad.zip", {"fine.txt": "x", entry: "x"})
-    with pytest.raises(DataError, match=f"entry '{entry}' would be written outside"):
+    with pytest.raises(DataError, match=re.escape(f"entry '{entry}' would be written outside")):
         unpack(archive, tmp_path / "bad")
     assert archive.is_file() and not (tmp_path / "bad").exists() and not (tmp_path / "evil.txt").exists()
 
@@ -61,7 +62,7 @@ def test_zip_entries_outside_the_folder_are_refused_by_name(tmp_path, entry):
                                     file_member("../x.txt")])
 def test_tar_links_and_paths_pointing_out_are_refused(tmp_path, member):
     archive = make_tar(tmp_path / "bad.tar.gz", [file_member("fine.txt"), member])
-    with pytest.raises(DataError, match=f"entry '{member[0].name}'"):
+    with pytest.raises(DataError, match=re.escape(f"entry '{member[0].name}'")):
         unpack(archive, tmp_path / "bad")
     assert archive.is_file() and not (tmp_path / "bad").exists()
 
@@ -80,5 +81,5 @@ def test_a_zip_symlink_pointing_out_is_refused(tmp_path):
         info = zipfile.ZipInfo("data/escape")
         info.external_attr = 0o120777 << 16  # a symbolic link, as zip -y stores it
         z.writestr(info, "../../../etc/passwd")
-    with pytest.raises(DataError, match="entry 'data/escape' links to '../../../etc/passwd'"):
+    with pytest.raises(DataError, match=re.escape("entry 'data/escape' links to '../../../etc/passwd'")):
         unpack(archive, tmp_path / "link")
