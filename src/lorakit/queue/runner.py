@@ -209,6 +209,11 @@ class QueueRun:
 
     # -- one job ---------------------------------------------------------------------------
     def process(self, job: Job, stop: StopOnSignal) -> None:
+        """Take ``job`` through its remaining stages; a failure of this dataset alone marks it failed.
+
+        Raises:
+            QueueStopped, RemoteError: the queue as a whole must stop (the job keeps its stage).
+        """
         began, before = time.monotonic(), job.seconds  # time of earlier, interrupted runs counts too
         move = self.state.move
 
@@ -219,26 +224,32 @@ class QueueRun:
         def elapsed() -> float:
             return round(before + time.monotonic() - began, 1)
 
-        if not job.reached("downloaded"):
-            self.download(job)
-            move(job, "downloaded")
-            checkpoint()
-        if not job.reached("unpacked"):
-            self.unpack(job)
-            move(job, "unpacked")
-            checkpoint()
-        if not job.reached("trained"):
-            if job.state != "training":
-                move(job, "training", output_name=output_name(self.ws, job.name, list(self.options.overlays)))
-            run_dir = self.train(job)
-            move(job, "trained", run_dir=str(run_dir), seconds=elapsed())
-            checkpoint()
-        if not job.reached("uploaded"):
-            move(job, "uploaded", remote_output=self.upload(job), seconds=elapsed())
-            checkpoint()
-        if not job.reached("cleaned") and not self.options.test:
-            self.clean(job)
-            move(job, "cleaned", seconds=elapsed())
+        try:
+            if not job.reached("downloaded"):
+                self.download(job)
+                move(job, "downloaded")
+                checkpoint()
+            if not job.reached("unpacked"):
+                self.unpack(job)
+                move(job, "unpacked")
+                checkpoint()
+            if not job.reached("trained"):
+                if job.state != "training":
+                    move(job, "training", output_name=output_name(self.ws, job.name, list(self.options.overlays)))
+                run_dir = self.train(job)
+                move(job, "trained", run_dir=str(run_dir), seconds=elapsed())
+                checkpoint()
+            if not job.reached("uploaded"):
+                move(job, "uploaded", remote_output=self.upload(job), seconds=elapsed())
+                checkpoint()
+            if not job.reached("cleaned") and not self.options.test:
+                self.clean(job)
+                move(job, "cleaned", seconds=elapsed())
+        except (QueueStopped, RemoteError):
+            raise
+        except (JobFailed, LorakitError) as e:  # bad data, a failed training: this dataset only
+            log.error("%s: failed: %s", job.name, e)
+            move(job, FAILED, error=str(e), seconds=elapsed())
 
 
 def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueResult:
@@ -275,16 +286,12 @@ def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueRes
                     continue
                 try:
                     run.process(job, stop)
-                except JobFailed as e:
-                    log.error("%s: failed: %s", job.name, e)
-                    state.move(job, FAILED, error=str(e))
-                except (QueueStopped, RemoteError) as e:
+                except QueueStopped as e:
                     stopped = str(e)
-                    if isinstance(e, RemoteError):
-                        stopped += "; the queue stopped and deleted nothing; run it again once that is fixed"
                     break
-                except LorakitError as e:  # anything else the user must fix about this dataset
-                    state.move(job, FAILED, error=str(e))
+                except RemoteError as e:
+                    stopped = f"{e}; the queue stopped and deleted nothing; run it again once that is fixed"
+                    break
                 if stop.reason:
                     stopped = f"stopped by {stop.reason}; run the queue again to continue"
                     break

@@ -148,6 +148,7 @@ def test_a_bad_dataset_fails_alone_with_its_reason(tmp_path, server, workspace):
     result = queue(workspace)
     assert result.exit_code == 1
     jobs = state(tmp_path)
+    assert jobs["beta"]["seconds"] > 0
     assert jobs["beta"]["state"] == "failed" and "beta/train.jsonl:1: cannot tell the format" in jobs["beta"]["error"]
     assert all(jobs[n]["state"] == "cleaned" for n in JOBS if n != "beta")
     assert (server.root / "training" / "beta" / "train.jsonl").is_file()  # its data is kept for a fix
