@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
@@ -261,6 +261,7 @@ def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueRes
     """
     work = Path(ws.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    options = replace(options, overlays=(*ws.overlays, *options.overlays))  # the workspace's first, then --add
     rclone = Rclone(Path(ws.remote.config) if ws.remote.config else None, tuple(ws.remote.flags))
     with _locked(work):
         remote_files = []

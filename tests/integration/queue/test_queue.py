@@ -55,9 +55,14 @@ def test_queue_trains_every_dataset_uploads_and_cleans_up(tmp_path, server, work
 
 def test_test_mode_deletes_nothing_and_overlays_name_the_output(tmp_path, server, workspace):
     (tmp_path / "short.yaml").write_text("train: {max_steps: 1}\n")
+    (tmp_path / "small.yaml").write_text("lora: {r: 4}\n")
+    workspace.write_text(workspace.read_text().replace('suffix = "v1"', 'suffix = "v1"\noverlays = ["small.yaml"]'))
     result = queue(workspace, "--test", "--add", tmp_path / "short.yaml", "--only", "alpha")
     assert result.exit_code == 0, result.output
-    assert (server.root / "output" / "alpha-v1-short" / "adapter_model.safetensors").is_file()
+    out = server.root / "output" / "alpha-v1-small-short"  # the workspace's overlays, then --add
+    assert (out / "adapter_model.safetensors").is_file()
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert config["lora"]["r"] == 4 and config["train"]["max_steps"] == 1
     assert (server.root / "training" / "alpha" / "train.jsonl").is_file()
     assert (tmp_path / "work" / "alpha" / "train.jsonl").is_file()
     assert state(tmp_path)["alpha"]["state"] == "uploaded"
