@@ -134,3 +134,24 @@ def test_resume_refuses_what_it_cannot_reproduce(tmp_path, tiny_model_dir):
     assert unknown.exit_code == 1 and "no run 'nope'" in unknown.output
     both = CliRunner().invoke(cli, ["train", str(config), "--resume", "tiny-v001"])
     assert both.exit_code == 2 and "give no CONFIG" in both.output
+
+
+def test_a_run_squeezed_by_out_of_memory_resumes_with_the_settings_it_had_reached(tmp_path, tiny_model_dir,
+                                                                                 monkeypatch):
+    from lorakit.train.oom import TEST_BUDGET_ENV
+    from tests.unit.train.test_oom import UNPACKED
+
+    monkeypatch.setenv(TEST_BUDGET_ENV, "60")  # micro-batches of 4 examples do not all fit: the ladder halves them
+    config = make_config(tmp_path, tiny_model_dir, train={**UNPACKED, "max_steps": 8, "log_every": 1})
+    whole = run_training(load_config(config))
+    stopped = run_training(load_config(config), callbacks=[SignalAt(6, signal.SIGINT)])
+    state = torch.load(stopped.run_dir / "resume_state.pt", weights_only=True)
+    assert state["settings"]["micro_batch_size"] < 4 and state["steps_done"] == 6
+    resumed = resume_training(stopped.run_dir)
+    manifest = json.loads((resumed.run_dir / "manifest.json").read_text())
+    assert manifest["attempts"][-1]["change"] == "resumed after step 6"
+    assert f"micro_batch_size={state['settings']['micro_batch_size']}" in manifest["attempts"][-1]["settings"]
+    (train_a, _), (train_b, _) = losses(whole.run_dir), losses(resumed.run_dir)
+    assert [s for s, _ in train_a] == [s for s, _ in train_b]
+    for (_, la), (_, lb) in zip(train_a, train_b, strict=True):
+        assert lb == pytest.approx(la, rel=1e-5)
