@@ -9,6 +9,8 @@ import click
 from lorakit import __version__
 from lorakit.cli.config_cmd import config_group
 from lorakit.cli.data_cmd import data_group
+from lorakit.cli.eval_cmd import eval_cmd, export_cmd
+from lorakit.cli.infer_cmd import chat_cmd, infer_cmd
 from lorakit.cli.plan_cmd import plan_cmd
 from lorakit.cli.queue_cmd import queue_cmd
 from lorakit.cli.runs_cmd import runs_group
@@ -48,6 +50,10 @@ cli.add_command(data_group)
 cli.add_command(plan_cmd)
 cli.add_command(runs_group)
 cli.add_command(queue_cmd)
+cli.add_command(infer_cmd)
+cli.add_command(chat_cmd)
+cli.add_command(eval_cmd)
+cli.add_command(export_cmd)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from lorakit.config.schema import DataSection
 from lorakit.data.formats import Turn, detect_format, get_format
+from lorakit.data.prompt_shape import PromptShape, prompt_shape
 from lorakit.data.sources import ErrorCollector, read_records
 from lorakit.data.templates import resolve_template
 from lorakit.data.tokenize import Encoder, Example
@@ -49,6 +50,7 @@ class Datasets:
     eval: list[Example]
     template_name: str
     stats: dict[str, SplitStats]
+    prompt_shape: PromptShape | None = None  # how inference should wrap new input
 
 
 def load_conversations(paths: Sequence[str | Path], fmt: str = "auto",
@@ -160,4 +162,4 @@ def build_datasets(data: DataSection, tokenizer: Any) -> Datasets:
         if s.overflow:
             log.warning("%s: %d of %d rows longer than max_length=%d (%s: %d truncated, %d dropped)",
                         split, s.overflow, s.rows, data.max_length, data.on_overflow, s.truncated, s.dropped)
-    return Datasets(train, evals, template_name, stats)
+    return Datasets(train, evals, template_name, stats, prompt_shape(train_convs))

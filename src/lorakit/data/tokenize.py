@@ -58,6 +58,11 @@ class Encoder:
             return "".join(t.content for t in turns)
         return self.render(self._messages(turns), add_generation_prompt=True)
 
+    def prompt_ids(self, turns: Sequence[Turn]) -> list[int]:
+        """Token ids of the prompt for ``turns``, tokenised exactly as ``encode`` tokenises training rows."""
+        raw = all(t.role == "text" for t in turns)
+        return self._tokenize(self.render_prompt(turns), add_special_tokens=raw)[0]
+
     def encode(self, turns: Sequence[Turn]) -> tuple[list[int], list[int]]:
         """Token ids and labels for one conversation (no length limit applied).
 

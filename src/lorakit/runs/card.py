@@ -23,6 +23,7 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
                    "shows the whole chain.\n" if parent else "")
     notes = "".join(f"\n- {n['at']}: {n['text']}" for n in manifest.get("notes", []))
     notes_section = f"\n## Notes{notes}\n" if notes else ""
+    eval_section = "".join(_evaluation(e) for e in manifest.get("evaluations", []))
     return f"""# {run_dir.name}
 
 A LoRA adapter for **{base.get('name')}**, trained with lorakit {manifest['versions'].get('lorakit', '?')}.
@@ -51,7 +52,7 @@ Config sha256: `{manifest['config_sha256']}` (full config in `config.resolved.ya
 {metric_lines}
 
 ![loss](training_loss.png)
-{notes_section}
+{eval_section}{notes_section}
 ## Use it
 With PEFT (the adapter is in plain PEFT format):
 ```python
@@ -63,3 +64,13 @@ model = PeftModel.from_pretrained(base, "{run_dir}")
 tokenizer = AutoTokenizer.from_pretrained("{run_dir}")
 ```
 """
+
+
+def _evaluation(entry: dict[str, Any]) -> str:
+    """A table of one `lorakit eval`: the adapter, and the base model when it was evaluated too."""
+    results = entry["results"]
+    names = sorted({k for r in results.values() for k in r})
+    header = "| model | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
+    rows = "".join(f"| {model} | " + " | ".join(_fmt(r.get(n, "-")) for n in names) + " |\n"
+                   for model, r in results.items())
+    return f"\n## Evaluation on `{entry['data']}` ({entry['at']})\n{header}{rows}"

@@ -191,7 +191,8 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     datasets = build_datasets(cfg.data, tokenizer)
     manifest.update(base_model=resolved.identity, base_model_path=resolved.path, template=datasets.template_name,
                     data_formats={**datasets.stats["train"].formats, **datasets.stats["eval"].formats},
-                    data_stats={k: v.summary() for k, v in datasets.stats.items()})
+                    data_stats={k: v.summary() for k, v in datasets.stats.items()},
+                    prompt_shape=datasets.prompt_shape.as_dict() if datasets.prompt_shape else None)
     log.info("data: %d training and %d validation examples (%s template)", len(datasets.train),
              len(datasets.eval), datasets.template_name)
 

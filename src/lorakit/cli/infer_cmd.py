@@ -1,0 +1,94 @@
+"""``lorakit infer`` and ``lorakit chat``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+runs_dir_option = click.option("--runs-dir", default="runs", show_default=True, type=click.Path(path_type=Path),
+                               help="Where a run name is looked up.")
+device_option = click.option("--device", default="auto", show_default=True,
+                             type=click.Choice(["auto", "cpu", "cuda"]), help="auto: a GPU when there is one.")
+
+
+@click.command("infer")
+@click.argument("run")
+@click.option("--input", "input_path", required=True, help="A text/.tex file, a .jsonl file, or - for stdin.")
+@click.option("--output", "output_path", default="-", show_default=True, help="A file, or - for stdout.")
+@device_option
+@click.option("--no-chunking", is_flag=True, help="Send the whole input at once, however long.")
+@click.option("--max-new-tokens", default=None, type=int, help="Default: the run's max_length.")
+@click.option("--temperature", default=0.0, show_default=True, help="0: greedy.")
+@click.option("--input-field", default=None, help="JSONL: the field to convert (default: input, tex, text...).")
+@click.option("--batch-size", default=8, show_default=True)
+@runs_dir_option
+def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunking: bool,
+              max_new_tokens: int | None, temperature: float, input_field: str | None, batch_size: int,
+              runs_dir: Path) -> None:
+    """Run an adapter (a run folder or name, or any PEFT adapter folder) on a file.
+
+    \b
+    Examples:
+        lorakit infer typst --input sample.tex --output out.typ
+        lorakit infer runs/typst-v002 --input cases.jsonl --output answers.jsonl
+    """
+    from lorakit.errors import DataError
+    from lorakit.infer.convert import convert_rows, convert_text, read_jsonl
+    from lorakit.infer.convert import input_field as pick_field
+    from lorakit.infer.load import adapter_folder, load_adapter
+
+    folder = adapter_folder(run, runs_dir)  # a wrong run fails before the input is read or a model loaded
+    is_jsonl = input_path.endswith(".jsonl")
+    if input_path != "-" and not Path(input_path).is_file():
+        raise DataError(f"--input: file not found: {input_path}")
+    text = sys.stdin.read() if input_path == "-" else Path(input_path).read_text(encoding="utf-8")
+    if not text.strip():
+        raise DataError(f"{input_path if input_path != '-' else 'stdin'}: the input is empty")
+    rows = read_jsonl(Path(input_path) if input_path != "-" else None, text) if is_jsonl else None
+    field = pick_field(rows, input_field, input_path) if rows is not None else None
+    adapter = load_adapter(str(folder), runs_dir, device)
+    options = {"max_new_tokens": max_new_tokens or adapter.max_length, "temperature": temperature,
+               "batch_size": batch_size}
+    if rows is not None:
+        result = "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                         for r in convert_rows(adapter, rows, field, **options))  # type: ignore[arg-type]
+    else:
+        result = convert_text(adapter, text, chunking=not no_chunking, **options)
+    if output_path == "-":
+        click.echo(result, nl=not result.endswith("\n"))
+    else:
+        Path(output_path).write_text(result, encoding="utf-8")
+        click.echo(f"wrote {output_path}", err=True)
+
+
+@click.command("chat")
+@click.argument("run")
+@device_option
+@click.option("--max-new-tokens", default=256, show_default=True)
+@click.option("--temperature", default=0.0, show_default=True)
+@runs_dir_option
+def chat_cmd(run: str, device: str, max_new_tokens: int, temperature: float, runs_dir: Path) -> None:
+    """Talk to an adapter; each message is wrapped as the run's training prompts were. Ctrl+D ends."""
+    from lorakit.data.formats import Turn
+    from lorakit.infer.generate import generate_turns
+    from lorakit.infer.load import load_adapter
+
+    adapter = load_adapter(run, runs_dir, device)
+    history: list[Turn] = []
+    click.echo(f"chatting with {adapter.name} (Ctrl+D to end)", err=True)
+    while True:
+        try:
+            message = click.prompt("you", prompt_suffix="> ", default="", show_default=False)
+        except (EOFError, click.Abort):
+            click.echo("", err=True)
+            return
+        if not message.strip():
+            continue
+        turns = adapter.shape.turns(message)
+        history = [*history, *(turns if not history else turns[-1:])]
+        answer = generate_turns(adapter, [history], max_new_tokens=max_new_tokens, temperature=temperature)[0]
+        history.append(Turn("assistant", answer, train=False))
+        click.echo(f"{adapter.name}> {answer}")

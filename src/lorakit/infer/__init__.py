@@ -1,0 +1,1 @@
+"""Use an adapter: load it on its base model, generate, evaluate, merge."""

@@ -1,0 +1,87 @@
+"""Inference over files: a long text converted piece by piece, or a JSONL file row by row."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lorakit.errors import DataError
+from lorakit.infer.chunking import split_text
+from lorakit.infer.generate import generate
+from lorakit.infer.load import LoadedAdapter
+
+INPUT_FIELDS = ("input", "tex", "text", "prompt", "question")
+MIN_PIECE_TOKENS = 16
+
+
+def piece_budget(adapter: LoadedAdapter) -> int:
+    """Tokens of input per piece: the prompt wrapping and an answer about as long as the input must fit too."""
+    overhead = len(adapter.encoder.prompt_ids(adapter.shape.turns("")))
+    return max(MIN_PIECE_TOKENS, (adapter.max_length - overhead) // 2)
+
+
+def convert_text(adapter: LoadedAdapter, text: str, chunking: bool = True, piece_tokens: int | None = None,
+                 **options: Any) -> str:
+    """``text`` converted; with chunking, in pieces that fit the context, joined in order with their spacing.
+
+    Args:
+        piece_tokens: input tokens per piece; default ``piece_budget``.
+    """
+    if not text.strip():
+        raise DataError("the input is empty")
+
+    def size(piece: str) -> int:
+        return len(adapter.tokenizer(piece, add_special_tokens=False)["input_ids"])
+
+    pieces = split_text(text, piece_tokens or piece_budget(adapter), size) if chunking else [text]
+    cores = [p.strip() for p in pieces]
+    answers = iter(generate(adapter, [c for c in cores if c], **options))
+    out = []
+    for piece, core in zip(pieces, cores, strict=True):
+        if not core:
+            out.append(piece)
+            continue
+        lead = piece[: len(piece) - len(piece.lstrip())]
+        trail = piece[len(piece.rstrip()):]
+        out.append(f"{lead}{next(answers)}{trail}")
+    return "".join(out)
+
+
+def read_jsonl(path: Path | None, text: str | None = None) -> list[dict[str, Any]]:
+    """Rows of a JSONL file (or text); a malformed line is an error naming it."""
+    source = text if text is not None else Path(path).read_text(encoding="utf-8")  # type: ignore[arg-type]
+    rows = []
+    for number, line in enumerate(source.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path or 'stdin'}:{number}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path or 'stdin'}:{number}: each line must be a JSON object")
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{path or 'stdin'}: the input is empty")
+    return rows
+
+
+def input_field(rows: Sequence[dict[str, Any]], wanted: str | None, where: str) -> str:
+    if wanted is not None:
+        missing = next((i for i, r in enumerate(rows, 1) if not isinstance(r.get(wanted), str)), None)
+        if missing is not None:
+            raise DataError(f"{where}:{missing}: no text field {wanted!r}")
+        return wanted
+    for name in INPUT_FIELDS:
+        if all(isinstance(r.get(name), str) for r in rows):
+            return name
+    raise DataError(f"{where}: no input field shared by every row; give --input-field (tried "
+                    f"{', '.join(INPUT_FIELDS)})")
+
+
+def convert_rows(adapter: LoadedAdapter, rows: list[dict[str, Any]], field: str, **options: Any) -> list[dict]:
+    """Each row with ``output`` added: the model's answer to its ``field``."""
+    answers = generate(adapter, [r[field] for r in rows], **options)
+    return [{**row, "output": answer} for row, answer in zip(rows, answers, strict=True)]

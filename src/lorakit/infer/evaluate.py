@@ -1,0 +1,160 @@
+"""Evaluate adapters (and their base models) on a held-out file: loss, exact match, chrF, Typst compile rate.
+
+The eval file is either in a training format (the prompt is everything before the last
+assistant turn, the reference is that turn) or plain rows with an input and a target field
+(``tex``/``typst`` in the LaTeX->Typst set), wrapped the way the run's training prompts were.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorakit.data.formats import Turn
+from lorakit.errors import DataError
+from lorakit.infer import metrics as m
+from lorakit.infer.convert import read_jsonl
+from lorakit.infer.generate import generate_turns
+from lorakit.infer.load import LoadedAdapter
+
+log = logging.getLogger(__name__)
+
+FIELD_PAIRS = (("input", "output"), ("tex", "typst"), ("source", "target"), ("question", "answer"))
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    prompt: list[Turn] | str  # turns of a training-format row, or the text to wrap with the run's prompt shape
+    reference: str
+
+
+def load_cases(path: Path, input_field: str | None = None, target_field: str | None = None,
+               limit: int | None = None) -> list[EvalCase]:
+    """The cases of an eval file, first ``limit`` only.
+
+    Raises:
+        DataError: the file is missing, empty or has rows of neither kind.
+    """
+    if not path.is_file():
+        raise DataError(f"--data: file not found: {path}")
+    rows = read_jsonl(path)[:limit] if path.suffix == ".jsonl" else None
+    pair = (input_field, target_field) if input_field and target_field else None
+    if rows is not None and pair is None:
+        pair = next(((i, t) for i, t in FIELD_PAIRS if all(isinstance(r.get(i), str) and isinstance(r.get(t), str)
+                                                            for r in rows)), None)
+    if rows is not None and pair is not None:
+        for number, row in enumerate(rows, 1):
+            if not (isinstance(row.get(pair[0]), str) and isinstance(row.get(pair[1]), str)):
+                raise DataError(f"{path}:{number}: needs text fields {pair[0]!r} and {pair[1]!r}")
+        return [EvalCase(r[pair[0]], r[pair[1]]) for r in rows]
+    from lorakit.data.dataset import load_conversations
+
+    cases = []
+    for conv in load_conversations([path])[:limit]:
+        last = max(i for i, t in enumerate(conv.turns) if t.train)
+        cases.append(EvalCase([Turn(t.role, t.content, False) for t in conv.turns[:last]], conv.turns[last].content))
+    return cases
+
+
+def _turns(adapter: LoadedAdapter, case: EvalCase) -> list[Turn]:
+    return adapter.shape.turns(case.prompt) if isinstance(case.prompt, str) else case.prompt
+
+
+def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bool = True) -> float:
+    """Mean next-token loss of the references given their prompts (teacher forcing)."""
+    from contextlib import nullcontext
+
+    from lorakit.data.tokenize import Example
+    from lorakit.train.loop import evaluate
+
+    examples = []
+    for case in cases:
+        turns = _turns(adapter, case)
+        answer = Turn("text" if turns[-1].role == "text" else "assistant", case.reference, train=True)
+        ids, labels = adapter.encoder.encode([*turns, answer])
+        examples.append(Example(ids[: adapter.max_length], labels[: adapter.max_length]))
+    pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else adapter.stop_ids[0]
+    with nullcontext() if use_adapter else adapter.model.disable_adapter():
+        return evaluate(adapter.model, examples, 8, pad, 256, adapter.device)
+
+
+def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[str], use_adapter: bool = True,
+          max_new_tokens: int = 256, batch_size: int = 8) -> tuple[dict[str, float], list[str]]:
+    """The metrics in ``wanted`` for one model (the adapter, or its base alone), and its predictions."""
+    results: dict[str, float] = {"cases": len(cases)}
+    if "loss" in wanted:
+        loss = eval_loss(adapter, cases, use_adapter)
+        results.update(loss=round(loss, 4), perplexity=round(m.perplexity(loss), 3))
+    predictions: list[str] = []
+    if any(name in wanted for name in ("exact", "chrf", "typst")):
+        predictions = generate_turns(adapter, [_turns(adapter, c) for c in cases], max_new_tokens=max_new_tokens,
+                                     batch_size=batch_size, use_adapter=use_adapter)
+        references = [c.reference for c in cases]
+        if "exact" in wanted:
+            results["exact"] = round(m.exact_match(predictions, references), 4)
+        if "chrf" in wanted:
+            results["chrf"] = round(m.chrf(predictions, references), 2)
+        if "typst" in wanted:
+            results["typst"] = round(m.typst_compile_rate(predictions), 4)
+    return results, predictions
+
+
+def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, float]],
+           predictions: dict[str, list[str]], cases: Sequence[EvalCase]) -> None:
+    """Save results into the run's eval_results.json, manifest and model card, and predictions beside them."""
+    from lorakit.runs.manifest import Manifest, now, write_json_atomic
+
+    folder = adapter.path
+    key = f"eval_{data.stem}"
+    path = folder / "eval_results.json"
+    existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    write_json_atomic(path, {**existing, key: results})
+    out = folder / "eval" / f"{data.stem}.jsonl"
+    out.parent.mkdir(exist_ok=True)
+    lines = [{"reference": c.reference, **{label: preds[i] for label, preds in predictions.items()}}
+             for i, c in enumerate(cases)]
+    out.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    if (folder / "manifest.json").is_file():
+        manifest = Manifest.load(folder)
+        evaluations = [e for e in manifest.data.get("evaluations", []) if e.get("data") != str(data)]
+        manifest.update(evaluations=[*evaluations, {"data": str(data), "at": now(), "results": results}])
+        if (folder / "README.md").is_file():
+            from lorakit.runs.card import render_card
+
+            (folder / "README.md").write_text(render_card(folder, manifest.data), encoding="utf-8")
+
+
+def evaluate_runs(refs: Sequence[str], data: Path, wanted: Sequence[str], base: bool = False,
+                  limit: int | None = None, runs_dir: Path = Path("runs"), device: str = "auto",
+                  input_field: str | None = None, target_field: str | None = None,
+                  max_new_tokens: int = 256, batch_size: int = 8) -> dict[str, dict[str, float]]:
+    """{model label: metrics} for each run (and, with ``base``, each distinct base model), recorded in each run.
+
+    Raises:
+        DataError: an unknown metric, or an unusable eval file.
+    """
+    unknown = [w for w in wanted if w not in m.METRICS]
+    if unknown:
+        raise DataError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(m.METRICS)}")
+    from lorakit.infer.load import load_adapter
+
+    cases = load_cases(data, input_field, target_field, limit)
+    table: dict[str, dict[str, float]] = {}
+    bases_done: set[str] = set()
+    for ref in refs:
+        adapter = load_adapter(ref, runs_dir, device)
+        results, predictions = {}, {}
+        results["adapter"], predictions["adapter"] = score(adapter, cases, wanted, True, max_new_tokens, batch_size)
+        table[adapter.name] = results["adapter"]
+        base_name = str((adapter.manifest or {}).get("base_model", {}).get("name", "base"))
+        if base:
+            results["base"], predictions["base"] = score(adapter, cases, wanted, False, max_new_tokens, batch_size)
+            if base_name not in bases_done:
+                table[f"base: {base_name}"] = results["base"]
+                bases_done.add(base_name)
+        record(adapter, data, results, predictions, cases)
+        del adapter
+    return table

@@ -1,0 +1,56 @@
+"""Generate: prompts wrapped as in training, batched with left padding, greedy unless a temperature is given."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+from lorakit.data.formats import Turn
+from lorakit.infer.load import LoadedAdapter
+
+log = logging.getLogger(__name__)
+
+
+def generate(adapter: LoadedAdapter, inputs: Sequence[str], **options: Any) -> list[str]:
+    """The model's answer to each input text, wrapped the way the run's training prompts were."""
+    return generate_turns(adapter, [adapter.shape.turns(text) for text in inputs], **options)
+
+
+def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn]], max_new_tokens: int = 256,
+                   temperature: float = 0.0, batch_size: int = 8, use_adapter: bool = True, seed: int = 0,
+                   on_batch: Callable[[int], None] | None = None) -> list[str]:
+    """The model's next assistant turn for each conversation, in order.
+
+    Args:
+        use_adapter: False runs the base model alone on the same prompts (``eval --base``).
+        on_batch: called with the number of conversations finished so far (progress).
+    """
+    import torch
+
+    prompts = [adapter.encoder.prompt_ids(turns) for turns in conversations]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch with little padding
+    pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else adapter.stop_ids[0]
+    outputs: list[str] = [""] * len(prompts)
+    context = nullcontext() if use_adapter else adapter.model.disable_adapter()
+    torch.manual_seed(seed)
+    with torch.inference_mode(), context:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(prompts[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
+                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]):] = 1
+            sampling: dict[str, Any] = ({"do_sample": True, "temperature": temperature} if temperature > 0
+                                        else {"do_sample": False})
+            generated = adapter.model.generate(
+                input_ids=ids.to(adapter.device), attention_mask=mask.to(adapter.device),
+                max_new_tokens=max_new_tokens, eos_token_id=adapter.stop_ids, pad_token_id=pad, **sampling)
+            for row, i in enumerate(batch):
+                outputs[i] = adapter.tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
+            if on_batch is not None:
+                on_batch(min(start + batch_size, len(order)))
+    return outputs

@@ -1,0 +1,112 @@
+"""Load a run (or any PEFT adapter folder) on its base model, with the prompt wrapping it was trained with."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorakit.config.schema import DataSection, ModelSection
+from lorakit.data.prompt_shape import PromptShape
+from lorakit.data.tokenize import Encoder
+from lorakit.errors import ModelError, RunError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedAdapter:
+    name: str
+    path: Path  # the run or adapter folder
+    model: Any  # PeftModel, in eval mode
+    tokenizer: Any
+    encoder: Encoder
+    shape: PromptShape
+    max_length: int  # the context the run trained with
+    device: Any
+    manifest: dict[str, Any] | None
+
+    @property
+    def stop_ids(self) -> list[int]:
+        """End of sequence, and the end-of-turn token of the chat dialect, when the vocabulary has one."""
+        vocab = self.tokenizer.get_vocab()
+        ids = {self.tokenizer.eos_token_id, *(vocab[t] for t in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>")
+                                              if t in vocab)}
+        return sorted(i for i in ids if i is not None)
+
+
+def pick_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda: no CUDA device here; use --device cpu (or auto)")
+    return torch.device(name)
+
+
+def adapter_folder(ref: str, runs_dir: Path) -> Path:
+    """A run folder, a run name under ``runs_dir``, or a plain PEFT adapter folder.
+
+    Raises:
+        RunError: none of these.
+    """
+    path = Path(ref)
+    if (path / "adapter_config.json").is_file():
+        return path
+    from lorakit.runs.catalog import find_run
+
+    found = find_run(ref, runs_dir)
+    if not (found / "adapter_config.json").is_file():
+        raise RunError(f"{found}: the run has no adapter yet (status {_status(found)})")
+    return found
+
+
+def _status(run_dir: Path) -> str:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return "unknown"
+
+
+def load_adapter(ref: str, runs_dir: Path = Path("runs"), device: str = "auto") -> LoadedAdapter:
+    """The adapter on its base model (from the run's manifest, else adapter_config.json), ready to generate.
+
+    Raises:
+        RunError: no such run or adapter. ModelError: its base model is not available here.
+    """
+    from peft import PeftModel
+
+    from lorakit.data.dataset import build_encoder
+    from lorakit.model.load import load_base_model, load_tokenizer
+    from lorakit.model.resolve import ResolvedModel, resolve_model
+
+    folder = adapter_folder(ref, runs_dir)
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else None
+    if manifest is not None:
+        config = manifest["config"]
+        model_section = ModelSection.model_validate(config["model"])
+        data = DataSection.model_validate({**config["data"], "train": config["data"]["train"] or ["-"]})
+        base_path = manifest.get("base_model_path") or model_section.name_or_path
+    else:
+        base_path = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+        model_section = ModelSection(name_or_path=base_path)
+        data = DataSection(train=["-"])
+    try:
+        resolved = (ResolvedModel(base_path, {"name": base_path}) if Path(base_path).is_dir()
+                    else resolve_model(base_path, model_section.revision))
+    except ModelError as e:
+        raise ModelError(f"{folder.name}: its base model {base_path!r} is not available here ({e})") from None
+    dev = pick_device(device)
+    own_tokenizer = (folder / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(ResolvedModel(str(folder), {}) if own_tokenizer else resolved)
+    base = load_base_model(resolved, model_section.model_copy(update={"quantization": "none"}), dev.type)
+    model = PeftModel.from_pretrained(base, str(folder)).to(dev).eval()
+    encoder, _ = build_encoder(data, tokenizer)
+    shape_data = (manifest or {}).get("prompt_shape")
+    shape = PromptShape.from_dict(shape_data) if shape_data else PromptShape(chat=bool(encoder.template))
+    log.info("loaded %s on %s (%s)", folder.name, base_path, dev)
+    return LoadedAdapter(folder.name, folder, model, tokenizer, encoder, shape, data.max_length, dev, manifest)

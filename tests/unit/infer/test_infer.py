@@ -1,0 +1,141 @@
+"""lorakit infer / eval / export on a tiny trained run."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lorakit.cli.main import cli
+from tests.conftest import write_jsonl
+from tests.unit.cli.test_train import invoke, make_config
+
+PREFIX = "translate to typst :\n"
+ROWS = [{"prompt": [{"role": "user", "content": PREFIX + tex}], "completion": [{"role": "assistant", "content": ty}]}
+        for tex, ty in [("\\ frac x y", "x / y"), ("\\ sqrt x", "sqrt ( x )"), ("x ^ 2 + y", "x ^ 2 + y"),
+                        ("\\ alpha + \\ beta", "alpha + beta"), ("\\ sum x", "sum x"), ("y _ 1", "y _ 1"),
+                        ("x = y", "x = y"), ("z - x", "z - x")] * 3]
+
+
+@pytest.fixture
+def run(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 3, "lr": 0.05})
+    write_jsonl(tmp_path / "train.jsonl", ROWS)  # make_config wrote alpaca rows; these are the typst-like ones
+    result = invoke("train", config)
+    assert result.exit_code == 0, result.output
+    return tmp_path / "runs" / "tiny-v001"
+
+
+def cli_run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def test_the_run_records_how_its_prompts_are_shaped(run):
+    shape = json.loads((run / "manifest.json").read_text())["prompt_shape"]
+    assert shape == {"chat": True, "prefix": PREFIX, "suffix": "", "system": None}
+
+
+def test_batch_jsonl_round_trip_keeps_rows_in_order(run, tmp_path):
+    cases = [{"id": i, "tex": tex, "note": "kept"} for i, tex in enumerate(["\\ frac x y", "x = y", "\\ sqrt z"])]
+    write_jsonl(tmp_path / "cases.jsonl", cases)
+    result = cli_run("infer", "tiny", "--input", tmp_path / "cases.jsonl", "--output", tmp_path / "out.jsonl",
+                     "--max-new-tokens", 8)
+    assert result.exit_code == 0, result.output
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k != "output"} for r in out] == cases
+    assert all(isinstance(r["output"], str) for r in out)
+
+
+def test_text_inference_by_pieces_keeps_the_layout_and_matches_the_adapter(run, tmp_path):
+    from lorakit.infer.generate import generate
+    from lorakit.infer.load import load_adapter
+
+    paragraphs = ["x = y", "$ \\ frac x y $", "\\ sqrt x + y"]
+    (tmp_path / "doc.tex").write_text("\n\n".join(paragraphs) + "\n")
+    result = cli_run("infer", run, "--input", tmp_path / "doc.tex", "--output", tmp_path / "doc.typ",
+                     "--max-new-tokens", 6)
+    assert result.exit_code == 0, result.output
+    from lorakit.infer.convert import convert_text
+
+    adapter = load_adapter(str(run))
+    # pieces of at most 6 tokens: the document must be cut at its paragraphs
+    converted = convert_text(adapter, (tmp_path / "doc.tex").read_text(), piece_tokens=6, max_new_tokens=6)
+    expected = generate(adapter, paragraphs, max_new_tokens=6)  # each paragraph converted on its own
+    assert converted == "\n\n".join(expected) + "\n"
+
+
+def test_eval_scores_adapter_and_base_and_records_them(run, tmp_path):
+    cases = [{"tex": "x = y", "typst": "x = y"}, {"tex": "\\ sqrt x", "typst": "sqrt ( x )"}]
+    write_jsonl(tmp_path / "dev.jsonl", cases)
+    result = cli_run("eval", "tiny", "--data", tmp_path / "dev.jsonl", "--metrics", "loss,exact,chrf,typst",
+                     "--base", "--max-new-tokens", 6)
+    assert result.exit_code == 0, result.output
+    assert "tiny-v001" in result.output and "base: " in result.output
+    saved = json.loads((run / "eval_results.json").read_text())["eval_dev"]
+    for model in ("adapter", "base"):
+        assert set(saved[model]) == {"cases", "loss", "perplexity", "exact", "chrf", "typst"}
+        assert saved[model]["cases"] == 2 and saved[model]["perplexity"] == pytest.approx(
+            torch.tensor(saved[model]["loss"]).exp().item(), rel=1e-2)
+    assert saved["adapter"]["loss"] != saved["base"]["loss"]  # the adapter changes the model
+    assert "eval_loss" in json.loads((run / "eval_results.json").read_text())  # training's own results kept
+    predictions = [json.loads(x) for x in (run / "eval" / "dev.jsonl").read_text().splitlines()]
+    assert [p["reference"] for p in predictions] == ["x = y", "sqrt ( x )"] and "base" in predictions[0]
+    assert "## Evaluation on" in (run / "README.md").read_text()
+
+
+def test_merged_export_equals_base_plus_adapter(run, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from lorakit.infer.load import load_adapter
+
+    result = cli_run("export", "tiny", "--merge", "--out", tmp_path / "merged")
+    assert result.exit_code == 0, result.output
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    adapter = load_adapter("tiny")
+    ids = torch.tensor([[2, 10, 11, 12, 13, 14]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, adapter.model(ids).logits, rtol=1e-4, atol=1e-4)
+        with adapter.model.disable_adapter():
+            assert not torch.allclose(merged(ids).logits, adapter.model(ids).logits, atol=1e-4)
+    assert (tmp_path / "merged" / "tokenizer.json").is_file()
+    again = cli_run("export", "tiny", "--merge", "--out", tmp_path / "merged")
+    assert again.exit_code == 1 and "exists and is not empty" in again.output
+
+
+def test_one_line_errors(run, tmp_path):
+    (tmp_path / "empty.tex").write_text("  \n")
+    empty = cli_run("infer", "tiny", "--input", tmp_path / "empty.tex")
+    assert empty.exit_code == 1 and empty.output.strip() == f"error: {tmp_path / 'empty.tex'}: the input is empty"
+    missing = cli_run("infer", "nope", "--input", tmp_path / "empty.tex")
+    assert missing.exit_code == 1 and "no run 'nope'" in missing.output  # the run is looked up first
+    orphan = tmp_path / "orphan"
+    orphan.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (orphan / name).write_bytes((run / name).read_bytes())
+    settings = json.loads((orphan / "adapter_config.json").read_text())
+    (orphan / "adapter_config.json").write_text(json.dumps({**settings, "base_model_name_or_path": "/gone/model"}))
+    (tmp_path / "in.tex").write_text("x = y\n")
+    no_base = cli_run("infer", orphan, "--input", tmp_path / "in.tex")
+    assert no_base.exit_code == 1
+    assert no_base.output.strip().startswith("error: orphan: its base model '/gone/model' is not available here")
+    for result in (empty, missing, no_base):
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_chat_answers_each_message_and_keeps_the_conversation(run, monkeypatch):
+    from lorakit.infer import generate as generate_module
+
+    seen = []
+    real = generate_module.generate_turns
+
+    def spy(adapter, conversations, **options):
+        seen.append([(t.role, t.content) for t in conversations[0]])
+        return real(adapter, conversations, **options)
+
+    monkeypatch.setattr(generate_module, "generate_turns", spy)
+    result = cli_run("chat", "tiny", "--max-new-tokens", 4, input="x = y\n\\ sqrt x\n")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("tiny-v001> ") == 2
+    assert seen[0] == [("user", PREFIX + "x = y")]  # wrapped as the training prompts were
+    assert seen[1][0] == ("user", PREFIX + "x = y") and seen[1][1][0] == "assistant"
+    assert seen[1][2] == ("user", PREFIX + "\\ sqrt x")
