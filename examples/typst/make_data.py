@@ -89,6 +89,13 @@ def scripted(rng: random.Random, depth: int) -> Math:
 
 
 def fraction(rng: random.Random, depth: int) -> Math:
+    r = rng.random()
+    if r < 0.12:  # \frac12, \frac 1x: one-character parts need no braces
+        a, b = rng.choice("123456789xyn"), rng.choice("23456789xyzn")
+        return Math(f"\\frac{a}{b}" if a.isdigit() else f"\\frac {a}{b}", f"{a}/{b}", False)
+    if r < 0.27:  # an inline slash, which tex2typst escapes
+        a, b = atom(rng), atom(rng)
+        return Math(f"{a.tex}/{b.tex}", f"{a.typst} \\/ {b.typst}", False)
     num = factor(rng, depth + 1) if rng.random() < 0.5 else expr(rng, depth + 1, terms=rng.randint(1, 2))
     den = factor(rng, depth + 1) if rng.random() < 0.5 else expr(rng, depth + 1, terms=rng.randint(1, 2))
     cmd = rng.choice(["\\frac", "\\frac", "\\frac", "\\dfrac"])
@@ -125,7 +132,8 @@ def group(rng: random.Random, depth: int) -> Math:
     body = expr(rng, depth + 1, terms=rng.randint(2, 3))
     left, right, t_left, t_right = rng.choice([("(", ")", "(", ")"), ("\\left(", "\\right)", "(", ")"),
                                                ("[", "]", "[", "]"), ("\\left[", "\\right]", "[", "]"),
-                                               ("\\{", "\\}", "{", "}"), ("|", "|", "|", "|")])
+                                               ("\\{", "\\}", "{", "}"), ("\\left\\{", "\\right\\}", "{", "}"),
+                                               ("|", "|", "|", "|")])
     m = Math(f"{left}{body.tex}{right}", f"{t_left}{body.typst}{t_right}", True)
     if rng.random() < 0.3:
         n = rng.choice(["2", "3", "n"])
@@ -245,9 +253,36 @@ def statement(rng: random.Random) -> Math:
         f, v = rng.choice(["f", "g", "T", "S"]), rng.choice(["x", "v"])
         a, b = rng.choice(SETS), rng.choice(SETS)
         return Math(f"{f}:{a[0]}\\to {b[0]}", f"{f} : {a[1]} -> {b[1]}", False)
-    if r < 0.93:
+    if r < 0.91:
         return big_operator(rng)
+    if r < 0.96:
+        return sequence(rng)
     return expr(rng)
+
+
+def sequence(rng: random.Random) -> Math:
+    """Lists as textbooks write them: (1,1,0,\\ldots), 0,\\ 1,\\ 2, and {1,\\ldots,k}."""
+    items = [str(rng.randint(0, 30)) if rng.random() < 0.6 else rng.choice(VARS) for _ in range(rng.randint(3, 7))]
+    sep_tex, sep_typst = rng.choice([(",", ", "), (", ", ", "), (",\\ ", ", med ")])
+    tex, typst = sep_tex.join(items), sep_typst.join(items)
+    if rng.random() < 0.6:
+        tex, typst = f"{tex}{sep_tex}\\ldots", f"{typst}{sep_typst}..."
+    left, right, t_left, t_right = rng.choice([("(", ")", "(", ")"), ("\\{", "\\}", "{", "}"),
+                                               ("\\left\\{", "\\right\\}", "{", "}"), ("", "", "", "")])
+    head = rng.choice(["", "", f"{rng.choice(VARS)} = ", f"{rng.choice(VARS)}\\in"])
+    head_t = {"": ""}.get(head, head.replace("\\in", " in ").replace("  ", " "))
+    return Math(f"{head}{left}{tex}{right}", f"{head_t}{t_left}{typst}{t_right}", False)
+
+
+def finish(rng: random.Random, m: Math) -> Math:
+    """What surrounds a displayed formula: \\displaystyle, and the sentence's full stop or comma."""
+    if rng.random() < 0.06:
+        m = Math(f"\\displaystyle {m.tex}" if rng.random() < 0.5 else f"\\displaystyle{m.tex}",
+                 f"display({m.typst})", False)
+    if rng.random() < 0.12:
+        mark = rng.choice([".", ".", ","])
+        m = Math(f"{m.tex}{mark}", f"{m.typst} {mark}", False)
+    return m
 
 
 def example(m: Math) -> dict:
@@ -259,7 +294,7 @@ def generate(count: int, seed: int, exclude: set[str] = frozenset()) -> list[Mat
     rng = random.Random(seed)
     seen, out = set(exclude), []
     while len(out) < count:
-        m = statement(rng)
+        m = finish(rng, statement(rng))
         if m.tex in seen or len(m.tex) > 160:
             continue
         seen.add(m.tex)
