@@ -119,13 +119,13 @@ def function(rng: random.Random, depth: int) -> Math:
         arg = atom(rng)
         return Math(f"\\{name} {arg.tex}", f"{name} {arg.typst}", False)
     arg = expr(rng, depth + 1, terms=rng.randint(1, 2))
-    return Math(f"\\{name}({arg.tex})", f"{name}({arg.typst})", True)
+    return Math(f"\\{name}({arg.tex})", f"{name}({arg.typst})", False)
 
 
 def call(rng: random.Random, depth: int) -> Math:
     f = rng.choice(["f", "g", "h", "F", "u", "p"])
     args = [expr(rng, depth + 1, terms=1) for _ in range(rng.choice([1, 1, 1, 2]))]
-    return Math(f"{f}({','.join(a.tex for a in args)})", f"{f}({', '.join(a.typst for a in args)})", True)
+    return Math(f"{f}({','.join(a.tex for a in args)})", f"{f}({', '.join(a.typst for a in args)})", False)
 
 
 def group(rng: random.Random, depth: int) -> Math:
@@ -139,6 +139,16 @@ def group(rng: random.Random, depth: int) -> Math:
         n = rng.choice(["2", "3", "n"])
         return Math(f"{m.tex}^{n}", f"{m.typst}^{n}", False)
     return m
+
+
+def primed(rng: random.Random, depth: int) -> Math:
+    f = rng.choice(["f", "g", "y", "u", "v", "F", "h"])
+    marks, typst = rng.choice([("'", "'"), ("'", "'"), ("''", "^(' ')")])
+    name = f"{f}{typst}"
+    if rng.random() < 0.5:
+        return Math(f"{f}{marks}", name, marks == "'")
+    arg = expr(rng, depth + 1, terms=1)
+    return Math(f"{f}{marks}({arg.tex})", f"{name} ({arg.typst})", False)
 
 
 def decorated(rng: random.Random) -> Math:
@@ -161,7 +171,7 @@ def factor(rng: random.Random, depth: int, numbers: bool = True) -> Math:
     if depth > 1:
         return atom(rng, numbers)
     choices = [(atom, 30), (scripted, 25), (fraction, 10), (root, 6), (function, 8), (call, 8), (group, 7),
-               (decorated, 3), (styled, 3)]
+               (decorated, 3), (styled, 3), (primed, 4)]
     r = rng.uniform(0, sum(w for _, w in choices))
     for fn, weight in choices:
         r -= weight
@@ -178,8 +188,13 @@ def term(rng: random.Random, depth: int) -> Math:
     parts = [factor(rng, depth, numbers=i == 0) for i in range(n)]
     tex = ""
     for p in parts:
-        # LaTeX needs a space only between a command and a following letter.
+        # LaTeX needs a space only between a command and a following letter; single letters are
+        # often written side by side (PDP^{-1}), which still means a product.
+        letters = tex[-1:].isalpha() and p.tex[0].isalpha() and not tex.rstrip("abcdefghijklmnopqrstuvwxyz"
+                                                                                  "ABCDEFGHIJKLMNOPQRSTUVWXYZ").endswith("\\")
         sep = " " if tex and (tex[-1].isalpha() and (p.tex[0].isalpha() or p.tex[0] == "\\")) else ""
+        if letters and rng.random() < 0.6:
+            sep = ""
         tex += sep + p.tex
     if n == 1:
         return parts[0]
@@ -230,6 +245,9 @@ def statement(rng: random.Random) -> Math:
         left, right = expr(rng), expr(rng)
         rel_tex, rel_typst = rng.choice(RELATIONS)
         sep = " " if rel_tex.startswith("\\") else ""
+        if rng.random() < 0.15 and not right.tex.startswith("-"):
+            glue = "" if right.typst.startswith("(") else " "
+            right = Math(f"-{right.tex}", f"-{glue}{right.typst}", False)
         return Math(f"{left.tex}{sep}{rel_tex}{sep}{right.tex}", f"{left.typst} {rel_typst} {right.typst}", False)
     if r < 0.6:
         op = big_operator(rng)
@@ -276,9 +294,9 @@ def sequence(rng: random.Random) -> Math:
 
 def finish(rng: random.Random, m: Math) -> Math:
     """What surrounds a displayed formula: \\displaystyle, and the sentence's full stop or comma."""
-    if rng.random() < 0.06:
-        m = Math(f"\\displaystyle {m.tex}" if rng.random() < 0.5 else f"\\displaystyle{m.tex}",
-                 f"display({m.typst})", False)
+    if rng.random() < 0.06 and "," not in m.typst:  # display(a, b) would be two arguments
+        glue = "" if not m.tex[0].isalpha() and rng.random() < 0.5 else " "
+        m = Math(f"\\displaystyle{glue}{m.tex}", f"display({m.typst})", False)
     if rng.random() < 0.12:
         mark = rng.choice([".", ".", ","])
         m = Math(f"{m.tex}{mark}", f"{m.typst} {mark}", False)

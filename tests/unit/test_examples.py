@@ -30,3 +30,18 @@ def test_quickstart_data_is_large_enough_and_never_contains_evaluation_formulas(
     evaluation = {json.loads(line)["tex"].strip() for line in held_out.open()}
     ours = {r["prompt"][0]["content"].split("\n", 1)[1].strip() for r in train + val}
     assert not ours & evaluation
+
+
+def test_quickstart_generator_labels_compile_as_typst(monkeypatch):
+    import importlib.util
+    import sys
+
+    from lorakit.infer.metrics import typst_math_compiles
+
+    spec = importlib.util.spec_from_file_location("make_data", EXAMPLES / "typst" / "make_data.py")
+    make_data = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "make_data", make_data)  # dataclasses look their module up
+    spec.loader.exec_module(make_data)
+    formulas = make_data.generate(300, seed=7)
+    broken = [m.typst for m in formulas if not typst_math_compiles(m.typst)]
+    assert not broken, broken[:5]

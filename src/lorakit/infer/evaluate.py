@@ -90,8 +90,10 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
         results.update(loss=round(loss, 4), perplexity=round(m.perplexity(loss), 3))
     predictions: list[str] = []
     if any(name in wanted for name in ("exact", "chrf", "typst")):
+        label = adapter.name if use_adapter else "base model"
         predictions = generate_turns(adapter, [_turns(adapter, c) for c in cases], max_new_tokens=max_new_tokens,
-                                     batch_size=batch_size, use_adapter=use_adapter)
+                                     batch_size=batch_size, use_adapter=use_adapter,
+                                     on_batch=lambda done: log.info("%s: %d/%d generated", label, done, len(cases)))
         references = [c.reference for c in cases]
         if "exact" in wanted:
             results["exact"] = round(m.exact_match(predictions, references), 4)
