@@ -37,7 +37,7 @@ def convert_text(adapter: LoadedAdapter, text: str, chunking: bool = True, piece
 
     pieces = split_text(text, piece_tokens or piece_budget(adapter), size) if chunking else [text]
     cores = [p.strip() for p in pieces]
-    answers = iter(generate(adapter, [c for c in cores if c], **options))
+    answers = iter(generate(adapter, [c for c in cores if c], **{"length_ratio": 2.0, **options}))
     out = []
     for piece, core in zip(pieces, cores, strict=True):
         if not core:

@@ -22,6 +22,7 @@ from lorakit.infer.load import LoadedAdapter
 
 log = logging.getLogger(__name__)
 
+LENGTH_RATIO = 1.5  # a reference is rarely longer than 1.5x its prompt (template included)
 FIELD_PAIRS = (("input", "output"), ("tex", "typst"), ("source", "target"), ("question", "answer"))
 
 
@@ -92,7 +93,7 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
     if any(name in wanted for name in ("exact", "chrf", "typst")):
         label = adapter.name if use_adapter else "base model"
         predictions = generate_turns(adapter, [_turns(adapter, c) for c in cases], max_new_tokens=max_new_tokens,
-                                     batch_size=batch_size, use_adapter=use_adapter,
+                                     batch_size=batch_size, use_adapter=use_adapter, length_ratio=LENGTH_RATIO,
                                      on_batch=lambda done: log.info("%s: %d/%d generated", label, done, len(cases)))
         references = [c.reference for c in cases]
         if "exact" in wanted:

@@ -20,12 +20,15 @@ def generate(adapter: LoadedAdapter, inputs: Sequence[str], **options: Any) -> l
 
 def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn]], max_new_tokens: int = 256,
                    temperature: float = 0.0, batch_size: int = 8, use_adapter: bool = True, seed: int = 0,
-                   on_batch: Callable[[int], None] | None = None) -> list[str]:
+                   on_batch: Callable[[int], None] | None = None, length_ratio: float | None = None) -> list[str]:
     """The model's next assistant turn for each conversation, in order.
 
     Args:
         use_adapter: False runs the base model alone on the same prompts (``eval --base``).
         on_batch: called with the number of conversations finished so far (progress).
+        length_ratio: for conversions, whose answer is about as long as the question: a batch
+            stops after this many times its longest prompt (+16) new tokens, so one answer that
+            never ends does not hold up the batch for ``max_new_tokens`` steps.
     """
     import torch
 
@@ -46,9 +49,10 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
                 mask[row, width - len(prompts[i]):] = 1
             sampling: dict[str, Any] = ({"do_sample": True, "temperature": temperature} if temperature > 0
                                         else {"do_sample": False})
+            budget = min(max_new_tokens, int(length_ratio * width) + 16) if length_ratio else max_new_tokens
             generated = adapter.model.generate(
                 input_ids=ids.to(adapter.device), attention_mask=mask.to(adapter.device),
-                max_new_tokens=max_new_tokens, eos_token_id=adapter.stop_ids, pad_token_id=pad, **sampling)
+                max_new_tokens=budget, eos_token_id=adapter.stop_ids, pad_token_id=pad, **sampling)
             for row, i in enumerate(batch):
                 outputs[i] = adapter.tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
             if on_batch is not None:
