@@ -129,6 +129,12 @@ def _merge(base: dict[str, Any], layer: dict[str, Any], label: str, sources: dic
             sources[dotted] = label
 
 
+def merge_into(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``layer`` into ``base`` (in place, and returned): the same rule as config layers."""
+    _merge(base, layer, "", {})
+    return base
+
+
 def _forget(sources: dict[str, str], dotted: str) -> None:
     """Drop the recorded origins of a key and everything under it (it is being replaced)."""
     for stale in [k for k in sources if k == dotted or k.startswith(f"{dotted}.")]:

@@ -108,6 +108,7 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
 def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, float]],
            predictions: dict[str, list[str]], cases: Sequence[EvalCase]) -> None:
     """Save results into the run's eval_results.json, manifest and model card, and predictions beside them."""
+    from lorakit.runs.card import refresh_card
     from lorakit.runs.manifest import Manifest, now, write_json_atomic
 
     folder = adapter.path
@@ -124,10 +125,7 @@ def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, floa
         manifest = Manifest.load(folder)
         evaluations = [e for e in manifest.data.get("evaluations", []) if e.get("data") != str(data)]
         manifest.update(evaluations=[*evaluations, {"data": str(data), "at": now(), "results": results}])
-        if (folder / "README.md").is_file():
-            from lorakit.runs.card import render_card
-
-            (folder / "README.md").write_text(render_card(folder, manifest.data), encoding="utf-8")
+        refresh_card(folder, manifest.data)
 
 
 def evaluate_runs(refs: Sequence[str], data: Path, wanted: Sequence[str], base: bool = False,

@@ -56,19 +56,12 @@ def adapter_folder(ref: str, runs_dir: Path) -> Path:
     path = Path(ref)
     if (path / "adapter_config.json").is_file():
         return path
-    from lorakit.runs.catalog import find_run
+    from lorakit.runs.catalog import find_run, read_manifest
 
     found = find_run(ref, runs_dir)
     if not (found / "adapter_config.json").is_file():
-        raise RunError(f"{found}: the run has no adapter yet (status {_status(found)})")
+        raise RunError(f"{found}: the run has no adapter yet (status {read_manifest(found).get('status', '?')})")
     return found
-
-
-def _status(run_dir: Path) -> str:
-    try:
-        return json.loads((run_dir / "manifest.json").read_text())["status"]
-    except (OSError, ValueError, KeyError):
-        return "unknown"
 
 
 def load_adapter(ref: str, runs_dir: Path = Path("runs"), device: str = "auto") -> LoadedAdapter:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lorakit.config.load import read_config_file
+from lorakit.config.load import merge_into, read_config_file
 from lorakit.errors import QueueError
 from lorakit.model.resolve import sha256_file
 from lorakit.queue.jobs import data_files
@@ -29,14 +29,6 @@ from lorakit.runs.provenance import code_state, environment, hardware, package_v
 log = logging.getLogger(__name__)
 
 OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError", "out of memory")
-
-
-def _deep_merge(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in layer.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(
-            merged.get(key), dict) else value
-    return merged
 
 
 def _fill(value: Any, values: dict[str, str]) -> Any:
@@ -54,7 +46,7 @@ def render_config(template: Path, overlays: Sequence[Path], values: dict[str, st
     """The template merged with each overlay in order, placeholders filled."""
     config = read_config_file(template)
     for overlay in overlays:
-        config = _deep_merge(config, read_config_file(overlay))
+        merge_into(config, read_config_file(overlay))
     return _fill(config, values)
 
 

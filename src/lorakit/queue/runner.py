@@ -14,7 +14,6 @@ import logging
 import shutil
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +28,8 @@ from lorakit.queue.process import Child, run_logged
 from lorakit.queue.state import FAILED, Job, QueueState
 from lorakit.queue.workspace import Workspace
 from lorakit.remote.rclone import Rclone
-from lorakit.runs.catalog import RESUME_FILE, read_manifest, run_dirs
+from lorakit.runs.catalog import RESUME_FILE, read_manifest, versions_of
+from lorakit.train.stop import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -74,29 +74,22 @@ def _locked(work: Path) -> Iterator[None]:
         yield
 
 
-class StopOnSignal:
+class StopOnSignal(StopRequest):
     """SIGINT/SIGTERM: finish the current stage, pass the signal on to a running trainer, then stop."""
 
     def __init__(self, child: Child) -> None:
+        super().__init__()
         self.child = child
-        self.reason: str | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.reason = signal.Signals(signum).name
         log.warning("%s: stopping the queue at the next safe point", self.reason)
         if self.child.process is not None and self.child.process.poll() is None:
             self.child.process.send_signal(signum)  # the trainer saves its resume state and exits
+
+
+def _completed(runs: list[Path]) -> list[Path]:
+    return [d for d in runs if read_manifest(d).get("status") == "completed"]
 
 
 def _remote_root(path: str) -> str:
@@ -149,8 +142,8 @@ class QueueRun:
     def train(self, job: Job) -> Path:
         job_dir = self.outputs / job.name
         assert job.output_name is not None
-        existing = [d for d in run_dirs(job_dir) if d.name.rsplit("-v", 1)[0] == job.output_name]
-        completed = [d for d in existing if read_manifest(d).get("status") == "completed"]
+        existing = versions_of(job.output_name, job_dir)
+        completed = _completed(existing)
         if completed:  # trained before a crash, not yet recorded
             return completed[-1]
         resumable = [d for d in existing if (d / RESUME_FILE).is_file() and self.ws.trainer.kind == "lorakit"]
@@ -181,8 +174,7 @@ class QueueRun:
             raise QueueStopped(f"{job.name}: training stopped; run the queue again to resume it")
         if done.returncode != 0:
             raise JobFailed(done.error_line())
-        finished = [d for d in run_dirs(job_dir) if d.name.rsplit("-v", 1)[0] == job.output_name
-                    and read_manifest(d).get("status") == "completed"]
+        finished = _completed(versions_of(job.output_name, job_dir))
         if not finished:
             raise JobFailed(f"lorakit train finished but left no completed run in {job_dir}")
         return finished[-1]

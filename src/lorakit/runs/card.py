@@ -10,6 +10,16 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def write_card(run_dir: Path, manifest: dict[str, Any]) -> None:
+    (run_dir / "README.md").write_text(render_card(run_dir, manifest), encoding="utf-8")
+
+
+def refresh_card(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Rewrite the model card after the manifest changed (a note, an evaluation), if the run has one."""
+    if (run_dir / "README.md").is_file():
+        write_card(run_dir, manifest)
+
+
 def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
     """Markdown: what was trained on what, with which settings, how well, and how to load it."""
     config = manifest["config"]

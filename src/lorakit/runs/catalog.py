@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.errors import RunError
+from lorakit.runs.card import refresh_card
 from lorakit.runs.manifest import Manifest, now
 from lorakit.runs.naming import version_of
 
@@ -37,26 +38,29 @@ def find_run(ref: str, runs_dir: Path) -> Path:
     for candidate in (Path(ref), runs_dir / ref):
         if (candidate / "manifest.json").is_file():
             return candidate
-    versions = [d for d in run_dirs(runs_dir) if d.name.rsplit("-v", 1)[0] == ref and version_of(d.name)]
+    versions = versions_of(ref, runs_dir)
     if versions:
-        return max(versions, key=lambda d: version_of(d.name) or 0)
+        return versions[-1]
     raise RunError(f"no run {ref!r}: not a run folder, and nothing of that name in {runs_dir}/ "
                    "(lorakit runs list shows what there is)")
 
 
 def run_dirs(runs_dir: Path) -> list[Path]:
-    """The run folders (those with a manifest) directly under ``runs_dir``, oldest first."""
+    """The run folders (those with a manifest) directly under ``runs_dir``, by name."""
     if not runs_dir.is_dir():
         return []
-    found = [d for d in runs_dir.iterdir() if (d / "manifest.json").is_file()]
-    return sorted(found, key=lambda d: (_created(d), d.name))
+    return sorted(d for d in runs_dir.iterdir() if (d / "manifest.json").is_file())
 
 
-def _created(run_dir: Path) -> str:
-    try:
-        return read_manifest(run_dir)["status_history"][0]["at"]
-    except (RunError, KeyError, IndexError):
-        return ""
+def versions_of(name: str, runs_dir: Path) -> list[Path]:
+    """The run folders ``<name>-vNNN`` under ``runs_dir``, oldest version first."""
+    found = [d for d in run_dirs(runs_dir) if d.name.rsplit("-v", 1)[0] == name and version_of(d.name)]
+    return sorted(found, key=lambda d: version_of(d.name) or 0)
+
+
+def _created(manifest: dict[str, Any]) -> str:
+    history = manifest.get("status_history") or [{}]
+    return history[0].get("at", "")
 
 
 def folder_size(path: Path) -> int:
@@ -96,11 +100,11 @@ def summarise(run_dir: Path) -> RunSummary:
                       base_model=(m.get("base_model") or {}).get("name") or m["config"]["model"]["name_or_path"],
                       data=", ".join(Path(d).name for d in data) or "-", steps=steps,
                       train_loss=metrics.get("train_loss"), eval_loss=metrics.get("eval_loss"),
-                      created=_created(run_dir), size_bytes=folder_size(run_dir))
+                      created=_created(m), size_bytes=folder_size(run_dir))
 
 
 def list_runs(runs_dir: Path, status: str | None = None) -> list[RunSummary]:
-    summaries = [summarise(d) for d in run_dirs(runs_dir)]
+    summaries = sorted((summarise(d) for d in run_dirs(runs_dir)), key=lambda s: (s.created, s.name))
     return [s for s in summaries if status is None or s.status == status]
 
 
@@ -145,9 +149,5 @@ def add_note(run_dir: Path, text: str) -> dict[str, Any]:
     manifest = Manifest.load(run_dir)
     note = {"at": now(), "text": text.strip()}
     manifest.update(notes=[*manifest.data.get("notes", []), note])
-    card = run_dir / "README.md"
-    if card.is_file():
-        from lorakit.runs.card import render_card
-
-        card.write_text(render_card(run_dir, manifest.data), encoding="utf-8")
+    refresh_card(run_dir, manifest.data)
     return note

@@ -14,7 +14,7 @@ from lorakit.config.load import LoadedConfig, apply_oom_overlay, flatten_keys
 from lorakit.errors import ConfigError, DataError, LorakitError, RunError
 from lorakit.model.resolve import sha256_file
 from lorakit.runs.artifacts import copy_tracked_files, plot_loss, write_results
-from lorakit.runs.card import render_card
+from lorakit.runs.card import write_card
 from lorakit.runs.manifest import Manifest
 from lorakit.runs.naming import allocate_run_dir
 from lorakit.runs.provenance import code_state, environment, hardware, package_versions
@@ -264,7 +264,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
             from lorakit.train.resume import STATE_FILE
 
             (run_dir / STATE_FILE).unlink(missing_ok=True)  # the final adapter supersedes it
-        (run_dir / "README.md").write_text(render_card(run_dir, manifest.data), encoding="utf-8")
+        write_card(run_dir, manifest.data)
     return TrainOutcome(run_dir, result.status, {**train_metrics, **eval_metrics})
 
 
