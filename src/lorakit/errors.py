@@ -47,3 +47,7 @@ class RemoteFullError(RemoteError):
 
 class QueueError(LorakitError):
     """A queue workspace is invalid, or the queue cannot go on."""
+
+
+class LaunchError(LorakitError):
+    """Training processes or a Slurm job could not be started, watched or stopped."""

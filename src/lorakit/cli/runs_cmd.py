@@ -10,6 +10,7 @@ import click
 
 from lorakit.runs.catalog import add_note, clean_runs, find_run, list_runs, read_manifest
 from lorakit.runs.history import diff_runs, lineage
+from lorakit.runs.manifest import STATUSES
 
 runs_dir_option = click.option("--dir", "runs_dir", default="runs", show_default=True, type=click.Path(path_type=Path),
                                help="The folder holding the run folders (output.dir).")
@@ -53,7 +54,7 @@ def runs_group() -> None:
 @runs_group.command("list")
 @runs_dir_option
 @click.option("--status", default=None,
-              type=click.Choice(["created", "running", "completed", "interrupted", "failed", "cancelled"]))
+              type=click.Choice(STATUSES))
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 def list_cmd(runs_dir: Path, status: str | None, as_json: bool) -> None:
     """Every run: name, status, base model, data, steps, final losses, created, size."""

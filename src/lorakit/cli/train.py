@@ -20,8 +20,13 @@ from lorakit.config.load import load_config
               help="Continue an interrupted or failed run (its folder or name) from its resume state, instead "
                    "of CONFIG.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where --resume looks a run name up.")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Training processes on this machine (one per GPU), started by torchrun; sets launch.nproc.")
+@click.option("--run-dir", "prepared_run", default=None, hidden=True,
+              help="Train a run folder created earlier, as one of its processes (what torchrun and Slurm jobs run).")
 def train_cmd(config_file: str | None, overlays: tuple[str, ...], overrides: tuple[str, ...], name: str | None,
-              dry_run: bool, resume_run: str | None, runs_dir: str) -> None:
+              dry_run: bool, resume_run: str | None, runs_dir: str, nproc: int | None,
+              prepared_run: str | None) -> None:
     """Train a LoRA adapter. Layers: defaults < CONFIG < each --add < each --set.
 
     \b
@@ -29,19 +34,38 @@ def train_cmd(config_file: str | None, overlays: tuple[str, ...], overrides: tup
         lorakit train examples/typst/config.yaml
         lorakit train base.yaml --add lowmem.yaml --set lora.r=8 --set train.epochs=2
         lorakit train --resume runs/typst-v003
+        lorakit train examples/typst/config.yaml --nproc 2
     """
+    if prepared_run is not None:
+        from lorakit.train.distributed import process_rank
+        from lorakit.train.runner import train_prepared
+
+        if process_rank() != 0:
+            quiet_worker()
+        outcome = train_prepared(Path(prepared_run))
+        if process_rank() == 0:
+            _report(outcome)
+        return
     if resume_run is not None:
         if config_file or overlays or overrides or name or dry_run:
             raise click.UsageError("--resume continues a run with its own config: give no CONFIG, --add, --set, "
                                    "--name or --dry-run with it")
-        from lorakit.runs.catalog import find_run
+        from lorakit.runs.catalog import find_run, read_manifest
         from lorakit.train.runner import resume_training
 
         run_dir = find_run(resume_run, Path(runs_dir))
-        _report(resume_training(run_dir, ["lorakit", "train", "--resume", resume_run]))
+        recorded_nproc = read_manifest(run_dir).get("config", {}).get("launch", {}).get("nproc", 1)
+        if recorded_nproc > 1:
+            from lorakit.launch.local import run_processes
+
+            _exit_as(run_processes(run_dir, recorded_nproc))  # rank 0 reports
+        else:
+            _report(resume_training(run_dir, ["lorakit", "train", "--resume", resume_run]))
         return
     if config_file is None:
         raise click.UsageError("give a CONFIG file to train, or --resume RUN")
+    if nproc is not None:
+        overrides = (*overrides, f"launch.nproc={nproc}")
     loaded = load_config(config_file, overlays, overrides, name)
     if dry_run:
         from lorakit.runs.naming import next_run_dir
@@ -51,11 +75,29 @@ def train_cmd(config_file: str | None, overlays: tuple[str, ...], overrides: tup
         click.echo(f"# config sha256: {loaded.sha256}")
         click.echo(loaded.to_yaml(), nl=False)
         return
-    from lorakit.train.runner import run_training  # torch is imported only when we really train
-
     command = ["lorakit", "train", config_file, *[a for o in overlays for a in ("--add", o)],
                *[a for o in overrides for a in ("--set", o)], *(["--name", name] if name else [])]
+    if loaded.config.launch.nproc > 1:
+        from lorakit.launch.local import train_processes
+
+        _exit_as(train_processes(loaded, command))  # rank 0 reports
+        return
+    from lorakit.train.runner import run_training  # torch is imported only when we really train
+
     _report(run_training(loaded, command))
+
+
+def quiet_worker() -> None:
+    """Processes other than rank 0 show no progress bars: one set on the terminal is enough."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def _exit_as(outcome: Any) -> None:
+    if outcome.status == "interrupted":
+        sys.exit(130)
 
 
 def _report(outcome: Any) -> None:

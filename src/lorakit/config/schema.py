@@ -263,8 +263,39 @@ class TrackingSection(Section):
         return [value] if isinstance(value, str) else value
 
 
+class SlurmSection(Section):
+    """Defaults for ``lorakit submit``; each has a command-line flag that overrides it."""
+
+    partition: str | None = Field(None, description="sbatch --partition; default: the cluster's default partition.")
+    nodes: int = Field(1, ge=1, description="Nodes; more than one starts torchrun on each through srun.")
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per node (sbatch --gpus-per-node); 0 = none.")
+    cpus_per_task: int | None = Field(None, gt=0, description="sbatch --cpus-per-task.")
+    mem: str | None = Field(None, description="sbatch --mem, e.g. 32G.")
+    time: str | None = Field(None, description="sbatch --time, e.g. 04:00:00.")
+    account: str | None = Field(None, description="sbatch --account.")
+    container: str | None = Field(None, description="Run inside this apptainer image (.sif), with --nv.")
+    binds: list[str] = Field(default_factory=list, description="apptainer --bind SRC:DST entries.")
+    python: str | None = Field(
+        None,
+        description="The Python that runs lorakit in the job; default: this one outside a container, python3 "
+        "inside one.",
+    )
+
+
+class LaunchSection(Section):
+    nproc: int = Field(
+        1, ge=1,
+        description="Training processes per node (one per GPU), started by torchrun; each takes train.grad_accum "
+        "micro-batches per step, so the effective batch is micro_batch_size x grad_accum x nproc x nodes.",
+    )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: each process holds the whole model; fsdp: the base model is sharded over GPUs."
+    )
+    slurm: SlurmSection = Field(default_factory=SlurmSection)
+
+
 class RunConfig(Section):
-    """Everything one training run needs. Sections: model, lora, data, train, output, tracking."""
+    """Everything one training run needs. Sections: model, lora, data, train, output, tracking, launch."""
 
     model: ModelSection
     lora: LoraSection = Field(default_factory=LoraSection)
@@ -272,11 +303,15 @@ class RunConfig(Section):
     train: TrainSection = Field(default_factory=TrainSection)
     output: OutputSection = Field(default_factory=OutputSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
+    launch: LaunchSection = Field(default_factory=LaunchSection)
 
     @model_validator(mode="after")
     def _eval_source(self) -> RunConfig:
         if self.data.eval and self.data.val_size:
             raise ValueError("data.eval and data.val_size are both set; use one of them")
+        if self.launch.strategy == "fsdp" and (self.train.resumable or self.train.save_every):
+            raise ValueError("launch.strategy fsdp keeps no resume state or checkpoints (the optimizer state is "
+                             "sharded): unset train.resumable and train.save_every, or use ddp")
         return self
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("created", "running", "completed", "interrupted", "failed")
+STATUSES = ("created", "submitted", "running", "completed", "interrupted", "failed", "cancelled")
 
 
 def now() -> str:
@@ -33,11 +33,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 class Manifest:
-    """A dict kept in sync with ``manifest.json``: every ``update`` or status change is saved."""
+    """A dict kept in sync with ``manifest.json``: every ``update`` or status change is saved.
 
-    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+    In a multi-process run only the main process writes; the others hold a copy that is never saved.
+    """
+
+    def __init__(self, path: Path, data: dict[str, Any], writable: bool = True) -> None:
         self.path = path
         self.data = data
+        self.writable = writable
 
     @classmethod
     def create(cls, run_dir: Path, **fields: Any) -> Manifest:
@@ -46,9 +50,9 @@ class Manifest:
         return manifest
 
     @classmethod
-    def load(cls, run_dir: Path) -> Manifest:
+    def load(cls, run_dir: Path, writable: bool = True) -> Manifest:
         path = run_dir / "manifest.json"
-        return cls(path, json.loads(path.read_text(encoding="utf-8")))
+        return cls(path, json.loads(path.read_text(encoding="utf-8")), writable)
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
@@ -63,5 +67,10 @@ class Manifest:
         self.data["status_history"].append(entry)
         self.save()
 
+    @property
+    def status(self) -> str:
+        return self.data["status"]
+
     def save(self) -> None:
-        write_json_atomic(self.path, self.data)
+        if self.writable:
+            write_json_atomic(self.path, self.data)

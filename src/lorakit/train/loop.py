@@ -4,6 +4,13 @@ Each optimizer step's loss is the mean over *all* supervised tokens of its micro
 micro-batch's summed loss is divided by the step's total target count, known in advance from
 the labels. So splitting a step into more, smaller micro-batches changes nothing but memory,
 which is what lets an out-of-memory retry keep the effective batch.
+
+With several processes (DDP or FSDP) every process plans the same steps; a step holds
+``grad_accum`` micro-batches per process and each process computes its share (micro-batches
+``rank, rank + world, ...``), so every example is seen once per epoch. The target count is known
+from the plan on every process, so the loss is the same token-weighted mean as in one process.
+Every process runs the same number of forward passes per step (a process short of work runs one
+with weight 0), which FSDP's collectives need.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from lorakit.data.packing import Row, collate, plan_micro_batches
 from lorakit.data.tokenize import Example
 from lorakit.errors import TrainingError
 from lorakit.train.callbacks import Callback
-from lorakit.train.loss import batch_loss
+from lorakit.train.loss import as_loss_module
 from lorakit.train.oom import StepOutOfMemory, check_test_budget, free_memory, is_out_of_memory, test_token_budget
 from lorakit.train.resume import capture_rng, restore_rng
 from lorakit.train.stop import StopRequest
@@ -44,17 +51,22 @@ class Step:
     epoch: float
 
 
-def plan_steps(examples: Sequence[Example], train: TrainSection, data: DataSection) -> list[Step]:
-    """Every optimizer step of the run, epoch by epoch, each epoch shuffled with its own seed."""
+def plan_steps(examples: Sequence[Example], train: TrainSection, data: DataSection,
+               processes: int = 1) -> list[Step]:
+    """Every optimizer step of the run, epoch by epoch, each epoch shuffled with its own seed.
+
+    A step holds ``grad_accum`` micro-batches for each of ``processes`` processes.
+    """
+    per_step = train.grad_accum * processes
     per_epoch = math.ceil(len(plan_micro_batches(examples, train.micro_batch_size, data.packing,
-                                                 data.max_length, data.seed)) / train.grad_accum)
+                                                 data.max_length, data.seed)) / per_step)
     total = train.max_steps or max(1, math.ceil(per_epoch * train.epochs))
     steps: list[Step] = []
     epoch = 0
     while len(steps) < total:
         micro = plan_micro_batches(examples, train.micro_batch_size, data.packing, data.max_length,
                                    data.seed + epoch)
-        groups = [micro[i : i + train.grad_accum] for i in range(0, len(micro), train.grad_accum)]
+        groups = [micro[i : i + per_step] for i in range(0, len(micro), per_step)]
         for index, group in enumerate(groups):
             steps.append(Step(group, epoch + (index + 1) / len(groups)))
             if len(steps) == total:
@@ -98,21 +110,41 @@ def peak_memory_gib(device: torch.device) -> float:
     return kib / 2**20 if sys.platform != "darwin" else kib / 2**30
 
 
+def share_of(batches: Sequence[Any], accelerator: Any | None) -> list[tuple[Any, float]]:
+    """This process's batches with their weights: every process gets the same number of them.
+
+    A process short of work gets copies of the first batch with weight 0: the forward and
+    backward passes still run (the collectives of DDP and FSDP need every process), but add nothing.
+    """
+    world = accelerator.num_processes if accelerator is not None else 1
+    if world == 1:
+        return [(b, 1.0) for b in batches]
+    mine: list[tuple[Any, float]] = [(b, 1.0) for b in batches[accelerator.process_index :: world]]
+    return mine + [(batches[0], 0.0)] * (math.ceil(len(batches) / world) - len(mine))
+
+
+def summed_over_processes(value: torch.Tensor, accelerator: Any | None) -> torch.Tensor:
+    if accelerator is None or accelerator.num_processes == 1:
+        return value
+    return accelerator.reduce(value, reduction="sum")
+
+
 @torch.no_grad()
 def evaluate(model: Any, examples: Sequence[Example], micro_batch_size: int, pad_id: int,
-             chunk_tokens: int, device: torch.device) -> float:
-    """Mean next-token loss over every supervised token of ``examples``."""
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float32, device=device)
-    count = 0
-    for start in range(0, len(examples), micro_batch_size):
-        batch = collate([list(examples[start : start + micro_batch_size])], pad_id)
-        if batch.num_targets:
-            total += batch_loss(model, batch.to_tensors(device), chunk_tokens)
-            count += batch.num_targets
-    model.train(was_training)
-    return total.item() / max(1, count)
+             chunk_tokens: int, device: torch.device, accelerator: Any | None = None) -> float:
+    """Mean next-token loss over every supervised token of ``examples`` (shared out over processes)."""
+    loss_module = as_loss_module(model)
+    was_training = loss_module.training
+    loss_module.eval()
+    batches = [b for b in (collate([list(examples[start : start + micro_batch_size])], pad_id)
+                           for start in range(0, len(examples), micro_batch_size)) if b.num_targets]
+    total = torch.zeros(2, dtype=torch.float32, device=device)  # summed loss, target count
+    for batch, weight in share_of(batches, accelerator):
+        loss = loss_module(batch.to_tensors(device), chunk_tokens)
+        total += torch.stack([loss.float(), torch.tensor(float(batch.num_targets), device=device)]) * weight
+    loss_module.train(was_training)
+    loss_sum, count = summed_over_processes(total, accelerator).tolist()
+    return loss_sum / max(1.0, count)
 
 
 def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps: Sequence[Step],
@@ -136,6 +168,8 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
             before it are complete and reported.
     """
     device = accelerator.device
+    processes = accelerator.num_processes
+    loss_module = as_loss_module(model)
     total_steps = len(steps)
     result = resume or LoopResult("completed", 0)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -145,14 +179,14 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
     if resume is None:
         for cb in callbacks:
             cb.on_train_begin(total_steps)
-    model.train()
+    loss_module.train()
     start = time.perf_counter() - result.seconds
 
     def report_eval(step_no: int, epoch: float) -> None:
         began = time.perf_counter()
         with accelerator.autocast():
-            eval_loss = evaluate(model, eval_examples, train.micro_batch_size, pad_id, train.loss_chunk_tokens,
-                                 device)
+            eval_loss = evaluate(loss_module, eval_examples, train.micro_batch_size, pad_id,
+                                 train.loss_chunk_tokens, device, accelerator)
         result.eval_seconds += time.perf_counter() - began
         elapsed = time.perf_counter() - start
         metrics = {"step": step_no, "total_steps": total_steps, "epoch": epoch, "eval_loss": eval_loss,
@@ -192,27 +226,34 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
         for step_no, step in enumerate(steps, 1):
             if step_no <= result.steps_done:
                 continue
-            if stop is not None and stop.reason is not None:
+            if _stop_requested(stop, accelerator):
                 at_boundary = True
                 raise KeyboardInterrupt
             batches = [collate(rows, pad_id) for rows in step.micro_batches]
             step_tokens = sum(b.num_tokens for b in batches)
             batches = [b for b in batches if b.num_targets]  # nothing to learn, nothing to compute
             n_targets = max(1, sum(b.num_targets for b in batches))
+            share = share_of(batches, accelerator)
             step_loss = torch.zeros((), dtype=torch.float32, device=device)
             try:
-                for i, batch in enumerate(batches):
+                for i, (batch, weight) in enumerate(share):
                     check_test_budget(batch.num_computed, token_budget)
                     # Only the last micro-batch of a step needs to synchronise gradients across processes.
-                    sync = accelerator.no_sync(model) if i < len(batches) - 1 else nullcontext()
+                    sync = accelerator.no_sync(loss_module) if i < len(share) - 1 else nullcontext()
                     with sync:
                         with accelerator.autocast():  # bf16 on a GPU; nothing on the CPU
-                            loss = batch_loss(model, batch.to_tensors(device), train.loss_chunk_tokens) / n_targets
-                        accelerator.backward(loss)
-                    step_loss += loss.detach()
+                            loss = loss_module(batch.to_tensors(device), train.loss_chunk_tokens) / n_targets
+                        # DDP and FSDP average gradients over processes; each process's sum is wanted.
+                        accelerator.backward(loss * (weight * processes))
+                    step_loss += loss.detach() * weight
             except (RuntimeError, MemoryError) as e:
                 if not is_out_of_memory(e):
                     raise
+                if processes > 1:
+                    raise TrainingError(f"out of memory at step {step_no} in process {accelerator.process_index} "
+                                        f"of {processes}; the out-of-memory retries run in single-process training "
+                                        "only: lower train.micro_batch_size (raise train.grad_accum to keep the "
+                                        "batch) or add an overlay with --add") from None
                 # Forget this step entirely (partial gradients, tensors); the steps before it stand.
                 del batches, step_loss
                 loss = None
@@ -221,6 +262,7 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
                 result.seconds = time.perf_counter() - start
                 free_memory()
                 raise StepOutOfMemory(step_no, e, result) from None
+            step_loss = summed_over_processes(step_loss, accelerator)
             result.trained_tokens += step_tokens
             result.computed_tokens += sum(b.num_computed for b in batches)
             result.supervised_tokens += sum(b.num_targets for b in batches)
@@ -267,6 +309,15 @@ def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps
         raise
     _end(callbacks, result, start)
     return result
+
+
+def _stop_requested(stop: StopRequest | None, accelerator: Any) -> bool:
+    """Whether a signal asked to stop; with several processes, whether any of them was asked."""
+    asked = stop is not None and stop.reason is not None
+    if accelerator.num_processes == 1:
+        return asked
+    flag = torch.tensor([float(asked)], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item())
 
 
 def _end(callbacks: Sequence[Callback], result: LoopResult, start: float) -> None:

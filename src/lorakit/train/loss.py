@@ -119,3 +119,27 @@ def batch_loss(model: Any, batch: dict[str, torch.Tensor], chunk_tokens: int) ->
     hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
     targets = batch["targets"].reshape(-1).index_select(0, index)
     return chunked_head_loss(hidden, head, targets, chunk_tokens, softcap)
+
+
+class SupervisedLoss(torch.nn.Module):
+    """A causal LM whose ``forward`` is ``batch_loss``.
+
+    This is the module the accelerator wraps for DDP or FSDP: their gradient hooks are set up by
+    the wrapper's forward, so the loss must be computed *through* it, not on the inner model.
+    """
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+        # What FSDP's transformer-based wrapping looks for: the decoder layer classes.
+        lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._no_split_modules = getattr(lm, "_no_split_modules", None)
+
+    def forward(self, batch: dict[str, torch.Tensor], chunk_tokens: int) -> torch.Tensor:
+        return batch_loss(self.model, batch, chunk_tokens)
+
+
+def as_loss_module(model: Any) -> torch.nn.Module:
+    """``model`` itself when it is a (wrapped) SupervisedLoss, else a SupervisedLoss around it."""
+    inner = getattr(model, "module", model)  # DDP keeps the wrapped module there
+    return model if isinstance(inner, SupervisedLoss) else SupervisedLoss(model)

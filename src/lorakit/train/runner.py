@@ -18,6 +18,7 @@ from lorakit.runs.card import write_card
 from lorakit.runs.manifest import Manifest
 from lorakit.runs.naming import allocate_run_dir
 from lorakit.runs.provenance import code_state, environment, hardware, package_versions
+from lorakit.train.distributed import process_rank
 from lorakit.train.host import tune_host
 
 log = logging.getLogger(__name__)
@@ -95,16 +96,14 @@ def resume_training(run_dir: Path, command_line: Sequence[str] | None = None,
     Raises:
         RunError: the run completed already, has no resume state, or its data files changed.
     """
-    from lorakit.config.load import load_recorded_config
     from lorakit.train.resume import load_resume_state
 
-    manifest = Manifest.load(run_dir)
+    manifest = Manifest.load(run_dir, writable=process_rank() == 0)
     if manifest.data.get("status") == "completed":
         raise RunError(f"{run_dir.name} completed already; to train it further start a new run with "
                        f"lora.init_from: {run_dir}")
     state = load_resume_state(run_dir)
-    loaded = load_recorded_config(manifest.data["config"], Path(manifest.data.get("working_directory", ".")),
-                                  run_dir.name, manifest.data.get("config_files", {}))
+    loaded = recorded_config(manifest)
     cfg = loaded.config
     now = data_hashes([*cfg.data.train, *cfg.data.eval])
     for path, digest in manifest.data.get("data_files", {}).items():
@@ -117,6 +116,27 @@ def resume_training(run_dir: Path, command_line: Sequence[str] | None = None,
     manifest.update(resumes=resumes)
     log.info("resuming %s after step %d", run_dir, state["steps_done"])
     return _marking_failures(manifest, lambda: _train(loaded, run_dir, manifest, callbacks, state))
+
+
+def train_prepared(run_dir: Path, callbacks: Sequence[Any] = ()) -> TrainOutcome:
+    """Train a run folder created earlier (by ``lorakit train --nproc`` or ``lorakit submit``) with
+    its recorded config; in every process torchrun or srun started, only the main one writing.
+
+    A run that already started continues from its resume state (``resume_training``).
+    """
+    manifest = Manifest.load(run_dir, writable=process_rank() == 0)
+    if manifest.status not in ("created", "submitted"):
+        return resume_training(run_dir, callbacks=callbacks)
+    loaded = recorded_config(manifest)
+    return _marking_failures(manifest, lambda: _train(loaded, run_dir, manifest, callbacks))
+
+
+def recorded_config(manifest: Manifest) -> LoadedConfig:
+    """A run's own config from its manifest, relative paths taken from where it was started."""
+    from lorakit.config.load import load_recorded_config
+
+    return load_recorded_config(manifest.data["config"], Path(manifest.data.get("working_directory", ".")),
+                                manifest.path.parent.name, manifest.data.get("config_files", {}))
 
 
 def _marking_failures(manifest: Manifest, train: Callable[[], TrainOutcome]) -> TrainOutcome:
@@ -138,7 +158,7 @@ class Session:
     """What one training process holds while it trains, for the retry loop and the resume state."""
 
     run_dir: Path
-    model: Any
+    model: Any  # the SupervisedLoss module as the accelerator prepared it (DDP- or FSDP-wrapped)
     optimizer: Any
     scheduler: Any
     accelerator: Any
@@ -158,7 +178,9 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     from lorakit.model.load import check_quantization, enable_checkpointing, load_base_model, load_tokenizer, pick_dtype
     from lorakit.model.resolve import resolve_model
     from lorakit.train.callbacks import Checkpoints, JsonlMetrics, LogLines, ProgressBar
+    from lorakit.train.distributed import adapter_state_dict, distributed_options
     from lorakit.train.loop import plan_steps
+    from lorakit.train.loss import SupervisedLoss
     from lorakit.train.optim import build_optimizer, build_scheduler
     from lorakit.train.resume import restore, restored_result, restored_settings
     from lorakit.train.trackers import build_trackers, check_trackers
@@ -175,7 +197,11 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     on_gpu = torch.cuda.is_available()
     # Base weights in bf16/fp16 on a GPU, the adapter in float32 (PEFT upcasts it), matmuls under autocast.
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(pick_dtype(cfg.model.dtype, "cuda"), "no")
-    accelerator = Accelerator(cpu=not on_gpu, mixed_precision=precision if on_gpu else "no")
+    accelerator = Accelerator(cpu=not on_gpu, mixed_precision=precision if on_gpu else "no",
+                              **distributed_options(cfg.launch.strategy))
+    if accelerator.num_processes > 1:
+        log.info("%d processes (%s, %s backend), %d micro-batches per process per step", accelerator.num_processes,
+                 cfg.launch.strategy, accelerator.state.backend, cfg.train.grad_accum)
     resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
     if cfg.lora.init_from and state is None:
         parent = check_init_from(cfg.lora, resolved.identity,
@@ -196,7 +222,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     log.info("data: %d training and %d validation examples (%s template)", len(datasets.train),
              len(datasets.eval), datasets.template_name)
 
-    steps = plan_steps(datasets.train, cfg.train, cfg.data)
+    steps = plan_steps(datasets.train, cfg.train, cfg.data, accelerator.num_processes)
     if state is not None:
         steps, cfg = _continue_with(steps, cfg, restored_settings(state))
 
@@ -211,7 +237,7 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
         log.info("train.compile: compiled the MLP of %d decoder layers", compile_mlps(model))
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, len(steps))
-    model, optimizer = accelerator.prepare(model, optimizer)
+    trainable, optimizer = accelerator.prepare(SupervisedLoss(model), optimizer)
 
     callbacks = []
     if accelerator.is_main_process:
@@ -223,14 +249,14 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
         callbacks = [JsonlMetrics(run_dir / "trainer_log.jsonl", cfg.train.log_every),
                      LogLines(cfg.train.log_every), ProgressBar(), *trackers, *extra_callbacks]
         if cfg.train.save_every:
-            callbacks.append(Checkpoints(run_dir, accelerator.unwrap_model(model), cfg.train.save_every,
+            callbacks.append(Checkpoints(run_dir, model, cfg.train.save_every,
                                          cfg.train.save_total_limit))
-    session = Session(run_dir, model, optimizer, scheduler, accelerator, callbacks, manifest, datasets.eval,
+    session = Session(run_dir, trainable, optimizer, scheduler, accelerator, callbacks, manifest, datasets.eval,
                       tokenizer.pad_token_id)
     manifest.update(total_steps=len(steps))
     resumed = None
     if state is not None:
-        restore(state, accelerator.unwrap_model(model), optimizer, scheduler)
+        restore(state, model, optimizer, scheduler)
         resumed = restored_result(state)
         _trim_log(run_dir / "trainer_log.jsonl", resumed.steps_done)
         for cb in callbacks:
@@ -251,10 +277,11 @@ def _train(loaded: LoadedConfig, run_dir: Path, manifest: Manifest, extra_callba
     eval_metrics = {"eval_loss": result.final_eval_loss} if result.eval_history else {}
     if result.eval_history:
         eval_metrics["eval_loss_before_training"] = result.eval_history[0]["eval_loss"]
+    adapter_state = adapter_state_dict(accelerator, trainable)  # every process takes part under FSDP
     if accelerator.is_main_process:
         # PEFT edits an existing README.md (a resumed run's card) and warns about its metadata; ours replaces it.
         (run_dir / "README.md").unlink(missing_ok=True)
-        accelerator.unwrap_model(model).save_pretrained(run_dir)
+        model.save_pretrained(run_dir, state_dict=adapter_state)
         tokenizer.save_pretrained(run_dir)
         metrics = write_results(run_dir, train_metrics, eval_metrics)
         plot_loss(run_dir / "training_loss.png", result.history, result.eval_history)
@@ -294,6 +321,7 @@ def _run_with_retries(session: Session, steps: list, cfg: Any, overlaid: tuple[A
     """run_loop, stepping down the out-of-memory ladder and resuming after the last completed step."""
     from lorakit.errors import TrainingError
     from lorakit.model.load import enable_checkpointing
+    from lorakit.train.distributed import is_sharded
     from lorakit.train.loop import peak_memory_gib, run_loop
     from lorakit.train.oom import Ladder, MemorySettings, StepOutOfMemory, give_up_message
     from lorakit.train.resume import save_resume_state
@@ -309,10 +337,10 @@ def _run_with_retries(session: Session, steps: list, cfg: Any, overlaid: tuple[A
         attempts[-1].setdefault("step_reached", resumed.steps_done)  # it stopped there
     change = first_change if resumed is None else f"resumed after step {resumed.steps_done}"
     attempts.append({"attempt": len(attempts) + 1, "change": change, "settings": settings.describe()})
-    unwrapped = accelerator.unwrap_model(session.model)
+    unwrapped = accelerator.unwrap_model(session.model).model
 
     def save_state(result: Any) -> None:
-        if accelerator.is_main_process:
+        if accelerator.is_main_process and not is_sharded(accelerator):  # FSDP: no resume state (see schema)
             save_resume_state(session.run_dir, unwrapped, session.optimizer, session.scheduler, result, settings,
                               attempts)
 

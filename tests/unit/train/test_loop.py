@@ -125,3 +125,23 @@ def test_trainer_log_has_a_line_per_logged_step_and_eval(tmp_path):
     for r in records:
         assert {"current_steps", "total_steps", "epoch", "percentage", "elapsed_time", "remaining_time"} <= set(r)
     assert {"loss", "lr", "tokens_per_second"} <= set(records[1])
+
+
+def test_each_process_takes_its_share_of_a_step_and_every_example_is_seen_once_per_epoch():
+    from types import SimpleNamespace
+
+    from lorakit.train.loop import share_of
+
+    data = DataSection(train=["unused"])
+    examples = EXAMPLES[:11]  # 11 micro-batches of 1 for 2 processes x 2: the last step has 3
+    steps = plan_steps(examples, TrainSection(micro_batch_size=1, grad_accum=2, epochs=1), data, processes=2)
+    assert [len(s.micro_batches) for s in steps] == [4, 4, 3]
+    seen = []
+    for step in steps:
+        shares = [share_of(step.micro_batches, SimpleNamespace(num_processes=2, process_index=rank))
+                  for rank in range(2)]
+        assert len(shares[0]) == len(shares[1])  # the same number of forward passes everywhere
+        seen += [tuple(row[0].input_ids) for share in shares for rows, weight in share if weight for row in rows]
+        assert sum(weight == 0.0 for share in shares for _, weight in share) == (1 if len(step.micro_batches) == 3
+                                                                                  else 0)
+    assert sorted(seen) == sorted(tuple(e.input_ids) for e in examples)

@@ -1,0 +1,1 @@
+"""Starting training elsewhere: several local processes (torchrun), Slurm jobs, containers."""

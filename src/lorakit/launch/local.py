@@ -1,0 +1,71 @@
+"""Several training processes on this machine, started by torchrun's own launcher (elastic_launch).
+
+The run folder is created here, before the processes start, so they all train into the same
+one; each process runs ``python -m lorakit train --run-dir RUN`` and only rank 0 writes to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from lorakit.config.load import LoadedConfig
+from lorakit.errors import TrainingError
+from lorakit.runs.manifest import Manifest
+from lorakit.train.runner import TrainOutcome, start_run
+
+log = logging.getLogger(__name__)
+
+
+def worker_args(run_dir: Path) -> list[str]:
+    """What each training process runs, after the Python interpreter."""
+    return ["-m", "lorakit", "train", "--run-dir", str(run_dir)]
+
+
+def train_processes(loaded: LoadedConfig, command_line: list[str]) -> TrainOutcome:
+    """Create the run folder, train it with ``launch.nproc`` processes, and report how it ended."""
+    run_dir, _ = start_run(loaded, command_line)
+    log.info("run folder: %s; starting %d training processes", run_dir, loaded.config.launch.nproc)
+    return run_processes(run_dir, loaded.config.launch.nproc)
+
+
+def run_processes(run_dir: Path, nproc: int) -> TrainOutcome:
+    """Train an existing run folder (new, or to resume) with ``nproc`` processes on this machine.
+
+    Raises:
+        TrainingError: a process failed; the run is marked failed with the reason it gave.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from lorakit.train.host import physical_cores
+
+    # torchrun would give each process one thread; lorakit shares the cores out itself (train/host.py).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, physical_cores() // nproc)))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    failure = None
+    try:
+        elastic_launch(config, entrypoint=sys.executable)(*worker_args(run_dir))
+    except ChildFailedError as e:
+        rank, first = e.get_first_failure()
+        failure = f"training process {rank} exited with code {first.exitcode}"
+    return outcome_of(run_dir, failure)
+
+
+def outcome_of(run_dir: Path, failure: str | None) -> TrainOutcome:
+    """How a run trained by other processes ended, from its manifest.
+
+    Raises:
+        TrainingError: it failed, or its processes died before they could say so.
+    """
+    manifest = Manifest.load(run_dir)
+    if failure and manifest.status in ("created", "submitted", "running"):
+        manifest.set_status("failed", failure)  # killed before it could mark itself
+    if manifest.status == "failed":
+        reason = manifest.data["status_history"][-1].get("reason", "no reason recorded")
+        raise TrainingError(f"{run_dir.name} failed: {reason}")
+    return TrainOutcome(run_dir, manifest.status, manifest.data.get("metrics", {}))

@@ -1,0 +1,66 @@
+"""`lorakit train --nproc 2`: two real processes (torchrun's launcher, gloo on the CPU) train one run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.unit.cli.test_train import invoke, make_config
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="torchrun's launcher as used on Linux")
+
+
+def lorakit(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lorakit", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def log_of(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "trainer_log.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_train_what_one_process_trains_with_the_same_effective_batch(tmp_path, tiny_model_dir,
+                                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # 18 examples, 4 per step: the last step of each epoch has 2, one for each process; dropout off so
+    # both runs draw no random numbers.
+    config = make_config(tmp_path, tiny_model_dir, lora={"dropout": 0.0},
+                         train={"epochs": 2, "micro_batch_size": 1, "grad_accum": 4, "log_every": 1, "eval_every": 2})
+    single = invoke("train", config, "--name", "one")
+    assert single.exit_code == 0, single.output
+    multi = lorakit(tmp_path, "train", str(config), "--name", "two", "--nproc", "2", "--set", "train.grad_accum=2")
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    assert multi.stdout.count("completed: runs/two-v001") == 1  # reported once, by rank 0
+
+    one, two = tmp_path / "runs" / "one-v001", tmp_path / "runs" / "two-v001"
+    manifest = json.loads((two / "manifest.json").read_text())
+    assert manifest["config"]["launch"]["nproc"] == 2
+    assert [s["status"] for s in manifest["status_history"]] == ["created", "running", "completed"]
+    log_one, log_two = log_of(one), log_of(two)
+    assert [e["current_steps"] for e in log_two] == [e["current_steps"] for e in log_one]  # each step logged once
+    assert len(log_two) == len({(e["current_steps"], "eval_loss" in e) for e in log_two})
+    for a, b in zip(log_one, log_two, strict=True):
+        for key in ("loss", "eval_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], abs=1e-5), (a, b)
+    results_one = json.loads((one / "all_results.json").read_text())
+    results_two = json.loads((two / "all_results.json").read_text())
+    for key in ("train_steps", "train_tokens", "train_supervised_tokens"):  # every example once per epoch
+        assert results_two[key] == results_one[key]
+    weights_one, weights_two = (load_file(r / "adapter_model.safetensors") for r in (one, two))
+    assert weights_one.keys() == weights_two.keys()
+    for key, value in weights_one.items():
+        assert (weights_two[key] - value).abs().max().item() < 1e-5, key
+
+
+def test_fsdp_on_cpus_is_one_line_and_marks_the_run_failed(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 1})
+    result = lorakit(tmp_path, "train", str(config), "--nproc", "2", "--set", "launch.strategy=fsdp")
+    assert result.returncode != 0
+    assert "launch.strategy: fsdp needs GPUs" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    manifest = json.loads((tmp_path / "runs" / "tiny-v001" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "fsdp needs GPUs" in manifest["status_history"][-1]["reason"]
