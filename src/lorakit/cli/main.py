@@ -14,6 +14,7 @@ from lorakit.cli.infer_cmd import chat_cmd, infer_cmd
 from lorakit.cli.plan_cmd import plan_cmd
 from lorakit.cli.queue_cmd import queue_cmd
 from lorakit.cli.runs_cmd import runs_group
+from lorakit.cli.slurm_cmd import cancel_cmd, logs_cmd, status_cmd, submit_cmd
 from lorakit.cli.train import train_cmd
 from lorakit.errors import LorakitError
 
@@ -54,6 +55,8 @@ cli.add_command(infer_cmd)
 cli.add_command(chat_cmd)
 cli.add_command(eval_cmd)
 cli.add_command(export_cmd)
+for command in (submit_cmd, status_cmd, logs_cmd, cancel_cmd):
+    cli.add_command(command)
 
 
 def main() -> None:

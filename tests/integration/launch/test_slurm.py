@@ -1,0 +1,115 @@
+"""Runs as jobs of a real Slurm (single node on 127.0.0.1, started by scripts/local-slurm.sh)."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lorakit.launch.jobs import wait_for
+from tests.unit.cli.test_train import invoke, make_config
+
+NAME = "it's a $(touch pwned) `touch pwned2`; x"
+
+
+def slurm_is_up() -> bool:
+    if not os.environ.get("SLURM_CONF") or shutil.which("sinfo") is None:
+        return False
+    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+
+
+pytestmark = pytest.mark.skipif(not slurm_is_up(), reason="no local Slurm: eval \"$(scripts/local-slurm.sh start)\"")
+
+
+def submitted_run(output: str, runs: Path) -> Path:
+    assert "submitted: Slurm job" in output, output
+    (run,) = [d for d in runs.iterdir() if d.is_dir()]
+    return run
+
+
+def fake_python(tmp_path: Path, body: str) -> Path:
+    """Stands in for the job's python: a job that sleeps, or one that fails."""
+    path = tmp_path / "fake python"
+    path.write_text(f"#!/bin/bash\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+def test_a_submitted_run_trains_in_its_job_and_records_it(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 3, "log_every": 1})
+    result = invoke("submit", config, "--name", NAME, "--time", "00:10:00",
+                    "--set", f"launch.slurm.python={sys.executable}")
+    run = submitted_run(result.output, tmp_path / "runs")
+    manifest, state = wait_for(run, timeout=240)
+    assert state is not None and state.state == "COMPLETED", (state, (run / f"slurm-{state.job_id}.err").read_text())
+    job_id = manifest.data["slurm"]["job_id"]
+    assert [s["status"] for s in manifest.data["status_history"]] == ["created", "submitted", "running", "completed"]
+    assert (run / "adapter_model.safetensors").is_file() and (run / "sbatch.sh").is_file()
+    assert (run / f"slurm-{job_id}.out").is_file()
+    assert not list(tmp_path.rglob("pwned*"))  # the name reached Slurm and the shell as data only
+
+    status = invoke("status", run.name)
+    assert status.exit_code == 0, status.output
+    assert job_id in status.output and "COMPLETED" in status.output and "3/3" in status.output
+    rows = json.loads(invoke("status", "--json").output)
+    assert [(r["run"], r["status"], r["slurm_state"]) for r in rows] == [(run.name, "completed", "COMPLETED")]
+    logs = invoke("logs", run.name)
+    assert "step 3/3" in logs.output
+
+
+def test_cancel_stops_a_sleeping_job_and_marks_the_run_cancelled(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sleeper = fake_python(tmp_path, "echo sleeping; exec sleep 300")
+    config = make_config(tmp_path, tiny_model_dir)
+    run = submitted_run(invoke("submit", config, "--set", f"launch.slurm.python={sleeper}").output, tmp_path / "runs")
+    manifest, state = wait_for(run, timeout=1)
+    job_id = manifest.data["slurm"]["job_id"]
+    result = invoke("cancel", run.name)
+    assert result.exit_code == 0, result.output
+    assert f"cancelled: {run.name}" in result.output
+    manifest, state = wait_for(run, timeout=1)
+    assert state is not None and state.state == "CANCELLED"
+    assert manifest.status == "cancelled"
+    assert manifest.data["status_history"][-1]["reason"] == f"scancel of Slurm job {job_id}"
+    again = invoke("cancel", run.name)
+    assert again.exit_code == 1 and "already ended (CANCELLED" in again.output
+
+
+def test_a_job_that_fails_is_reported_failed_with_its_log_tail(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    broken = fake_python(tmp_path, "echo 'loading the model' >&2; echo 'CUDA driver too old: 11.2' >&2; exit 3")
+    config = make_config(tmp_path, tiny_model_dir)
+    run = submitted_run(invoke("submit", config, "--set", f"launch.slurm.python={broken}").output, tmp_path / "runs")
+    manifest, state = wait_for(run, timeout=120)
+    assert state is not None and state.state == "FAILED" and state.exit_code == "3:0"
+    assert manifest.status == "failed"
+    assert manifest.data["status_history"][-1]["reason"].endswith("log: CUDA driver too old: 11.2")
+    status = invoke("status", run.name)
+    assert "FAILED (exit code 3:0)" in status.output and "failed" in status.output
+    assert "  loading the model\n  CUDA driver too old: 11.2" in status.output
+
+
+def test_a_failing_lorakit_run_says_why_in_its_manifest(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 1})
+    result = invoke("submit", config, "--set", f"launch.slurm.python={sys.executable}", "--set",
+                    "launch.nproc=2", "--set", "launch.strategy=fsdp")
+    run = submitted_run(result.output, tmp_path / "runs")
+    manifest, state = wait_for(run, timeout=180)
+    assert state is not None and state.state == "FAILED"
+    assert "fsdp needs GPUs" in manifest.data["status_history"][-1]["reason"]
+
+
+def test_sbatch_refusing_a_job_is_one_line_and_the_run_is_marked_failed(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = make_config(tmp_path, tiny_model_dir)
+    result = invoke("submit", config, "--cpus-per-task", "512")  # more than the node has
+    assert result.exit_code == 1
+    assert result.output.startswith("error: sbatch refused") and result.output.count("\n") == 1
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "manifest.json").read_text())["status"] == "failed"
