@@ -41,6 +41,10 @@ class JobFailed(Exception):
     """This job cannot go on (bad data, training failed); the queue moves to the next one."""
 
 
+class StillTraining(Exception):
+    """The job's Slurm job has not finished yet; look again later."""
+
+
 class QueueStopped(Exception):
     """The queue must stop now (a signal, a full remote); everything is left resumable."""
 
@@ -143,6 +147,8 @@ class QueueRun:
         job_dir = self.outputs / job.name
         assert job.output_name is not None
         existing = versions_of(job.output_name, job_dir)
+        if self.ws.queue.executor == "slurm":
+            return self.train_on_slurm(job, job_dir, existing)
         completed = _completed(existing)
         if completed:  # trained before a crash, not yet recorded
             return completed[-1]
@@ -178,6 +184,50 @@ class QueueRun:
         if not finished:
             raise JobFailed(f"lorakit train finished but left no completed run in {job_dir}")
         return finished[-1]
+
+    def train_on_slurm(self, job: Job, job_dir: Path, existing: list[Path]) -> Path:
+        """The job's completed run, once its Slurm job has ended; else submit it (or find it
+        submitted) and raise StillTraining.
+
+        The run folder is recorded in the job as soon as it is submitted; a queue killed between
+        sbatch and that record finds the live job by its manifest and adopts it, never submitting twice.
+
+        Raises:
+            StillTraining: the Slurm job is queued or running.
+            JobFailed: the run this queue submitted failed or was cancelled (the next queue run submits anew).
+        """
+        from lorakit.config.load import load_config
+        from lorakit.launch.jobs import UNFINISHED, reconcile, submit_run
+
+        for run in existing:
+            if "slurm" not in read_manifest(run):
+                continue
+            manifest, state = reconcile(run)
+            # A completed run's job may still be finishing its last writes: upload only once it has left.
+            if manifest.status in (*UNFINISHED, "completed") and state is not None and state.active:
+                if job.run_dir != str(run):
+                    job.run_dir = str(run)
+                    self.state.save()
+                raise StillTraining
+            if manifest.status == "completed":
+                return run
+            if job.run_dir == str(run):
+                job.run_dir = None  # a re-run of the queue starts this dataset afresh
+                reason = manifest.data["status_history"][-1].get("reason") or manifest.status
+                raise JobFailed(f"Slurm job {manifest.data['slurm']['job_id']}: {manifest.status}: {reason}")
+        for stale in existing:
+            shutil.rmtree(stale)  # failed, cancelled or never submitted; nothing of it was uploaded
+        try:
+            config = write_job_config(self.ws, self.work / job.name, job_dir / "job-config.yaml")
+            loaded = load_config(str(config), self.options.overlays,
+                                 (f"output.dir={job_dir}", "train.resumable=true"), f"{job.name}-{self.ws.suffix}")
+        except (DataError, ConfigError) as e:
+            raise JobFailed(str(e)) from None
+        submission = submit_run(loaded, ["lorakit", "queue", "(slurm executor)", job.name])
+        job.run_dir = str(submission.run_dir)
+        self.state.save()
+        log.info("%s: submitted as Slurm job %s (%s)", job.name, submission.job_id, submission.run_dir.name)
+        raise StillTraining
 
     def upload(self, job: Job) -> str | None:
         if self.ws.remote.output is None:
@@ -228,7 +278,10 @@ class QueueRun:
             if not job.reached("trained"):
                 if job.state != "training":
                     move(job, "training", output_name=output_name(self.ws, job.name, list(self.options.overlays)))
-                run_dir = self.train(job)
+                try:
+                    run_dir = self.train(job)
+                except StillTraining:
+                    return  # its Slurm job is queued or running: the queue looks again later
                 move(job, "trained", run_dir=str(run_dir), seconds=elapsed())
                 checkpoint()
             if not job.reached("uploaded"):
@@ -274,21 +327,28 @@ def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueRes
         run = QueueRun(ws, options, state, rclone)
         stopped = None
         with StopOnSignal(run.child) as stop:
-            for job in selected:
-                if job.done or (options.test and job.state == "uploaded"):
-                    continue
-                try:
-                    run.process(job, stop)
-                except QueueStopped as e:
-                    stopped = str(e)
-                    break
-                except RemoteError as e:
-                    stopped = f"{e}; the queue stopped and deleted nothing; run it again once that is fixed"
-                    break
-                if stop.reason:
-                    stopped = f"stopped by {stop.reason}; run the queue again to continue"
-                    break
+            stopped = _work_through(run, selected, stop)
+            # With Slurm the first pass submits; later passes finish each job as its Slurm job ends.
+            while stopped is None and any(j.state == "training" for j in selected):
+                stop.wait(ws.queue.poll_seconds)
+                stopped = _work_through(run, [j for j in selected if j.state == "training"], stop)
         return QueueResult(selected, stopped)
+
+
+def _work_through(run: QueueRun, jobs: list[Job], stop: StopOnSignal) -> str | None:
+    """Take each job as far as it can go now; why the queue must stop, if it must."""
+    for job in jobs:
+        if job.done or (run.options.test and job.state == "uploaded"):
+            continue
+        try:
+            run.process(job, stop)
+        except QueueStopped as e:
+            return str(e)
+        except RemoteError as e:
+            return f"{e}; the queue stopped and deleted nothing; run it again once that is fixed"
+        if stop.reason:
+            return f"stopped by {stop.reason}; run the queue again to continue"
+    return None
 
 
 def _plan(ws: Workspace, options: QueueOptions, jobs: list[Job]) -> list[str]:

@@ -68,6 +68,15 @@ class TrainerSection(Section):
         return self
 
 
+class QueueSection(Section):
+    executor: Literal["local", "slurm"] = Field(
+        "local",
+        description="local: train each dataset here, one after another; slurm: submit each dataset as its own "
+        "Slurm job (resources from the training config's launch.slurm) and upload each result as its job completes.",
+    )
+    poll_seconds: float = Field(30, gt=0, description="With executor slurm: seconds between looks at the jobs.")
+
+
 class Workspace(Section):
     work_dir: str = Field(description="Local folder the datasets are downloaded and unpacked into.")
     output_dir: str = Field("outputs", description="Local folder for the run folders.")
@@ -77,11 +86,14 @@ class Workspace(Section):
     remote: RemoteSection = Field(default_factory=RemoteSection)
     cleanup: CleanupSection = Field(default_factory=CleanupSection)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
+    queue: QueueSection = Field(default_factory=QueueSection)
 
     @model_validator(mode="after")
     def _lorakit_needs_config(self) -> Workspace:
         if self.trainer.kind == "lorakit" and not self.config:
             raise ValueError("config (the base training config) is required with trainer.kind = lorakit")
+        if self.queue.executor == "slurm" and self.trainer.kind != "lorakit":
+            raise ValueError("queue.executor = slurm submits lorakit training runs: it needs trainer.kind = lorakit")
         return self
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from types import FrameType, TracebackType
 
 log = logging.getLogger(__name__)
@@ -42,3 +43,9 @@ class StopRequest:
             raise KeyboardInterrupt  # the second Ctrl+C: stop now
         self.reason = SIGNAL_NAMES[signum]
         log.warning("%s: stopping after the current step (Ctrl+C again to stop at once)", self.reason)
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking early when a signal asks to stop."""
+        deadline = time.monotonic() + seconds
+        while self.reason is None and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

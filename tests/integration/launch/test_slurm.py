@@ -1,28 +1,18 @@
 """Runs as jobs of a real Slurm (single node on 127.0.0.1, started by scripts/local-slurm.sh)."""
 
 import json
-import os
-import shutil
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from lorakit.launch.jobs import wait_for
+from tests.integration.slurm import needs_slurm
 from tests.unit.cli.test_train import invoke, make_config
 
 NAME = "it's a $(touch pwned) `touch pwned2`; x"
 
 
-def slurm_is_up() -> bool:
-    if not os.environ.get("SLURM_CONF") or shutil.which("sinfo") is None:
-        return False
-    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
-
-
-pytestmark = pytest.mark.skipif(not slurm_is_up(), reason="no local Slurm: eval \"$(scripts/local-slurm.sh start)\"")
+pytestmark = needs_slurm
 
 
 def submitted_run(output: str, runs: Path) -> Path:
