@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -38,6 +39,7 @@ def run_processes(run_dir: Path, nproc: int) -> TrainOutcome:
     Raises:
         TrainingError: a process failed; the run is marked failed with the reason it gave.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -53,6 +55,9 @@ def run_processes(run_dir: Path, nproc: int) -> TrainOutcome:
     except ChildFailedError as e:
         rank, first = e.get_first_failure()
         failure = f"training process {rank} exited with code {first.exitcode}"
+    except SignalException as e:
+        # Ctrl+C or SIGTERM reached the processes too: they stop at a step boundary and save their state.
+        failure = f"stopped by {signal.Signals(e.sigval).name} before the processes could say how they ended"
     return outcome_of(run_dir, failure)
 
 
