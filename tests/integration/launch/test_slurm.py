@@ -21,12 +21,13 @@ def submitted_run(output: str, runs: Path) -> Path:
     return run
 
 
-def fake_python(tmp_path: Path, body: str) -> Path:
-    """Stands in for the job's python: a job that sleeps, or one that fails."""
-    path = tmp_path / "fake python"
-    path.write_text(f"#!/bin/bash\n{body}\n")
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    return path
+def submit_fake(tmp_path: Path, model_dir: Path, body: str) -> Path:
+    """Submit a run whose job's python is this bash script (a job that sleeps, or one that fails)."""
+    fake = tmp_path / "fake python"
+    fake.write_text(f"#!/bin/bash\n{body}\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    config = make_config(tmp_path, model_dir)
+    return submitted_run(invoke("submit", config, "--set", f"launch.slurm.python={fake}").output, tmp_path / "runs")
 
 
 def test_a_submitted_run_trains_in_its_job_and_records_it(tmp_path, tiny_model_dir, monkeypatch):
@@ -54,9 +55,7 @@ def test_a_submitted_run_trains_in_its_job_and_records_it(tmp_path, tiny_model_d
 
 def test_cancel_stops_a_sleeping_job_and_marks_the_run_cancelled(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    sleeper = fake_python(tmp_path, "echo sleeping; exec sleep 300")
-    config = make_config(tmp_path, tiny_model_dir)
-    run = submitted_run(invoke("submit", config, "--set", f"launch.slurm.python={sleeper}").output, tmp_path / "runs")
+    run = submit_fake(tmp_path, tiny_model_dir, "echo sleeping; exec sleep 300")
     manifest, state = wait_for(run, timeout=1)
     job_id = manifest.data["slurm"]["job_id"]
     result = invoke("cancel", run.name)
@@ -72,9 +71,8 @@ def test_cancel_stops_a_sleeping_job_and_marks_the_run_cancelled(tmp_path, tiny_
 
 def test_a_job_that_fails_is_reported_failed_with_its_log_tail(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    broken = fake_python(tmp_path, "echo 'loading the model' >&2; echo 'CUDA driver too old: 11.2' >&2; exit 3")
-    config = make_config(tmp_path, tiny_model_dir)
-    run = submitted_run(invoke("submit", config, "--set", f"launch.slurm.python={broken}").output, tmp_path / "runs")
+    run = submit_fake(tmp_path, tiny_model_dir,
+                      "echo 'loading the model' >&2; echo 'CUDA driver too old: 11.2' >&2; exit 3")
     manifest, state = wait_for(run, timeout=120)
     assert state is not None and state.state == "FAILED" and state.exit_code == "3:0"
     assert manifest.status == "failed"
