@@ -200,7 +200,10 @@ class QueueRun:
         from lorakit.launch.jobs import UNFINISHED, reconcile, submit_run
 
         for run in existing:
-            if "slurm" not in read_manifest(run):
+            recorded = read_manifest(run)
+            if "slurm" not in recorded:  # trained here before the executor changed
+                if recorded.get("status") == "completed":
+                    return run
                 continue
             manifest, state = reconcile(run)
             # A completed run's job may still be finishing its last writes: upload only once it has left.
