@@ -36,6 +36,8 @@ def test_a_submitted_run_trains_in_its_job_and_records_it(tmp_path, tiny_model_d
     result = invoke("submit", config, "--name", NAME, "--time", "00:10:00",
                     "--set", f"launch.slurm.python={sys.executable}")
     run = submitted_run(result.output, tmp_path / "runs")
+    followed = invoke("logs", run.name, "-f")  # returns once the job has ended, with all it wrote
+    assert followed.exit_code == 0 and "step 3/3" in followed.output and "\ncompleted: " in followed.output
     manifest, state = wait_for(run, timeout=240)
     assert state is not None and state.state == "COMPLETED", (state, (run / f"slurm-{state.job_id}.err").read_text())
     job_id = manifest.data["slurm"]["job_id"]
@@ -49,8 +51,7 @@ def test_a_submitted_run_trains_in_its_job_and_records_it(tmp_path, tiny_model_d
     assert job_id in status.output and "COMPLETED" in status.output and "3/3" in status.output
     rows = json.loads(invoke("status", "--json").output)
     assert [(r["run"], r["status"], r["slurm_state"]) for r in rows] == [(run.name, "completed", "COMPLETED")]
-    logs = invoke("logs", run.name)
-    assert "step 3/3" in logs.output
+    assert invoke("logs", run.name).output == followed.output
 
 
 def test_cancel_stops_a_sleeping_job_and_marks_the_run_cancelled(tmp_path, tiny_model_dir, monkeypatch):
