@@ -116,7 +116,8 @@ class CleanDecision:
 
 
 def clean_runs(runs_dir: Path, dry_run: bool = False) -> list[CleanDecision]:
-    """Remove the folders of failed or interrupted runs that hold no adapter and no checkpoint.
+    """Remove the folders of failed, interrupted or cancelled runs that hold no adapter, no checkpoint
+    and no resume state.
 
     Everything else is kept, with the reason. ``LORAKIT_NO_CLEAN=1`` turns removal off.
 
@@ -128,7 +129,7 @@ def clean_runs(runs_dir: Path, dry_run: bool = False) -> list[CleanDecision]:
     decisions = []
     for run_dir in run_dirs(runs_dir):
         status = read_manifest(run_dir).get("status", "?")
-        if status not in ("failed", "interrupted"):
+        if status not in ("failed", "interrupted", "cancelled"):
             decisions.append(CleanDecision(run_dir.name, False, f"kept: {status}"))
         elif (run_dir / ADAPTER_FILE).is_file():
             decisions.append(CleanDecision(run_dir.name, False, f"kept: {status} but holds an adapter"))

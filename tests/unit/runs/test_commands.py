@@ -53,6 +53,8 @@ def test_clean_removes_only_failed_runs_without_adapter_or_checkpoint(tmp_path, 
     shutil.copytree(runs / "tiny-v001", runs / "tiny-v004")
     manifest = json.loads((runs / "tiny-v004" / "manifest.json").read_text())
     (runs / "tiny-v004" / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
+    (runs / "tiny-v005").mkdir()  # a Slurm job cancelled before it trained anything
+    (runs / "tiny-v005" / "manifest.json").write_text(json.dumps({**manifest, "status": "cancelled"}))
 
     monkeypatch.setenv("LORAKIT_NO_CLEAN", "1")
     refused = run("runs", "clean")
@@ -67,6 +69,7 @@ def test_clean_removes_only_failed_runs_without_adapter_or_checkpoint(tmp_path, 
     assert "tiny-v002: removed: failed" in cleaned
     assert "tiny-v003: kept: failed but holds a checkpoint" in cleaned
     assert "tiny-v004: kept: interrupted but holds an adapter" in cleaned
+    assert "tiny-v005: removed: cancelled" in cleaned
     assert sorted(p.name for p in runs.iterdir()) == ["tiny-v001", "tiny-v003", "tiny-v004"]
 
 
