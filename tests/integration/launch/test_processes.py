@@ -1,8 +1,11 @@
 """`lorakit train --nproc 2`: two real processes (torchrun's launcher, gloo on the CPU) train one run."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,31 @@ def test_fsdp_on_cpus_is_one_line_and_marks_the_run_failed(tmp_path, tiny_model_
     assert "Traceback" not in result.stderr + result.stdout
     manifest = json.loads((tmp_path / "runs" / "tiny-v001" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "fsdp needs GPUs" in manifest["status_history"][-1]["reason"]
+
+
+def test_ctrl_c_stops_both_processes_at_one_step_and_resume_finishes_the_run(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 300, "log_every": 1, "grad_accum": 1})
+    # Its own process group, as a terminal's: Ctrl+C reaches the launcher and both training processes.
+    started = subprocess.Popen([sys.executable, "-m", "lorakit", "train", str(config), "--nproc", "2"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = tmp_path / "runs" / "tiny-v001" / "trainer_log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 5):
+        assert started.poll() is None and time.monotonic() < deadline, started.communicate()[1][-3000:]
+        time.sleep(0.1)
+    os.killpg(started.pid, signal.SIGINT)
+    _, err = started.communicate(timeout=120)
+    assert started.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    run = tmp_path / "runs" / "tiny-v001"
+    assert json.loads((run / "manifest.json").read_text())["status"] == "interrupted"
+    stopped_at = log_of(run)[-1]["current_steps"]
+    assert 5 <= stopped_at < 300 and (run / "resume_state.pt").is_file()
+
+    resumed = lorakit(tmp_path, "train", "--resume", "tiny-v001")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert [(s["status"], s.get("reason")) for s in manifest["status_history"]] == [
+        ("created", None), ("running", None), ("interrupted", "Ctrl+C"),
+        ("running", f"resumed after step {stopped_at}"), ("completed", None)]
+    assert [e["current_steps"] for e in log_of(run) if "loss" in e] == list(range(1, 301))
