@@ -16,19 +16,19 @@ runs_dir_option = click.option("--dir", "runs_dir", default="runs", show_default
                                help="The folder holding the run folders (output.dir).")
 
 
-def _table(*columns: str) -> Any:
+def table_of(*columns: str) -> Any:
     from rich.table import Table
 
     return Table(*columns, box=None, pad_edge=False, show_lines=False)
 
 
-def _print(renderable: Any) -> None:
+def show(renderable: Any) -> None:
     from rich.console import Console
 
     Console(width=200, soft_wrap=True).print(renderable)
 
 
-def _num(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return "-"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -65,11 +65,11 @@ def list_cmd(runs_dir: Path, status: str | None, as_json: bool) -> None:
     if not runs:
         click.echo(f"no runs in {runs_dir}/" + (f" with status {status}" if status else ""))
         return
-    table = _table("run", "status", "base model", "data", "steps", "train loss", "eval loss", "created", "size")
+    table = table_of("run", "status", "base model", "data", "steps", "train loss", "eval loss", "created", "size")
     for r in runs:
-        table.add_row(r.name, r.status, r.base_model, r.data, r.steps, _num(r.train_loss), _num(r.eval_loss),
+        table.add_row(r.name, r.status, r.base_model, r.data, r.steps, cell(r.train_loss), cell(r.eval_loss),
                       r.created.replace("+00:00", "Z"), _size(r.size_bytes))
-    _print(table)
+    show(table)
 
 
 @runs_group.command("show")
@@ -94,14 +94,14 @@ def diff_cmd(run_a: str, run_b: str, runs_dir: Path) -> None:
                 ("code (commit)", ("repo", a.name, b.name), d.code),
                 ("base model", ("", a.name, b.name), [("name", *d.base_model)] if d.base_model else []),
                 ("metrics", ("metric", a.name, b.name, "delta"),
-                 [(k, _num(x), _num(y), _delta(delta)) for k, x, y, delta in d.metrics])]
+                 [(k, cell(x), cell(y), _delta(delta)) for k, x, y, delta in d.metrics])]
     for title, columns, rows in sections:
         click.echo(f"\n{title}: " + ("same" if not rows else f"{len(rows)} differ"))
         if rows:
-            table = _table(*columns)
+            table = table_of(*columns)
             for row in rows:
                 table.add_row(*[str(c) for c in row])
-            _print(table)
+            show(table)
 
 
 @runs_group.command("lineage")
@@ -114,9 +114,9 @@ def lineage_cmd(run: str, runs_dir: Path) -> None:
         if not entry.is_run:
             click.echo(f"{prefix}{entry.name}: {entry.status} ({entry.path})")
             continue
-        metrics = ", ".join(f"{k} {_num(entry.metrics[k])}" for k in ("train_loss", "eval_loss")
+        metrics = ", ".join(f"{k} {cell(entry.metrics[k])}" for k in ("train_loss", "eval_loss")
                             if entry.metrics.get(k) is not None)
-        click.echo(f"{prefix}{entry.name} [{entry.status}] steps {_num(entry.steps)}" + (f", {metrics}" if metrics
+        click.echo(f"{prefix}{entry.name} [{entry.status}] steps {cell(entry.steps)}" + (f", {metrics}" if metrics
                                                                                        else ""))
         for path, digest in entry.data_files.items():
             click.echo(f"{'  ' * depth}     data {path} sha256 {digest[:12]}")

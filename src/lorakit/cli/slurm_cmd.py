@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from lorakit.cli.options import layered_config_options
-from lorakit.cli.runs_cmd import _num, _print, _table, runs_dir_option
+from lorakit.cli.runs_cmd import cell, runs_dir_option, show, table_of
 from lorakit.config.load import load_config
 from lorakit.runs.catalog import find_run, run_dirs
 
@@ -75,10 +75,10 @@ def status_cmd(run: str | None, runs_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return
-    table = _table("run", "job", "slurm", "status", "step", "loss", "eval loss", "remaining")
+    table = table_of("run", "job", "slurm", "status", "step", "loss", "eval loss", "remaining")
     for r in rows:
-        table.add_row(r.run, r.job_id, r.slurm_state, r.status, r.step, _num(r.loss), _num(r.eval_loss), r.remaining)
-    _print(table)
+        table.add_row(r.run, r.job_id, r.slurm_state, r.status, r.step, cell(r.loss), cell(r.eval_loss), r.remaining)
+    show(table)
     for folder, r in zip(folders, rows, strict=True):
         if run and r.status == "failed":
             click.echo(f"\nlast lines of {folder.name}'s job log:")

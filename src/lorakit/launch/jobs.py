@@ -20,11 +20,9 @@ from lorakit.config.load import LoadedConfig
 from lorakit.errors import LaunchError
 from lorakit.launch.sbatch import SCRIPT_NAME, JobPlan, render
 from lorakit.launch.slurm import JobState, job_state, release, sbatch, scancel
-from lorakit.runs.manifest import Manifest, now
+from lorakit.runs.manifest import UNFINISHED, Manifest, now
 from lorakit.runs.naming import next_run_dir
 from lorakit.train.runner import start_run
-
-UNFINISHED = ("created", "submitted", "running")
 
 
 @dataclass(frozen=True)
@@ -130,11 +128,10 @@ def cancel_run(run_dir: Path, wait_seconds: float = 120) -> JobState | None:
     if state is not None and not state.active:
         raise LaunchError(f"Slurm job {job_id} of {run_dir.name} already ended ({state.describe()})")
     scancel(job_id)
-    manifest, state = wait_for(run_dir, wait_seconds)
+    manifest, state = wait_for(run_dir, wait_seconds)  # read afresh: the job may have written it meanwhile
     if state is not None and state.active:
         raise LaunchError(f"Slurm job {job_id} is still {state.state} {wait_seconds:.0f} s after scancel")
     # The job may have saved a resume state on SIGTERM: `lorakit train --resume` can still continue it.
-    manifest = Manifest.load(run_dir)
     manifest.set_status("cancelled", f"scancel of Slurm job {job_id}")
     return state
 

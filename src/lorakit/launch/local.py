@@ -7,7 +7,6 @@ one; each process runs ``python -m lorakit train --run-dir RUN`` and only rank 0
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import uuid
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from lorakit.config.load import LoadedConfig
 from lorakit.errors import TrainingError
-from lorakit.runs.manifest import Manifest
+from lorakit.runs.manifest import UNFINISHED, Manifest
 from lorakit.train.runner import TrainOutcome, start_run
 
 log = logging.getLogger(__name__)
@@ -43,10 +42,7 @@ def run_processes(run_dir: Path, nproc: int) -> TrainOutcome:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from lorakit.train.host import physical_cores
-
-    # torchrun would give each process one thread; lorakit shares the cores out itself (train/host.py).
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, physical_cores() // nproc)))
+    # Threads: each process takes its share of the cores itself (train/host.py, LOCAL_WORLD_SIZE).
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
     failure = None
@@ -68,7 +64,7 @@ def outcome_of(run_dir: Path, failure: str | None) -> TrainOutcome:
         TrainingError: it failed, or its processes died before they could say so.
     """
     manifest = Manifest.load(run_dir)
-    if failure and manifest.status in ("created", "submitted", "running"):
+    if failure and manifest.status in UNFINISHED:
         manifest.set_status("failed", failure)  # killed before it could mark itself
     if manifest.status == "failed":
         reason = manifest.data["status_history"][-1].get("reason", "no reason recorded")

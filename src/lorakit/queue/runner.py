@@ -197,7 +197,8 @@ class QueueRun:
             JobFailed: the run this queue submitted failed or was cancelled (the next queue run submits anew).
         """
         from lorakit.config.load import load_config
-        from lorakit.launch.jobs import UNFINISHED, reconcile, submit_run
+        from lorakit.launch.jobs import reconcile, submit_run
+        from lorakit.runs.manifest import UNFINISHED
 
         for run in existing:
             recorded = read_manifest(run)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 STATUSES = ("created", "submitted", "running", "completed", "interrupted", "failed", "cancelled")
+UNFINISHED = ("created", "submitted", "running")  # a run in one of these has not said how it ended
 
 
 def now() -> str:
