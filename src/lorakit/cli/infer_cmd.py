@@ -39,12 +39,13 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
     from lorakit.infer.convert import convert_rows, convert_text, read_jsonl
     from lorakit.infer.convert import input_field as pick_field
     from lorakit.infer.load import adapter_folder, load_adapter
+    from lorakit.textfile import read_text
 
     folder = adapter_folder(run, runs_dir)  # a wrong run fails before the input is read or a model loaded
     is_jsonl = input_path.endswith(".jsonl")
     if input_path != "-" and not Path(input_path).is_file():
         raise DataError(f"--input: file not found: {input_path}")
-    text = sys.stdin.read() if input_path == "-" else Path(input_path).read_text(encoding="utf-8")
+    text = sys.stdin.read() if input_path == "-" else read_text(Path(input_path), DataError)
     if not text.strip():
         raise DataError(f"{input_path if input_path != '-' else 'stdin'}: the input is empty")
     rows = read_jsonl(Path(input_path) if input_path != "-" else None, text) if is_jsonl else None

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from lorakit.config.run_name import expand_run_name
 from lorakit.config.schema import RunConfig, is_folder_name
 from lorakit.errors import ConfigError
+from lorakit.textfile import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -73,14 +74,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """Parse one YAML or TOML file into a dict; errors name the file and line."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"config file {path} must end in .yaml, .yml or .toml")
+    text = read_text(path, ConfigError)
     try:
-        if path.suffix.lower() == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        else:
-            raise ConfigError(f"config file {path} must end in .yaml, .yml or .toml")
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -184,12 +182,21 @@ def _suggest(loc: Sequence[str]) -> str | None:
 
 
 def _source_of(dotted: str, key_sources: dict[str, str]) -> str:
+    """The layer that set ``dotted``, one of its parents, or (for a whole section) the first of its keys."""
     probe = dotted
     while probe:
         if probe in key_sources:
             return key_sources[probe]
         probe = probe.rpartition(".")[0]
-    return "defaults"
+    below = [source for key, source in key_sources.items() if key.startswith(f"{dotted}.")]
+    return below[0] if below else "defaults"
+
+
+def problem_list(header: str, problems: Sequence[str]) -> str:
+    """One problem on one line (``header: problem``); several listed below the header, one a line."""
+    if len(problems) == 1:
+        return f"{header}: {problems[0]}"
+    return "\n".join([f"{header}:", *(f"  {p}" for p in problems)])
 
 
 def validate(raw: dict[str, Any], key_sources: dict[str, str], sources: Sequence[str]) -> RunConfig:
@@ -197,7 +204,7 @@ def validate(raw: dict[str, Any], key_sources: dict[str, str], sources: Sequence
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
-        lines = [f"invalid config (merged from {', '.join(sources) or 'defaults'}):"]
+        lines = []
         for err in e.errors():
             loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
             key = ".".join(loc) or "<top level>"
@@ -211,8 +218,9 @@ def validate(raw: dict[str, Any], key_sources: dict[str, str], sources: Sequence
                 origin = "not set in any layer"
             else:
                 msg += f" (got {err['input']!r})"
-            lines.append(f"  {key}: {msg} [{origin}]")
-        raise ConfigError("\n".join(lines)) from None
+            lines.append(f"{key}: {msg} [{origin}]")
+        raise ConfigError(problem_list(f"invalid config (merged from {', '.join(sources) or 'defaults'})", lines)) \
+            from None
 
 
 def load_config(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.errors import DataError
+from lorakit.textfile import read_lines, read_text
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 MAX_REPORTED_ERRORS = 20
@@ -65,39 +66,36 @@ def read_records(path: str | Path, errors: ErrorCollector) -> Iterator[Record]:
     elif suffix == ".json":
         yield from _read_json(path, errors)
     elif suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            for index, row in enumerate(csv.DictReader(f)):
-                yield Record(dict(row), f"{path}:{index + 2}")  # line 1 is the header
+        for index, row in enumerate(csv.DictReader(line for _, line in read_lines(path, DataError))):
+            yield Record(dict(row), f"{path}:{index + 2}")  # line 1 is the header
     elif suffix == ".parquet":
         yield from _read_parquet(path)
     elif suffix == ".txt":
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if line.strip():
-                    yield Record({"text": line.rstrip("\n")}, f"{path}:{line_no}")
+        for line_no, line in read_lines(path, DataError):
+            if line.strip():
+                yield Record({"text": line.rstrip("\r\n")}, f"{path}:{line_no}")
     else:
         raise DataError(f"unsupported data file {path}: use one of {', '.join(SUFFIXES)}")
 
 
 def _read_jsonl(path: Path, errors: ErrorCollector) -> Iterator[Record]:
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                errors.add(f"{path}:{line_no}: malformed JSON ({e.msg} at column {e.colno})")
-                continue
-            if not isinstance(row, dict):
-                errors.add(f"{path}:{line_no}: expected a JSON object (got {type(row).__name__})")
-                continue
-            yield Record(row, f"{path}:{line_no}")
+    for line_no, line in read_lines(path, DataError):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            errors.add(f"{path}:{line_no}: malformed JSON ({e.msg} at column {e.colno})")
+            continue
+        if not isinstance(row, dict):
+            errors.add(f"{path}:{line_no}: expected a JSON object (got {type(row).__name__})")
+            continue
+        yield Record(row, f"{path}:{line_no}")
 
 
 def _read_json(path: Path, errors: ErrorCollector) -> Iterator[Record]:
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(read_text(path, DataError))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
     if not isinstance(rows, list):

@@ -11,6 +11,7 @@ from lorakit.errors import DataError
 from lorakit.infer.chunking import split_text
 from lorakit.infer.generate import generate
 from lorakit.infer.load import LoadedAdapter
+from lorakit.textfile import read_text
 
 INPUT_FIELDS = ("input", "tex", "text", "prompt", "question")
 MIN_PIECE_TOKENS = 16
@@ -51,7 +52,7 @@ def convert_text(adapter: LoadedAdapter, text: str, chunking: bool = True, piece
 
 def read_jsonl(path: Path | None, text: str | None = None) -> list[dict[str, Any]]:
     """Rows of a JSONL file (or text); a malformed line is an error naming it."""
-    source = text if text is not None else Path(path).read_text(encoding="utf-8")  # type: ignore[arg-type]
+    source = text if text is not None else read_text(Path(path), DataError)  # type: ignore[arg-type]
     rows = []
     for number, line in enumerate(source.splitlines(), 1):
         if not line.strip():

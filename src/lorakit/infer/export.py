@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 from lorakit.errors import RunError
@@ -16,19 +18,30 @@ def export_merged(ref: str, out: Path, dtype: str = "float32", runs_dir: Path = 
     """``out`` holds the merged model (safetensors) and the tokenizer, loadable with from_pretrained.
 
     Raises:
-        RunError: ``out`` exists and is not empty, or no such run.
+        RunError: ``out`` is a file or a folder that is not empty, or no such run.
     """
     import torch
 
     from lorakit.infer.load import load_adapter
 
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file; give a new folder for the merged model")
     if out.exists() and any(out.iterdir()):
         raise RunError(f"--out {out} exists and is not empty; choose a new folder")
     adapter = load_adapter(ref, runs_dir, device="cpu")
     merged = adapter.model.merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
-    out.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out, safe_serialization=True)
-    adapter.tokenizer.save_pretrained(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside ``out`` and renamed into place: a failed export leaves no half-written model.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        merged.save_pretrained(staging, safe_serialization=True)
+        adapter.tokenizer.save_pretrained(staging)
+        if out.is_dir():
+            out.rmdir()  # empty, checked above
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     log.info("merged %s into its base model: %s (%s)", adapter.name, out, dtype)
     return out
