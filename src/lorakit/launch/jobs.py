@@ -22,7 +22,7 @@ from lorakit.launch.sbatch import SCRIPT_NAME, JobPlan, render
 from lorakit.launch.slurm import JobState, job_state, release, sbatch, scancel
 from lorakit.runs.manifest import UNFINISHED, Manifest, now
 from lorakit.runs.naming import next_run_dir
-from lorakit.train.runner import start_run
+from lorakit.train.start import start_run
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def submit_run(loaded: LoadedConfig, command_line: list[str], dry_run: bool = Fa
     script = render(_plan(loaded, predicted), __version__)  # a bad value fails before anything is made
     if dry_run:
         return Submission(predicted, script, None)
-    run_dir, manifest = start_run(loaded, command_line)
+    run_dir, manifest = start_run(loaded, command_line, trains_here=False)
     script = render(_plan(loaded, run_dir), __version__)
     script_path = run_dir / SCRIPT_NAME
     script_path.write_text(script, encoding="utf-8")

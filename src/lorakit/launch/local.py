@@ -15,7 +15,8 @@ from pathlib import Path
 from lorakit.config.load import LoadedConfig
 from lorakit.errors import TrainingError
 from lorakit.runs.manifest import UNFINISHED, Manifest
-from lorakit.train.runner import TrainOutcome, start_run
+from lorakit.train.runner import TrainOutcome
+from lorakit.train.start import start_run
 
 log = logging.getLogger(__name__)
 

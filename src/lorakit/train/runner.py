@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,15 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.config.load import LoadedConfig, apply_oom_overlay, flatten_keys
-from lorakit.errors import ConfigError, DataError, LorakitError, RunError
-from lorakit.model.resolve import sha256_file
-from lorakit.runs.artifacts import copy_tracked_files, plot_loss, write_results
+from lorakit.errors import DataError, LorakitError, RunError
+from lorakit.runs.artifacts import plot_loss, write_results
 from lorakit.runs.card import write_card
 from lorakit.runs.manifest import Manifest
-from lorakit.runs.naming import allocate_run_dir
-from lorakit.runs.provenance import code_state, environment, hardware, package_versions
 from lorakit.train.distributed import process_rank
 from lorakit.train.host import tune_host
+from lorakit.train.start import data_hashes, start_run
 
 log = logging.getLogger(__name__)
 
@@ -29,41 +26,6 @@ class TrainOutcome:
     run_dir: Path
     status: str  # completed | interrupted
     metrics: dict[str, Any]
-
-
-def data_hashes(paths: Sequence[str]) -> dict[str, str]:
-    return {str(f): sha256_file(Path(f)) for f in paths if Path(f).is_file()}
-
-
-def start_run(loaded: LoadedConfig, command_line: Sequence[str]) -> tuple[Path, Manifest]:
-    """Create the run folder with its config files and a first manifest."""
-    cfg = loaded.config
-    missing = [p for p in cfg.tracking.copy_files if not Path(p).is_file()]
-    if missing:  # before the run folder exists: a typo leaves nothing behind
-        raise ConfigError(f"tracking.copy_files: file not found: {', '.join(missing)}")
-    run_dir = allocate_run_dir(Path(cfg.output.dir), loaded.run_name)
-    (run_dir / "config.resolved.yaml").write_text(loaded.to_yaml(), encoding="utf-8")
-    (run_dir / "config.sources.txt").write_text("\n".join(loaded.sources) + "\n", encoding="utf-8")
-    manifest = Manifest.create(
-        run_dir,
-        name=run_dir.name,
-        command_line=list(command_line),
-        working_directory=os.getcwd(),  # relative paths in the config are relative to it
-        config=cfg.model_dump(mode="json"),
-        config_sha256=loaded.sha256,
-        config_files={str(f): sha256_file(Path(f)) for f in [*loaded.files, cfg.train.oom.overlay]
-                      if f is not None and Path(f).is_file()},
-        overrides=list(loaded.overrides),
-        data_files=data_hashes([*cfg.data.train, *cfg.data.eval]),
-        versions=package_versions(),
-        hardware=hardware(),
-        code=code_state(cfg.tracking.repos),
-        environment=environment(),
-        copied_files={source: {"copy": str(copy.relative_to(run_dir)), "sha256": sha256_file(copy)}
-                      for source, copy in copy_tracked_files(cfg.tracking.copy_files, run_dir).items()},
-        parent=None,
-    )
-    return run_dir, manifest
 
 
 def run_training(loaded: LoadedConfig, command_line: Sequence[str] | None = None,

@@ -1,0 +1,95 @@
+"""Before training: the checks that need no weights, then the run folder with its config files and first manifest.
+
+Everything that can be checked without loading a model is checked here, before the run folder
+exists, so a typo in a path or a bad data row leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from lorakit.config.load import LoadedConfig, apply_oom_overlay
+from lorakit.config.schema import RunConfig
+from lorakit.errors import ConfigError, DataError
+from lorakit.model.resolve import check_model_reference, sha256_file
+from lorakit.runs.artifacts import copy_tracked_files
+from lorakit.runs.manifest import Manifest
+from lorakit.runs.naming import allocate_run_dir
+from lorakit.runs.provenance import code_state, environment, hardware, package_versions, redact_text
+from lorakit.textfile import check_text
+
+
+def data_hashes(paths: Sequence[str]) -> dict[str, str]:
+    return {str(f): sha256_file(Path(f)) for f in paths if Path(f).is_file()}
+
+
+def check_before_start(cfg: RunConfig, trains_here: bool = True) -> None:
+    """The checks that need no weights: a typo in a path or a bad row fails here, before a run folder exists.
+
+    ``trains_here`` adds what only this machine can answer (CUDA for NF4, trackers installed); a Slurm
+    submission leaves those to the job.
+
+    Raises:
+        ConfigError, DataError, ModelError: the first problem found, in one line.
+    """
+    missing = [p for p in cfg.tracking.copy_files if not Path(p).is_file()]
+    if missing:
+        raise ConfigError(f"tracking.copy_files: file not found: {', '.join(missing)}")
+    for key, paths in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval)):
+        for path in paths:
+            if not Path(path).is_file():
+                raise DataError(f"{key}: data file not found: {path}")
+            if not path.lower().endswith(".parquet"):
+                check_text(Path(path), DataError)
+    check_model_reference(cfg.model.name_or_path)
+    apply_oom_overlay(cfg)
+    if trains_here:
+        from lorakit.model.load import check_quantization
+        from lorakit.train.trackers import check_trackers
+
+        check_quantization(cfg.model)
+        check_trackers(cfg)
+    if cfg.lora.init_from:
+        from lorakit.model.adapters import check_init_from_shape
+
+        check_init_from_shape(cfg.lora)
+    from lorakit.data.dataset import load_conversations, split_validation
+
+    # Every row is read and converted once here (no tokenizer needed): a bad row is reported before a
+    # run folder exists and before minutes of model conversion, not after.
+    rows = load_conversations(cfg.data.train, cfg.data.format)
+    if cfg.data.eval:
+        load_conversations(cfg.data.eval, cfg.data.format)
+    else:
+        split_validation(rows, cfg.data.val_size, cfg.data.seed)
+
+
+def start_run(loaded: LoadedConfig, command_line: Sequence[str], trains_here: bool = True) -> tuple[Path, Manifest]:
+    """Create the run folder with its config files and a first manifest (after ``check_before_start``)."""
+    cfg = loaded.config
+    check_before_start(cfg, trains_here)
+    run_dir = allocate_run_dir(Path(cfg.output.dir), loaded.run_name)
+    (run_dir / "config.resolved.yaml").write_text(redact_text(loaded.to_yaml()), encoding="utf-8")
+    (run_dir / "config.sources.txt").write_text(redact_text("\n".join(loaded.sources) + "\n"), encoding="utf-8")
+    manifest = Manifest.create(
+        run_dir,
+        name=run_dir.name,
+        command_line=list(command_line),
+        working_directory=os.getcwd(),  # relative paths in the config are relative to it
+        config=cfg.model_dump(mode="json"),
+        config_sha256=loaded.sha256,
+        config_files={str(f): sha256_file(Path(f)) for f in [*loaded.files, cfg.train.oom.overlay]
+                      if f is not None and Path(f).is_file()},
+        overrides=list(loaded.overrides),
+        data_files=data_hashes([*cfg.data.train, *cfg.data.eval]),
+        versions=package_versions(),
+        hardware=hardware(),
+        code=code_state(cfg.tracking.repos),
+        environment=environment(),
+        copied_files={source: {"copy": str(copy.relative_to(run_dir)), "sha256": sha256_file(copy)}
+                      for source, copy in copy_tracked_files(cfg.tracking.copy_files, run_dir).items()},
+        parent=None,
+    )
+    return run_dir, manifest
