@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lorakit.runs.provenance import redact_text
+
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def write_card(run_dir: Path, manifest: dict[str, Any]) -> None:
-    (run_dir / "README.md").write_text(render_card(run_dir, manifest), encoding="utf-8")
+    (run_dir / "README.md").write_text(redact_text(render_card(run_dir, manifest)), encoding="utf-8")
 
 
 def refresh_card(run_dir: Path, manifest: dict[str, Any]) -> None:

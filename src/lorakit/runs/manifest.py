@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from lorakit.runs.provenance import redact
 
 STATUSES = ("created", "submitted", "running", "completed", "interrupted", "failed", "cancelled")
 UNFINISHED = ("created", "submitted", "running")  # a run in one of these has not said how it ended
@@ -46,7 +49,9 @@ class Manifest:
 
     @classmethod
     def create(cls, run_dir: Path, **fields: Any) -> Manifest:
-        manifest = cls(run_dir / "manifest.json", {"status": "created", "status_history": [], **fields})
+        """A new manifest with a ``run_id`` no other run has (the queue tells its own uploads by it)."""
+        manifest = cls(run_dir / "manifest.json", {"run_id": uuid.uuid4().hex, "status": "created",
+                                                   "status_history": [], **fields})
         manifest.set_status("created")
         return manifest
 
@@ -73,5 +78,5 @@ class Manifest:
         return self.data["status"]
 
     def save(self) -> None:
-        if self.writable:
-            write_json_atomic(self.path, self.data)
+        if self.writable:  # credentials inside values (URLs with a password) never reach the file
+            write_json_atomic(self.path, redact(self.data))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,12 @@ TRACKED_PACKAGES = ("lorakit", "torch", "transformers", "peft", "accelerate", "s
 ENV_PREFIXES = ("LORAKIT_", "CUDA_", "PYTORCH_", "TORCH", "HF_", "TRANSFORMERS_", "ACCELERATE_", "NCCL_", "OMP_",
                 "MKL_", "MALLOC_", "TOKENIZERS_", "SLURM_", "RCLONE_", "MLFLOW_", "WORLD_SIZE", "RANK",
                 "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-SECRET_MARKERS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASS", "CREDENTIAL", "AUTH")
+SECRET_MARKERS = ("TOKEN", "KEY", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS", "CREDENTIAL", "CREDENTIALS",
+                  "AUTH")
 REDACTED = "<redacted>"
+# scheme://user:password@host -> scheme://<redacted>@host (a token alone is often the user part).
+URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#@\s]+)@")
+QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&;#\s]+)=(?P<value>[^&;#\s]*)")
 
 
 def package_versions() -> dict[str, str]:
@@ -68,14 +73,36 @@ def code_state(named_repos: dict[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def is_secret(name: str) -> bool:
+    """A name for a secret: one of its words is a marker (``HF_TOKEN``, ``WANDB_API_KEY``) or ends in one
+    (``APIKEY``); ``TOKENIZERS_PARALLELISM`` merely starts with one and is not."""
     upper = name.upper()
-    return any(marker in upper for marker in SECRET_MARKERS) or upper.startswith("RCLONE_CONFIG")
+    if upper.startswith("RCLONE_CONFIG"):  # rclone's config by environment: passwords, tokens
+        return True
+    words = [w for w in re.split(r"[^A-Z0-9]+", upper) if w]
+    return any(word.endswith(marker) for word in words for marker in SECRET_MARKERS)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the credentials inside it replaced: URL userinfo, and query parameters with secret names."""
+    text = URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+    return QUERY_PARAM.sub(lambda m: f"{m['lead']}{m['name']}={REDACTED}" if is_secret(m["name"]) else m[0], text)
+
+
+def redact(value: Any) -> Any:
+    """Every string inside ``value`` (dicts, lists) with its embedded credentials redacted."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
 
 
 def environment(env: dict[str, str] | None = None) -> dict[str, str]:
-    """Training-relevant environment variables; secrets and rclone config contents are redacted."""
+    """Training-relevant environment variables; secrets (by name or inside the value) are redacted."""
     env = dict(os.environ) if env is None else env
-    return {name: REDACTED if is_secret(name) else value for name, value in sorted(env.items())
+    return {name: REDACTED if is_secret(name) else redact_text(value) for name, value in sorted(env.items())
             if name.upper().startswith(ENV_PREFIXES)}
 
 
