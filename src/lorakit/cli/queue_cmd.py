@@ -32,10 +32,10 @@ def queue_cmd(workspace: str, test: bool, overlays: tuple[str, ...], only: tuple
         for line in result.plan or ["nothing to do"]:
             click.echo(line)
         return
-    table = Table("dataset", "state", "time", "run folder", "remote", "error", box=None, pad_edge=False)
+    table = Table("dataset", "state", "time", "run folder", "remote", "error / note", box=None, pad_edge=False)
     for job in result.jobs:
         table.add_row(job.name, job.state, f"{job.seconds:.0f} s", job.run_dir or "-", job.remote_output or "-",
-                      job.error or "")
+                      "; ".join(x for x in (job.error, job.note) if x))
     Console(width=200, soft_wrap=True).print(table)
     if result.stopped:
         click.echo(f"queue stopped: {result.stopped}", err=True)

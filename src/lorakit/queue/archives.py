@@ -67,7 +67,8 @@ def _extract_tar(archive: Path, into: Path) -> None:
 
 
 def unpack(archive: Path, target: Path) -> Path:
-    """Extract ``archive`` into the folder ``target`` (created; must not exist) and delete the archive.
+    """Extract ``archive`` into the folder ``target`` (created; must not exist). The archive is kept: deleting
+    it is the queue's decision (``lorakit.queue.keep``), once its remote original is verified.
 
     An archive holding one top-level folder and nothing else has that folder's contents moved up.
 
@@ -90,5 +91,4 @@ def unpack(archive: Path, target: Path) -> Path:
         os.replace(root, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    archive.unlink()
     return target

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -12,7 +13,8 @@ from lorakit.config.load import load_config, read_config_file, with_absolute_pat
 from lorakit.data.sources import SUFFIXES
 from lorakit.errors import DataError
 from lorakit.queue.archives import archive_stem
-from lorakit.queue.state import Job, QueueState
+from lorakit.queue.keep import fingerprint
+from lorakit.queue.state import FAILED, Job, QueueState
 from lorakit.queue.workspace import Workspace
 from lorakit.remote.rclone import RemoteFile
 
@@ -26,34 +28,71 @@ def output_name(ws: Workspace, job_name: str, overlays: list[str]) -> str:
     return "-".join([job_name, ws.suffix, *(Path(o).stem for o in overlays)])
 
 
-def group_remote_files(files: list[RemoteFile]) -> dict[str, tuple[str, list[str]]]:
-    """{job name: (source, remote paths)}: top-level folders and archives; loose files are skipped."""
-    jobs: dict[str, tuple[str, list[str]]] = {}
+@dataclass
+class RemoteDataset:
+    source: str  # "folder" or "archive"
+    files: list[RemoteFile] = field(default_factory=list)
+
+
+def group_remote_files(files: list[RemoteFile]) -> tuple[dict[str, RemoteDataset], dict[str, str]]:
+    """Top-level folders and archives of the remote training folder, by dataset name; loose files are skipped.
+
+    Returns:
+        The datasets, and {name: why} for names two entries claim (``alpha/`` beside ``alpha.zip``).
+    """
+    folders: dict[str, list[RemoteFile]] = {}
+    archives: dict[str, list[str]] = {}
     for f in sorted(files, key=lambda f: f.path):
         top, _, rest = f.path.partition("/")
         if rest:
-            jobs.setdefault(top, ("folder", []))[1].append(f.path)
+            folders.setdefault(top, []).append(f)
         elif (stem := archive_stem(top)) is not None:
-            if stem in jobs:
-                raise DataError(f"remote training folder holds both {stem}/ and {top}; keep one")
-            jobs[stem] = ("archive", [f.path])
+            archives.setdefault(stem, []).append(top)
         else:
             log.warning("queue: %s is neither a dataset folder nor an archive; left alone", top)
-    return jobs
+    datasets = {name: RemoteDataset("folder", entries) for name, entries in folders.items()}
+    clashes = {}
+    for stem, names in archives.items():
+        claims = ([f"{stem}/"] if stem in folders else []) + names
+        if len(claims) > 1:
+            clashes[stem] = (f"the remote training folder holds {' and '.join(claims)}, all named {stem!r}; "
+                             "keep one (rename or remove the others), then run the queue again")
+            datasets.pop(stem, None)
+            continue
+        datasets[stem] = RemoteDataset("archive", [f for f in files if f.path == names[0]])
+    return datasets, clashes
 
 
 def discover(ws: Workspace, state: QueueState, remote_files: list[RemoteFile]) -> list[Job]:
-    """Add new datasets to the state (remote ones, and folders already in work_dir) and list every job."""
-    for name, (source, paths) in group_remote_files(remote_files).items():
+    """Add new datasets to the state (remote ones, and folders already in work_dir) and list every job.
+
+    A dataset not yet downloaded whose name two remote entries claim, or whose folder in work_dir
+    was put there by someone else, is marked failed with one line: nothing of it is touched.
+    """
+    work = Path(ws.work_dir)
+    datasets, clashes = group_remote_files(remote_files)
+    for name, dataset in datasets.items():
         job = state.jobs.get(name)
+        if (job is None or job.source == "clash") and (work / name).exists():
+            clashes[name] = (f"{work / name} exists already but was not downloaded by the queue; move it away "
+                             f"(or rename the remote {name}) so the download cannot mix with it")
+            continue
         if job is None:
-            state.jobs[name] = Job(name, source, paths)
+            job = state.jobs[name] = Job(name, dataset.source)
         elif job.done:
             log.warning("queue: %s was trained and cleaned already; its new remote files are left alone "
                         "(remove it from %s to train it again)", name, state.path)
-        elif job.state == "pending":
-            job.remote_files = paths
-    work = Path(ws.work_dir)
+            continue
+        if not job.reached("downloaded"):  # not fetched yet: the listing now is what will be fetched
+            job.source = dataset.source
+            job.remote_files = [f.path for f in dataset.files]
+            job.remote_fingerprints = {f.path: fingerprint(f) for f in dataset.files}
+    for name, why in clashes.items():
+        job = state.jobs.get(name)
+        if job is None or not job.reached("downloaded"):
+            job = state.jobs.setdefault(name, Job(name, "clash"))
+            job.remote_files, job.remote_fingerprints = [], {}  # nothing of a clash is ever deleted
+            state.move(job, FAILED, error=why)
     if work.is_dir():
         for folder in sorted(work.iterdir()):
             if folder.is_dir() and not folder.name.startswith(".") and folder.name not in state.jobs:

@@ -2,51 +2,39 @@
 
 Each job goes through the stages of ``lorakit.queue.state`` one at a time; the state file is
 written after each stage completes and before the next begins, and each stage is safe to repeat,
-so a re-run picks up where the last one stopped. Nothing is deleted before the copy it depends
-on has been verified: remote training files and local data only after the result is uploaded and
-checked, the archive only after it is unpacked.
+so a re-run picks up where the last one stopped. Every deletion and every choice of where a result
+goes is made by ``lorakit.queue.keep``, which verifies the other copy at that moment.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
-import shutil
 import signal
-import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
-from lorakit.errors import ConfigError, DataError, LorakitError, QueueError, RemoteError
+from lorakit.errors import DataError, LorakitError, QueueError, RemoteError
 from lorakit.queue.archives import unpack
-from lorakit.queue.jobs import discover, output_name, write_job_config
-from lorakit.queue.process import Child, run_logged
-from lorakit.queue.state import FAILED, Job, QueueState
-from lorakit.queue.workspace import Workspace
+from lorakit.queue.jobs import discover, output_name
+from lorakit.queue.keep import Keeper, NotVerified, model_files, run_identity
+from lorakit.queue.process import Child
+from lorakit.queue.state import FAILED, Job, QueueState, armed, kill_point
+from lorakit.queue.training import JOB_FILES, JobFailed, QueueStopped, StillTraining, TrainingStage
+from lorakit.queue.workspace import Workspace, check_workspace_files
 from lorakit.remote.rclone import Rclone
-from lorakit.runs.catalog import RESUME_FILE, read_manifest, versions_of
+from lorakit.runs.catalog import read_manifest
 from lorakit.train.stop import StopRequest
 
 log = logging.getLogger(__name__)
 
 DOWNLOADS = ".downloads"
 LOCK_FILE = ".lorakit-queue.lock"
-
-
-class JobFailed(Exception):
-    """This job cannot go on (bad data, training failed); the queue moves to the next one."""
-
-
-class StillTraining(Exception):
-    """The job's Slurm job has not finished yet; look again later."""
-
-
-class QueueStopped(Exception):
-    """The queue must stop now (a signal, a full remote); everything is left resumable."""
 
 
 @dataclass(frozen=True)
@@ -92,10 +80,6 @@ class StopOnSignal(StopRequest):
             self.child.process.send_signal(signum)  # the trainer saves its resume state and exits
 
 
-def _completed(runs: list[Path]) -> list[Path]:
-    return [d for d in runs if read_manifest(d).get("status") == "completed"]
-
-
 def _remote_root(path: str) -> str:
     return path.split(":", 1)[0] + ":"
 
@@ -111,6 +95,8 @@ class QueueRun:
         self.work = Path(ws.work_dir)
         self.outputs = Path(ws.output_dir)
         self.child = Child()
+        self.keeper = Keeper(rclone, ws.model_patterns)
+        self.training = TrainingStage(ws, options.overlays, state, self.keeper, self.child, self.work, self.outputs)
 
     # -- stages ------------------------------------------------------------------------------
     def download(self, job: Job) -> None:
@@ -126,132 +112,101 @@ class QueueRun:
             self.rclone.copy_file(f"{remote}/{archive}", str(downloads / archive))
             self.rclone.verify(remote, str(downloads), files=[archive])
 
-    def unpack(self, job: Job) -> None:
+    def unpack(self, job: Job) -> list[str]:
+        """Unpack an archive job; the files the queue put into the dataset folder (relative to it)."""
         target = self.work / job.name
         if job.source != "archive":
             if not target.is_dir():
                 raise JobFailed(f"dataset folder {target} is missing")
-            return
+            # A folder job's local files are exactly its remote files; a folder put there by hand has none.
+            return [f.split("/", 1)[1] for f in job.remote_files] if job.source == "folder" else []
         archive = self.work / DOWNLOADS / job.remote_files[0]
-        if target.is_dir():  # unpacked before a crash; the archive may still be there
-            archive.unlink(missing_ok=True)
-            return
-        if not archive.is_file():  # lost before it was unpacked: fetch it again (the remote copy is kept)
-            self.download(job)
-        try:
-            unpack(archive, target)
-        except DataError as e:
-            raise JobFailed(str(e)) from None
-
-    def train(self, job: Job) -> Path:
-        job_dir = self.outputs / job.name
-        assert job.output_name is not None
-        existing = versions_of(job.output_name, job_dir)
-        if self.ws.queue.executor == "slurm":
-            return self.train_on_slurm(job, job_dir, existing)
-        completed = _completed(existing)
-        if completed:  # trained before a crash, not yet recorded
-            return completed[-1]
-        resumable = [d for d in existing if (d / RESUME_FILE).is_file() and self.ws.trainer.kind == "lorakit"]
-        for stale in existing:
-            if stale not in resumable[-1:]:
-                shutil.rmtree(stale)  # never uploaded; a fresh start is clean
-        if self.ws.trainer.kind == "command":
-            from lorakit.queue.external import run_external
-
-            run_dir, reason = run_external(self.ws, self.work / job.name, job_dir, job.output_name,
-                                           self.options.overlays, self.child)
-            if reason is not None:
-                raise JobFailed(reason)
-            return run_dir
-        if resumable:
-            cmd = ["train", "--resume", str(resumable[-1])]
-        else:
+        if not target.is_dir():  # else unpacked before a crash (staging is renamed into place whole)
+            if not archive.is_file():  # lost before it was unpacked: fetch it again (the remote copy is kept)
+                self.download(job)
             try:
-                config = write_job_config(self.ws, self.work / job.name, job_dir / "job-config.yaml")
-            except (DataError, ConfigError) as e:
+                unpack(archive, target)
+            except DataError as e:
                 raise JobFailed(str(e)) from None
-            cmd = ["train", str(config), *[a for o in self.options.overlays for a in ("--add", o)],
-                   "--name", f"{job.name}-{self.ws.suffix}", "--set", f"output.dir={job_dir}",
-                   "--set", "train.resumable=true"]
-        done = run_logged([sys.executable, "-m", "lorakit.cli.main", *cmd], job_dir / "queue-train.log",
-                          child=self.child)
-        if done.returncode == 130:
-            raise QueueStopped(f"{job.name}: training stopped; run the queue again to resume it")
-        if done.returncode != 0:
-            raise JobFailed(done.error_line())
-        finished = _completed(versions_of(job.output_name, job_dir))
-        if not finished:
-            raise JobFailed(f"lorakit train finished but left no completed run in {job_dir}")
-        return finished[-1]
+        if self.ws.remote.training:
+            self.keeper.delete_download(archive, self.ws.remote.training)
+        return sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
 
-    def train_on_slurm(self, job: Job, job_dir: Path, existing: list[Path]) -> Path:
-        """The job's completed run, once its Slurm job has ended; else submit it (or find it
-        submitted) and raise StillTraining.
+    def upload(self, job: Job, every_file: bool = False) -> str | None:
+        """Upload the run to a remote folder no other run owns, recorded before the first byte goes; verify it.
 
-        The run folder is recorded in the job as soon as it is submitted; a queue killed between
-        sbatch and that record finds the live job by its manifest and adopts it, never submitting twice.
-
-        Raises:
-            StillTraining: the Slurm job is queued or running.
-            JobFailed: the run this queue submitted failed or was cancelled (the next queue run submits anew).
+        ``every_file``: send every file again (a check found the remote copy differs).
         """
-        from lorakit.config.load import load_config
-        from lorakit.launch.jobs import reconcile, submit_run
-        from lorakit.runs.manifest import UNFINISHED
-
-        for run in existing:
-            recorded = read_manifest(run)
-            if "slurm" not in recorded:  # trained here before the executor changed
-                if recorded.get("status") == "completed":
-                    return run
-                continue
-            manifest, state = reconcile(run)
-            # A completed run's job may still be finishing its last writes: upload only once it has left.
-            if manifest.status in (*UNFINISHED, "completed") and state is not None and state.active:
-                if job.run_dir != str(run):
-                    job.run_dir = str(run)
-                    self.state.save()
-                raise StillTraining
-            if manifest.status == "completed":
-                return run
-            if job.run_dir == str(run):
-                job.run_dir = None  # a re-run of the queue starts this dataset afresh
-                reason = manifest.data["status_history"][-1].get("reason") or manifest.status
-                raise JobFailed(f"Slurm job {manifest.data['slurm']['job_id']}: {manifest.status}: {reason}")
-        for stale in existing:
-            shutil.rmtree(stale)  # failed, cancelled or never submitted; nothing of it was uploaded
-        try:
-            config = write_job_config(self.ws, self.work / job.name, job_dir / "job-config.yaml")
-            loaded = load_config(str(config), self.options.overlays,
-                                 (f"output.dir={job_dir}", "train.resumable=true"), f"{job.name}-{self.ws.suffix}")
-        except (DataError, ConfigError) as e:
-            raise JobFailed(str(e)) from None
-        submission = submit_run(loaded, ["lorakit", "queue", "(slurm executor)", job.name])
-        job.run_dir = str(submission.run_dir)
-        self.state.save()
-        log.info("%s: submitted as Slurm job %s (%s)", job.name, submission.job_id, submission.run_dir.name)
-        raise StillTraining
-
-    def upload(self, job: Job) -> str | None:
-        if self.ws.remote.output is None:
+        output = self.ws.remote.output
+        if output is None:
             return None
-        assert job.run_dir is not None
-        target = f"{self.ws.remote.output}/{job.output_name}"
-        self.rclone.copy(job.run_dir, target)
-        self.rclone.verify(job.run_dir, target)
+        assert job.run_dir is not None and job.output_name is not None
+        run_dir = Path(job.run_dir)
+        target = self.keeper.result_target(output, job.output_name, run_identity(read_manifest(run_dir)),
+                                           job.upload_to)
+        if target != job.upload_to:
+            if target != f"{output}/{job.output_name}":
+                job.note = f"{output}/{job.output_name} holds another run: uploaded as {target.rsplit('/', 1)[-1]}"
+                log.warning("%s: %s", job.name, job.note)
+            job.upload_to = target
+            self.state.save()
+        if armed("during-upload"):
+            self._upload_part(run_dir, target)
+        self.rclone.copy(str(run_dir), target, every_file)
+        self.rclone.verify(str(run_dir), target)
         if self.ws.remote.empty_trash_after_upload and not self.rclone.empty_trash(_remote_root(target)):
             log.info("%s: the remote has no trash to empty", job.name)
         return target
 
+    def _upload_part(self, run_dir: Path, target: str) -> None:
+        """Test hook: leave a partial upload (the first half of the largest file) and die there."""
+        largest = max((p for p in run_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        with tempfile.TemporaryDirectory() as scratch:
+            part = Path(scratch) / largest.name
+            part.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+            self.rclone.copy_file(str(part), f"{target}/{largest.relative_to(run_dir).as_posix()}")
+        kill_point("during-upload")
+
     def clean(self, job: Job) -> None:
-        cleanup = self.ws.cleanup
-        if cleanup.remote_training and job.remote_files and self.ws.remote.training:
-            self.rclone.delete_files(self.ws.remote.training, job.remote_files)
-        if cleanup.local_data:
-            shutil.rmtree(self.work / job.name, ignore_errors=True)
-        if cleanup.local_output and job.remote_output:  # only what now has a verified copy elsewhere
-            shutil.rmtree(self.outputs / job.name, ignore_errors=True)
+        """Delete what the clean-up settings ask for, each deletion after verifying the result on the remote.
+
+        A result that is not there (or not whole) any more is uploaded again first, from the local run.
+
+        Raises:
+            JobFailed: the result can be neither verified nor uploaded again; everything is kept.
+        """
+        cleanup, remote = self.ws.cleanup, self.ws.remote.training
+        run_dir = Path(job.run_dir) if job.run_dir else self.outputs / job.name
+        downloaded = job.source in ("folder", "archive")  # never a folder put into work_dir by hand
+        data = self.work / job.name
+        archive = self.work / DOWNLOADS / job.remote_files[0] if job.source == "archive" else None
+        local_copies = data.exists() or (archive is not None and archive.exists())
+        todo = {"remote data": cleanup.remote_training and downloaded and remote is not None and bool(job.remote_files),
+                "local data": cleanup.local_data and downloaded and local_copies,
+                "local run": cleanup.local_output and run_dir.is_dir()}
+        if not any(todo.values()):
+            return
+        self._ensure_result(job, run_dir)
+        if todo["remote data"]:
+            assert remote is not None
+            self.keeper.delete_remote_data(remote, job.remote_files, job.remote_fingerprints, run_dir,
+                                           job.remote_output)
+        if todo["local data"]:
+            files = [data / f for f in job.local_files] + ([archive] if archive else [])
+            self.keeper.delete_local_data(data, files, run_dir, job.remote_output)
+        if todo["local run"]:
+            self.keeper.delete_local_run(run_dir, job.remote_output, [run_dir.parent / f for f in JOB_FILES])
+
+    def _ensure_result(self, job: Job, run_dir: Path) -> None:
+        try:
+            self.keeper.verify_result(run_dir, job.remote_output)
+        except NotVerified as e:
+            if not model_files(run_dir, self.keeper.model_patterns):
+                raise JobFailed(f"cannot clean up: {e}, and the local run holds no model file to upload again; "
+                                "nothing was deleted") from None
+            log.warning("%s: %s; uploading it again before anything is deleted", job.name, e)
+            job.remote_output = self.upload(job, every_file=True)
+            self.state.save()
 
     # -- one job ---------------------------------------------------------------------------
     def process(self, job: Job, stop: StopOnSignal) -> None:
@@ -261,44 +216,52 @@ class QueueRun:
             QueueStopped, RemoteError: the queue as a whole must stop (the job keeps its stage).
         """
         began, before = time.monotonic(), job.seconds  # time of earlier, interrupted runs counts too
+
+        def elapsed() -> float:
+            return round(before + time.monotonic() - began, 1)
+
+        try:
+            self._advance(job, stop, elapsed)
+        except (QueueStopped, RemoteError):
+            raise
+        except (JobFailed, LorakitError) as e:  # bad data, a failed training: this dataset only
+            log.error("%s: failed: %s", job.name, e)
+            self.state.move(job, FAILED, error=str(e), seconds=elapsed())
+        except Exception as e:  # a bug of ours must not stop an unattended queue; nothing more is deleted
+            log.debug("%s: unexpected error", job.name, exc_info=True)
+            log.error("%s: failed: %s: %s", job.name, type(e).__name__, e)
+            self.state.move(job, FAILED, error=f"{type(e).__name__}: {e}", seconds=elapsed())
+
+    def _advance(self, job: Job, stop: StopOnSignal, elapsed: Callable[[], float]) -> None:
+        """The stages not yet reached, in order, each recorded before the next begins."""
         move = self.state.move
 
         def checkpoint() -> None:
             if stop.reason:
                 raise QueueStopped(f"stopped by {stop.reason}; run the queue again to continue")
 
-        def elapsed() -> float:
-            return round(before + time.monotonic() - began, 1)
-
-        try:
-            if not job.reached("downloaded"):
-                self.download(job)
-                move(job, "downloaded")
-                checkpoint()
-            if not job.reached("unpacked"):
-                self.unpack(job)
-                move(job, "unpacked")
-                checkpoint()
-            if not job.reached("trained"):
-                if job.state != "training":
-                    move(job, "training", output_name=output_name(self.ws, job.name, list(self.options.overlays)))
-                try:
-                    run_dir = self.train(job)
-                except StillTraining:
-                    return  # its Slurm job is queued or running: the queue looks again later
-                move(job, "trained", run_dir=str(run_dir), seconds=elapsed())
-                checkpoint()
-            if not job.reached("uploaded"):
-                move(job, "uploaded", remote_output=self.upload(job), seconds=elapsed())
-                checkpoint()
-            if not job.reached("cleaned") and not self.options.test:
-                self.clean(job)
-                move(job, "cleaned", seconds=elapsed())
-        except (QueueStopped, RemoteError):
-            raise
-        except (JobFailed, LorakitError) as e:  # bad data, a failed training: this dataset only
-            log.error("%s: failed: %s", job.name, e)
-            move(job, FAILED, error=str(e), seconds=elapsed())
+        if not job.reached("downloaded"):
+            self.download(job)
+            move(job, "downloaded")
+            checkpoint()
+        if not job.reached("unpacked"):
+            move(job, "unpacked", local_files=self.unpack(job))
+            checkpoint()
+        if not job.reached("trained"):
+            if job.state != "training":
+                move(job, "training", output_name=output_name(self.ws, job.name, list(self.options.overlays)))
+            try:
+                run_dir = self.training.run(job)
+            except StillTraining:
+                return  # its Slurm job is queued or running: the queue looks again later
+            move(job, "trained", run_dir=str(run_dir), seconds=elapsed())
+            checkpoint()
+        if not job.reached("uploaded"):
+            move(job, "uploaded", remote_output=self.upload(job), seconds=elapsed())
+            checkpoint()
+        if not job.reached("cleaned") and not self.options.test:
+            self.clean(job)
+            move(job, "cleaned", seconds=elapsed())
 
 
 def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueResult:
@@ -308,7 +271,15 @@ def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueRes
         RemoteError: a remote cannot be reached or read before anything started.
         QueueError: another queue holds the work folder, or --only names an unknown dataset.
     """
+    check_workspace_files(ws, options.overlays)
+    if ws.trainer.kind == "command":
+        from lorakit.queue.external import check_command_trainer
+
+        check_command_trainer(ws, (*ws.overlays, *options.overlays))
     work = Path(ws.work_dir)
+    if ws.remote.output is None:
+        log.warning("queue: no remote.output: results stay in %s and nothing is deleted (clean-up is off)",
+                    ws.output_dir)
     work.mkdir(parents=True, exist_ok=True)
     options = replace(options, overlays=(*ws.overlays, *options.overlays))  # the workspace's first, then --add
     rclone = Rclone(Path(ws.remote.config) if ws.remote.config else None, tuple(ws.remote.flags))
@@ -342,7 +313,7 @@ def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueRes
 def _work_through(run: QueueRun, jobs: list[Job], stop: StopOnSignal) -> str | None:
     """Take each job as far as it can go now; why the queue must stop, if it must."""
     for job in jobs:
-        if job.done or (run.options.test and job.state == "uploaded"):
+        if job.done or job.source == "clash" or (run.options.test and job.state == "uploaded"):
             continue
         try:
             run.process(job, stop)
@@ -361,6 +332,9 @@ def _plan(ws: Workspace, options: QueueOptions, jobs: list[Job]) -> list[str]:
         if job.done:
             lines.append(f"{job.name}: done (cleaned)")
             continue
+        if job.source == "clash":
+            lines.append(f"{job.name}: skipped: {job.error}")
+            continue
         name = job.output_name or output_name(ws, job.name, list(options.overlays))
         steps = []
         if not job.reached("downloaded") and job.source != "local":
@@ -371,7 +345,7 @@ def _plan(ws: Workspace, options: QueueOptions, jobs: list[Job]) -> list[str]:
             steps.append(f"train as {name}")
         if not job.reached("uploaded") and ws.remote.output:
             steps.append(f"upload to {ws.remote.output}/{name}")
-        if not options.test:
+        if not options.test and ws.cleanup.any:
             steps.append("clean up")
         lines.append(f"{job.name} [{job.state}]: " + "; ".join(steps))
     return lines

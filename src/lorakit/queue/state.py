@@ -20,8 +20,21 @@ from lorakit.runs.manifest import now, write_json_atomic
 STAGES = ("pending", "downloaded", "unpacked", "training", "trained", "uploaded", "cleaned")
 FAILED = "failed"
 STATE_FILE = ".lorakit-queue.json"
-# Test hook: the process kills itself (SIGKILL, no clean-up) right after this many transitions.
+# Test hooks: the process kills itself (SIGKILL, no clean-up) right after this many transitions, or
+# at the named point inside a stage (mid-upload, between a verification and its deletion, ...).
 KILL_AFTER_ENV = "LORAKIT_TEST_QUEUE_KILL_AFTER"
+KILL_AT_ENV = "LORAKIT_TEST_QUEUE_KILL_AT"
+
+
+def armed(point: str) -> bool:
+    """The test hook asks for a kill at ``point``."""
+    return os.environ.get(KILL_AT_ENV) == point
+
+
+def kill_point(point: str) -> None:
+    """Test hook: die here, as ``kill -9`` would, when LORAKIT_TEST_QUEUE_KILL_AT names ``point``."""
+    if armed(point):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -29,12 +42,17 @@ class Job:
     name: str
     source: str  # "folder" (remote folder), "archive" (remote .zip/.tar.gz) or "local" (already in work_dir)
     remote_files: list[str] = field(default_factory=list)  # relative to remote.training
+    # size and hashes of each remote file as listed before download: only unchanged files are deleted
+    remote_fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    local_files: list[str] = field(default_factory=list)  # what the queue put into work_dir/<name>
     state: str = "pending"
     failed_in: str | None = None  # the stage a failed job goes back to on the next run
     error: str | None = None
     output_name: str | None = None
     run_dir: str | None = None
-    remote_output: str | None = None
+    upload_to: str | None = None  # chosen and saved before the upload starts, so a retry reuses it
+    remote_output: str | None = None  # set once the upload is verified
+    note: str | None = None
     seconds: float = 0.0
     history: list[dict[str, str]] = field(default_factory=list)
 

@@ -13,9 +13,9 @@ output = "gdrive:output"     # rclone path results are uploaded to
 config = "rclone.conf"
 empty_trash_after_upload = false
 
-[cleanup]                    # after a result is uploaded and verified (never with --test)
-local_data = true
-local_output = true
+[cleanup]                    # after a result is uploaded and verified (never with --test);
+local_data = true            # each defaults to true with remote.output, and is off (and may not be
+local_output = true          # turned on) without it: then the local run is the only copy of the result
 remote_training = true
 ```
 """
@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from lorakit.config.load import read_config_file
+from lorakit.config.load import problem_list, read_config_file
 from lorakit.config.schema import Section
 from lorakit.errors import ConfigError
+from lorakit.queue.keep import LORAKIT_MODEL, MODEL_PATTERNS
 
 
 class RemoteSection(Section):
@@ -41,10 +42,21 @@ class RemoteSection(Section):
     flags: list[str] = Field(default_factory=list, description="Extra flags for every rclone call.")
 
 
+CLEANUP_KEYS = ("local_data", "local_output", "remote_training")
+
+
 class CleanupSection(Section):
-    local_data: bool = Field(True, description="Delete the dataset folder once its result is uploaded.")
+    """Unset keys default to true with ``remote.output`` and to false without it (see Workspace)."""
+
+    local_data: bool = Field(True, description="Delete the downloaded dataset once its result is uploaded and "
+                             "verified (never a folder put into work_dir by hand).")
     local_output: bool = Field(True, description="Delete the local run folder once it is uploaded and verified.")
-    remote_training: bool = Field(True, description="Delete the dataset's remote files once its result is uploaded.")
+    remote_training: bool = Field(True, description="Delete the dataset's remote files once its result is uploaded "
+                                  "and verified.")
+
+    @property
+    def any(self) -> bool:
+        return self.local_data or self.local_output or self.remote_training
 
 
 class TrainerSection(Section):
@@ -60,6 +72,11 @@ class TrainerSection(Section):
     )
     repos: dict[str, str] = Field(default_factory=dict, description="{name: git checkout}, recorded and usable "
                                   "as {name} in the command.")
+    outputs: list[str] = Field(
+        default_factory=lambda: list(MODEL_PATTERNS), min_length=1,
+        description="For kind=command: file patterns (searched at any depth of the run folder) that a trained "
+        "model matches; a run that leaves none failed, and nothing of it is deleted.",
+    )
 
     @model_validator(mode="after")
     def _command_needs_template(self) -> TrainerSection:
@@ -87,6 +104,28 @@ class Workspace(Section):
     cleanup: CleanupSection = Field(default_factory=CleanupSection)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     queue: QueueSection = Field(default_factory=QueueSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cleanup_needs_an_output(cls, raw: Any) -> Any:
+        """Without remote.output the local run is the only copy of a result: clean-up defaults to off, and
+        turning it on is an error rather than a loss."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("cleanup", {}), dict):
+            return raw
+        remote = raw.get("remote") if isinstance(raw.get("remote"), dict) else {}
+        has_output = bool(remote.get("output"))
+        cleanup = dict(raw.get("cleanup") or {})
+        if not has_output and (on := [k for k in CLEANUP_KEYS if cleanup.get(k) is True]):
+            raise ValueError(f"cleanup.{on[0]} = true needs remote.output: without an uploaded, verified result "
+                             "the data and the run would be the only copies; set remote.output or remove it")
+        for key in CLEANUP_KEYS:
+            cleanup.setdefault(key, has_output)
+        return {**raw, "cleanup": cleanup}
+
+    @property
+    def model_patterns(self) -> tuple[str, ...]:
+        """What a trained model looks like in this workspace's run folders."""
+        return LORAKIT_MODEL if self.trainer.kind == "lorakit" else tuple(self.trainer.outputs)
 
     @model_validator(mode="after")
     def _lorakit_needs_config(self) -> Workspace:
@@ -131,9 +170,29 @@ def load_workspace(path: str | Path) -> Workspace:
     try:
         return Workspace.model_validate(raw)
     except ValidationError as e:
-        lines = [f"invalid workspace {path}:"]
+        problems = []
         for err in e.errors():
             key = ".".join(str(p) for p in err["loc"]) or "<top level>"
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-            lines.append(f"  {key}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
+            problems.append(msg if key == "<top level>" else f"{key}: {msg}")
+        raise ConfigError(problem_list(f"invalid workspace {path}", problems)) from None
+
+
+def check_workspace_files(ws: Workspace, extra_overlays: tuple[str, ...] = ()) -> None:
+    """Every file the workspace names exists and parses: a mistake there stops the queue before it touches anything.
+
+    Raises:
+        ConfigError: the first file missing or unreadable, by its key.
+    """
+    files = [("config", ws.config), *(("overlays", o) for o in ws.overlays), *(("--add", o) for o in extra_overlays),
+             ("trainer.config", ws.trainer.config), ("trainer.oom_overlay", ws.trainer.oom_overlay)]
+    for key, file in files:
+        if file is not None:
+            if not Path(file).is_file():
+                raise ConfigError(f"{key}: file not found: {file}")
+            read_config_file(Path(file))
+    if ws.remote.config is not None and not Path(ws.remote.config).is_file():
+        raise ConfigError(f"remote.config: rclone config file not found: {ws.remote.config}")
+    for name, folder in ws.trainer.repos.items():
+        if not Path(folder).is_dir():
+            raise ConfigError(f"trainer.repos.{name}: no such folder: {folder}")

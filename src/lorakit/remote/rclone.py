@@ -88,9 +88,14 @@ class Rclone:
         return [RemoteFile(e["Path"], int(e.get("Size", -1)),
                            {k.lower(): v for k, v in (e.get("Hashes") or {}).items()}) for e in entries]
 
-    def copy(self, source: str, target: str) -> None:
-        """Copy a folder's contents (``rclone copy``), comparing by checksum where both sides have one."""
-        self._run(["copy", "--checksum", source, target], f"copy {source} -> {target}")
+    def copy(self, source: str, target: str, every_file: bool = False) -> None:
+        """Copy a folder's contents (``rclone copy``), comparing by checksum where both sides have one.
+
+        ``every_file`` transfers even files that look the same: on a remote without hashes "the same"
+        means only the same size, and a changed file of equal size would be skipped.
+        """
+        self._run(["copy", "--checksum", *(["--ignore-times"] if every_file else []), source, target],
+                  f"copy {source} -> {target}")
 
     def copy_file(self, source: str, target: str) -> None:
         self._run(["copyto", "--checksum", source, target], f"copyto {source} -> {target}")
@@ -136,14 +141,37 @@ class Rclone:
                 if "not found" not in str(e):
                     raise
 
-    def exists(self, remote: str) -> bool:
+    def stat(self, remote: str) -> RemoteFile | None:
+        """One file's size and hashes; None when it is not there."""
         try:
-            self._run(["lsjson", "--max-depth", "1", remote], f"lsjson {remote}")
+            out = self._run(["lsjson", "--stat", "--hash", remote], f"lsjson --stat {remote}").stdout
         except RemoteError as e:
             if "not found" in str(e):
-                return False
+                return None
             raise
-        return True
+        entry = json.loads(out or "null")
+        if not entry or entry.get("IsDir"):
+            return None
+        return RemoteFile(entry["Path"], int(entry.get("Size", -1)),
+                          {k.lower(): v for k, v in (entry.get("Hashes") or {}).items()})
+
+    def read_text(self, remote: str) -> str | None:
+        """A small remote file's text (``rclone cat``); None when it is not there."""
+        try:
+            return self._run(["cat", remote], f"cat {remote}").stdout
+        except RemoteError as e:
+            if "not found" in str(e):
+                return None
+            raise
+
+    def list_or_none(self, remote: str) -> list[RemoteFile] | None:
+        """Every file under ``remote``; None when the folder does not exist."""
+        try:
+            return self.list_files(remote)
+        except RemoteError as e:
+            if "not found" in str(e):
+                return None
+            raise
 
     def empty_trash(self, remote: str) -> bool:
         """``rclone cleanup``; False when the backend has no trash to empty (webdav, sftp, local)."""

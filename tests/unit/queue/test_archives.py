@@ -35,12 +35,12 @@ def link_member(name, target, kind=tarfile.SYMTYPE):
     return info, None
 
 
-def test_zip_with_one_top_folder_is_moved_up_and_the_archive_removed(tmp_path):
+def test_zip_with_one_top_folder_is_moved_up_and_the_archive_kept(tmp_path):
     archive = make_zip(tmp_path / "cats.zip", {"cats/a.jsonl": "{}", "cats/sub/b.jsonl": "{}"})
     target = unpack(archive, tmp_path / "cats")
     assert sorted(str(p.relative_to(target)) for p in target.rglob("*.jsonl")) == ["a.jsonl", "sub/b.jsonl"]
-    assert not archive.exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["cats"]  # no staging folder left behind
+    assert archive.is_file()  # deleting it is the queue's call, once the remote original is verified
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cats", "cats.zip"]  # no staging folder left behind
 
 
 def test_tar_gz_with_loose_files_and_an_inner_link(tmp_path):
