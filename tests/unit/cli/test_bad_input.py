@@ -1,0 +1,267 @@
+"""Bad input, across every command: one line that names the file, line or key; the right exit code; never a
+traceback; nothing left behind and nothing lost.
+
+Each case runs in a folder of its own holding a good config, good data and a fake run; the folder is
+snapshotted before and compared after, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lorakit.cli.main import cli
+from tests.conftest import ALPACA_ROWS
+
+GOOD = "model: {name_or_path: MODEL}\ndata: {train: train.jsonl, max_length: 64}\ntrain: {max_steps: 1}\n"
+ROWS = "".join(json.dumps(r) + "\n" for r in ALPACA_ROWS)
+ZIP = b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(range(256))
+RUN = "runs/fake-v001"  # a run folder with an adapter's files, enough for the commands that look one up
+WS = 'work_dir = "work"\nconfig = "good.yaml"\n'
+CMD = 'work_dir = "w"\n[trainer]\nkind = "command"\ncommand = "{command}"\nconfig = "{config}"\n'
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]
+    says: str  # in the one error line
+    code: int = 1
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    usage: bool = False  # click's own usage error (Usage: ... / Error: ...), not a lorakit one
+
+
+CASES = [
+    # -- config files, overlays and --set ---------------------------------------------------------------------
+    Case("config missing", ["train", "nope.yaml"], "config file not found: nope.yaml", 2),
+    Case("config suffix", ["train", "c.json"], "config file c.json must end in .yaml, .yml or .toml", 2,
+         {"c.json": "{}"}),
+    Case("config binary", ["train", "c.yaml"], "c.yaml: looks like a zip archive, not text", 2, {"c.yaml": ZIP}),
+    Case("config utf-16", ["train", "c.yaml"], "c.yaml: looks like UTF-16: re-save it as UTF-8", 2,
+         {"c.yaml": GOOD.encode("utf-16")}),
+    Case("config utf-16 no bom", ["train", "c.yaml"], "c.yaml: looks like UTF-16: re-save it as UTF-8", 2,
+         {"c.yaml": GOOD.encode("utf-16-le")}),
+    Case("config latin-1", ["train", "c.yaml"], "c.yaml:2: not UTF-8 text", 2,
+         {"c.yaml": b"output: {name: x}\nlora: {r: 8} # caf\xe9\n"}),
+    Case("config yaml syntax", ["train", "c.yaml"], "invalid YAML at c.yaml:3", 2, {"c.yaml": "model:\n  - [\n"}),
+    Case("config toml syntax", ["train", "c.toml"], "invalid TOML in c.toml", 2, {"c.toml": "[model\n"}),
+    Case("config a list", ["train", "c.yaml"], "c.yaml must hold a mapping of sections (got list)", 2,
+         {"c.yaml": "- a\n- b\n"}),
+    Case("unknown key", ["train", "good.yaml", "--set", "lora.alpah=4"], "lora.alpah: unknown key, did you mean "
+         "'alpha'?", 2),
+    Case("unknown section", ["train", "c.yaml"], "lorra: unknown key, did you mean 'lora'? [c.yaml]", 2,
+         {"c.yaml": GOOD + "lorra: {r: 4}\n"}),
+    Case("wrong type", ["train", "good.yaml", "--set", "lora.r=abc"], "lora.r: Input should be a valid integer", 2),
+    Case("out of range", ["train", "good.yaml", "--set", "lora.r=0"], "lora.r: Input should be greater than 0 "
+         "(got 0) [--set lora.r=0]", 2),
+    Case("--set without =", ["train", "good.yaml", "--set", "lora.r"], "--set needs KEY=VALUE", 2),
+    Case("--set empty key", ["train", "good.yaml", "--set", "lora..r=1"], "--set needs KEY=VALUE", 2),
+    Case("overlay missing", ["train", "good.yaml", "--add", "fast.yaml"], "config file not found: fast.yaml", 2),
+    Case("overlay binary", ["train", "good.yaml", "--add", "fast.yaml"], "fast.yaml: looks like a binary file", 2,
+         {"fast.yaml": b"\x00\x01\x02\x03" * 8}),
+    Case("required key", ["train", "c.yaml"], "data: required key is missing", 2,
+         {"c.yaml": "model: {name_or_path: MODEL}\n"}),
+    Case("run name", ["train", "good.yaml", "--name", "a/b"], "run name must be a plain folder name", 2),
+    Case("name placeholder", ["train", "good.yaml", "--set", "output.name={colour}"], "{colour}", 2),
+    Case("template name", ["train", "good.yaml", "--set", "data.template=vicuna"], "unknown template 'vicuna'", 2),
+    Case("eval and val_size", ["train", "good.yaml", "--set", "data.eval=train.jsonl", "--set", "data.val_size=0.1"],
+         "data.eval and data.val_size are both set", 2),
+    Case("oom overlay missing", ["train", "good.yaml", "--set", "train.oom.overlay=oom.yaml"], "oom.yaml", 2),
+    Case("oom overlay batch", ["train", "good.yaml", "--set", "train.oom.overlay=oom.yaml"],
+         "micro_batch_size x grad_accum goes from", 2, {"oom.yaml": "train: {micro_batch_size: 1}\n"}),
+    Case("oom overlay key", ["train", "good.yaml", "--set", "train.oom.overlay=oom.yaml"],
+         "lora.r cannot change during a run", 2, {"oom.yaml": "lora: {r: 2}\n"}),
+    Case("copy_files missing", ["train", "good.yaml", "--set", "tracking.copy_files=[prompts.txt]"],
+         "tracking.copy_files: file not found: prompts.txt", 2),
+    Case("memory budget", ["train", "good.yaml", "--set", "train.memory_budget=lots"], "not a memory size", 2),
+    Case("resume unknown run", ["train", "--resume", "ghost"], "no run 'ghost'"),
+    Case("resume with config", ["train", "good.yaml", "--resume", "fake"], "--resume continues a run with its own "
+         "config", 2, usage=True),
+    Case("no config", ["train"], "give a CONFIG file to train, or --resume RUN", 2, usage=True),
+    Case("config show binary", ["config", "show", "c.toml"], "c.toml: looks like a gzip archive", 2,
+         {"c.toml": b"\x1f\x8b\x08\x00" + bytes(64)}),
+    # -- data --------------------------------------------------------------------------------------------------
+    Case("data path typo", ["train", "good.yaml", "--set", "data.train=trian.jsonl"],
+         "data.train: data file not found: trian.jsonl"),
+    Case("eval path typo", ["train", "good.yaml", "--set", "data.eval=dev.jsonl"],
+         "data.eval: data file not found: dev.jsonl"),
+    Case("data utf-16", ["train", "good.yaml", "--set", "data.train=d.jsonl"], "d.jsonl: looks like UTF-16", 1,
+         {"d.jsonl": ROWS.encode("utf-16")}),
+    Case("data binary", ["train", "good.yaml", "--set", "data.train=d.jsonl"], "d.jsonl: looks like a zip archive",
+         1, {"d.jsonl": ZIP}),
+    Case("data latin-1", ["train", "good.yaml", "--set", "data.train=d.jsonl"], "d.jsonl:3: not UTF-8 text", 1,
+         {"d.jsonl": ROWS.split("\n", 2)[0].encode() + b"\n" + ROWS.split("\n", 2)[1].encode() +
+          b'\n{"instruction": "caf\xe9", "output": "x"}\n'}),
+    Case("data malformed json", ["train", "good.yaml", "--set", "data.train=d.jsonl"], "d.jsonl:2: malformed JSON",
+         1, {"d.jsonl": ROWS.splitlines()[0] + "\n{oops\n"}),
+    Case("data not an object", ["train", "good.yaml", "--set", "data.train=d.jsonl"],
+         "d.jsonl:1: expected a JSON object (got list)", 1, {"d.jsonl": "[1, 2]\n"}),
+    Case("data unknown format", ["train", "good.yaml", "--set", "data.train=d.jsonl"],
+         "d.jsonl:1: cannot tell the format", 1, {"d.jsonl": '{"question": "a", "reply": "b"}\n'}),
+    Case("data suffix", ["train", "good.yaml", "--set", "data.train=d.xlsx"], "unsupported data file d.xlsx", 1,
+         {"d.xlsx": b"PK"}),
+    Case("data json not a list", ["train", "good.yaml", "--set", "data.train=d.json"],
+         "d.json: a .json data file must hold a list of objects (got dict)", 1, {"d.json": '{"a": 1}'}),
+    Case("data empty", ["train", "good.yaml", "--set", "data.train=d.jsonl"], "the dataset is empty", 1,
+         {"d.jsonl": "\n\n"}),
+    Case("data csv utf-16", ["train", "good.yaml", "--set", "data.train=d.csv"], "d.csv: looks like UTF-16", 1,
+         {"d.csv": "instruction,output\na,b\n".encode("utf-16")}),
+    Case("data parquet broken", ["train", "good.yaml", "--set", "data.train=d.parquet"], "d.parquet: cannot read "
+         "parquet", 1, {"d.parquet": b"PAR1 not really"}),
+    Case("data role", ["train", "good.yaml", "--set", "data.train=d.jsonl"], "d.jsonl:1:", 1,
+         {"d.jsonl": '{"messages": [{"role": "narrator", "content": "x"}, {"role": "assistant", "content": "y"}]}\n'}),
+    Case("data output type", ["train", "good.yaml", "--set", "data.train=d.jsonl"], "d.jsonl:1:", 1,
+         {"d.jsonl": '{"instruction": "a", "output": 3}\n'}),
+    Case("data val_size", ["train", "good.yaml", "--set", "data.val_size=500"], "leaves no training rows"),
+    Case("data check missing", ["data", "check", "nope.jsonl"], "data file not found: nope.jsonl"),
+    Case("data check utf-16", ["data", "check", "d.jsonl"], "d.jsonl: looks like UTF-16", 1,
+         {"d.jsonl": ROWS.encode("utf-16")}),
+    # -- the base model and adapters -----------------------------------------------------------------------------
+    Case("model typo", ["train", "good.yaml", "--set", "model.name_or_path=./modle"],
+         "model.name_or_path: no such model folder or file (got './modle')"),
+    Case("model folder", ["train", "good.yaml", "--set", "model.name_or_path=empty"],
+         "is a folder without config.json", 1, {"empty/notes.txt": "x"}),
+    Case("model gguf", ["train", "good.yaml", "--set", "model.name_or_path=m.gguf"], "GGUF file not found"),
+    Case("nf4 on cpu", ["train", "good.yaml", "--set", "model.quantization=nf4"], "needs a CUDA GPU"),
+    Case("init_from missing", ["train", "good.yaml", "--set", "lora.init_from=runs/old-v001"],
+         "lora.init_from: no adapter_config.json in runs/old-v001"),
+    Case("init_from shape", ["train", "good.yaml", "--set", f"lora.init_from={RUN}", "--set", "lora.r=4"],
+         "has a different shape: r 16 there, lora.r 4 here"),
+    # -- runs, infer, eval, export ------------------------------------------------------------------------------
+    Case("runs show", ["runs", "show", "ghost"], "no run 'ghost'"),
+    Case("runs diff", ["runs", "diff", "fake", "ghost"], "no run 'ghost'"),
+    Case("runs lineage", ["runs", "lineage", "ghost"], "no run 'ghost'"),
+    Case("runs note", ["runs", "note", "ghost", "text"], "no run 'ghost'"),
+    Case("runs show broken manifest", ["runs", "show", "runs/broken-v001"], "manifest.json: unreadable", 1,
+         {"runs/broken-v001/manifest.json": "{"}),
+    Case("infer run", ["infer", "ghost", "--input", "in.txt"], "ghost", 1, {"in.txt": "x"}),
+    Case("infer input missing", ["infer", "fake", "--input", "in.txt"], "--input: file not found: in.txt"),
+    Case("infer input binary", ["infer", "fake", "--input", "in.tex"], "in.tex: looks like a PDF document", 1,
+         {"in.tex": b"%PDF-1.7\n" + bytes(range(256))}),
+    Case("infer input utf-16", ["infer", "fake", "--input", "in.jsonl"], "in.jsonl: looks like UTF-16", 1,
+         {"in.jsonl": '{"input": "x"}\n'.encode("utf-16")}),
+    Case("infer input empty", ["infer", "fake", "--input", "in.txt"], "in.txt: the input is empty", 1,
+         {"in.txt": "\n"}),
+    Case("infer input jsonl line", ["infer", "fake", "--input", "in.jsonl"], "in.jsonl:2: not JSON", 1,
+         {"in.jsonl": '{"input": "x"}\n{nope\n'}),
+    Case("eval data missing", ["eval", "fake", "--data", "dev.jsonl"], "--data: file not found: dev.jsonl"),
+    Case("eval metric", ["eval", "fake", "--data", "train.jsonl", "--metrics", "bleu"], "--metrics: unknown bleu"),
+    Case("export run", ["export", "ghost", "--merge", "--out", "merged"], "no run 'ghost'"),
+    Case("export onto a file", ["export", "fake", "--merge", "--out", "merged"], "--out merged is a file", 1,
+         {"merged": "someone's file"}),
+    Case("export into a full folder", ["export", "fake", "--merge", "--out", "merged"],
+         "--out merged exists and is not empty", 1, {"merged/keep.txt": "x"}),
+    # -- queue workspaces ---------------------------------------------------------------------------------------
+    Case("workspace missing", ["queue", "ws.toml"], "config file not found: ws.toml", 2),
+    Case("workspace binary", ["queue", "ws.toml"], "ws.toml: looks like a zip archive", 2, {"ws.toml": ZIP}),
+    Case("workspace syntax", ["queue", "ws.toml"], "invalid TOML in ws.toml", 2, {"ws.toml": "work_dir = \n"}),
+    Case("workspace unknown key", ["queue", "ws.toml"], "invalid workspace ws.toml: wrok_dir: unknown key", 2,
+         {"ws.toml": WS + "wrok_dir = 'w'\n"}),
+    Case("workspace no work_dir", ["queue", "ws.toml"], "work_dir: Field required", 2,
+         {"ws.toml": 'config = "good.yaml"\n'}),
+    Case("workspace clean-up", ["queue", "ws.toml"], "cleanup.remote_training = true needs remote.output", 2,
+         {"ws.toml": WS + "[cleanup]\nremote_training = true\n"}),
+    Case("workspace command", ["queue", "ws.toml"], "trainer.kind = command needs trainer.command and "
+         "trainer.config", 2, {"ws.toml": 'work_dir = "work"\n[trainer]\nkind = "command"\n'}),
+    Case("workspace slurm command", ["queue", "ws.toml"], "queue.executor = slurm submits lorakit training runs",
+         2, {"ws.toml": 'work_dir = "w"\n[trainer]\nkind = "command"\ncommand = "x"\nconfig = "t.toml"\n'
+                        '[queue]\nexecutor = "slurm"\n'}),
+    Case("workspace base config", ["queue", "ws.toml"], "config: file not found:", 2,
+         {"ws.toml": 'work_dir = "work"\nconfig = "base.yaml"\n'}),
+    Case("workspace overlay", ["queue", "ws.toml"], "overlays: file not found:", 2,
+         {"ws.toml": WS + 'overlays = ["low.yaml"]\n'}),
+    Case("queue --add", ["queue", "ws.toml", "--add", "low.yaml"], "--add: file not found: low.yaml", 2,
+         {"ws.toml": WS}),
+    Case("workspace rclone config", ["queue", "ws.toml"], "remote.config: rclone config file not found:", 2,
+         {"ws.toml": WS + '[remote]\nconfig = "rclone.conf"\n'}),
+    Case("workspace trainer template", ["queue", "ws.toml"], "invalid TOML in", 2,
+         {"ws.toml": 'work_dir = "w"\n[trainer]\nkind = "command"\ncommand = "x"\nconfig = "t.toml"\n',
+          "t.toml": "a = [\n"}),
+    Case("workspace repos", ["queue", "ws.toml"], "trainer.repos.sd_scripts: no such folder:", 2,
+         {"ws.toml": 'work_dir = "w"\n[trainer]\nkind = "command"\ncommand = "x"\nconfig = "t.toml"\n'
+                     '[trainer.repos]\nsd_scripts = "sd-scripts"\n', "t.toml": "a = 1\n"}),
+    Case("workspace outputs", ["queue", "ws.toml"], "trainer.outputs: List should have at least 1 item", 2,
+         {"ws.toml": 'work_dir = "w"\n[trainer]\nkind = "command"\ncommand = "x"\nconfig = "t.toml"\noutputs = []\n',
+          "t.toml": "a = 1\n"}),
+    Case("trainer relative command", ["queue", "ws.toml"], "trainer.command: cannot run it: 'scripts/train.sh' is a "
+         "relative path, and the command runs in the run folder", 1,
+         {"ws.toml": CMD.format(command="scripts/train.sh {config}", config="t.toml"), "t.toml": "a = 1\n",
+          "scripts/train.sh": "#!/bin/sh\n"}),
+    Case("trainer missing program", ["queue", "ws.toml"], "trainer.command: cannot run it: /opt/nowhere/train does "
+         "not exist", 1, {"ws.toml": CMD.format(command="/opt/nowhere/train {config}", config="t.toml"),
+                          "t.toml": "a = 1\n"}),
+    Case("trainer placeholder", ["queue", "ws.toml"], "trainer.command: unknown placeholder {confg}", 1,
+         {"ws.toml": CMD.format(command="{python} train.py {confg}", config="t.toml"), "t.toml": "a = 1\n"}),
+    Case("trainer template null", ["queue", "ws.toml"], "t.yaml: lora.target is null, which TOML cannot hold", 1,
+         {"ws.toml": CMD.format(command="{python} train.py {config}", config="t.yaml"),
+          "t.yaml": "lora: {rank: 8, target: null}\n"}),
+    # -- Slurm ---------------------------------------------------------------------------------------------------
+    Case("submit nodes", ["submit", "good.yaml", "--nodes", "0", "--dry-run"], "Invalid value for '--nodes'", 2,
+         usage=True),
+    Case("submit quote", ["submit", "good.yaml", "--partition", 'gpu"x', "--dry-run"],
+         "holds a double quote or a line break"),
+    Case("submit line break", ["submit", "good.yaml", "--time", "1:00\n#SBATCH --mem=1T", "--dry-run"],
+         "holds a double quote or a line break"),
+    Case("submit data typo", ["submit", "good.yaml", "--set", "data.train=trian.jsonl"],
+         "data.train: data file not found: trian.jsonl"),
+    Case("submit config", ["submit", "nope.yaml", "--dry-run"], "config file not found: nope.yaml", 2),
+    Case("status", ["status", "ghost"], "no run 'ghost'"),
+    Case("logs", ["logs", "ghost"], "no run 'ghost'"),
+    Case("cancel", ["cancel", "ghost"], "no run 'ghost'"),
+    Case("cancel a run never submitted", ["cancel", "fake"], "fake-v001"),
+]
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def case_dir(tmp_path, tiny_model_dir, monkeypatch):
+    folder = tmp_path / "case"
+    folder.mkdir()
+    (folder / "good.yaml").write_text(GOOD.replace("MODEL", str(tiny_model_dir)))
+    (folder / "train.jsonl").write_text(ROWS)
+    run = folder / RUN
+    run.mkdir(parents=True)
+    (run / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32, "peft_type": "LORA",
+                                                         "base_model_name_or_path": str(tiny_model_dir)}))
+    (run / "adapter_model.safetensors").write_bytes(b"not read by these cases")
+    (run / "manifest.json").write_text(json.dumps({"run_id": "0" * 32, "name": "fake-v001", "status": "completed",
+                                                   "status_history": [{"status": "completed", "at": "2026-11-01"}],
+                                                   "config": {}, "metrics": {}}))
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def test_the_corpus_covers_every_kind_of_input():
+    kinds = {c.args[0] for c in CASES}
+    assert len(CASES) >= 60 and {"train", "data", "runs", "infer", "eval", "export", "queue", "submit"} <= kinds
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_and_leaves_nothing_behind(case, case_dir, tiny_model_dir):
+    for name, content in case.files.items():
+        path = case_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            path.write_text(content.replace("MODEL", str(tiny_model_dir)))
+        else:
+            path.write_bytes(content)
+    before = snapshot(case_dir)
+
+    result = CliRunner().invoke(cli, case.args)
+
+    assert result.exit_code == case.code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    # click's usage errors: "Usage: ...", "Try ...", then one "Error: ..." line; lorakit's: that line alone
+    errors = [line for line in lines if line.startswith("Error:")] if case.usage else lines
+    assert len(errors) == 1, result.output
+    assert errors[0].lower().startswith("error:") and case.says in errors[0], errors[0]
+    assert snapshot(case_dir) == before  # nothing made, nothing changed, nothing lost
