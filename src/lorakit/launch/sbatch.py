@@ -95,6 +95,8 @@ def render(plan: JobPlan, version: str) -> str:
              f"mkdir -p {shlex.quote(str(plan.run_dir))}",  # the log folder: the run's own
              f"cd {shlex.quote(str(plan.working_dir))}"]
     if plan.slurm.nodes > 1:
-        lines.append('head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)')
+        # sed reads every line: `head -n 1` would close the pipe early, and under pipefail a scontrol
+        # killed by SIGPIPE (a long node list) would end the job before it starts.
+        lines.append('head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)')
     lines.append(train_command(plan))
     return "\n".join(lines) + "\n"

@@ -74,6 +74,7 @@ def test_eval_scores_adapter_and_base_and_records_them(run, tmp_path):
     saved = json.loads((run / "eval_results.json").read_text())["eval_dev"]
     for model in ("adapter", "base"):
         assert set(saved[model]) == {"cases", "loss", "perplexity", "exact", "chrf", "typst"}
+        # both are rounded when saved (4 decimals): exp() of a rounded loss differs by well under 1%
         assert saved[model]["cases"] == 2 and saved[model]["perplexity"] == pytest.approx(
             torch.tensor(saved[model]["loss"]).exp().item(), rel=1e-2)
     assert saved["adapter"]["loss"] != saved["base"]["loss"]  # the adapter changes the model
@@ -94,6 +95,7 @@ def test_merged_export_equals_base_plus_adapter(run, tmp_path):
     adapter = load_adapter("tiny")
     ids = torch.tensor([[2, 10, 11, 12, 13, 14]])
     with torch.no_grad():
+        # W + scale * B @ A folded into one float32 matrix rounds differently from the two-path forward
         torch.testing.assert_close(merged(ids).logits, adapter.model(ids).logits, rtol=1e-4, atol=1e-4)
         with adapter.model.disable_adapter():
             assert not torch.allclose(merged(ids).logits, adapter.model(ids).logits, atol=1e-4)

@@ -12,4 +12,5 @@ def test_compiled_mlps_give_the_same_logits_for_any_length():
     expected = [model(input_ids=ids).logits for ids in (short, long)]
     assert compile_mlps(model) == model.config.num_hidden_layers
     for ids, reference in zip((short, long), expected, strict=True):
+        # compiled kernels fuse and reorder float32 ops: logits of size ~1 differ by rounding (~1e-6) only
         torch.testing.assert_close(model(input_ids=ids).logits, reference, rtol=1e-5, atol=1e-5)
