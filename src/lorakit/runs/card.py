@@ -12,14 +12,71 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def card_name(manifest: dict[str, Any]) -> str:
+    """README.md, or CARD.md when an external trainer wrote a README.md of its own (never written over)."""
+    return str(manifest.get("card") or "README.md")
+
+
 def write_card(run_dir: Path, manifest: dict[str, Any]) -> None:
-    (run_dir / "README.md").write_text(redact_text(render_card(run_dir, manifest)), encoding="utf-8")
+    render = render_external_card if manifest.get("trainer") == "command" else render_card
+    (run_dir / card_name(manifest)).write_text(redact_text(render(run_dir, manifest)), encoding="utf-8")
 
 
 def refresh_card(run_dir: Path, manifest: dict[str, Any]) -> None:
     """Rewrite the model card after the manifest changed (a note, an evaluation), if the run has one."""
-    if (run_dir / "README.md").is_file():
+    if (run_dir / card_name(manifest)).is_file():
         write_card(run_dir, manifest)
+
+
+def _notes(manifest: dict[str, Any]) -> str:
+    notes = "".join(f"\n- {n['at']}: {n['text']}" for n in manifest.get("notes", []))
+    return f"\n## Notes{notes}\n" if notes else ""
+
+
+def render_external_card(run_dir: Path, manifest: dict[str, Any]) -> str:
+    """Markdown for an external trainer's run: the command, the trainer's software, data, outputs, samples."""
+    python = manifest.get("trainer_python") or {}
+    versions = ", ".join(f"{k} {v}" for k, v in (python.get("packages") or {}).items()) or python.get("error", "?")
+    code = "".join(f"\n- {name}: `{state.get('commit', state.get('error', '?'))[:12]}`"
+                   f"{' (dirty)' if state.get('dirty') else ''} {state.get('path', '')}"
+                   for name, state in (manifest.get("code") or {}).items() if name not in ("lorakit", "workdir"))
+    dataset = manifest.get("dataset")
+    data = (f"`{dataset['path']}`: {dataset['files']} files, {dataset['bytes']:,} bytes, sha256 "
+            f"`{dataset['sha256'][:12]}` (every file in `{dataset['list']}`)" if dataset else "(no --dataset)")
+    outputs = "".join(f"| `{o['path']}` | {o['bytes']:,} | `{o['sha256'][:12]}` |\n"
+                      for o in manifest.get("outputs", [])) or "| (none) | | |\n"
+    meta_lines = "".join(f"\n**{name}**: " + ", ".join(f"{k}={v}" for k, v in list(meta.items())[:12])
+                         for name, meta in (manifest.get("model_metadata") or {}).items())
+    attempts = "".join(f"\n- attempt {a['attempt']}: {a['change']}, exit {a['returncode']}"
+                       f"{', ' + a['error'] if a.get('error') else ''}" for a in manifest.get("attempts", []))
+    curve = "\n![loss](training_loss.png)\n" if (run_dir / "training_loss.png").is_file() else ""
+    samples = "".join(f"\n![{Path(s).name}]({s})" for s in manifest.get("samples", []))
+    last = manifest["status_history"][-1]
+    return f"""# {run_dir.name}
+
+Trained by an external command with lorakit tracking it. Status: **{manifest['status']}**{
+f" ({last['reason']})" if last.get("reason") else ""}.
+
+```
+{" ".join(manifest.get("command") or [])}
+```
+
+## The trainer
+Python: `{python.get('executable', '?')}` {python.get('version', '')}{
+f" (conda env {python['conda_env']})" if python.get("conda_env") else " (virtualenv)" if python.get("virtualenv")
+else ""}; {versions}.{code}
+
+Config sha256 `{str(manifest.get('config_sha256', '-'))[:12]}`; attempts:{attempts or " none"}
+
+## Data
+{data}
+
+## Outputs
+| file | bytes | sha256 |
+|---|---|---|
+{outputs}{meta_lines}
+{curve}{samples}
+{_notes(manifest)}"""
 
 
 def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
@@ -33,8 +90,7 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
     parent = manifest.get("parent")
     parent_line = (f"\nContinued from `{parent['name']}` (`{parent['path']}`); `lorakit runs lineage {run_dir.name}` "
                    "shows the whole chain.\n" if parent else "")
-    notes = "".join(f"\n- {n['at']}: {n['text']}" for n in manifest.get("notes", []))
-    notes_section = f"\n## Notes{notes}\n" if notes else ""
+    notes_section = _notes(manifest)
     eval_section = "".join(_evaluation(e) for e in manifest.get("evaluations", []))
     return f"""# {run_dir.name}
 

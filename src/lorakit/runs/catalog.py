@@ -17,6 +17,17 @@ from lorakit.runs.naming import version_of
 ADAPTER_FILE = "adapter_model.safetensors"
 RESUME_FILE = "resume_state.pt"  # lorakit.train.resume.STATE_FILE, named here without importing torch
 NO_CLEAN_ENV = "LORAKIT_NO_CLEAN"
+# What counts as a trained model in any run folder (lorakit's adapter, sd-scripts' LoRAs, checkpoints, GGUF).
+MODEL_PATTERNS = ("*.safetensors", "*.ckpt", "*.pt", "*.bin", "*.gguf")
+IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.webp")  # sample images: worth keeping, too
+
+
+def model_files(run_dir: Path, patterns: tuple[str, ...] = MODEL_PATTERNS) -> list[Path]:
+    """The non-empty files in ``run_dir`` (at any depth) that match one of ``patterns``."""
+    if not run_dir.is_dir():
+        return []
+    found = {p for pattern in patterns for p in run_dir.rglob(pattern) if p.is_file() and p.stat().st_size > 0}
+    return sorted(found)
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
@@ -46,10 +57,17 @@ def find_run(ref: str, runs_dir: Path) -> Path:
 
 
 def run_dirs(runs_dir: Path) -> list[Path]:
-    """The run folders (those with a manifest) directly under ``runs_dir``, by name."""
+    """The run folders (those with a manifest) under ``runs_dir``, by name: its children, and for the
+    queue's layout (``outputs/<dataset>/<run>``) the children of a child that is not a run itself."""
     if not runs_dir.is_dir():
         return []
-    return sorted(d for d in runs_dir.iterdir() if (d / "manifest.json").is_file())
+    found = []
+    for child in (d for d in runs_dir.iterdir() if d.is_dir()):
+        if (child / "manifest.json").is_file():
+            found.append(child)
+        else:
+            found.extend(d for d in child.iterdir() if d.is_dir() and (d / "manifest.json").is_file())
+    return sorted(found, key=lambda d: (d.name, str(d)))
 
 
 def versions_of(name: str, runs_dir: Path) -> list[Path]:
@@ -97,10 +115,25 @@ def summarise(run_dir: Path) -> RunSummary:
     total = m.get("total_steps")
     steps = f"{done if done is not None else '-'}/{total if total is not None else '-'}"
     return RunSummary(name=run_dir.name, path=str(run_dir), status=m.get("status", "?"),
-                      base_model=(m.get("base_model") or {}).get("name") or m["config"]["model"]["name_or_path"],
-                      data=", ".join(Path(d).name for d in data) or "-", steps=steps,
+                      base_model=_base_model(m), data=", ".join(Path(d).name for d in data) or "-", steps=steps,
                       train_loss=metrics.get("train_loss"), eval_loss=metrics.get("eval_loss"),
                       created=_created(m), size_bytes=folder_size(run_dir))
+
+
+def _base_model(m: dict[str, Any]) -> str:
+    """A lorakit run's base model; for an external run what its config or its LoRA's metadata names, or "-"."""
+    if (m.get("base_model") or {}).get("name"):
+        return str(m["base_model"]["name"])
+    config = m.get("config") or {}
+    if isinstance(config.get("model"), dict) and config["model"].get("name_or_path"):
+        return str(config["model"]["name_or_path"])
+    for key in ("pretrained_model_name_or_path", "model_name_or_path", "base_model"):
+        if isinstance(config.get(key), str):
+            return config[key]
+    for meta in (m.get("model_metadata") or {}).values():
+        if meta.get("ss_sd_model_name"):
+            return str(meta["ss_sd_model_name"])
+    return "-"
 
 
 def list_runs(runs_dir: Path, status: str | None = None) -> list[RunSummary]:
@@ -116,8 +149,8 @@ class CleanDecision:
 
 
 def clean_runs(runs_dir: Path, dry_run: bool = False) -> list[CleanDecision]:
-    """Remove the folders of failed, interrupted or cancelled runs that hold no adapter, no checkpoint
-    and no resume state.
+    """Remove the folders of failed, interrupted or cancelled runs that hold no model file (an adapter,
+    an intermediate LoRA, a checkpoint), no image (samples) and no resume state.
 
     Everything else is kept, with the reason. ``LORAKIT_NO_CLEAN=1`` turns removal off.
 
@@ -131,15 +164,19 @@ def clean_runs(runs_dir: Path, dry_run: bool = False) -> list[CleanDecision]:
         status = read_manifest(run_dir).get("status", "?")
         if status not in ("failed", "interrupted", "cancelled"):
             decisions.append(CleanDecision(run_dir.name, False, f"kept: {status}"))
-        elif (run_dir / ADAPTER_FILE).is_file():
-            decisions.append(CleanDecision(run_dir.name, False, f"kept: {status} but holds an adapter"))
         elif has_checkpoint(run_dir):
             decisions.append(CleanDecision(run_dir.name, False, f"kept: {status} but holds a checkpoint"))
+        elif models := model_files(run_dir):
+            decisions.append(CleanDecision(run_dir.name, False, f"kept: {status} but holds a model file "
+                                                                f"({models[0].relative_to(run_dir)})"))
+        elif images := model_files(run_dir, IMAGE_PATTERNS):
+            decisions.append(CleanDecision(run_dir.name, False, f"kept: {status} but holds images "
+                                                                f"({images[0].relative_to(run_dir)})"))
         else:
             if not dry_run:
                 shutil.rmtree(run_dir)
             verb = "would remove" if dry_run else "removed"
-            decisions.append(CleanDecision(run_dir.name, True, f"{verb}: {status}, no adapter, no checkpoint"))
+            decisions.append(CleanDecision(run_dir.name, True, f"{verb}: {status}, no model file, no checkpoint"))
     return decisions
 
 

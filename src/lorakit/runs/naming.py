@@ -47,3 +47,23 @@ def allocate_run_dir(root: Path, name: str) -> Path:
         except FileExistsError:
             version += 1
     raise RunError(f"cannot allocate a run folder for {name!r} in {root}")
+
+
+def allocate_pattern_dir(root: Path, pattern: str) -> Path:
+    """Create and return ``pattern`` with ``{version}`` replaced by the next free number (``cats-v3s1600``).
+
+    The number counts the folders that match the pattern with any number there; ``mkdir`` decides races.
+    """
+    before, _, after = pattern.partition("{version}")
+    match = re.compile(re.escape(before) + r"(\d+)" + re.escape(after) + "$")
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for child in root.iterdir() if (m := match.match(child.name))]
+    version = max(taken, default=0) + 1
+    for _ in range(10_000):
+        candidate = root / f"{before}{version}{after}"
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            version += 1
+    raise RunError(f"cannot allocate a run folder for {pattern!r} in {root}")

@@ -62,13 +62,13 @@ def test_clean_removes_only_failed_runs_without_adapter_or_checkpoint(tmp_path, 
     monkeypatch.delenv("LORAKIT_NO_CLEAN")
 
     dry = run("runs", "clean", "--dry-run")
-    assert "tiny-v002: would remove: failed, no adapter, no checkpoint" in dry.output
+    assert "tiny-v002: would remove: failed, no model file, no checkpoint" in dry.output
     assert (runs / "tiny-v002").is_dir()
     cleaned = run("runs", "clean").output
     assert "tiny-v001: kept: completed" in cleaned
     assert "tiny-v002: removed: failed" in cleaned
     assert "tiny-v003: kept: failed but holds a checkpoint" in cleaned
-    assert "tiny-v004: kept: interrupted but holds an adapter" in cleaned
+    assert "tiny-v004: kept: interrupted but holds a model file (adapter_model.safetensors)" in cleaned
     assert "tiny-v005: removed: cancelled" in cleaned
     assert sorted(p.name for p in runs.iterdir()) == ["tiny-v001", "tiny-v003", "tiny-v004"]
 
