@@ -84,6 +84,7 @@ def isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("LORAKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("DEBUG", "0")  # lorakit -v sets DEBUG=1 for its children; never for the next test
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -9,8 +9,12 @@ from lorakit.config import load_config
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize("config", sorted(EXAMPLES.rglob("config*.yaml")) + sorted(EXAMPLES.rglob("*.toml")),
-                         ids=lambda p: str(p.relative_to(EXAMPLES)))
+TRAINERS = EXAMPLES / "trainers"  # external trainers' files: their own formats, not lorakit configs
+LORAKIT_CONFIGS = [p for p in sorted(EXAMPLES.rglob("config*.yaml")) + sorted(EXAMPLES.rglob("*.toml"))
+                   if TRAINERS not in p.parents]
+
+
+@pytest.mark.parametrize("config", LORAKIT_CONFIGS, ids=lambda p: str(p.relative_to(EXAMPLES)))
 def test_shipped_config_is_valid(config):
     cfg = load_config(config).config
     for path in [*cfg.data.train, *cfg.data.eval]:
@@ -45,3 +49,16 @@ def test_quickstart_generator_labels_compile_as_typst(monkeypatch):
     formulas = make_data.generate(300, seed=7)
     broken = [m.typst for m in formulas if not typst_math_compiles(m.typst)]
     assert not broken, broken[:5]
+
+
+@pytest.mark.parametrize("trainer", sorted(TRAINERS.glob("*/trainer.*")), ids=lambda p: p.parent.name)
+def test_shipped_trainer_files_load_and_their_configs_render(trainer, tmp_path):
+    from lorakit.external.render import dump_config, render_config
+    from lorakit.external.trainer import load_trainer_file
+
+    spec = load_trainer_file(trainer)
+    assert spec.config and all(Path(p).is_file() for p in [spec.config, *spec.oom_ladder, *spec.copy_files])
+    values = {"dataset": "/data/cats", "output_dir": str(tmp_path), "output_name": "cats-v1s1600"}
+    config = render_config(Path(spec.config), [Path(p) for p in spec.oom_ladder], [], values)
+    assert "{output_dir}" not in dump_config(config, Path(spec.config).suffix.lstrip(".").replace("yml", "yaml"))
+    assert config[spec.steps_key] > 0

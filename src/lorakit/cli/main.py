@@ -13,6 +13,7 @@ from lorakit.cli.eval_cmd import eval_cmd, export_cmd
 from lorakit.cli.infer_cmd import chat_cmd, infer_cmd
 from lorakit.cli.plan_cmd import plan_cmd
 from lorakit.cli.queue_cmd import queue_cmd
+from lorakit.cli.run_cmd import run_cmd
 from lorakit.cli.runs_cmd import runs_group
 from lorakit.cli.slurm_cmd import cancel_cmd, logs_cmd, status_cmd, submit_cmd
 from lorakit.cli.train import train_cmd
@@ -32,7 +33,8 @@ class LorakitGroup(click.Group):
 
 @click.group(cls=LorakitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lorakit")
-@click.option("-v", "--verbose", is_flag=True, help="Show debug messages.")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug messages (as DEBUG=1 does); passed on to external "
+              "trainers and Slurm jobs as DEBUG=1.")
 def cli(verbose: bool) -> None:
     """lorakit: train, track and use LoRA adapters.
 
@@ -40,8 +42,13 @@ def cli(verbose: bool) -> None:
     Quickstart:
         lorakit train examples/typst/config.yaml
     """
+    import os
+
     from lorakit.log import setup_logging
 
+    if verbose or os.environ.get("DEBUG", "") not in ("", "0"):
+        verbose = True
+        os.environ["DEBUG"] = "1"  # inherited by trainers, queue children and (sbatch exports it) Slurm jobs
     setup_logging(verbose)
 
 
@@ -51,6 +58,7 @@ cli.add_command(data_group)
 cli.add_command(plan_cmd)
 cli.add_command(runs_group)
 cli.add_command(queue_cmd)
+cli.add_command(run_cmd)
 cli.add_command(infer_cmd)
 cli.add_command(chat_cmd)
 cli.add_command(eval_cmd)

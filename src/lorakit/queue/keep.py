@@ -27,25 +27,15 @@ from typing import Any
 from lorakit.errors import RemoteError
 from lorakit.queue.state import armed, kill_point
 from lorakit.remote.rclone import Rclone, RemoteFile
-from lorakit.runs.catalog import has_checkpoint, read_manifest
+from lorakit.runs.catalog import MODEL_PATTERNS, has_checkpoint, model_files, read_manifest
 
 log = logging.getLogger(__name__)
 
-# What counts as a trained model in a run folder. lorakit's own runs hold the PEFT adapter.
-MODEL_PATTERNS = ("*.safetensors", "*.ckpt", "*.pt", "*.bin", "*.gguf")
-LORAKIT_MODEL = ("adapter_model.safetensors",)
+LORAKIT_MODEL = ("adapter_model.safetensors",)  # what a trained model is in lorakit's own runs
 
 
 class NotVerified(Exception):
     """The other copy could not be verified just now; nothing was deleted."""
-
-
-def model_files(run_dir: Path, patterns: tuple[str, ...]) -> list[Path]:
-    """The non-empty files in ``run_dir`` (at any depth) that match one of ``patterns``."""
-    if not run_dir.is_dir():
-        return []
-    found = {p for pattern in patterns for p in run_dir.rglob(pattern) if p.is_file() and p.stat().st_size > 0}
-    return sorted(found)
 
 
 def run_identity(manifest: dict[str, Any]) -> str:

@@ -20,15 +20,15 @@ from pathlib import Path
 from types import FrameType
 
 from lorakit.errors import DataError, LorakitError, QueueError, RemoteError
+from lorakit.proc import Child
 from lorakit.queue.archives import unpack
 from lorakit.queue.jobs import discover, output_name
-from lorakit.queue.keep import Keeper, NotVerified, model_files, run_identity
-from lorakit.queue.process import Child
+from lorakit.queue.keep import Keeper, NotVerified, run_identity
 from lorakit.queue.state import FAILED, Job, QueueState, armed, kill_point
 from lorakit.queue.training import JOB_FILES, JobFailed, QueueStopped, StillTraining, TrainingStage
 from lorakit.queue.workspace import Workspace, check_workspace_files
 from lorakit.remote.rclone import Rclone
-from lorakit.runs.catalog import read_manifest
+from lorakit.runs.catalog import model_files, read_manifest
 from lorakit.train.stop import StopRequest
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ class StopOnSignal(StopRequest):
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.reason = signal.Signals(signum).name
         log.warning("%s: stopping the queue at the next safe point", self.reason)
-        if self.child.process is not None and self.child.process.poll() is None:
-            self.child.process.send_signal(signum)  # the trainer saves its resume state and exits
+        self.child.send(signum)  # the trainer saves its resume state and exits
 
 
 def _remote_root(path: str) -> str:
@@ -272,10 +271,11 @@ def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueRes
         QueueError: another queue holds the work folder, or --only names an unknown dataset.
     """
     check_workspace_files(ws, options.overlays)
-    if ws.trainer.kind == "command":
-        from lorakit.queue.external import check_command_trainer
+    if ws.trainer.kind == "command":  # the command and its config work at all: checked before anything is touched
+        from lorakit.external.run import TrainerJob, plan_run
 
-        check_command_trainer(ws, (*ws.overlays, *options.overlays))
+        overlays = tuple(Path(o) for o in (*ws.overlays, *options.overlays))
+        plan_run(TrainerJob(ws.trainer, Path(ws.output_dir), None, overlays))
     work = Path(ws.work_dir)
     if ws.remote.output is None:
         log.warning("queue: no remote.output: results stay in %s and nothing is deleted (clean-up is off)",

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import ConfigError, DataError
+from lorakit.proc import Child, run_logged
 from lorakit.queue.jobs import write_job_config
-from lorakit.queue.keep import Keeper, model_files
-from lorakit.queue.process import Child, run_logged
+from lorakit.queue.keep import Keeper
 from lorakit.queue.state import Job, QueueState
 from lorakit.queue.workspace import Workspace
-from lorakit.runs.catalog import RESUME_FILE, read_manifest, versions_of
+from lorakit.runs.catalog import RESUME_FILE, model_files, read_manifest, versions_of
 from lorakit.runs.manifest import Manifest
 from lorakit.runs.provenance import redact_text
 
@@ -86,14 +86,18 @@ class TrainingStage:
             self.keeper.discard_unfinished_run(stale)
 
     def with_command(self, job: Job, job_dir: Path, existing: list[Path]) -> Path:
-        from lorakit.queue.external import run_external
+        """The external trainer, run by exactly the code of ``lorakit run``."""
+        from lorakit.external.run import TrainerJob, run_trainer
 
         self._discard_unfinished(existing)
-        run_dir, reason = run_external(self.ws, self.work / job.name, job_dir, job.output_name or job.name,
-                                       self.overlays, self.child)
-        if reason is not None:
-            raise JobFailed(reason)
-        return run_dir
+        outcome = run_trainer(TrainerJob(self.ws.trainer, job_dir, self.work / job.name,
+                                         tuple(Path(o) for o in self.overlays), name=job.output_name,
+                                         command_line=("lorakit", "queue", job.name)), self.child)
+        if outcome.status == "interrupted":
+            raise QueueStopped(f"{job.name}: training {outcome.reason}; run the queue again to train it again")
+        if outcome.status != "completed":
+            raise JobFailed(outcome.reason or outcome.status)
+        return outcome.run_dir
 
     def with_lorakit(self, job: Job, job_dir: Path, existing: list[Path]) -> Path:
         resumable = [d for d in existing if (d / RESUME_FILE).is_file()]
@@ -118,9 +122,9 @@ class TrainingStage:
         if not finished:
             raise JobFailed(f"lorakit train finished but left no completed run in {job_dir}")
         for name in JOB_FILES:  # credentials stay out of the copy that is uploaded (the original is kept then)
-            if (job_dir / name).is_file():
-                text = (job_dir / name).read_text(encoding="utf-8", errors="replace")
-                (finished[-1] / name).write_text(redact_text(text), encoding="utf-8")
+            if (job_dir / name).is_file():  # bytes as they are (progress bars end in \r), only secrets replaced
+                text = (job_dir / name).read_bytes().decode("utf-8", "replace")
+                (finished[-1] / name).write_bytes(redact_text(text).encode("utf-8"))
         return finished[-1]
 
     def on_slurm(self, job: Job, job_dir: Path, existing: list[Path]) -> Path:

@@ -28,10 +28,18 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from lorakit.config.load import problem_list, read_config_file
+from lorakit.config.load import read_config_file
 from lorakit.config.schema import Section
 from lorakit.errors import ConfigError
-from lorakit.queue.keep import LORAKIT_MODEL, MODEL_PATTERNS
+from lorakit.external.render import read_template
+from lorakit.external.trainer import (
+    TrainerSection,
+    absolute_paths,
+    check_trainer_files,
+    load_trainer_file,
+    validation_message,
+)
+from lorakit.queue.keep import LORAKIT_MODEL
 
 
 class RemoteSection(Section):
@@ -59,32 +67,6 @@ class CleanupSection(Section):
         return self.local_data or self.local_output or self.remote_training
 
 
-class TrainerSection(Section):
-    kind: Literal["lorakit", "command"] = Field("lorakit", description="lorakit train, or an external command.")
-    command: str | None = Field(
-        None, description="For kind=command: the command line; {config}, {dataset}, {output_dir}, {output_name}, "
-        "{python} and each name in `repos` are filled in, e.g. 'accelerate launch {sd_scripts}/sdxl_train_network.py "
-        "--config_file {config}'.",
-    )
-    config: str | None = Field(None, description="For kind=command: the TOML config template rendered per dataset.")
-    oom_overlay: str | None = Field(
-        None, description="For kind=command: TOML merged into the config for a retry when the output reports OOM."
-    )
-    repos: dict[str, str] = Field(default_factory=dict, description="{name: git checkout}, recorded and usable "
-                                  "as {name} in the command.")
-    outputs: list[str] = Field(
-        default_factory=lambda: list(MODEL_PATTERNS), min_length=1,
-        description="For kind=command: file patterns (searched at any depth of the run folder) that a trained "
-        "model matches; a run that leaves none failed, and nothing of it is deleted.",
-    )
-
-    @model_validator(mode="after")
-    def _command_needs_template(self) -> TrainerSection:
-        if self.kind == "command" and not (self.command and self.config):
-            raise ValueError("trainer.kind = command needs trainer.command and trainer.config")
-        return self
-
-
 class QueueSection(Section):
     executor: Literal["local", "slurm"] = Field(
         "local",
@@ -102,7 +84,8 @@ class Workspace(Section):
     suffix: str = Field("v1", description="Output names are <folder>-<suffix>[-<overlay stem>...].")
     remote: RemoteSection = Field(default_factory=RemoteSection)
     cleanup: CleanupSection = Field(default_factory=CleanupSection)
-    trainer: TrainerSection = Field(default_factory=TrainerSection)
+    trainer: TrainerSection = Field(default_factory=TrainerSection, description="How each dataset is trained: "
+                                    "lorakit, or an external command (inline, or the path of a trainer file).")
     queue: QueueSection = Field(default_factory=QueueSection)
 
     @model_validator(mode="before")
@@ -161,21 +144,14 @@ def load_workspace(path: str | Path) -> Workspace:
     if isinstance(remote, dict) and isinstance(remote.get("config"), str):
         remote["config"] = absolute(remote["config"])
     trainer = raw.get("trainer")
-    if isinstance(trainer, dict):
-        for key in ("config", "oom_overlay"):
-            if isinstance(trainer.get(key), str):
-                trainer[key] = absolute(trainer[key])
-        if isinstance(trainer.get("repos"), dict):
-            trainer["repos"] = {k: absolute(v) for k, v in trainer["repos"].items()}
+    if isinstance(trainer, str):  # a trainer file, as `lorakit run` takes it
+        raw["trainer"] = load_trainer_file(base / trainer).model_dump()
+    elif isinstance(trainer, dict):
+        raw["trainer"] = absolute_paths(trainer, base.resolve())
     try:
         return Workspace.model_validate(raw)
     except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "<top level>"
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-            problems.append(msg if key == "<top level>" else f"{key}: {msg}")
-        raise ConfigError(problem_list(f"invalid workspace {path}", problems)) from None
+        raise ConfigError(validation_message(f"invalid workspace {path}", e, Workspace)) from None
 
 
 def check_workspace_files(ws: Workspace, extra_overlays: tuple[str, ...] = ()) -> None:
@@ -184,15 +160,13 @@ def check_workspace_files(ws: Workspace, extra_overlays: tuple[str, ...] = ()) -
     Raises:
         ConfigError: the first file missing or unreadable, by its key.
     """
-    files = [("config", ws.config), *(("overlays", o) for o in ws.overlays), *(("--add", o) for o in extra_overlays),
-             ("trainer.config", ws.trainer.config), ("trainer.oom_overlay", ws.trainer.oom_overlay)]
+    files = [("config", ws.config), *(("overlays", o) for o in ws.overlays), *(("--add", o) for o in extra_overlays)]
     for key, file in files:
         if file is not None:
             if not Path(file).is_file():
                 raise ConfigError(f"{key}: file not found: {file}")
-            read_config_file(Path(file))
+            read_template(Path(file))  # lorakit configs, or an external trainer's overlays (TOML, YAML, JSON)
     if ws.remote.config is not None and not Path(ws.remote.config).is_file():
         raise ConfigError(f"remote.config: rclone config file not found: {ws.remote.config}")
-    for name, folder in ws.trainer.repos.items():
-        if not Path(folder).is_dir():
-            raise ConfigError(f"trainer.repos.{name}: no such folder: {folder}")
+    if ws.trainer.kind == "command":
+        check_trainer_files(ws.trainer)

@@ -71,7 +71,7 @@ def test_an_external_trainer_runs_per_dataset_and_retries_out_of_memory(tmp_path
     assert (out / "dogs-v1-big.safetensors").read_bytes() == b"weights for 2 images"
     manifest = json.loads((out / "manifest.json").read_text())
     assert [(a["change"], a.get("error")) for a in manifest["attempts"]] == [
-        ("as configured", "out of memory"), ("out-of-memory overlay lowmem.toml", None)]
+        ("as configured", "out of memory (CUDA out of memory)"), ("out-of-memory overlay lowmem.toml", None)]
     assert "CUDA out of memory" in (out / "trainer.log").read_text()
     assert not (server.root / "training" / "dogs").exists()  # cleaned after the verified upload
 

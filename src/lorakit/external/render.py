@@ -1,0 +1,159 @@
+"""An external trainer's config and command, rendered for one run.
+
+The config keeps its template's format (TOML for sd-scripts, YAML or JSON for LLaMA-Factory):
+overlays and ``--set`` values are merged in with the same rule as lorakit's own config layers,
+placeholders (``{dataset}``, ``{output_dir}``...) are filled in every string, and a null is
+written as the format writes it (YAML ``null``, JSON ``null``; TOML has none, so the key is left out,
+which is what every TOML reader makes of a missing value).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lorakit.config.load import merge_into, parse_override, read_config_file
+from lorakit.errors import ConfigError, LaunchError
+from lorakit.textfile import read_text
+
+FORMATS = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+
+
+def read_template(path: Path) -> dict[str, Any]:
+    """A config template or overlay as a mapping: TOML, YAML or JSON.
+
+    Raises:
+        ConfigError: missing, unparseable, not a mapping, or another format.
+    """
+    if path.suffix.lower() != ".json":
+        if path.suffix.lower() not in FORMATS:
+            raise ConfigError(f"trainer config {path} must end in .toml, .yaml, .yml or .json")
+        return read_config_file(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = json.loads(read_text(path, ConfigError))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"invalid JSON at {path}:{e.lineno}: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping (got {type(data).__name__})")
+    return data
+
+
+def fill(value: Any, values: Mapping[str, str]) -> Any:
+    """``value`` with every ``{name}`` of ``values`` replaced inside every string (keys stay as they are)."""
+    if isinstance(value, dict):
+        return {k: fill(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, values) for v in value]
+    if isinstance(value, str):
+        for key, text in values.items():
+            value = value.replace("{" + key + "}", text)
+    return value
+
+
+def render_config(template: Path, layers: Sequence[Path], overrides: Sequence[str],
+                  values: Mapping[str, str]) -> dict[str, Any]:
+    """The template, each overlay merged in order, then each ``KEY=VALUE``; placeholders filled.
+
+    Raises:
+        ConfigError: a file that cannot be read, or a ``--set`` that is not KEY=VALUE.
+    """
+    config = read_template(template)
+    for layer in layers:
+        merge_into(config, read_template(layer))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = config
+        for part in keys[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[keys[-1]] = value
+    return fill(config, values)
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value if v is not None]
+    return value
+
+
+def dump_config(config: dict[str, Any], fmt: str) -> str:
+    """The config as text in ``fmt`` (toml, yaml, json)."""
+    if fmt == "toml":
+        import tomli_w
+
+        return tomli_w.dumps(_without_nulls(config))
+    if fmt == "json":
+        return json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+
+
+def rendered_name(template: Path) -> str:
+    """What the rendered config is called in the run folder: ``config`` with the template's extension."""
+    return f"config{template.suffix.lower()}"
+
+
+def dotted(config: Mapping[str, Any], key: str) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"``; None when a part is missing."""
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def render_command(template: str, values: Mapping[str, str], strict: bool = True) -> list[str]:
+    """The command template as an argument list; every filled-in value is one argument, whatever it holds.
+
+    ``strict``: an unknown ``{placeholder}`` is an error (a trainer file); otherwise only the known ones
+    are replaced and other braces are left as typed (a command line given as it stands).
+
+    Raises:
+        ConfigError: a placeholder with no value.
+    """
+    if not strict:
+        return [fill(arg, values) for arg in shlex.split(template)]
+    quoted = {k: shlex.quote(v) for k, v in values.items()}
+    try:
+        return shlex.split(template.format_map(quoted))
+    except KeyError as e:
+        raise ConfigError(f"trainer.command: unknown placeholder {{{e.args[0]}}}; known: "
+                          f"{', '.join('{' + k + '}' for k in values)}") from None
+    except (ValueError, IndexError) as e:  # a lone brace, {0}
+        raise ConfigError(f"trainer.command: {e} in {template!r}; write a literal brace as {{{{ or }}}}") from None
+
+
+def resolve_program(cmd: list[str], cwd: Path) -> list[str]:
+    """``cmd`` with its program made absolute: a relative path against ``cwd``, a bare name from PATH.
+
+    Raises:
+        LaunchError: the program does not exist or cannot be run.
+    """
+    if not cmd:
+        raise LaunchError("trainer.command: the command is empty")
+    program = cmd[0]
+    if "/" not in program:
+        found = shutil.which(program)
+        if found is None:
+            raise LaunchError(f"trainer.command: cannot run it: {program!r} is not on PATH")
+        return [found, *cmd[1:]]
+    path = Path(os.path.expanduser(program))
+    path = path if path.is_absolute() else cwd / path
+    if not path.is_file():
+        raise LaunchError(f"trainer.command: cannot run it: {path} does not exist")
+    if not os.access(path, os.X_OK):
+        raise LaunchError(f"trainer.command: cannot run it: {path} is not executable (chmod +x, or put its "
+                          "interpreter first, e.g. {python} or bash)")
+    return [str(path), *cmd[1:]]

@@ -1,0 +1,290 @@
+"""One tracked run of an external trainer: ``lorakit run``, and every command job of the queue.
+
+The flow reads top to bottom: check and render everything that can fail before a run folder
+exists; make the folder and its manifest (provenance as the trainer's own interpreter sees it);
+run the command, stepping down the out-of-memory overlays while the trainer runs out of memory;
+then record what it produced (files, LoRA metadata, curve, samples) and write the model card.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from lorakit.config.schema import is_folder_name
+from lorakit.errors import ConfigError
+from lorakit.external.facts import find_python, fingerprint_dataset, interpreter_facts
+from lorakit.external.oom import out_of_memory
+from lorakit.external.outputs import describe_outputs, gather_curve, latest_samples, models_metadata
+from lorakit.external.render import (
+    FORMATS,
+    dotted,
+    dump_config,
+    render_command,
+    render_config,
+    rendered_name,
+    resolve_program,
+)
+from lorakit.external.trainer import TrainerSection, check_trainer_files
+from lorakit.model.resolve import sha256_file
+from lorakit.proc import Child, Finished, ForwardSignals, run_logged
+from lorakit.runs.artifacts import copy_tracked_files
+from lorakit.runs.card import write_card
+from lorakit.runs.catalog import model_files
+from lorakit.runs.manifest import Manifest
+from lorakit.runs.naming import allocate_pattern_dir, allocate_run_dir
+from lorakit.runs.provenance import code_state, environment, hardware, redact_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainerJob:
+    """What to run: a trainer, on a dataset, with overlays and ``--set`` values, into a runs folder."""
+
+    trainer: TrainerSection
+    runs_dir: Path
+    dataset: Path | None = None
+    overlays: tuple[Path, ...] = ()
+    overrides: tuple[str, ...] = ()
+    name: str | None = None  # replaces the trainer's name pattern (the queue's output name, --name)
+    strict_command: bool = True  # False: a command line given as it stands (unknown braces left alone)
+    command_line: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))
+
+
+@dataclass(frozen=True)
+class TrainerOutcome:
+    run_dir: Path
+    status: str  # completed | failed | interrupted
+    returncode: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before the run folder exists."""
+
+    name_pattern: str  # with {version} still in it, or a plain name (then -vNNN follows)
+    values: dict[str, str]  # placeholders, without the run folder's own
+    attempts: list[tuple[str, list[Path]]]  # (what changed, config layers), tried in order
+    steps: int | None
+
+
+def plan_run(job: TrainerJob) -> Plan:
+    """Render the config and the command once with stand-in folders: every mistake surfaces here.
+
+    Raises:
+        ConfigError: a file missing or unreadable, a placeholder with no value, --dataset not a folder.
+        LaunchError: the program cannot be run.
+    """
+    trainer = job.trainer
+    check_trainer_files(trainer)
+    if job.dataset is not None and not job.dataset.is_dir():
+        raise ConfigError(f"--dataset: not a folder: {job.dataset}")
+    values = {"dataset": str(job.dataset.resolve()) if job.dataset else "", "python": trainer.python or sys.executable,
+              **trainer.repos}
+    attempts = [("as configured", list(job.overlays))]
+    for overlay in trainer.oom_ladder:  # each rung on top of the ones before it
+        attempts.append((f"out-of-memory overlay {Path(overlay).name}", [*attempts[-1][1], Path(overlay)]))
+    steps = None
+    trial = {**values, "output_dir": str(job.runs_dir.resolve() / "run"), "output_name": "run", "run": "run"}
+    if trainer.config:
+        first, *_ = [render_config(Path(trainer.config), layers, job.overrides, trial) for _, layers in attempts]
+        steps = dotted(first, trainer.steps_key) if trainer.steps_key else None
+        if trainer.steps_key and not isinstance(steps, int):
+            raise ConfigError(f"trainer.steps_key: {trainer.steps_key} is not a whole number in the rendered config "
+                              f"(got {steps!r})")
+    elif job.overlays or job.overrides:
+        raise ConfigError("--add and --set change the trainer's config, and this trainer has none (trainer.config)")
+    resolve_program(render_command(trainer.command or "", {**trial, "config": "config"}, job.strict_command),
+                    Path(trainer.cwd or "."))
+    variant = "-".join(p.stem for p in job.overlays)
+    pattern = job.name or trainer.name or (job.dataset.name if job.dataset else "run")
+    fields = {"dataset": job.dataset.name if job.dataset else "", "variant": variant,
+              "steps": str(steps) if steps is not None else "", "date": date.today().isoformat()}
+    for key, text in fields.items():
+        pattern = pattern.replace("{" + key + "}", text)
+    pattern = "-".join(part for part in pattern.split("-") if part) or "run"  # an empty {variant} leaves no "--"
+    if not is_folder_name(pattern.replace("{version}", "1")) or "{" in pattern.replace("{version}", ""):
+        raise ConfigError(f"trainer.name: {pattern!r} is not a plain folder name; placeholders: {{dataset}}, "
+                          "{variant}, {steps}, {date}, {version}")
+    return Plan(pattern, values, attempts, steps)
+
+
+def render_plan(job: TrainerJob) -> str:
+    """What ``lorakit run --dry-run`` prints: the run folder, the rendered config, the command, the OOM rungs.
+
+    Raises:
+        ConfigError, LaunchError: as ``plan_run``.
+    """
+    plan = plan_run(job)
+    trainer = job.trainer
+    folder = plan.name_pattern if "{version}" in plan.name_pattern else f"{plan.name_pattern}-vNNN"
+    values = {**plan.values, "output_dir": str(job.runs_dir.resolve() / folder), "run": folder,
+              "output_name": folder if "{version}" in plan.name_pattern else plan.name_pattern}
+    lines = [f"# run folder: {job.runs_dir / folder}"]
+    config_path = ""
+    if trainer.config:
+        template = Path(trainer.config)
+        config = render_config(template, plan.attempts[0][1], job.overrides, values)
+        lines += [f"# config ({template.name}, rendered):", dump_config(config, FORMATS[template.suffix.lower()])]
+        config_path = str(job.runs_dir.resolve() / folder / rendered_name(template))
+    cmd = render_command(trainer.command or "", {**values, "config": config_path}, job.strict_command)
+    lines += [f"# command (in {trainer.cwd}):", shlex.join(cmd)]
+    lines += [f"# then, on out of memory: {change}" for change, _ in plan.attempts[1:]]
+    return "\n".join(line.rstrip("\n") for line in lines)
+
+
+def run_trainer(job: TrainerJob, child: Child | None = None, clean_empty: bool = False) -> TrainerOutcome:
+    """Run the trainer once as a tracked run (see the module docstring).
+
+    Args:
+        clean_empty: after a failure, remove the run folder if the trainer wrote nothing into it
+            (``lorakit run``; ``LORAKIT_NO_CLEAN=1`` keeps it).
+
+    Raises:
+        ConfigError, LaunchError: found before the run folder exists (``plan_run``).
+    """
+    plan = plan_run(job)
+    trainer = job.trainer
+    job.runs_dir.mkdir(parents=True, exist_ok=True)
+    if "{version}" in plan.name_pattern:
+        run_dir = allocate_pattern_dir(job.runs_dir, plan.name_pattern)
+    else:
+        run_dir = allocate_run_dir(job.runs_dir, plan.name_pattern)
+    # output_name: the run's name (the folder's, less a -vNNN the folder alone carries)
+    output_name = run_dir.name if "{version}" in plan.name_pattern else plan.name_pattern
+    values = {**plan.values, "output_dir": str(run_dir.resolve()), "output_name": output_name, "run": run_dir.name}
+    manifest = _create_manifest(job, run_dir, plan)
+    child = child or Child()
+    try:
+        with ForwardSignals(child) as signals:
+            done, oom = _attempts(job, manifest, plan, values, child, signals)
+    except BaseException as e:
+        manifest.set_status("failed", f"{type(e).__name__}: {e}")
+        raise
+    _record_outputs(run_dir, manifest, trainer, plan.steps)
+    reason = _verdict(manifest, done, oom, signals.reason, tuple(trainer.outputs))
+    outcome = TrainerOutcome(run_dir, manifest.status, done.returncode, reason)
+    if not (outcome.status == "failed" and clean_empty and _removed_if_empty(manifest)):
+        write_card(run_dir, manifest.data)
+    return outcome
+
+
+def _verdict(manifest: Manifest, done: Finished, oom: str | None, stopped_by: str | None,
+             outputs: tuple[str, ...]) -> str | None:
+    """Set how the run ended; why it did not complete, or None."""
+    program = Path(manifest.data["command"][0]).name
+    if stopped_by is not None:
+        reason = f"stopped by {stopped_by}"
+        manifest.set_status("interrupted", stopped_by)
+    elif done.returncode != 0:
+        attempts = len(manifest.data["attempts"])
+        reason = (f"out of memory after {attempts} attempt(s): {done.error_line()[:300]}" if oom else
+                  f"{program} exited with {done.returncode}: {done.error_line()[:300]}")
+        manifest.set_status("failed", reason)
+    elif not model_files(manifest.path.parent, outputs):
+        reason = f"{program} exited with 0 but produced no model file (looked for {', '.join(outputs)})"
+        manifest.set_status("failed", reason)
+    else:
+        reason = None
+        manifest.set_status("completed")
+    return reason
+
+
+def _create_manifest(job: TrainerJob, run_dir: Path, plan: Plan) -> Manifest:
+    trainer = job.trainer
+    first_cmd = resolve_program(render_command(trainer.command or "", {**plan.values, "config": "config",
+                                                                      "output_dir": "", "output_name": "",
+                                                                      "run": ""}, job.strict_command),
+                                Path(trainer.cwd or "."))
+    python = find_python(first_cmd, trainer.python)
+    interpreter = interpreter_facts(python, trainer.packages)
+    templates = [Path(f) for f in ([trainer.config] if trainer.config else []) + trainer.oom_ladder]
+    dataset = fingerprint_dataset(job.dataset, run_dir / "dataset_files.tsv") if job.dataset else None
+    import lorakit
+
+    return Manifest.create(
+        run_dir, name=run_dir.name, trainer="command", command_template=trainer.command,
+        working_directory=trainer.cwd, command_line=list(job.command_line),
+        config_files={str(f): sha256_file(f) for f in [*templates, *job.overlays]},
+        overrides=list(job.overrides), total_steps=plan.steps,
+        dataset=dataset, data_files={dataset["path"]: dataset["sha256"]} if dataset else {},
+        trainer_python=interpreter,
+        versions={"lorakit": lorakit.__version__, **(interpreter.get("packages") or {})},
+        hardware=hardware(), code=code_state(trainer.repos), environment=environment(),
+        copied_files={source: {"copy": str(copy.relative_to(run_dir)), "sha256": sha256_file(copy)}
+                      for source, copy in copy_tracked_files(trainer.copy_files, run_dir).items()},
+        parent=None,
+    )
+
+
+def _attempts(job: TrainerJob, manifest: Manifest, plan: Plan, values: dict[str, str], child: Child,
+              signals: ForwardSignals) -> tuple[Finished, str | None]:
+    """Run the command as configured, then with each out-of-memory overlay while it runs out of memory.
+
+    Returns:
+        How the last attempt finished, and what said it ran out of memory (None if it did not).
+    """
+    trainer, run_dir = job.trainer, manifest.path.parent
+    attempts: list[dict[str, Any]] = []
+    manifest.set_status("running")
+    for change, layers in plan.attempts:
+        config_path = None
+        if trainer.config:
+            template = Path(trainer.config)
+            config = render_config(template, layers, job.overrides, values)
+            config_path = run_dir / rendered_name(template)
+            config_path.write_text(dump_config(config, FORMATS[template.suffix.lower()]), encoding="utf-8")
+            manifest.update(config=config, config_sha256=sha256_file(config_path))
+        config_arg = str(config_path.resolve()) if config_path else ""  # the command runs in trainer.cwd
+        cmd = resolve_program(render_command(trainer.command or "", {**values, "config": config_arg},
+                                             job.strict_command), Path(trainer.cwd or "."))
+        manifest.update(command=[redact_text(c) for c in cmd])
+        log.info("%s: %s (%s)", run_dir.name, shlex.join(cmd), change)
+        done = run_logged(cmd, run_dir / "trainer.log", cwd=Path(trainer.cwd or "."), child=child, own_group=True)
+        oom = out_of_memory(done, trainer.oom_patterns)
+        attempts.append({"attempt": len(attempts) + 1, "change": change, "returncode": done.returncode,
+                         **({"error": f"out of memory ({oom})"} if oom else {})})
+        manifest.update(attempts=attempts)
+        if done.returncode == 0 or not oom or signals.reason is not None:
+            return done, oom
+        left = len(plan.attempts) - len(attempts)
+        log.warning("%s: the trainer ran out of memory (%s); %s", run_dir.name, oom,
+                    "retrying with the next out-of-memory overlay" if left else "no out-of-memory overlay left")
+    return done, oom
+
+
+def _record_outputs(run_dir: Path, manifest: Manifest, trainer: TrainerSection, steps: int | None) -> None:
+    if (run_dir / "README.md").exists():  # the trainer's own card (LLaMA-Factory writes one): ours goes beside it
+        manifest.update(card="CARD.md")
+    models = model_files(run_dir, tuple(trainer.outputs))
+    outputs = describe_outputs(run_dir)
+    history = gather_curve(run_dir, steps)
+    metrics = dict(manifest.data.get("metrics") or {})
+    if history:
+        metrics.update(train_loss=history[-1]["loss"], train_steps=history[-1]["step"])
+    manifest.update(outputs=outputs, models=[p.relative_to(run_dir).as_posix() for p in models],
+                    model_metadata=models_metadata(run_dir, models), samples=latest_samples(run_dir),
+                    metrics=metrics)
+
+
+def _removed_if_empty(manifest: Manifest) -> bool:
+    """Remove a failed run's folder when the trainer wrote nothing into it (as the sd-scripts users' helper
+    does), unless LORAKIT_NO_CLEAN=1. Its output was shown as it ran, and the reason is printed."""
+    import os
+
+    from lorakit.runs.catalog import NO_CLEAN_ENV
+
+    run_dir = manifest.path.parent
+    if manifest.data.get("outputs") or os.environ.get(NO_CLEAN_ENV, "") not in ("", "0"):
+        return False
+    log.info("%s: the trainer wrote nothing; removing the run folder (%s=1 keeps it)", run_dir, NO_CLEAN_ENV)
+    shutil.rmtree(run_dir)
+    return True
