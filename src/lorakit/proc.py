@@ -101,6 +101,7 @@ def run_logged(cmd: Sequence[str], log_path: Path, cwd: Path | None = None, chil
                                 env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
         if child is not None:
             child.process, child.own_group = proc, own_group
+        line = "\n"
         try:
             assert proc.stdout is not None
             for line in _lines(proc.stdout):
@@ -112,6 +113,8 @@ def run_logged(cmd: Sequence[str], log_path: Path, cwd: Path | None = None, chil
                     sys.stderr.write(line)
                     sys.stderr.flush()
             proc.wait()
+            if echo and not line.endswith("\n"):  # a progress bar left mid-line: our next log line starts afresh
+                sys.stderr.write("\n")
         finally:
             if child is not None:
                 child.process = None

@@ -251,7 +251,8 @@ def _attempts(job: TrainerJob, manifest: Manifest, plan: Plan, values: dict[str,
         done = run_logged(cmd, run_dir / "trainer.log", cwd=Path(trainer.cwd or "."), child=child, own_group=True)
         oom = out_of_memory(done, trainer.oom_patterns)
         attempts.append({"attempt": len(attempts) + 1, "change": change, "returncode": done.returncode,
-                         **({"error": f"out of memory ({oom})"} if oom else {})})
+                         **({"error": f"out of memory ({oom})"} if oom else {}),
+                         **({"error_line": done.error_line()[:300]} if done.returncode else {})})
         manifest.update(attempts=attempts)
         if done.returncode == 0 or not oom or signals.reason is not None:
             return done, oom

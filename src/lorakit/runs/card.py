@@ -45,7 +45,7 @@ def render_external_card(run_dir: Path, manifest: dict[str, Any]) -> str:
             f"`{dataset['sha256'][:12]}` (every file in `{dataset['list']}`)" if dataset else "(no --dataset)")
     outputs = "".join(f"| `{o['path']}` | {o['bytes']:,} | `{o['sha256'][:12]}` |\n"
                       for o in manifest.get("outputs", [])) or "| (none) | | |\n"
-    meta_lines = "".join(f"\n**{name}**: " + ", ".join(f"{k}={v}" for k, v in list(meta.items())[:12])
+    meta_lines = "".join(f"\n\n**{name}**: " + ", ".join(f"{k}={v}" for k, v in list(meta.items())[:12])
                          for name, meta in (manifest.get("model_metadata") or {}).items())
     attempts = "".join(f"\n- attempt {a['attempt']}: {a['change']}, exit {a['returncode']}"
                        f"{', ' + a['error'] if a.get('error') else ''}" for a in manifest.get("attempts", []))
