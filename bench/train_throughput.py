@@ -98,7 +98,7 @@ def worker_lorakit(args: argparse.Namespace, workdir: Path) -> dict:
     import yaml
 
     from lorakit.config import load_config
-    from lorakit.train.runner import run_training
+    from lorakit.recipe.run import run_training
 
     data = write_jsonl(workdir / "train.jsonl", load_rows(args.data, 0, args.examples))
     config = {"model": {"name_or_path": args.model, "dtype": "float32"},

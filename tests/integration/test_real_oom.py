@@ -21,7 +21,7 @@ HEADROOM = 2 << 30  # 2 GiB above what the imports mapped
 DRIVER = f"""
 import resource, sys
 import accelerate, peft, torch, transformers  # map the libraries before the cap
-import lorakit.train.runner, lorakit.train.loop, lorakit.model.load, lorakit.data.dataset
+import lorakit.recipe.run, lorakit.train.loop, lorakit.model.load, lorakit.data.dataset
 from lorakit.cli.main import cli
 torch.set_num_threads(1)
 mapped = int(open("/proc/self/statm").read().split()[0]) * 4096

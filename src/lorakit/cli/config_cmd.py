@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from lorakit.cli.options import layered_config_options
+from lorakit.config.describe import describe_fields
 from lorakit.config.load import load_config
-from lorakit.config.schema import describe_fields
 
 
 @click.group("config")

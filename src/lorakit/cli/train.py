@@ -37,8 +37,8 @@ def train_cmd(config_file: str | None, overlays: tuple[str, ...], overrides: tup
         lorakit train examples/typst/config.yaml --nproc 2
     """
     if prepared_run is not None:
+        from lorakit.recipe.run import train_prepared
         from lorakit.train.distributed import process_rank
-        from lorakit.train.runner import train_prepared
 
         if process_rank() != 0:
             quiet_worker()
@@ -50,8 +50,8 @@ def train_cmd(config_file: str | None, overlays: tuple[str, ...], overrides: tup
         if config_file or overlays or overrides or name or dry_run:
             raise click.UsageError("--resume continues a run with its own config: give no CONFIG, --add, --set, "
                                    "--name or --dry-run with it")
+        from lorakit.recipe.run import resume_training
         from lorakit.runs.catalog import find_run, read_manifest
-        from lorakit.train.runner import resume_training
 
         run_dir = find_run(resume_run, Path(runs_dir))
         recorded_nproc = read_manifest(run_dir).get("config", {}).get("launch", {}).get("nproc", 1)
@@ -82,7 +82,7 @@ def train_cmd(config_file: str | None, overlays: tuple[str, ...], overrides: tup
 
         _exit_as(train_processes(loaded, command))  # rank 0 reports
         return
-    from lorakit.train.runner import run_training  # torch is imported only when we really train
+    from lorakit.recipe.run import run_training  # torch is imported only when we really train
 
     _report(run_training(loaded, command))
 

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from lorakit.config.memory import MemorySettings
 from lorakit.config.run_name import expand_run_name
 from lorakit.config.schema import RunConfig, is_folder_name
 from lorakit.errors import ConfigError
@@ -33,7 +34,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 # Keys whose relative values are file paths, resolved against the declaring file's folder.
-PATH_KEYS = ("data.train", "data.eval", "lora.init_from", "train.oom.overlay", "tracking.copy_files")
+PATH_KEYS = ("data.train", "data.eval", "lora.init_from", "train.oom.overlay", "train.sample_prompts",
+             "tracking.copy_files")
 PATH_PREFIXES = ("tracking.repos.",)  # every value under these is a path
 
 
@@ -301,11 +303,6 @@ def with_absolute_paths(config: RunConfig) -> dict[str, Any]:
     return raw
 
 
-# What an out-of-memory overlay may change while a run is under way.
-OOM_OVERLAY_KEYS = ("train.micro_batch_size", "train.grad_accum", "train.gradient_checkpointing",
-                    "train.loss_chunk_tokens", "data.max_length")
-
-
 def flatten_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     out: dict[str, Any] = {}
@@ -330,10 +327,11 @@ def apply_oom_overlay(config: RunConfig) -> tuple[RunConfig, str] | None:
     raw = config.model_dump(mode="json")
     leaves: dict[str, str] = {}  # every key the overlay sets -> its file
     _merge(raw, read_config_file(path), str(path), leaves)
-    refused = [k for k in leaves if k not in OOM_OVERLAY_KEYS]
+    allowed = MemorySettings.KEYS.values()
+    refused = [k for k in leaves if k not in allowed]
     if refused:
         raise ConfigError(f"train.oom.overlay {path}: {', '.join(refused)} cannot change during a run; "
-                          f"an out-of-memory overlay may set {', '.join(OOM_OVERLAY_KEYS)}")
+                          f"an out-of-memory overlay may set {', '.join(allowed)}")
     new = validate(raw, leaves, [str(path)])
     before = config.train.micro_batch_size * config.train.grad_accum
     after = new.train.micro_batch_size * new.train.grad_accum

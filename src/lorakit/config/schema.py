@@ -6,8 +6,7 @@ This module imports neither torch nor transformers, so validating a config, ``--
 
 from __future__ import annotations
 
-from types import UnionType
-from typing import Literal, Union, get_args, get_origin
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -149,6 +148,24 @@ class OomSection(Section):
     )
 
 
+EVAL_METRICS = ("loss", "exact", "chrf", "typst")
+GENERATED_METRICS = ("exact", "chrf", "typst")  # need the model to write its answers
+
+
+def metric_key(name: str) -> str:
+    """How an evaluation metric is logged: eval_loss, eval_exact... (``exact`` and ``eval_exact`` both name it)."""
+    return name if name.startswith("eval_") else f"eval_{name}"
+
+
+class EarlyStoppingSection(Section):
+    metric: str = Field("eval_loss", description="An evaluation metric the run logs: eval_loss (or loss), exact, "
+                        "chrf, typst.")
+    mode: Literal["auto", "min", "max"] = Field(
+        "auto", description="min: lower is better; max: higher is better; auto: min for loss, max for the others.")
+    patience: int = Field(3, gt=0, description="Stop after this many evaluations without improvement.")
+    min_delta: float = Field(0.0, ge=0, description="An improvement smaller than this does not count.")
+
+
 class TrainSection(Section):
     epochs: float = Field(1.0, gt=0, description="Passes over the training data (fractions allowed).")
     max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps; 0 = use epochs.")
@@ -203,6 +220,37 @@ class TrainSection(Section):
         "train.oom.auto_plan and as the default budget of `lorakit plan`.",
     )
     oom: OomSection = Field(default_factory=OomSection)
+    eval_metrics: list[Literal["loss", "exact", "chrf", "typst"]] = Field(
+        default_factory=lambda: ["loss"],
+        description="Computed at every evaluation on the validation set, as `lorakit eval` computes them: loss, "
+        "exact (exact match), chrf, typst (share that compiles). The last three generate answers (slower).",
+    )
+    eval_generate_rows: int | None = Field(
+        None, gt=0, description="Generate answers for only the first N validation rows (exact, chrf, typst).")
+    early_stopping: EarlyStoppingSection | None = Field(
+        None, description="Stop when an evaluation metric stops improving; the best adapter is kept.")
+    keep: Literal["last", "best", "both"] | None = Field(
+        None,
+        description="Which adapter the run folder holds: last, best (by early_stopping.metric, else "
+        "best_metric), or both (best on top, last in last/). Default: best with early_stopping, else last.",
+    )
+    best_metric: str = Field("eval_loss", description="What 'best' means without early_stopping (see its metric).")
+    sample_prompts: str | None = Field(
+        None, description="A file of prompts (one a line in .txt, or rows in any training format) answered "
+        "greedily at each sampling; answers go to samples/step-N.jsonl, TensorBoard and the model card.",
+    )
+    sample_every: int | None = Field(
+        None, gt=0, description="Steps between samples; default: at every evaluation.")
+
+    @property
+    def selection_metric(self) -> str:
+        """The logged metric that decides which adapter is best."""
+        return metric_key(self.early_stopping.metric if self.early_stopping else self.best_metric)
+
+    @property
+    def keeps(self) -> str:
+        """last, best or both, the default resolved."""
+        return self.keep or ("best" if self.early_stopping else "last")
 
     @field_validator("memory_budget", mode="before")
     @classmethod
@@ -216,6 +264,10 @@ class TrainSection(Section):
     def _plan_needs_budget(self) -> TrainSection:
         if self.oom.auto_plan and self.memory_budget is None:
             raise ValueError("train.oom.auto_plan needs train.memory_budget (e.g. 8GiB)")
+        metric = self.selection_metric.removeprefix("eval_")
+        if (self.early_stopping or self.keeps != "last") and metric not in self.eval_metrics:
+            raise ValueError(f"{metric} is not computed: add it to train.eval_metrics (now "
+                             f"{', '.join(self.eval_metrics)}) or choose one of those")
         return self
 
 
@@ -309,39 +361,14 @@ class RunConfig(Section):
     def _eval_source(self) -> RunConfig:
         if self.data.eval and self.data.val_size:
             raise ValueError("data.eval and data.val_size are both set; use one of them")
+        needs = ("train.early_stopping" if self.train.early_stopping else
+                 f"train.keep: {self.train.keep}" if self.train.keeps != "last" else None)
+        if needs and not (self.data.eval or self.data.val_size):
+            raise ValueError(f"{needs} needs validation data: set data.eval or data.val_size")
+        if self.train.keeps != "last" and self.launch.strategy == "fsdp":
+            raise ValueError(f"train.keep: {self.train.keeps} saves the best adapter as it is reached, which "
+                             "fsdp's sharded model cannot do mid-run; use ddp")
         if self.launch.strategy == "fsdp" and (self.train.resumable or self.train.save_every):
             raise ValueError("launch.strategy fsdp keeps no resume state or checkpoints (the optimizer state is "
                              "sharded): unset train.resumable and train.save_every, or use ddp")
         return self
-
-
-def describe_fields(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """Every leaf key as (dotted key, type, default, description), for ``lorakit config schema``."""
-    rows = []
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows.extend(describe_fields(annotation, f"{prefix}{name}."))
-            continue
-        type_name = _type_name(annotation)
-        if info.is_required():
-            default = "required"
-        elif info.default_factory is not None:
-            default = repr(info.default_factory())  # type: ignore[call-arg]
-        else:
-            default = repr(info.default)
-        rows.append((f"{prefix}{name}", type_name, default, info.description or ""))
-    return rows
-
-
-def _type_name(annotation: object) -> str:
-    origin = get_origin(annotation)
-    if origin is Literal:
-        return " | ".join(str(arg) for arg in get_args(annotation))
-    if origin in (Union, UnionType):
-        return " | ".join(_type_name(arg) for arg in get_args(annotation))
-    if annotation is type(None):
-        return "None"
-    if isinstance(annotation, type) and origin is None:
-        return annotation.__name__
-    return str(annotation).replace("typing.", "")

@@ -51,6 +51,7 @@ class Datasets:
     template_name: str
     stats: dict[str, SplitStats]
     prompt_shape: PromptShape | None = None  # how inference should wrap new input
+    eval_conversations: list[Conversation] = field(default_factory=list)  # for generated metrics and samples
 
 
 def load_conversations(paths: Sequence[str | Path], fmt: str = "auto",
@@ -162,4 +163,6 @@ def build_datasets(data: DataSection, tokenizer: Any) -> Datasets:
         if s.overflow:
             log.warning("%s: %d of %d rows longer than max_length=%d (%s: %d truncated, %d dropped)",
                         split, s.overflow, s.rows, data.max_length, data.on_overflow, s.truncated, s.dropped)
-    return Datasets(train, evals, template_name, stats, prompt_shape(train_convs))
+    kept = {e.where for e in evals}  # the validation rows that survived the length policy
+    return Datasets(train, evals, template_name, stats, prompt_shape(train_convs),
+                    [c for c in eval_convs if c.where in kept])

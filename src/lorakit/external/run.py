@@ -35,10 +35,8 @@ from lorakit.external.trainer import TrainerSection, check_trainer_files
 from lorakit.model.resolve import sha256_file
 from lorakit.proc import Child, Finished, ForwardSignals, run_logged
 from lorakit.runs.artifacts import copy_tracked_files
-from lorakit.runs.card import write_card
 from lorakit.runs.catalog import model_files
-from lorakit.runs.manifest import Manifest
-from lorakit.runs.naming import allocate_pattern_dir, allocate_run_dir
+from lorakit.runs.folder import RunFolder
 from lorakit.runs.provenance import code_state, environment, hardware, redact_text
 
 log = logging.getLogger(__name__)
@@ -153,52 +151,42 @@ def run_trainer(job: TrainerJob, child: Child | None = None, clean_empty: bool =
     """
     plan = plan_run(job)
     trainer = job.trainer
-    job.runs_dir.mkdir(parents=True, exist_ok=True)
-    if "{version}" in plan.name_pattern:
-        run_dir = allocate_pattern_dir(job.runs_dir, plan.name_pattern)
-    else:
-        run_dir = allocate_run_dir(job.runs_dir, plan.name_pattern)
+    run = _create_run(job, plan)
+    run_dir = run.path
     # output_name: the run's name (the folder's, less a -vNNN the folder alone carries)
     output_name = run_dir.name if "{version}" in plan.name_pattern else plan.name_pattern
     values = {**plan.values, "output_dir": str(run_dir.resolve()), "output_name": output_name, "run": run_dir.name}
-    manifest = _create_manifest(job, run_dir, plan)
     child = child or Child()
     try:
         with ForwardSignals(child) as signals:
-            done, oom = _attempts(job, manifest, plan, values, child, signals)
+            done, oom = _attempts(job, run, plan, values, child, signals)
     except BaseException as e:
-        manifest.set_status("failed", f"{type(e).__name__}: {e}")
+        run.end("failed", f"{type(e).__name__}: {e}", card=False)
         raise
-    _record_outputs(run_dir, manifest, trainer, plan.steps)
-    reason = _verdict(manifest, done, oom, signals.reason, tuple(trainer.outputs))
-    outcome = TrainerOutcome(run_dir, manifest.status, done.returncode, reason)
-    if not (outcome.status == "failed" and clean_empty and _removed_if_empty(manifest)):
-        write_card(run_dir, manifest.data)
-    return outcome
+    _record_outputs(run, trainer, plan.steps)
+    status, reason = _verdict(run, done, oom, signals.reason, tuple(trainer.outputs))
+    if not (status == "failed" and clean_empty and _removed_if_empty(run)):
+        run.end(status, reason if status != "interrupted" else signals.reason)
+    return TrainerOutcome(run_dir, status, done.returncode, reason)
 
 
-def _verdict(manifest: Manifest, done: Finished, oom: str | None, stopped_by: str | None,
-             outputs: tuple[str, ...]) -> str | None:
-    """Set how the run ended; why it did not complete, or None."""
-    program = Path(manifest.data["command"][0]).name
+def _verdict(run: RunFolder, done: Finished, oom: str | None, stopped_by: str | None,
+             outputs: tuple[str, ...]) -> tuple[str, str | None]:
+    """How the run ended, and why it did not complete (None when it did)."""
+    program = Path(run.manifest.data["command"][0]).name
     if stopped_by is not None:
-        reason = f"stopped by {stopped_by}"
-        manifest.set_status("interrupted", stopped_by)
-    elif done.returncode != 0:
-        attempts = len(manifest.data["attempts"])
-        reason = (f"out of memory after {attempts} attempt(s): {done.error_line()[:300]}" if oom else
-                  f"{program} exited with {done.returncode}: {done.error_line()[:300]}")
-        manifest.set_status("failed", reason)
-    elif not model_files(manifest.path.parent, outputs):
-        reason = f"{program} exited with 0 but produced no model file (looked for {', '.join(outputs)})"
-        manifest.set_status("failed", reason)
-    else:
-        reason = None
-        manifest.set_status("completed")
-    return reason
+        return "interrupted", f"stopped by {stopped_by}"
+    if done.returncode != 0:
+        attempts = len(run.manifest.data["attempts"])
+        return "failed", (f"out of memory after {attempts} attempt(s): {done.error_line()[:300]}" if oom else
+                          f"{program} exited with {done.returncode}: {done.error_line()[:300]}")
+    if not model_files(run.path, outputs):
+        return "failed", f"{program} exited with 0 but produced no model file (looked for {', '.join(outputs)})"
+    return "completed", None
 
 
-def _create_manifest(job: TrainerJob, run_dir: Path, plan: Plan) -> Manifest:
+def _create_run(job: TrainerJob, plan: Plan) -> RunFolder:
+    """The run folder, with what the trainer's own interpreter says it runs on, the dataset and the copies."""
     trainer = job.trainer
     first_cmd = resolve_program(render_command(trainer.command or "", {**plan.values, "config": "config",
                                                                       "output_dir": "", "output_name": "",
@@ -207,34 +195,32 @@ def _create_manifest(job: TrainerJob, run_dir: Path, plan: Plan) -> Manifest:
     python = find_python(first_cmd, trainer.python)
     interpreter = interpreter_facts(python, trainer.packages)
     templates = [Path(f) for f in ([trainer.config] if trainer.config else []) + trainer.oom_ladder]
-    dataset = fingerprint_dataset(job.dataset, run_dir / "dataset_files.tsv") if job.dataset else None
     import lorakit
 
-    return Manifest.create(
-        run_dir, name=run_dir.name, trainer="command", command_template=trainer.command,
+    run = RunFolder.create(
+        job.runs_dir, plan.name_pattern, trainer="command", command_template=trainer.command,
         working_directory=trainer.cwd, command_line=list(job.command_line),
         config_files={str(f): sha256_file(f) for f in [*templates, *job.overlays]},
-        overrides=list(job.overrides), total_steps=plan.steps,
-        dataset=dataset, data_files={dataset["path"]: dataset["sha256"]} if dataset else {},
-        trainer_python=interpreter,
+        overrides=list(job.overrides), total_steps=plan.steps, trainer_python=interpreter,
         versions={"lorakit": lorakit.__version__, **(interpreter.get("packages") or {})},
-        hardware=hardware(), code=code_state(trainer.repos), environment=environment(),
-        copied_files={source: {"copy": str(copy.relative_to(run_dir)), "sha256": sha256_file(copy)}
-                      for source, copy in copy_tracked_files(trainer.copy_files, run_dir).items()},
-        parent=None,
-    )
+        hardware=hardware(), code=code_state(trainer.repos), environment=environment(), parent=None)
+    dataset = fingerprint_dataset(job.dataset, run.path / "dataset_files.tsv") if job.dataset else None
+    run.update(dataset=dataset, data_files={dataset["path"]: dataset["sha256"]} if dataset else {},
+               copied_files={source: {"copy": str(copy.relative_to(run.path)), "sha256": sha256_file(copy)}
+                             for source, copy in copy_tracked_files(trainer.copy_files, run.path).items()})
+    return run
 
 
-def _attempts(job: TrainerJob, manifest: Manifest, plan: Plan, values: dict[str, str], child: Child,
+def _attempts(job: TrainerJob, run: RunFolder, plan: Plan, values: dict[str, str], child: Child,
               signals: ForwardSignals) -> tuple[Finished, str | None]:
     """Run the command as configured, then with each out-of-memory overlay while it runs out of memory.
 
     Returns:
         How the last attempt finished, and what said it ran out of memory (None if it did not).
     """
-    trainer, run_dir = job.trainer, manifest.path.parent
+    trainer, run_dir = job.trainer, run.path
     attempts: list[dict[str, Any]] = []
-    manifest.set_status("running")
+    run.start()
     for change, layers in plan.attempts:
         config_path = None
         if trainer.config:
@@ -242,18 +228,18 @@ def _attempts(job: TrainerJob, manifest: Manifest, plan: Plan, values: dict[str,
             config = render_config(template, layers, job.overrides, values)
             config_path = run_dir / rendered_name(template)
             config_path.write_text(dump_config(config, FORMATS[template.suffix.lower()]), encoding="utf-8")
-            manifest.update(config=config, config_sha256=sha256_file(config_path))
+            run.update(config=config, config_sha256=sha256_file(config_path))
         config_arg = str(config_path.resolve()) if config_path else ""  # the command runs in trainer.cwd
         cmd = resolve_program(render_command(trainer.command or "", {**values, "config": config_arg},
                                              job.strict_command), Path(trainer.cwd or "."))
-        manifest.update(command=[redact_text(c) for c in cmd])
+        run.update(command=[redact_text(c) for c in cmd])
         log.info("%s: %s (%s)", run_dir.name, shlex.join(cmd), change)
         done = run_logged(cmd, run_dir / "trainer.log", cwd=Path(trainer.cwd or "."), child=child, own_group=True)
         oom = out_of_memory(done, trainer.oom_patterns)
         attempts.append({"attempt": len(attempts) + 1, "change": change, "returncode": done.returncode,
                          **({"error": f"out of memory ({oom})"} if oom else {}),
                          **({"error_line": done.error_line()[:300]} if done.returncode else {})})
-        manifest.update(attempts=attempts)
+        run.update(attempts=attempts)
         if done.returncode == 0 or not oom or signals.reason is not None:
             return done, oom
         left = len(plan.attempts) - len(attempts)
@@ -262,7 +248,8 @@ def _attempts(job: TrainerJob, manifest: Manifest, plan: Plan, values: dict[str,
     return done, oom
 
 
-def _record_outputs(run_dir: Path, manifest: Manifest, trainer: TrainerSection, steps: int | None) -> None:
+def _record_outputs(run: RunFolder, trainer: TrainerSection, steps: int | None) -> None:
+    run_dir, manifest = run.path, run.manifest
     if (run_dir / "README.md").exists():  # the trainer's own card (LLaMA-Factory writes one): ours goes beside it
         manifest.update(card="CARD.md")
     models = model_files(run_dir, tuple(trainer.outputs))
@@ -276,15 +263,15 @@ def _record_outputs(run_dir: Path, manifest: Manifest, trainer: TrainerSection, 
                     metrics=metrics)
 
 
-def _removed_if_empty(manifest: Manifest) -> bool:
+def _removed_if_empty(run: RunFolder) -> bool:
     """Remove a failed run's folder when the trainer wrote nothing into it (as the sd-scripts users' helper
     does), unless LORAKIT_NO_CLEAN=1. Its output was shown as it ran, and the reason is printed."""
     import os
 
     from lorakit.runs.catalog import NO_CLEAN_ENV
 
-    run_dir = manifest.path.parent
-    if manifest.data.get("outputs") or os.environ.get(NO_CLEAN_ENV, "") not in ("", "0"):
+    run_dir = run.path
+    if run.manifest.data.get("outputs") or os.environ.get(NO_CLEAN_ENV, "") not in ("", "0"):
         return False
     log.info("%s: the trainer wrote nothing; removing the run folder (%s=1 keeps it)", run_dir, NO_CLEAN_ENV)
     shutil.rmtree(run_dir)

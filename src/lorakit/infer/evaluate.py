@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorakit.data.dataset import Conversation
 from lorakit.data.formats import Turn
 from lorakit.errors import DataError
 from lorakit.infer import metrics as m
@@ -53,8 +54,13 @@ def load_cases(path: Path, input_field: str | None = None, target_field: str | N
         return [EvalCase(r[pair[0]], r[pair[1]]) for r in rows]
     from lorakit.data.dataset import load_conversations
 
+    return cases_from_conversations(load_conversations([path])[:limit])
+
+
+def cases_from_conversations(conversations: Sequence[Conversation]) -> list[EvalCase]:
+    """Each conversation as a case: everything before its last trained turn is the prompt, that turn the reference."""
     cases = []
-    for conv in load_conversations([path])[:limit]:
+    for conv in conversations:
         last = max(i for i, t in enumerate(conv.turns) if t.train)
         cases.append(EvalCase([Turn(t.role, t.content, False) for t in conv.turns[:last]], conv.turns[last].content))
     return cases
@@ -69,7 +75,7 @@ def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bo
     from contextlib import nullcontext
 
     from lorakit.data.tokenize import Example
-    from lorakit.train.loop import evaluate
+    from lorakit.train.evaluate import evaluate_loss
 
     examples = []
     for case in cases:
@@ -79,7 +85,7 @@ def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bo
         examples.append(Example(ids[: adapter.max_length], labels[: adapter.max_length]))
     pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else adapter.stop_ids[0]
     with nullcontext() if use_adapter else adapter.model.disable_adapter():
-        return evaluate(adapter.model, examples, 8, pad, 256, adapter.device)
+        return evaluate_loss(adapter.model, examples, 8, pad, 256, adapter.device)
 
 
 def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[str], use_adapter: bool = True,

@@ -20,9 +20,9 @@ from lorakit.config.load import LoadedConfig
 from lorakit.errors import LaunchError
 from lorakit.launch.sbatch import SCRIPT_NAME, JobPlan, render
 from lorakit.launch.slurm import JobState, job_state, release, sbatch, scancel
+from lorakit.recipe.start import start_run
 from lorakit.runs.manifest import UNFINISHED, Manifest, now
 from lorakit.runs.naming import next_run_dir
-from lorakit.train.start import start_run
 
 
 @dataclass(frozen=True)
@@ -50,17 +50,18 @@ def submit_run(loaded: LoadedConfig, command_line: list[str], dry_run: bool = Fa
     script = render(_plan(loaded, predicted), __version__)  # a bad value fails before anything is made
     if dry_run:
         return Submission(predicted, script, None)
-    run_dir, manifest = start_run(loaded, command_line, trains_here=False)
+    run = start_run(loaded, command_line, trains_here=False)
+    run_dir = run.path
     script = render(_plan(loaded, run_dir), __version__)
     script_path = run_dir / SCRIPT_NAME
     script_path.write_text(script, encoding="utf-8")
     try:
         job_id = sbatch(script_path, hold=True)
     except LaunchError as e:
-        manifest.set_status("failed", str(e))
+        run.end("failed", str(e), card=False)
         raise
-    manifest.update(slurm={"job_id": job_id, "script": SCRIPT_NAME, "submitted_at": now()})
-    manifest.set_status("submitted", f"Slurm job {job_id}")
+    run.end("submitted", f"Slurm job {job_id}", card=False,
+            slurm={"job_id": job_id, "script": SCRIPT_NAME, "submitted_at": now()})
     release(job_id)
     return Submission(run_dir, script, job_id)
 

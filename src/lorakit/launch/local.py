@@ -14,9 +14,10 @@ from pathlib import Path
 
 from lorakit.config.load import LoadedConfig
 from lorakit.errors import TrainingError
-from lorakit.runs.manifest import UNFINISHED, Manifest
-from lorakit.train.runner import TrainOutcome
-from lorakit.train.start import start_run
+from lorakit.recipe.run import TrainOutcome
+from lorakit.recipe.start import start_run
+from lorakit.runs.folder import RunFolder
+from lorakit.runs.manifest import UNFINISHED
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def worker_args(run_dir: Path) -> list[str]:
 
 def train_processes(loaded: LoadedConfig, command_line: list[str]) -> TrainOutcome:
     """Create the run folder, train it with ``launch.nproc`` processes, and report how it ended."""
-    run_dir, _ = start_run(loaded, command_line)
+    run_dir = start_run(loaded, command_line).path
     log.info("run folder: %s; starting %d training processes", run_dir, loaded.config.launch.nproc)
     return run_processes(run_dir, loaded.config.launch.nproc)
 
@@ -64,10 +65,10 @@ def outcome_of(run_dir: Path, failure: str | None) -> TrainOutcome:
     Raises:
         TrainingError: it failed, or its processes died before they could say so.
     """
-    manifest = Manifest.load(run_dir)
-    if failure and manifest.status in UNFINISHED:
-        manifest.set_status("failed", failure)  # killed before it could mark itself
-    if manifest.status == "failed":
-        reason = manifest.data["status_history"][-1].get("reason", "no reason recorded")
+    run = RunFolder.open(run_dir)
+    if failure and run.status in UNFINISHED:
+        run.end("failed", failure, card=False)  # killed before it could mark itself
+    if run.status == "failed":
+        reason = run.manifest.data["status_history"][-1].get("reason", "no reason recorded")
         raise TrainingError(f"{run_dir.name} failed: {reason}")
-    return TrainOutcome(run_dir, manifest.status, manifest.data.get("metrics", {}))
+    return TrainOutcome(run_dir, run.status, run.manifest.data.get("metrics", {}))

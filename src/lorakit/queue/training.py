@@ -18,7 +18,7 @@ from lorakit.queue.keep import Keeper
 from lorakit.queue.state import Job, QueueState
 from lorakit.queue.workspace import Workspace
 from lorakit.runs.catalog import RESUME_FILE, model_files, read_manifest, versions_of
-from lorakit.runs.manifest import Manifest
+from lorakit.runs.folder import RunFolder
 from lorakit.runs.provenance import redact_text
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,9 @@ class TrainingStage:
         if not model_files(run_dir, self.keeper.model_patterns):
             reason = (f"the trainer produced no model file (looked for {', '.join(self.keeper.model_patterns)} in "
                       f"{run_dir}); nothing was uploaded or deleted")
-            manifest = Manifest.load(run_dir)
-            if manifest.status == "completed":  # the trainer said so; without a model it did not
-                manifest.set_status("failed", "produced no model file")
+            run = RunFolder.open(run_dir)
+            if run.status == "completed":  # the trainer said so; without a model it did not
+                run.end("failed", "produced no model file", card=False)
             raise JobFailed(reason)
         return run_dir
 

@@ -18,23 +18,37 @@ def write_results(run_dir: Path, train_metrics: dict[str, Any], eval_metrics: di
 
 
 def plot_loss(path: Path, history: list[dict[str, Any]], eval_history: list[dict[str, Any]]) -> None:
-    """training_loss.png: training loss per step, and validation loss where it was measured."""
+    """training_loss.png: training loss per step, and validation loss where it was measured; the task metrics
+    (eval_exact, eval_chrf, eval_typst...) in a second panel when the run measured any."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed, and no GUI toolkit imported
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    tasks = sorted({k for m in eval_history for k in m if k.startswith("eval_") and k != "eval_loss"
+                    and isinstance(m[k], (int, float))})
+    fig, axes = plt.subplots(1, 2 if tasks else 1, figsize=(12 if tasks else 7, 4), dpi=100, squeeze=False)
+    ax = axes[0][0]
     if history:
         ax.plot([m["step"] for m in history], [m["loss"] for m in history], label="train loss", linewidth=1)
-    if eval_history:
-        ax.plot([m["step"] for m in eval_history], [m["eval_loss"] for m in eval_history], "o-",
-                label="eval loss", linewidth=1.5)
+    with_loss = [m for m in eval_history if "eval_loss" in m]
+    if with_loss:
+        ax.plot([m["step"] for m in with_loss], [m["eval_loss"] for m in with_loss], "o-", label="eval loss",
+                linewidth=1.5)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(path.parent.name)
     ax.grid(alpha=0.3)
     ax.legend()
+    if tasks:
+        right = axes[0][1]
+        for name in tasks:
+            points = [m for m in eval_history if name in m]
+            right.plot([m["step"] for m in points], [m[name] for m in points], "o-", label=name.removeprefix("eval_"))
+        right.set_xlabel("step")
+        right.set_title("validation metrics")
+        right.grid(alpha=0.3)
+        right.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -91,6 +91,12 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
     parent_line = (f"\nContinued from `{parent['name']}` (`{parent['path']}`); `lorakit runs lineage {run_dir.name}` "
                    "shows the whole chain.\n" if parent else "")
     notes_section = _notes(manifest)
+    kept = manifest.get("adapter") or {}
+    best_name = str(metrics.get("best_metric", "?")).removeprefix("eval_")
+    last_note = "; the last one is in `last/`" if kept.get("last") else ""
+    best_line = (f"\nThe adapter here is the **best** one, from step {kept['step']} by {best_name} "
+                 f"({_fmt(metrics.get('best_value'))}){last_note}.\n" if kept.get("top") == "best" else "")
+    samples_section = _samples(run_dir, metrics.get("best_step"))
     eval_section = "".join(_evaluation(e) for e in manifest.get("evaluations", []))
     return f"""# {run_dir.name}
 
@@ -120,7 +126,7 @@ Config sha256: `{manifest['config_sha256']}` (full config in `config.resolved.ya
 {metric_lines}
 
 ![loss](training_loss.png)
-{eval_section}{notes_section}
+{best_line}{samples_section}{eval_section}{notes_section}
 ## Use it
 With PEFT (the adapter is in plain PEFT format):
 ```python
@@ -132,6 +138,27 @@ model = PeftModel.from_pretrained(base, "{run_dir}")
 tokenizer = AutoTokenizer.from_pretrained("{run_dir}")
 ```
 """
+
+
+def _samples(run_dir: Path, best_step: int | None) -> str:
+    """First, best and last answers to the sample prompts (samples/step-N.jsonl), side by side."""
+    import json
+
+    files = sorted((run_dir / "samples").glob("step-*.jsonl"))
+    if not files:
+        return ""
+    by_step = {int(f.stem.removeprefix("step-")): f for f in files}
+    picks = {"first": min(by_step), "last": max(by_step)}
+    if best_step is not None and best_step in by_step:
+        picks = {"first": picks["first"], "best": best_step, "last": picks["last"]}
+    rows = {name: [json.loads(line) for line in by_step[step].read_text(encoding="utf-8").splitlines()]
+            for name, step in picks.items()}
+    header = "| prompt | " + " | ".join(f"{name} (step {picks[name]})" for name in picks) + " |\n"
+    header += "|---|" + "---|" * len(picks) + "\n"
+    cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")[:200]  # noqa: E731
+    body = "".join("| " + cell(first["prompt"]) + " | " + " | ".join(cell(rows[n][i]["output"]) for n in picks)
+                   + " |\n" for i, first in enumerate(rows["first"]))
+    return f"\n## Samples\n{header}{body}"
 
 
 def _evaluation(entry: dict[str, Any]) -> str:

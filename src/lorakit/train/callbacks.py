@@ -19,8 +19,14 @@ log = logging.getLogger(__name__)
 class Callback(Protocol):
     def on_train_begin(self, total_steps: int) -> None: ...
     def on_step_end(self, metrics: dict[str, Any]) -> None: ...
-    def on_evaluate(self, metrics: dict[str, Any]) -> None: ...
+    def on_evaluate(self, metrics: dict[str, Any]) -> None: ...  # eval_loss and any eval_* metric
+    def on_samples(self, step: int, samples: list[dict[str, str]]) -> None: ...  # {"prompt", "output"}
     def on_train_end(self, status: str) -> None: ...
+
+
+def eval_values(metrics: dict[str, Any]) -> dict[str, float]:
+    """The evaluation metrics of a record (eval_loss, eval_exact, ...), without its step and time fields."""
+    return {k: v for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))}
 
 
 def _hms(seconds: float) -> str:
@@ -72,7 +78,10 @@ class JsonlMetrics:
                      "trained_tokens": metrics["trained_tokens"]})
 
     def on_evaluate(self, metrics: dict[str, Any]) -> None:
-        self._write({**self._base(metrics), "eval_loss": round(metrics["eval_loss"], 6)})
+        self._write({**self._base(metrics), **{k: round(v, 6) for k, v in eval_values(metrics).items()}})
+
+    def on_samples(self, step: int, samples: list[dict[str, str]]) -> None:
+        pass
 
     def on_train_end(self, status: str) -> None:
         if self._file is not None:
@@ -96,7 +105,12 @@ class LogLines:
                  m["loss"], m["lr"], _si(m["tokens_per_second"]), m["memory_gib"], _hms(m["remaining_s"]))
 
     def on_evaluate(self, m: dict[str, Any]) -> None:
-        log.info("step %d/%d | eval_loss %.4f", m["step"], m["total_steps"], m["eval_loss"])
+        shown = " | ".join(f"{k} {v:.4f}" for k, v in eval_values(m).items())
+        log.info("step %d/%d | %s", m["step"], m["total_steps"], shown)
+
+    def on_samples(self, step: int, samples: list[dict[str, str]]) -> None:
+        if samples:
+            log.info("step %d | sample: %s -> %s", step, samples[0]["prompt"][:60], samples[0]["output"][:80])
 
     def on_train_end(self, status: str) -> None:
         pass
@@ -129,6 +143,9 @@ class ProgressBar:
         self._progress.update(self._task, completed=m["step"], info=info)
 
     def on_evaluate(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def on_samples(self, step: int, samples: list[dict[str, str]]) -> None:
         pass
 
     def on_train_end(self, status: str) -> None:
@@ -165,6 +182,9 @@ class Checkpoints:
                 shutil.rmtree(old)
 
     def on_evaluate(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def on_samples(self, step: int, samples: list[dict[str, str]]) -> None:
         pass
 
     def on_train_end(self, status: str) -> None:

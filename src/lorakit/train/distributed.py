@@ -1,12 +1,15 @@
 """What changes when torchrun (or srun) started several training processes.
 
 Process start, rendezvous and the process group are accelerate's and torchrun's: this module
-only picks the accelerate options for ``launch.strategy`` and gathers the adapter to save.
+picks the accelerate options for ``launch.strategy``, shares a step's micro-batches out, sums
+what the processes computed, agrees on when to stop, and gathers the adapter to save.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from lorakit.errors import ConfigError
@@ -50,3 +53,33 @@ def adapter_state_dict(accelerator: Any, prepared: Any) -> dict[str, Any] | None
         return None
     full = accelerator.get_state_dict(prepared)
     return {key.removeprefix("model."): value for key, value in full.items()}
+
+
+def share_of(batches: Sequence[Any], accelerator: Any | None) -> list[tuple[Any, float]]:
+    """This process's batches with their weights: every process gets the same number of them.
+
+    A process short of work gets copies of the first batch with weight 0: the forward and
+    backward passes still run (the collectives of DDP and FSDP need every process), but add nothing.
+    """
+    world = accelerator.num_processes if accelerator is not None else 1
+    if world == 1:
+        return [(b, 1.0) for b in batches]
+    mine: list[tuple[Any, float]] = [(b, 1.0) for b in batches[accelerator.process_index :: world]]
+    return mine + [(batches[0], 0.0)] * (math.ceil(len(batches) / world) - len(mine))
+
+
+def summed_over_processes(value: Any, accelerator: Any | None) -> Any:
+    """A tensor summed over every process (itself, with one)."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return value
+    return accelerator.reduce(value, reduction="sum")
+
+
+def any_process(flag: bool, accelerator: Any) -> bool:
+    """Whether ``flag`` holds in any process (every process calls this, at the same step boundary)."""
+    if accelerator.num_processes == 1:
+        return flag
+    import torch
+
+    total = accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), reduction="sum")
+    return bool(total.item())

@@ -9,8 +9,10 @@ With several processes (DDP or FSDP) every process plans the same steps; a step 
 ``grad_accum`` micro-batches per process and each process computes its share (micro-batches
 ``rank, rank + world, ...``), so every example is seen once per epoch. The target count is known
 from the plan on every process, so the loss is the same token-weighted mean as in one process.
-Every process runs the same number of forward passes per step (a process short of work runs one
-with weight 0), which FSDP's collectives need.
+
+The loop reads top to bottom: for each planned step, stop if asked (a signal, or early stopping,
+agreed by every process), run ``train_step``, hand its numbers to the ``Reporter``, and save the
+resume state, evaluate or sample when they are due.
 """
 
 from __future__ import annotations
@@ -22,19 +24,21 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
-from lorakit.config.schema import DataSection, TrainSection
-from lorakit.data.packing import Row, collate, plan_micro_batches
-from lorakit.data.tokenize import Example
+from lorakit.config.schema import TrainSection
+from lorakit.data.packing import collate
 from lorakit.errors import TrainingError
 from lorakit.train.callbacks import Callback
+from lorakit.train.distributed import any_process, share_of, summed_over_processes
 from lorakit.train.loss import as_loss_module
 from lorakit.train.oom import StepOutOfMemory, check_test_budget, free_memory, is_out_of_memory, test_token_budget
+from lorakit.train.plan import LoopResult, Step
 from lorakit.train.resume import capture_rng, restore_rng
+from lorakit.train.select import Selection
 from lorakit.train.stop import StopRequest
 
 log = logging.getLogger(__name__)
@@ -43,63 +47,37 @@ log = logging.getLogger(__name__)
 REPORT_EVERY_STEP_ON = ("cpu",)
 
 
-@dataclass(frozen=True)
-class Step:
-    """One optimizer step: its micro-batches, and the epoch reached when it ends."""
+class Evaluator(Protocol):
+    """Measures the model after ``step``: {"eval_loss": ..., "eval_exact": ...}. Every process calls it."""
 
-    micro_batches: list[list[Row]]
-    epoch: float
-
-
-def plan_steps(examples: Sequence[Example], train: TrainSection, data: DataSection,
-               processes: int = 1) -> list[Step]:
-    """Every optimizer step of the run, epoch by epoch, each epoch shuffled with its own seed.
-
-    A step holds ``grad_accum`` micro-batches for each of ``processes`` processes.
-    """
-    per_step = train.grad_accum * processes
-    per_epoch = math.ceil(len(plan_micro_batches(examples, train.micro_batch_size, data.packing,
-                                                 data.max_length, data.seed)) / per_step)
-    total = train.max_steps or max(1, math.ceil(per_epoch * train.epochs))
-    steps: list[Step] = []
-    epoch = 0
-    while len(steps) < total:
-        micro = plan_micro_batches(examples, train.micro_batch_size, data.packing, data.max_length,
-                                   data.seed + epoch)
-        groups = [micro[i : i + per_step] for i in range(0, len(micro), per_step)]
-        for index, group in enumerate(groups):
-            steps.append(Step(group, epoch + (index + 1) / len(groups)))
-            if len(steps) == total:
-                break
-        epoch += 1
-    return steps
+    def __call__(self, step: int) -> dict[str, Any]: ...
 
 
 @dataclass
-class LoopResult:
-    status: str  # "completed" or "interrupted"
-    steps_done: int
-    history: list[dict[str, Any]] = field(default_factory=list)
-    eval_history: list[dict[str, Any]] = field(default_factory=list)
-    trained_tokens: int = 0  # real (non-pad) tokens
-    supervised_tokens: int = 0  # tokens that reached the loss
-    computed_tokens: int = 0  # tokens the model ran on, padding included
-    seconds: float = 0.0
-    eval_seconds: float = 0.0  # kept out of tokens/s, which measures training alone
-    rng_state: dict[str, Any] | None = None  # as it was at the end of the last completed step
-    stop_reason: str | None = None  # "Ctrl+C" or "SIGTERM" when interrupted
+class LoopSetup:
+    """What the loop trains and whom it tells: built once per run by the recipe."""
 
-    def tokens_per_second(self, elapsed: float) -> float:
-        """Real tokens per second of training, validation time excluded."""
-        return self.trained_tokens / max(elapsed - self.eval_seconds, 1e-9)
-
-    @property
-    def final_loss(self) -> float | None:
-        return self.history[-1]["loss"] if self.history else None
+    model: Any  # the SupervisedLoss module, as the accelerator prepared it
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    accelerator: Any
+    train: TrainSection
+    pad_id: int
+    callbacks: Sequence[Callback] = ()
+    evaluate: Evaluator | None = None  # None: no validation data
+    sample: Callable[[int], None] | None = None  # greedy answers to train.sample_prompts after a step
+    save_best: Callable[[int], None] | None = None  # the adapter after a step that was the best so far
+    save_state: Callable[[LoopResult], None] | None = None  # the resume state, at a step boundary
+    stop: StopRequest | None = None  # a signal asks to stop at the next step boundary
+    selection: Selection | None = None  # which evaluation is best, and early stopping (a fresh run's)
 
     @property
-    def final_eval_loss(self) -> float | None:
-        return self.eval_history[-1]["eval_loss"] if self.eval_history else None
+    def state_every(self) -> int:
+        return self.train.resume_every if self.train.resumable and self.save_state is not None else 0
+
+    @property
+    def sample_every(self) -> int:
+        return (self.train.sample_every or self.train.eval_every) if self.sample is not None else 0
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -110,218 +88,239 @@ def peak_memory_gib(device: torch.device) -> float:
     return kib / 2**20 if sys.platform != "darwin" else kib / 2**30
 
 
-def share_of(batches: Sequence[Any], accelerator: Any | None) -> list[tuple[Any, float]]:
-    """This process's batches with their weights: every process gets the same number of them.
+class Reporter:
+    """Step losses stay on the device until a log, checkpoint or evaluation needs them, so a GPU never
+    waits for the host between steps; on the CPU there is no queue, so every step reports at once.
+    Reading them is also where a diverged loss is caught."""
 
-    A process short of work gets copies of the first batch with weight 0: the forward and
-    backward passes still run (the collectives of DDP and FSDP need every process), but add nothing.
+    def __init__(self, setup: LoopSetup, result: LoopResult, total_steps: int) -> None:
+        self.setup, self.result, self.total_steps = setup, result, total_steps
+        self.pending: list[tuple[dict[str, Any], torch.Tensor]] = []
+
+    def add(self, metrics: dict[str, Any], loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        device = self.setup.accelerator.device
+        self.pending.append((metrics, torch.stack([loss, grad_norm.detach().float().to(device)])))
+        if self._due(metrics["step"]):
+            self.flush()
+
+    def _due(self, step: int) -> bool:
+        t = self.setup.train
+        return (self.setup.accelerator.device.type in REPORT_EVERY_STEP_ON or step == self.total_steps
+                or step % t.log_every == 0 or bool(t.save_every and step % t.save_every == 0)
+                or bool(self.setup.evaluate and t.eval_every and step % t.eval_every == 0))
+
+    def flush(self) -> None:
+        """Report every pending step; raises TrainingError when a loss is NaN or infinite."""
+        if not self.pending:
+            return
+        values = torch.stack([v for _, v in self.pending]).tolist()  # the one host-device sync
+        reported = [metrics for metrics, _ in self.pending]
+        self.pending.clear()
+        for metrics, (loss, grad_norm) in zip(reported, values, strict=True):
+            if not math.isfinite(loss):
+                raise TrainingError(f"loss diverged at step {metrics['step']} (loss={loss}); lower train.lr or "
+                                    "check the data")
+            metrics.update(loss=loss, grad_norm=grad_norm)
+            self.result.history.append(metrics)
+            for cb in self.setup.callbacks:
+                cb.on_step_end(metrics)
+
+
+class Clock:
+    """Seconds of this run so far, earlier attempts and resumed sessions included."""
+
+    def __init__(self, before: float) -> None:
+        self.start = time.perf_counter() - before
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def train_step(setup: LoopSetup, step: Step, step_no: int, result: LoopResult) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over this process's share of the step's micro-batches.
+
+    Returns:
+        The step's loss (summed over processes) and gradient norm, still on the device.
+
+    Raises:
+        StepOutOfMemory: this step ran out of memory; its partial gradients are dropped.
     """
-    world = accelerator.num_processes if accelerator is not None else 1
-    if world == 1:
-        return [(b, 1.0) for b in batches]
-    mine: list[tuple[Any, float]] = [(b, 1.0) for b in batches[accelerator.process_index :: world]]
-    return mine + [(batches[0], 0.0)] * (math.ceil(len(batches) / world) - len(mine))
+    acc, train = setup.accelerator, setup.train
+    loss_module = as_loss_module(setup.model)
+    batches = [collate(rows, setup.pad_id) for rows in step.micro_batches]
+    step_tokens = sum(b.num_tokens for b in batches)
+    batches = [b for b in batches if b.num_targets]  # nothing to learn, nothing to compute
+    n_targets = max(1, sum(b.num_targets for b in batches))
+    share = share_of(batches, acc)
+    step_loss = torch.zeros((), dtype=torch.float32, device=acc.device)
+    budget = test_token_budget()
+    try:
+        for i, (batch, weight) in enumerate(share):
+            check_test_budget(batch.num_computed, budget)
+            # Only the last micro-batch of a step needs to synchronise gradients across processes.
+            with acc.no_sync(loss_module) if i < len(share) - 1 else nullcontext():
+                with acc.autocast():  # bf16 on a GPU; nothing on the CPU
+                    loss = loss_module(batch.to_tensors(acc.device), train.loss_chunk_tokens) / n_targets
+                # DDP and FSDP average gradients over processes; each process's sum is wanted.
+                acc.backward(loss * (weight * acc.num_processes))
+            step_loss += loss.detach() * weight
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+        raise _out_of_memory(setup, step_no, e, result) from None
+    result.trained_tokens += step_tokens
+    result.computed_tokens += sum(b.num_computed for b in batches)
+    result.supervised_tokens += sum(b.num_targets for b in batches)
+    params = [p for p in setup.model.parameters() if p.requires_grad]
+    grad_norm = (acc.clip_grad_norm_(params, train.max_grad_norm) if train.max_grad_norm
+                 else torch.zeros((), device=acc.device))
+    setup.optimizer.step()
+    setup.scheduler.step()
+    setup.optimizer.zero_grad(set_to_none=True)
+    return summed_over_processes(step_loss, acc), grad_norm
 
 
-def summed_over_processes(value: torch.Tensor, accelerator: Any | None) -> torch.Tensor:
-    if accelerator is None or accelerator.num_processes == 1:
-        return value
-    return accelerator.reduce(value, reduction="sum")
+def _out_of_memory(setup: LoopSetup, step_no: int, error: BaseException, result: LoopResult) -> BaseException:
+    """The exception a step that ran out of memory ends in, its partial gradients dropped."""
+    acc = setup.accelerator
+    if acc.num_processes > 1:
+        return TrainingError(f"out of memory at step {step_no} in process {acc.process_index} of {acc.num_processes}; "
+                             "the out-of-memory retries run in single-process training only: lower "
+                             "train.micro_batch_size (raise train.grad_accum to keep the batch) or add an overlay "
+                             "with --add")
+    setup.optimizer.zero_grad(set_to_none=True)
+    free_memory()
+    return StepOutOfMemory(step_no, error, result)
 
 
-@torch.no_grad()
-def evaluate(model: Any, examples: Sequence[Example], micro_batch_size: int, pad_id: int,
-             chunk_tokens: int, device: torch.device, accelerator: Any | None = None) -> float:
-    """Mean next-token loss over every supervised token of ``examples`` (shared out over processes)."""
-    loss_module = as_loss_module(model)
-    was_training = loss_module.training
-    loss_module.eval()
-    batches = [b for b in (collate([list(examples[start : start + micro_batch_size])], pad_id)
-                           for start in range(0, len(examples), micro_batch_size)) if b.num_targets]
-    total = torch.zeros(2, dtype=torch.float32, device=device)  # summed loss, target count
-    for batch, weight in share_of(batches, accelerator):
-        loss = loss_module(batch.to_tensors(device), chunk_tokens)
-        total += torch.stack([loss.float(), torch.tensor(float(batch.num_targets), device=device)]) * weight
-    loss_module.train(was_training)
-    loss_sum, count = summed_over_processes(total, accelerator).tolist()
-    return loss_sum / max(1.0, count)
-
-
-def run_loop(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, steps: Sequence[Step],
-             train: TrainSection, eval_examples: Sequence[Example], pad_id: int, accelerator: Any,
-             callbacks: Sequence[Callback] = (), resume: LoopResult | None = None,
-             stop: StopRequest | None = None, save_state: Callable[[LoopResult], None] | None = None,
-             state_every: int = 0) -> LoopResult:
-    """Run the planned optimizer steps; stop cleanly on Ctrl+C.
+def run_loop(setup: LoopSetup, steps: Sequence[Step], resume: LoopResult | None = None) -> LoopResult:
+    """Run the planned optimizer steps, stopping cleanly at a step boundary when asked.
 
     Args:
-        resume: the steps done so far (an attempt that ran out of memory, or a resumed run):
-            continue after its last completed step (``steps`` may have been re-cut meanwhile).
-            Callbacks are begun and the baseline validation is run only without it.
-        stop: when it holds a reason (a signal arrived), stop at the next step boundary.
-        save_state: writes the resume state; called every ``state_every`` steps (0: never) and
-            when a ``stop`` request ends the run, always at a step boundary.
+        resume: the steps done so far (an attempt that ran out of memory, or a resumed run): continue
+            after its last completed step (``steps`` may have been re-cut meanwhile). Callbacks are begun
+            and the baseline evaluation is run only without it.
 
     Raises:
         TrainingError: the loss became NaN or infinite ("loss diverged at step N").
-        StepOutOfMemory: a step ran out of memory; its partial gradients are dropped, the steps
-            before it are complete and reported.
+        StepOutOfMemory: a step ran out of memory; the steps before it are complete and reported.
     """
-    device = accelerator.device
-    processes = accelerator.num_processes
-    loss_module = as_loss_module(model)
-    total_steps = len(steps)
-    result = resume or LoopResult("completed", 0)
-    params = [p for p in model.parameters() if p.requires_grad]
-    token_budget = test_token_budget()
+    result = resume or LoopResult("completed", 0, selection=setup.selection)
+    total = len(steps)
+    reporter = Reporter(setup, result, total)
+    clock = Clock(result.seconds)
     if result.rng_state is not None:
         restore_rng(result.rng_state)  # dropout continues as if the run had never stopped
     if resume is None:
-        for cb in callbacks:
-            cb.on_train_begin(total_steps)
-    loss_module.train()
-    start = time.perf_counter() - result.seconds
-
-    def report_eval(step_no: int, epoch: float) -> None:
-        began = time.perf_counter()
-        with accelerator.autocast():
-            eval_loss = evaluate(loss_module, eval_examples, train.micro_batch_size, pad_id,
-                                 train.loss_chunk_tokens, device, accelerator)
-        result.eval_seconds += time.perf_counter() - began
-        elapsed = time.perf_counter() - start
-        metrics = {"step": step_no, "total_steps": total_steps, "epoch": epoch, "eval_loss": eval_loss,
-                   "elapsed_s": elapsed, "remaining_s": elapsed / max(1, step_no) * (total_steps - step_no)}
-        result.eval_history.append(metrics)
-        for cb in callbacks:
-            cb.on_evaluate(metrics)
-
-    # Step losses stay on the device until a log, checkpoint or validation needs them, so a GPU
-    # never waits for the host between steps; on the CPU there is no queue, so every step reports.
-    pending: list[tuple[dict[str, Any], torch.Tensor]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        values = torch.stack([v for _, v in pending]).tolist()  # the one host-device sync
-        reported = [metrics for metrics, _ in pending]
-        pending.clear()
-        for metrics, (loss_value, grad_norm) in zip(reported, values, strict=True):
-            if not math.isfinite(loss_value):
-                raise TrainingError(f"loss diverged at step {metrics['step']} (loss={loss_value}); "
-                                    "lower train.lr or check the data")
-            metrics.update(loss=loss_value, grad_norm=grad_norm)
-            result.history.append(metrics)
-            for cb in callbacks:
-                cb.on_step_end(metrics)
-
-    def must_report(step_no: int) -> bool:
-        return (device.type in REPORT_EVERY_STEP_ON or step_no == total_steps or step_no % train.log_every == 0
-                or bool(train.save_every and step_no % train.save_every == 0)
-                or bool(eval_examples and train.eval_every and step_no % train.eval_every == 0))
-
-    at_boundary = False
+        for cb in setup.callbacks:
+            cb.on_train_begin(total)
+        _evaluate(setup, result, 0, 0.0, total, clock)  # the untrained adapter: the baseline to beat
+        _sample(setup, 0)
+    as_loss_module(setup.model).train()
     try:
-        if eval_examples and resume is None:
-            report_eval(0, 0.0)  # the untrained adapter's loss: the baseline to beat
         for step_no, step in enumerate(steps, 1):
             if step_no <= result.steps_done:
                 continue
-            if _stop_requested(stop, accelerator):
-                at_boundary = True
-                raise KeyboardInterrupt
-            batches = [collate(rows, pad_id) for rows in step.micro_batches]
-            step_tokens = sum(b.num_tokens for b in batches)
-            batches = [b for b in batches if b.num_targets]  # nothing to learn, nothing to compute
-            n_targets = max(1, sum(b.num_targets for b in batches))
-            share = share_of(batches, accelerator)
-            step_loss = torch.zeros((), dtype=torch.float32, device=device)
-            try:
-                for i, (batch, weight) in enumerate(share):
-                    check_test_budget(batch.num_computed, token_budget)
-                    # Only the last micro-batch of a step needs to synchronise gradients across processes.
-                    sync = accelerator.no_sync(loss_module) if i < len(share) - 1 else nullcontext()
-                    with sync:
-                        with accelerator.autocast():  # bf16 on a GPU; nothing on the CPU
-                            loss = loss_module(batch.to_tensors(device), train.loss_chunk_tokens) / n_targets
-                        # DDP and FSDP average gradients over processes; each process's sum is wanted.
-                        accelerator.backward(loss * (weight * processes))
-                    step_loss += loss.detach() * weight
-            except (RuntimeError, MemoryError) as e:
-                if not is_out_of_memory(e):
-                    raise
-                if processes > 1:
-                    raise TrainingError(f"out of memory at step {step_no} in process {accelerator.process_index} "
-                                        f"of {processes}; the out-of-memory retries run in single-process training "
-                                        "only: lower train.micro_batch_size (raise train.grad_accum to keep the "
-                                        "batch) or add an overlay with --add") from None
-                # Forget this step entirely (partial gradients, tensors); the steps before it stand.
-                del batches, step_loss
-                loss = None
-                optimizer.zero_grad(set_to_none=True)
-                flush()
-                result.seconds = time.perf_counter() - start
-                free_memory()
-                raise StepOutOfMemory(step_no, e, result) from None
-            step_loss = summed_over_processes(step_loss, accelerator)
-            result.trained_tokens += step_tokens
-            result.computed_tokens += sum(b.num_computed for b in batches)
-            result.supervised_tokens += sum(b.num_targets for b in batches)
-            grad_norm = (accelerator.clip_grad_norm_(params, train.max_grad_norm) if train.max_grad_norm
-                         else torch.zeros((), device=device))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            result.steps_done = step_no
-            result.rng_state = capture_rng()
-            elapsed = time.perf_counter() - start
-            metrics = {"step": step_no, "total_steps": total_steps, "epoch": step.epoch, "lr": lr,
-                       "trained_tokens": result.trained_tokens,
-                       "tokens_per_second": result.tokens_per_second(elapsed),
-                       "elapsed_s": elapsed,
-                       "remaining_s": elapsed / step_no * (total_steps - step_no),
-                       "memory_gib": peak_memory_gib(device)}
-            pending.append((metrics, torch.stack([step_loss, grad_norm.detach().float().to(device)])))
-            if must_report(step_no):
-                flush()
-            if save_state is not None and state_every and step_no % state_every == 0 and step_no < total_steps:
-                flush()
-                result.seconds = time.perf_counter() - start
-                save_state(result)
-            if eval_examples and train.eval_every and step_no % train.eval_every == 0 and step_no < total_steps:
-                report_eval(step_no, step.epoch)
-        flush()
-        if eval_examples and total_steps:
-            report_eval(result.steps_done, steps[-1].epoch)
-    except KeyboardInterrupt:
-        flush()  # the steps that finished before Ctrl+C keep their place in the log
+            if _stop_agreed(setup, result):
+                _stop_here(setup, result, reporter, clock)
+                break
+            loss, grad_norm = train_step(setup, step, step_no, result)
+            result.steps_done, result.rng_state = step_no, capture_rng()
+            reporter.add(_step_metrics(setup, result, step, total, clock), loss, grad_norm)
+            _when_due(setup, result, step, total, reporter, clock)
+        else:
+            reporter.flush()
+            if steps and not (result.eval_history and result.eval_history[-1]["step"] == result.steps_done):
+                _evaluate(setup, result, result.steps_done, steps[-1].epoch, total, clock)
+                _sample(setup, result.steps_done)
+    except KeyboardInterrupt:  # a second Ctrl+C, mid-step: the adapter so far is saved, no resume state
+        reporter.flush()
         result.status = "interrupted"
-        result.stop_reason = (stop.reason if stop is not None else None) or "Ctrl+C"
-        log.warning("interrupted at step %d of %d; saving the adapter so far", result.steps_done, total_steps)
-        if at_boundary and save_state is not None:
-            result.seconds = time.perf_counter() - start
-            save_state(result)  # a second Ctrl+C may land mid-step; only a boundary is consistent
+        result.stop_reason = (setup.stop.reason if setup.stop is not None else None) or "Ctrl+C"
     except StepOutOfMemory:
+        result.seconds = clock.elapsed()
         raise  # not the end of training: the caller steps down its ladder and resumes
     except BaseException:
         result.status = "failed"
-        _end(callbacks, result, start)
+        _end(setup, result, clock)
         raise
-    _end(callbacks, result, start)
+    _end(setup, result, clock)
     return result
 
 
-def _stop_requested(stop: StopRequest | None, accelerator: Any) -> bool:
-    """Whether a signal asked to stop; with several processes, whether any of them was asked."""
-    asked = stop is not None and stop.reason is not None
-    if accelerator.num_processes == 1:
-        return asked
-    flag = torch.tensor([float(asked)], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="sum").item())
+def _step_metrics(setup: LoopSetup, result: LoopResult, step: Step, total: int, clock: Clock) -> dict[str, Any]:
+    elapsed = clock.elapsed()
+    return {"step": result.steps_done, "total_steps": total, "epoch": step.epoch,
+            "lr": setup.scheduler.get_last_lr()[0], "trained_tokens": result.trained_tokens,
+            "tokens_per_second": result.tokens_per_second(elapsed), "elapsed_s": elapsed,
+            "remaining_s": elapsed / result.steps_done * (total - result.steps_done),
+            "memory_gib": peak_memory_gib(setup.accelerator.device)}
 
 
-def _end(callbacks: Sequence[Callback], result: LoopResult, start: float) -> None:
-    result.seconds = time.perf_counter() - start
-    for cb in callbacks:
+def _when_due(setup: LoopSetup, result: LoopResult, step: Step, total: int, reporter: Reporter,
+              clock: Clock) -> None:
+    """Save the resume state, evaluate and sample when this step is one they are due at (never the last step:
+    the end of the loop evaluates, and a completed run needs no resume state)."""
+    step_no = result.steps_done
+    if step_no == total:
+        return
+    if setup.state_every and step_no % setup.state_every == 0:
+        reporter.flush()
+        result.seconds = clock.elapsed()
+        setup.save_state(result)  # type: ignore[misc]  # state_every is 0 without it
+    if setup.train.eval_every and step_no % setup.train.eval_every == 0:
+        reporter.flush()
+        _evaluate(setup, result, step_no, step.epoch, total, clock)
+    if setup.sample_every and step_no % setup.sample_every == 0:
+        _sample(setup, step_no)
+
+
+def _evaluate(setup: LoopSetup, result: LoopResult, step_no: int, epoch: float, total: int, clock: Clock) -> None:
+    """Measure the model after ``step_no``; keep the adapter when it is the best so far."""
+    if setup.evaluate is None:
+        return
+    began = time.perf_counter()
+    metrics = setup.evaluate(step_no)
+    result.eval_seconds += time.perf_counter() - began
+    elapsed = clock.elapsed()
+    record = {"step": step_no, "total_steps": total, "epoch": epoch, **metrics, "elapsed_s": elapsed,
+              "remaining_s": elapsed / max(1, step_no) * (total - step_no)}
+    result.eval_history.append(record)
+    for cb in setup.callbacks:
+        cb.on_evaluate(record)
+    if result.selection is not None and result.selection.observe(step_no, record) and setup.save_best is not None:
+        setup.save_best(step_no)
+
+
+def _sample(setup: LoopSetup, step_no: int) -> None:
+    if setup.sample is not None:
+        setup.sample(step_no)
+
+
+def _stop_agreed(setup: LoopSetup, result: LoopResult) -> bool:
+    """Whether to stop before the next step: a signal, or early stopping; with several processes, whether any
+    process says so (each sees the same evaluations, but only the main one the generated metrics)."""
+    asked = setup.stop is not None and setup.stop.reason is not None
+    early = result.selection is not None and result.selection.stop_reason is not None
+    return any_process(asked or early, setup.accelerator)
+
+
+def _stop_here(setup: LoopSetup, result: LoopResult, reporter: Reporter, clock: Clock) -> None:
+    reporter.flush()  # the steps that finished keep their place in the log
+    signal_reason = setup.stop.reason if setup.stop is not None else None
+    early = result.selection.stop_reason if result.selection is not None else None
+    if signal_reason is None:  # early stopping (here, or in another process): the run is complete
+        result.stop_reason = f"stopped early at step {result.steps_done}: {early or 'another process said so'}"
+        log.info("%s", result.stop_reason)
+        return
+    result.status, result.stop_reason = "interrupted", signal_reason
+    log.warning("interrupted at step %d; saving the adapter so far", result.steps_done)
+    if setup.save_state is not None:
+        result.seconds = clock.elapsed()
+        setup.save_state(result)
+
+
+def _end(setup: LoopSetup, result: LoopResult, clock: Clock) -> None:
+    result.seconds = clock.elapsed()
+    for cb in setup.callbacks:
         cb.on_train_end(result.status)
-

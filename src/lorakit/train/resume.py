@@ -11,14 +11,16 @@ It is written when a run stops on Ctrl+C or SIGTERM, and every ``train.resume_ev
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lorakit.config.memory import MemorySettings
 from lorakit.errors import RunError
-from lorakit.train.oom import MemorySettings
+from lorakit.train.plan import LoopResult
+from lorakit.train.select import Selection
 
 STATE_FILE = "resume_state.pt"
 _COUNTERS = ("trained_tokens", "supervised_tokens", "computed_tokens", "seconds", "eval_seconds")
@@ -41,9 +43,11 @@ def trainable_state(model: Any) -> dict[str, torch.Tensor]:
     return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_resume_state(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, result: Any,
-                      settings: MemorySettings, attempts: list[dict[str, Any]]) -> Path:
-    """Write the state after ``result.steps_done`` steps (``model`` unwrapped), atomically."""
+def save_resume_state(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, result: LoopResult,
+                      settings: MemorySettings, attempts: list[dict[str, Any]],
+                      best_adapter: dict[str, torch.Tensor] | None = None, best_step: int | None = None) -> Path:
+    """Write the state after ``result.steps_done`` steps (``model`` unwrapped), atomically; with the best
+    adapter so far and the early-stopping state, so a resumed run keeps and stops as an uninterrupted one."""
     state = {
         "steps_done": result.steps_done,
         "adapter": trainable_state(model),
@@ -55,6 +59,9 @@ def save_resume_state(run_dir: Path, model: Any, optimizer: Any, scheduler: Any,
         "counters": {name: getattr(result, name) for name in _COUNTERS},
         "settings": asdict(settings),
         "attempts": attempts,
+        "selection": result.selection.state() if result.selection is not None else None,
+        "best_adapter": best_adapter,
+        "best_step": best_step,
     }
     path = run_dir / STATE_FILE
     tmp = path.with_name(f".{STATE_FILE}.tmp")
@@ -92,17 +99,15 @@ def restore(state: dict[str, Any], model: Any, optimizer: Any, scheduler: Any) -
     scheduler.load_state_dict(state["scheduler"])
 
 
-def restored_result(state: dict[str, Any]) -> Any:
+def restored_result(state: dict[str, Any]) -> LoopResult:
     """The LoopResult of the steps done before the stop, with the RNG as it was then."""
-    from lorakit.train.loop import LoopResult
-
+    selection = Selection.from_state(state["selection"]) if state.get("selection") else None
     result = LoopResult("completed", state["steps_done"], list(state["history"]), list(state["eval_history"]),
-                        rng_state=state["rng"])
+                        rng_state=state["rng"], selection=selection)
     for name, value in state["counters"].items():
         setattr(result, name, value)
     return result
 
 
 def restored_settings(state: dict[str, Any]) -> MemorySettings:
-    known = {f.name for f in fields(MemorySettings)}
-    return MemorySettings(**{k: v for k, v in state["settings"].items() if k in known})
+    return MemorySettings.from_dict(state["settings"])

@@ -13,6 +13,7 @@ from typing import Any
 
 from lorakit.config.schema import RunConfig
 from lorakit.errors import ConfigError
+from lorakit.train.callbacks import eval_values
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,12 @@ class TensorBoardLog:
             self.writer.add_scalar(f"train/{name}", metrics[name], metrics["step"])
 
     def on_evaluate(self, metrics: dict[str, Any]) -> None:
-        self.writer.add_scalar("eval/loss", metrics["eval_loss"], metrics["step"])
+        for name, value in eval_values(metrics).items():
+            self.writer.add_scalar(f"eval/{name.removeprefix('eval_')}", value, metrics["step"])
+
+    def on_samples(self, step: int, samples: list[dict[str, str]]) -> None:
+        rows = "\n".join(f"| {s['prompt']} | {s['output']} |".replace("\n", " ") for s in samples)
+        self.writer.add_text("samples", "| prompt | answer |\n|---|---|\n" + rows, step)
 
     def on_train_end(self, status: str) -> None:
         self.writer.flush()
@@ -91,7 +97,11 @@ class MlflowLog:
         self._log({name: metrics[name] for name in STEP_METRICS}, metrics["step"])
 
     def on_evaluate(self, metrics: dict[str, Any]) -> None:
-        self._log({"eval_loss": metrics["eval_loss"]}, metrics["step"])
+        self._log(eval_values(metrics), metrics["step"])
+
+    def on_samples(self, step: int, samples: list[dict[str, str]]) -> None:
+        self.client.log_text(self.run_id, "".join(f"{s['prompt']}\t{s['output']}\n" for s in samples),
+                             f"samples/step-{step:06d}.tsv")
 
     def on_train_end(self, status: str) -> None:
         self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(status, "FAILED"))

@@ -1,7 +1,7 @@
 from click.testing import CliRunner
 
 from lorakit.cli.main import cli
-from lorakit.config.schema import describe_fields
+from lorakit.config.describe import describe_fields
 from tests.conftest import ALPACA_ROWS, write_jsonl
 from tests.unit.cli.test_train import make_config
 

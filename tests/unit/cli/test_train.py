@@ -218,7 +218,7 @@ def test_continue_from_an_earlier_adapter_and_refuse_a_mismatched_one(tmp_path, 
 
 def test_run_training_accepts_extra_callbacks(tmp_path, tiny_model_dir):
     from lorakit.config import load_config
-    from lorakit.train.runner import run_training
+    from lorakit.recipe.run import run_training
 
     class Steps:
         seen: list = []  # noqa: RUF012 - a test probe

@@ -8,14 +8,23 @@ from lorakit.data.tokenize import IGNORE, Example
 from lorakit.errors import TrainingError
 from lorakit.model.adapters import attach_adapter
 from lorakit.train.callbacks import JsonlMetrics
-from lorakit.train.loop import plan_steps, run_loop
+from lorakit.train.evaluate import evaluate_loss
+from lorakit.train.loop import LoopSetup, run_loop
 from lorakit.train.optim import build_optimizer, build_scheduler
+from lorakit.train.plan import plan_steps
 from tests.conftest import build_model
 
 EXAMPLES = [Example([2, 10 + i, 20 + i, 30, 31, 1], [IGNORE, IGNORE, 20 + i, 30, 31, 1]) for i in range(12)]
 
 
 def train_once(tmp_path=None, callbacks=(), examples=EXAMPLES, kind="llama", **train_kwargs):
+    model, setup, steps = loop_setup(examples, kind, **train_kwargs)
+    setup.callbacks = list(callbacks)
+    return model, run_loop(setup, steps)
+
+
+def loop_setup(examples=EXAMPLES, kind="llama", **train_kwargs):
+    """A tiny model, its optimizer and the planned steps, evaluated on the first three examples."""
     from accelerate import Accelerator
 
     train = TrainSection(**{"lr": 1e-2, "warmup_ratio": 0.0, "epochs": 2, "micro_batch_size": 4, "grad_accum": 1,
@@ -26,9 +35,12 @@ def train_once(tmp_path=None, callbacks=(), examples=EXAMPLES, kind="llama", **t
     optimizer = build_optimizer(model, train)
     steps = plan_steps(examples, train, data)
     scheduler = build_scheduler(optimizer, train, len(steps))
-    result = run_loop(model, optimizer, scheduler, steps, train, examples[:3], 0, Accelerator(cpu=True),
-                      list(callbacks))
-    return model, result
+    accelerator = Accelerator(cpu=True)
+
+    def evaluate(step):
+        return {"eval_loss": evaluate_loss(model, examples[:3], 4, 0, train.loss_chunk_tokens, accelerator.device)}
+
+    return model, LoopSetup(model, optimizer, scheduler, accelerator, train, 0, evaluate=evaluate), steps
 
 
 @pytest.mark.parametrize("kind", ["llama", "gemma3"])
@@ -131,7 +143,7 @@ def test_trainer_log_has_a_line_per_logged_step_and_eval(tmp_path):
 def test_each_process_takes_its_share_of_a_step_and_every_example_is_seen_once_per_epoch():
     from types import SimpleNamespace
 
-    from lorakit.train.loop import share_of
+    from lorakit.train.distributed import share_of
 
     data = DataSection(train=["unused"])
     examples = EXAMPLES[:11]  # 11 micro-batches of 1 for 2 processes x 2: the last step has 3

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from lorakit.cli.main import cli
 from lorakit.config import load_config
-from lorakit.train.runner import resume_training, run_training
+from lorakit.recipe.run import resume_training, run_training
 from tests.unit.cli.test_train import invoke, make_config
 
 SETTINGS = {"max_steps": 8, "log_every": 1, "eval_every": 3, "resumable": True, "resume_every": 2}
@@ -88,7 +88,7 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, tiny_model_dir, sign
 SLOW_RUN = """
 import sys, time
 from lorakit.config import load_config
-from lorakit.train.runner import run_training
+from lorakit.recipe.run import run_training
 
 class Slow:
     def on_train_begin(self, total_steps): pass

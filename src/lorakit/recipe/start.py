@@ -6,6 +6,7 @@ exists, so a typo in a path or a bad data row leaves nothing behind.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,8 +16,7 @@ from lorakit.config.schema import RunConfig
 from lorakit.errors import ConfigError, DataError
 from lorakit.model.resolve import check_model_reference, sha256_file
 from lorakit.runs.artifacts import copy_tracked_files
-from lorakit.runs.manifest import Manifest
-from lorakit.runs.naming import allocate_run_dir
+from lorakit.runs.folder import RunFolder
 from lorakit.runs.provenance import code_state, environment, hardware, package_versions, redact_text
 from lorakit.textfile import check_text
 
@@ -51,6 +51,9 @@ def check_before_start(cfg: RunConfig, trains_here: bool = True) -> None:
 
         check_quantization(cfg.model)
         check_trackers(cfg)
+        check_eval_metrics(cfg.train.eval_metrics)
+    if cfg.train.sample_prompts is not None and not Path(cfg.train.sample_prompts).is_file():
+        raise ConfigError(f"train.sample_prompts: file not found: {cfg.train.sample_prompts}")
     if cfg.lora.init_from:
         from lorakit.model.adapters import check_init_from_shape
 
@@ -66,16 +69,25 @@ def check_before_start(cfg: RunConfig, trains_here: bool = True) -> None:
         split_validation(rows, cfg.data.val_size, cfg.data.seed)
 
 
-def start_run(loaded: LoadedConfig, command_line: Sequence[str], trains_here: bool = True) -> tuple[Path, Manifest]:
+# What each generated metric needs beyond lorakit's own dependencies.
+METRIC_PACKAGES = {"chrf": "sacrebleu", "typst": "typst"}
+
+
+def check_eval_metrics(metrics: Sequence[str], key: str = "train.eval_metrics") -> None:
+    """Raises ConfigError naming the install when a metric's package is missing."""
+    for metric in metrics:
+        if metric in METRIC_PACKAGES and importlib.util.find_spec(METRIC_PACKAGES[metric]) is None:
+            raise ConfigError(f"{key}: {metric} needs the {METRIC_PACKAGES[metric]} package: "
+                              "pip install 'lorakit[eval]'")
+
+
+def start_run(loaded: LoadedConfig, command_line: Sequence[str], trains_here: bool = True) -> RunFolder:
     """Create the run folder with its config files and a first manifest (after ``check_before_start``)."""
     cfg = loaded.config
     check_before_start(cfg, trains_here)
-    run_dir = allocate_run_dir(Path(cfg.output.dir), loaded.run_name)
-    (run_dir / "config.resolved.yaml").write_text(redact_text(loaded.to_yaml()), encoding="utf-8")
-    (run_dir / "config.sources.txt").write_text(redact_text("\n".join(loaded.sources) + "\n"), encoding="utf-8")
-    manifest = Manifest.create(
-        run_dir,
-        name=run_dir.name,
+    copies = [*cfg.tracking.copy_files, *([cfg.train.sample_prompts] if cfg.train.sample_prompts else [])]
+    run = RunFolder.create(
+        Path(cfg.output.dir), loaded.run_name,
         command_line=list(command_line),
         working_directory=os.getcwd(),  # relative paths in the config are relative to it
         config=cfg.model_dump(mode="json"),
@@ -88,8 +100,11 @@ def start_run(loaded: LoadedConfig, command_line: Sequence[str], trains_here: bo
         hardware=hardware(),
         code=code_state(cfg.tracking.repos),
         environment=environment(),
-        copied_files={source: {"copy": str(copy.relative_to(run_dir)), "sha256": sha256_file(copy)}
-                      for source, copy in copy_tracked_files(cfg.tracking.copy_files, run_dir).items()},
         parent=None,
     )
-    return run_dir, manifest
+    run_dir = run.path
+    run.update(copied_files={source: {"copy": str(copy.relative_to(run_dir)), "sha256": sha256_file(copy)}
+                             for source, copy in copy_tracked_files(copies, run_dir).items()})
+    (run_dir / "config.resolved.yaml").write_text(redact_text(loaded.to_yaml()), encoding="utf-8")
+    (run_dir / "config.sources.txt").write_text(redact_text("\n".join(loaded.sources) + "\n"), encoding="utf-8")
+    return run

@@ -1,0 +1,178 @@
+"""Everything one training process holds while it trains, built in the order a run needs it.
+
+The order matters for the user: every cheap check first, then the data (seconds), then the
+model (a GGUF conversion takes a minute), so a mistake costs as little time as possible.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lorakit.config.load import LoadedConfig, apply_oom_overlay, flatten_keys
+from lorakit.config.memory import MemorySettings
+from lorakit.config.schema import RunConfig
+from lorakit.data.dataset import Datasets
+from lorakit.errors import DataError
+from lorakit.model.resolve import ResolvedModel
+from lorakit.runs.folder import RunFolder
+from lorakit.train.callbacks import Callback
+from lorakit.train.host import tune_host
+from lorakit.train.plan import Step, plan_steps, recut_steps
+
+if TYPE_CHECKING:
+    import torch
+    from accelerate import Accelerator
+    from peft import PeftModel
+
+    from lorakit.train.loss import SupervisedLoss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    run: RunFolder
+    cfg: RunConfig  # as this session starts: auto-planned, or with the memory settings a resumed run reached
+    loaded: LoadedConfig
+    resolved: ResolvedModel
+    accelerator: Accelerator
+    model: PeftModel  # the adapter on its base model, unwrapped
+    trainable: SupervisedLoss  # the loss module around it, as the accelerator prepared it
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # torch.optim.lr_scheduler.LRScheduler
+    tokenizer: Any  # a transformers tokenizer
+    datasets: Datasets
+    steps: list[Step]
+    callbacks: list[Callback]
+    overlaid: tuple[RunConfig, str] | None  # the config with train.oom.overlay applied, and what it changed
+    first_change: str  # the first attempt's "change" (as configured, or what auto_plan did)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.path
+
+
+def open_session(loaded: LoadedConfig, run: RunFolder, extra_callbacks: list[Any],
+                 state: dict[str, Any] | None) -> Session:
+    """Check, read the data, load the model and wire the callbacks, for a new run or (``state``) a resumed one."""
+    from lorakit.data.dataset import build_datasets
+    from lorakit.model.load import check_quantization, load_tokenizer
+    from lorakit.model.resolve import resolve_model
+    from lorakit.train.optim import build_optimizer, build_scheduler
+    from lorakit.train.trackers import check_trackers
+
+    cfg = loaded.config
+    check_quantization(cfg.model)  # cheap checks before minutes of model conversion
+    check_trackers(cfg)
+    for path in [*cfg.data.train, *cfg.data.eval]:
+        if not Path(path).is_file():
+            raise DataError(f"data file not found: {path}")
+    overlaid = apply_oom_overlay(cfg)  # a broken out-of-memory overlay fails now, not at the first OOM
+    tune_host()
+    accelerator = _accelerator(cfg)
+    resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
+    cfg, first_change = _starting_config(cfg, resolved, run, accelerator.device.type, state)
+    tokenizer = load_tokenizer(resolved, cfg.model.revision)
+    datasets = build_datasets(cfg.data, tokenizer)
+    run.update(base_model=resolved.identity, base_model_path=resolved.path, template=datasets.template_name,
+               data_formats={**datasets.stats["train"].formats, **datasets.stats["eval"].formats},
+               data_stats={k: v.summary() for k, v in datasets.stats.items()},
+               prompt_shape=datasets.prompt_shape.as_dict() if datasets.prompt_shape else None)
+    log.info("data: %d training and %d validation examples (%s template)", len(datasets.train),
+             len(datasets.eval), datasets.template_name)
+    steps = plan_steps(datasets.train, cfg.train, cfg.data, accelerator.num_processes)
+    if state is not None:  # the memory settings the out-of-memory ladder had reached
+        steps, cfg = _continue_with(steps, cfg, MemorySettings.from_dict(state["settings"]))
+    model = _adapted_model(resolved, cfg, accelerator.device.type)
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train, len(steps))
+    from lorakit.train.loss import SupervisedLoss
+
+    trainable, optimizer = accelerator.prepare(SupervisedLoss(model), optimizer)
+    callbacks = _callbacks(loaded, cfg, run, resolved, model, extra_callbacks) if accelerator.is_main_process else []
+    run.update(total_steps=len(steps))
+    return Session(run, cfg, loaded, resolved, accelerator, model, trainable, optimizer, scheduler, tokenizer,
+                   datasets, steps, callbacks, overlaid, first_change)
+
+
+def _accelerator(cfg: RunConfig) -> Accelerator:
+    import torch
+    from accelerate import Accelerator
+
+    from lorakit.model.load import pick_dtype
+    from lorakit.train.distributed import distributed_options
+
+    on_gpu = torch.cuda.is_available()
+    # Base weights in bf16/fp16 on a GPU, the adapter in float32 (PEFT upcasts it), matmuls under autocast.
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(pick_dtype(cfg.model.dtype, "cuda"), "no")
+    accelerator = Accelerator(cpu=not on_gpu, mixed_precision=precision if on_gpu else "no",
+                              **distributed_options(cfg.launch.strategy))
+    if accelerator.num_processes > 1:
+        log.info("%d processes (%s, %s backend), %d micro-batches per process per step", accelerator.num_processes,
+                 cfg.launch.strategy, accelerator.state.backend, cfg.train.grad_accum)
+    return accelerator
+
+
+def _starting_config(cfg: RunConfig, resolved: ResolvedModel, run: RunFolder, device_type: str,
+                     state: dict[str, Any] | None) -> tuple[RunConfig, str]:
+    """The parent adapter checked (a new run), and the micro-batch train.oom.auto_plan starts from."""
+    if state is not None:
+        return cfg, "as configured"
+    if cfg.lora.init_from:
+        from lorakit.model.adapters import check_init_from
+
+        run.update(parent=check_init_from(cfg.lora, resolved.identity,
+                                          {cfg.model.name_or_path, resolved.path, resolved.identity["name"]}))
+    if not cfg.train.oom.auto_plan:
+        return cfg, "as configured"
+    from lorakit.plan.auto import auto_plan
+
+    cfg, first_change, memory_plan = auto_plan(cfg, resolved, device_type)
+    run.update(memory_plan=memory_plan)
+    return cfg, first_change
+
+
+def _continue_with(steps: list[Step], cfg: RunConfig, settings: MemorySettings) -> tuple[list[Step], RunConfig]:
+    planned = MemorySettings.of(cfg)
+    if settings == planned:
+        return steps, cfg
+    return recut_steps(steps, planned, settings, cfg.data.packing), settings.applied_to(cfg)
+
+
+def _adapted_model(resolved: ResolvedModel, cfg: RunConfig, device_type: str) -> PeftModel:
+    import torch
+
+    from lorakit.model.adapters import attach_adapter
+    from lorakit.model.load import enable_checkpointing, load_base_model
+
+    model = load_base_model(resolved, cfg.model, device_type)
+    torch.manual_seed(cfg.train.seed)  # the adapter's initialisation, then dropout
+    model = attach_adapter(model, cfg.lora)
+    if cfg.train.gradient_checkpointing:
+        enable_checkpointing(model)
+    if cfg.train.compile:
+        from lorakit.model.compile import compile_mlps
+
+        log.info("train.compile: compiled the MLP of %d decoder layers", compile_mlps(model))
+    return model
+
+
+def _callbacks(loaded: LoadedConfig, cfg: RunConfig, run: RunFolder, resolved: ResolvedModel, model: PeftModel,
+               extra: list[Any]) -> list[Callback]:
+    """trainer_log.jsonl, log lines, a progress bar, the trackers and checkpoints (main process only)."""
+    from lorakit.train.callbacks import Checkpoints, JsonlMetrics, LogLines, ProgressBar
+    from lorakit.train.trackers import build_trackers
+
+    params = {**flatten_keys(cfg.model_dump(mode="json")), "run": run.path.name,
+              "config_sha256": loaded.sha256, "base_model": resolved.identity["name"]}
+    trackers, tracker_record = build_trackers(cfg, run.path, params, run.manifest.data.get("trackers"))
+    if tracker_record:
+        run.update(trackers=tracker_record)
+    callbacks: list[Callback] = [JsonlMetrics(run.path / "trainer_log.jsonl", cfg.train.log_every),
+                                 LogLines(cfg.train.log_every), ProgressBar(), *trackers, *extra]
+    if cfg.train.save_every:
+        callbacks.append(Checkpoints(run.path, model, cfg.train.save_every, cfg.train.save_total_limit))
+    return callbacks
