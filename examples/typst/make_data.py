@@ -24,7 +24,7 @@ UPPER = list("ABCDFGHMNPQRSTV")
 GREEK = ["alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "sigma", "phi", "omega", "pi",
          "rho", "tau"]
 GREEK_UPPER = ["Gamma", "Delta", "Theta", "Lambda", "Sigma", "Phi", "Omega"]
-FUNCS = ["sin", "cos", "tan", "log", "ln", "exp"]
+FUNCS = ["sin", "cos", "tan", "log", "ln", "exp", "sin", "cos", "ln", "det", "sinh", "cosh", "tanh", "sec", "cot"]
 RELATIONS = [("=", "="), ("=", "="), ("=", "="), ("<", "<"), (">", ">"), ("\\le", "<="), ("\\leq", "<="),
              ("\\ge", ">="), ("\\geq", ">="), ("\\neq", "!="), ("\\approx", "approx"), ("\\equiv", "equiv")]
 SETS = [("\\mathbb{R}", "RR"), ("\\mathbb{N}", "NN"), ("\\mathbb{Z}", "ZZ"), ("\\mathbb{Q}", "QQ"),
@@ -47,8 +47,8 @@ def atom(rng: random.Random, numbers: bool = True) -> Math:
         n = str(rng.choice([rng.randint(0, 9), rng.randint(2, 20), rng.randint(10, 99)]))
         return Math(n, n, True)
     if kind < 0.92:
-        g = rng.choice(GREEK)
-        return Math(f"\\{g}", g, True)
+        g = rng.choice([*GREEK, "ell", "varepsilon"])
+        return Math(f"\\{g}", {"varepsilon": "epsilon"}.get(g, g), True)
     g = rng.choice(GREEK_UPPER)
     return Math(f"\\{g}", g, True)
 
@@ -133,7 +133,9 @@ def group(rng: random.Random, depth: int) -> Math:
     left, right, t_left, t_right = rng.choice([("(", ")", "(", ")"), ("\\left(", "\\right)", "(", ")"),
                                                ("[", "]", "[", "]"), ("\\left[", "\\right]", "[", "]"),
                                                ("\\{", "\\}", "{", "}"), ("\\left\\{", "\\right\\}", "{", "}"),
-                                               ("|", "|", "|", "|")])
+                                               ("|", "|", "|", "|"), ("\\bigl(", "\\bigr)", "(", ")"),
+                                               ("\\Bigl(", "\\Bigr)", "(", ")"),
+                                               ("\\left\\|", "\\right\\|", "norm(", ")")])
     m = Math(f"{left}{body.tex}{right}", f"{t_left}{body.typst}{t_right}", True)
     if rng.random() < 0.3:
         n = rng.choice(["2", "3", "n"])
@@ -153,25 +155,54 @@ def primed(rng: random.Random, depth: int) -> Math:
 
 def decorated(rng: random.Random) -> Math:
     v = rng.choice(VARS + UPPER[:4])
-    cmd, fn = rng.choice([("\\vec", "arrow"), ("\\hat", "hat"), ("\\bar", "overline"), ("\\overline", "overline"),
-                          ("\\tilde", "tilde"), ("\\dot", "dot")])
+    if rng.random() < 0.2:  # a vector between two points
+        a, b = rng.sample(UPPER, 2)
+        return Math(f"\\overrightarrow{{{a}{b}}}", f"arrow({a} {b})", True)
+    cmd, fn = rng.choice([("\\vec", "arrow"), ("\\hat", "hat"), ("\\bar", "macron"), ("\\overline", "overline"),
+                          ("\\tilde", "tilde"), ("\\dot", "dot"), ("\\ddot", "dot.double")])
     return Math(f"{cmd}{{{v}}}", f"{fn}({v})", True)
 
 
 def styled(rng: random.Random) -> Math:
     v = rng.choice([*UPPER, "v", "x"])
     cmd, wrap_fn = rng.choice([("\\mathbf", "upright(bold({}))"), ("\\mathcal", "cal({})"),
-                               ("\\mathrm", "upright({})"), ("\\mathbb", "bb({})")])
+                               ("\\mathrm", "upright({})"), ("\\mathbb", "bb({})"), ("\\boldsymbol", "bold({})")])
     if cmd == "\\mathbb" and v in "RNZQC":
         return Math(f"\\mathbb{{{v}}}", v * 2, True)
     return Math(f"{cmd}{{{v}}}", wrap_fn.format(v), True)
+
+
+def small_fraction(rng: random.Random, depth: int) -> Math:
+    """\\tfrac, which tex2typst writes as frac(a, b)."""
+    if rng.random() < 0.5:
+        a, b = rng.choice("123456789"), rng.choice("23456789")
+        return Math(f"\\tfrac{a}{b}", f"frac({a}, {b})", True)
+    num, den = atom(rng), expr(rng, depth + 1, terms=rng.randint(1, 2))
+    return Math(f"\\tfrac{{{num.tex}}}{{{den.tex}}}", f"frac({num.typst}, {den.typst})", True)
+
+
+def named(rng: random.Random, depth: int) -> Math:
+    """Operators LaTeX has no command for, and inner products."""
+    if rng.random() < 0.5:
+        name = rng.choice(["rank", "tr", "span", "erf", "sgn", "proj"])
+        arg = expr(rng, depth + 1, terms=1)
+        return Math(f"\\operatorname{{{name}}}({arg.tex})", f'op("{name}")({arg.typst})', False)
+    u, v = rng.sample(["u", "v", "w", "f", "g", "x", "y"], 2)
+    return Math(f"\\langle {u},{v}\\rangle", f"chevron.l {u}, {v} chevron.r", False)
+
+
+def partial(rng: random.Random, depth: int) -> Math:
+    f, x = rng.choice(["f", "u", "F", "y"]), rng.choice(["x", "y", "t"])
+    if rng.random() < 0.3:
+        return Math(f"\\nabla {f}", f"nabla {f}", False)
+    return Math(f"\\frac{{\\partial {f}}}{{\\partial {x}}}", f"(partial {f})/(partial {x})", False)
 
 
 def factor(rng: random.Random, depth: int, numbers: bool = True) -> Math:
     if depth > 1:
         return atom(rng, numbers)
     choices = [(atom, 30), (scripted, 25), (fraction, 10), (root, 6), (function, 8), (call, 8), (group, 7),
-               (decorated, 3), (styled, 3), (primed, 4)]
+               (decorated, 3), (styled, 3), (primed, 4), (small_fraction, 3), (named, 2), (partial, 2)]
     r = rng.uniform(0, sum(w for _, w in choices))
     for fn, weight in choices:
         r -= weight
@@ -271,11 +302,62 @@ def statement(rng: random.Random) -> Math:
         f, v = rng.choice(["f", "g", "T", "S"]), rng.choice(["x", "v"])
         a, b = rng.choice(SETS), rng.choice(SETS)
         return Math(f"{f}:{a[0]}\\to {b[0]}", f"{f} : {a[1]} -> {b[1]}", False)
-    if r < 0.91:
+    if r < 0.89:
         return big_operator(rng)
-    if r < 0.96:
+    if r < 0.93:
         return sequence(rng)
-    return expr(rng)
+    return prose(rng)
+
+
+CONDITIONS = [("for", "for"), ("if", "if"), ("when", "when"), ("where", "where")]
+
+
+def condition(rng: random.Random) -> Math:
+    v = rng.choice(VARS)
+    rel_tex, rel_typst = rng.choice([("<", "<"), (">", ">"), ("\\geq", ">="), ("\\le", "<="), ("\\neq", "!="),
+                                     ("\\in", "in")])
+    number = str(rng.randint(0, 9))
+    rhs = rng.choice(SETS) if rel_tex == "\\in" else (number, number)
+    sep = " " if rel_tex.startswith("\\") else ""
+    return Math(f"{v}{sep}{rel_tex}{sep}{rhs[0]}", f"{v} {rel_typst} {rhs[1]}", False)
+
+
+def prose(rng: random.Random) -> Math:
+    """Formulas with words and spacing, as textbooks write them: \\text{for } x > 0 after \\quad, piecewise
+    definitions with cases, implications, set-builder notation."""
+    r = rng.random()
+    if r < 0.35:  # f(x) = x^2 \quad \text{for } x > 0
+        left, right = expr(rng, terms=1), expr(rng, terms=rng.randint(1, 2))
+        space_tex, space_typst = rng.choice([("\\quad", "quad"), ("\\qquad", "wide"), (",\\quad", ", quad")])
+        word, _ = rng.choice(CONDITIONS)
+        cond = condition(rng)
+        return Math(f"{left.tex}={right.tex} {space_tex} \\text{{{word} }}{cond.tex}",
+                    f'{left.typst} = {right.typst} {space_typst} "{word} " {cond.typst}', False)
+    if r < 0.6:  # a piecewise definition
+        f, v = rng.choice(["f", "g", "h"]), rng.choice(["x", "t"])
+        rows_tex, rows_typst = [], []
+        for i in range(rng.choice([2, 2, 3])):
+            value = expr(rng, 1, terms=rng.randint(1, 2))
+            if i == 1 and rng.random() < 0.4:
+                rows_tex.append(f"{value.tex} & \\text{{otherwise}}")
+                rows_typst.append(f'{value.typst} & "otherwise"')
+                break
+            word, _ = rng.choice(CONDITIONS[:2])
+            cond = condition(rng)
+            rows_tex.append(f"{value.tex} & \\text{{{word} }}{cond.tex}")
+            rows_typst.append(f'{value.typst} & "{word} " {cond.typst}')
+        body = " \\\\ ".join(rows_tex)
+        return Math(f"{f}({v}) = \\begin{{cases}} {body} \\end{{cases}}", f"{f}({v}) = cases({', '.join(rows_typst)})",
+                    False)
+    if r < 0.8:  # a \implies b, a \iff b
+        a, b = condition(rng), condition(rng)
+        arrow_tex, arrow_typst = rng.choice([("\\implies", "==>"), ("\\iff", "<==>"), ("\\Rightarrow", "=>"),
+                                             ("\\Leftrightarrow", "<=>")])
+        return Math(f"{a.tex} {arrow_tex} {b.tex}", f"{a.typst} {arrow_typst} {b.typst}", False)
+    v = rng.choice(VARS)  # set-builder notation: tex2typst writes \mid as divides
+    s_tex, s_typst = rng.choice(SETS)
+    cond = condition(rng)
+    return Math(f"\\{{{v}\\in {s_tex} \\mid {cond.tex}\\}}", f"{{{v} in {s_typst} divides {cond.typst}}}", False)
 
 
 def sequence(rng: random.Random) -> Math:

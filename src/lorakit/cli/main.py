@@ -16,6 +16,7 @@ from lorakit.cli.queue_cmd import queue_cmd
 from lorakit.cli.run_cmd import run_cmd
 from lorakit.cli.runs_cmd import runs_group
 from lorakit.cli.slurm_cmd import cancel_cmd, logs_cmd, status_cmd, submit_cmd
+from lorakit.cli.sweep_cmd import sweep_group
 from lorakit.cli.train import train_cmd
 from lorakit.errors import LorakitError
 
@@ -59,6 +60,7 @@ cli.add_command(plan_cmd)
 cli.add_command(runs_group)
 cli.add_command(queue_cmd)
 cli.add_command(run_cmd)
+cli.add_command(sweep_group)
 cli.add_command(infer_cmd)
 cli.add_command(chat_cmd)
 cli.add_command(eval_cmd)

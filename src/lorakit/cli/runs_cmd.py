@@ -55,10 +55,11 @@ def runs_group() -> None:
 @runs_dir_option
 @click.option("--status", default=None,
               type=click.Choice(STATUSES))
+@click.option("--sweep", default=None, metavar="NAME", help="Only the trials of this sweep.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
-def list_cmd(runs_dir: Path, status: str | None, as_json: bool) -> None:
+def list_cmd(runs_dir: Path, status: str | None, sweep: str | None, as_json: bool) -> None:
     """Every run: name, status, base model, data, steps, final losses, created, size."""
-    runs = list_runs(runs_dir, status)
+    runs = list_runs(runs_dir, status, sweep)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in runs], indent=2))
         return

@@ -29,6 +29,8 @@ class JobPlan:
     working_dir: Path  # absolute; the config's relative paths start here
     slurm: SlurmSection
     nproc: int  # training processes per node
+    command: tuple[str, ...] = ()  # what the job runs after python (default: train the run folder)
+    purpose: str = "trains it with its recorded config"
 
     @property
     def python(self) -> str:
@@ -72,7 +74,7 @@ def container_prefix(slurm: SlurmSection) -> list[str]:
 def train_command(plan: JobPlan) -> str:
     """The shell line that starts training on the job's node(s)."""
     python = [*container_prefix(plan.slurm), plan.python]
-    worker = worker_args(plan.run_dir)
+    worker = list(plan.command) or worker_args(plan.run_dir)
     if plan.slurm.nodes == 1 and plan.nproc == 1:
         return shlex.join([*python, *worker])
     if plan.slurm.nodes == 1:
@@ -89,8 +91,7 @@ def train_command(plan: JobPlan) -> str:
 def render(plan: JobPlan, version: str) -> str:
     """The whole sbatch script."""
     lines = ["#!/bin/bash", *directives(plan),
-             f"# Written by lorakit {version} (lorakit submit) for the run folder below; trains it with its "
-             "recorded config.",
+             f"# Written by lorakit {version} (lorakit submit) for the run folder below; {plan.purpose}.",
              "set -euo pipefail",
              f"mkdir -p {shlex.quote(str(plan.run_dir))}",  # the log folder: the run's own
              f"cd {shlex.quote(str(plan.working_dir))}"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
+from lorakit.config.memory import MemorySettings
 from lorakit.config.schema import RunConfig, parse_memory_size
 from lorakit.plan.estimate import GiB
 from lorakit.plan.facts import read_model_config
@@ -38,6 +40,6 @@ def auto_plan(cfg: RunConfig, resolved: Any, device_type: str) -> tuple[RunConfi
               "micro_batch_size": start.micro_batch_size, "grad_accum": start.grad_accum,
               "gradient_checkpointing": start.gradient_checkpointing,
               "parts_gib": {p.name: round(p.bytes / GiB, 3) for p in start.estimate.parts}}
-    planned = train.model_copy(update={"micro_batch_size": start.micro_batch_size, "grad_accum": start.grad_accum,
-                                       "gradient_checkpointing": start.gradient_checkpointing})
-    return cfg.model_copy(update={"train": planned}), what, record
+    planned = replace(MemorySettings.of(cfg), micro_batch_size=start.micro_batch_size, grad_accum=start.grad_accum,
+                      gradient_checkpointing=start.gradient_checkpointing)
+    return planned.applied_to(cfg), what, record

@@ -26,17 +26,23 @@ from lorakit.train.distributed import process_rank
 
 log = logging.getLogger(__name__)
 
+Judge = Callable[[int, dict[str, Any]], "str | None"]
+
 __all__ = ["TrainOutcome", "recorded_config", "resume_training", "run_training", "train_prepared"]
 
 
 def run_training(loaded: LoadedConfig, command_line: Sequence[str] | None = None,
-                 callbacks: Sequence[Any] = ()) -> TrainOutcome:
+                 callbacks: Sequence[Any] = (), judge: Judge | None = None,
+                 record: dict[str, Any] | None = None) -> TrainOutcome:
     """Train the adapter a config describes and write its run folder.
 
     Args:
         loaded: the validated, layered config.
         command_line: recorded in the manifest; defaults to this process's argv.
         callbacks: extra ``lorakit.train.callbacks.Callback`` objects (main process only).
+        judge: told each evaluation (step, metrics); a reason it returns ends the run at the next step
+            boundary, completed with that reason (a sweep's pruner).
+        record: more fields for the manifest (a sweep's name, trial and parameters).
 
     Returns:
         The run folder, how training ended, and the final metrics.
@@ -45,12 +51,14 @@ def run_training(loaded: LoadedConfig, command_line: Sequence[str] | None = None
         LorakitError: a data, model or training problem; the run is marked failed with the reason.
     """
     run = start_run(loaded, command_line if command_line is not None else sys.argv)
+    if record:
+        run.update(**record)
     log.info("run folder: %s (config sha256 %s)", run.path, loaded.sha256[:12])
-    return _marking_failures(run, lambda: _train(loaded, run, callbacks))
+    return _marking_failures(run, lambda: _train(loaded, run, callbacks, judge=judge))
 
 
 def resume_training(run_dir: Path, command_line: Sequence[str] | None = None,
-                    callbacks: Sequence[Any] = ()) -> TrainOutcome:
+                    callbacks: Sequence[Any] = (), judge: Judge | None = None) -> TrainOutcome:
     """Continue an interrupted or failed run from its resume state, in its own folder.
 
     The config is the run's own (manifest.json), so the result is the one an uninterrupted
@@ -78,7 +86,7 @@ def resume_training(run_dir: Path, command_line: Sequence[str] | None = None,
                {"from_step": state["steps_done"], "command_line": list(command_line or sys.argv)}]
     run.update(resumes=resumes)
     log.info("resuming %s after step %d", run_dir, state["steps_done"])
-    return _marking_failures(run, lambda: _train(loaded, run, callbacks, state))
+    return _marking_failures(run, lambda: _train(loaded, run, callbacks, state, judge))
 
 
 def train_prepared(run_dir: Path, callbacks: Sequence[Any] = ()) -> TrainOutcome:
@@ -118,7 +126,7 @@ def _marking_failures(run: RunFolder, train: Callable[[], TrainOutcome]) -> Trai
 
 
 def _train(loaded: LoadedConfig, run: RunFolder, extra_callbacks: Sequence[Any],
-           state: dict[str, Any] | None = None) -> TrainOutcome:
+           state: dict[str, Any] | None = None, judge: Judge | None = None) -> TrainOutcome:
     from lorakit.train.loop import LoopSetup
     from lorakit.train.select import Selection
     from lorakit.train.stop import StopRequest
@@ -129,7 +137,7 @@ def _train(loaded: LoadedConfig, run: RunFolder, extra_callbacks: Sequence[Any],
     setup = LoopSetup(session.trainable, session.optimizer, session.scheduler, session.accelerator,
                       session.cfg.train, session.tokenizer.pad_token_id, session.callbacks, evaluate,
                       sample=Sampler.of(session), save_best=best if session.cfg.train.keeps != "last" else None,
-                      selection=Selection.of(session.cfg.train) if evaluate is not None else None)
+                      selection=Selection.of(session.cfg.train) if evaluate is not None else None, judge=judge)
     resumed, attempts = _resumed(session, setup, best, state)
     with StopRequest() as stop:
         setup.stop = stop

@@ -136,8 +136,11 @@ def _base_model(m: dict[str, Any]) -> str:
     return "-"
 
 
-def list_runs(runs_dir: Path, status: str | None = None) -> list[RunSummary]:
-    summaries = sorted((summarise(d) for d in run_dirs(runs_dir)), key=lambda s: (s.created, s.name))
+def list_runs(runs_dir: Path, status: str | None = None, sweep: str | None = None) -> list[RunSummary]:
+    """The runs under ``runs_dir``, oldest first; only those of ``status``, and of the sweep named ``sweep``."""
+    dirs = [d for d in run_dirs(runs_dir)
+            if sweep is None or (read_manifest(d).get("sweep") or {}).get("name") == sweep]
+    summaries = sorted((summarise(d) for d in dirs), key=lambda s: (s.created, s.name))
     return [s for s in summaries if status is None or s.status == status]
 
 

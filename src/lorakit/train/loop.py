@@ -70,6 +70,8 @@ class LoopSetup:
     save_state: Callable[[LoopResult], None] | None = None  # the resume state, at a step boundary
     stop: StopRequest | None = None  # a signal asks to stop at the next step boundary
     selection: Selection | None = None  # which evaluation is best, and early stopping (a fresh run's)
+    judge: Callable[[int, dict[str, Any]], str | None] | None = None  # after an evaluation: a reason to stop
+    # (a sweep's pruner), or None
 
     @property
     def state_every(self) -> int:
@@ -290,6 +292,8 @@ def _evaluate(setup: LoopSetup, result: LoopResult, step_no: int, epoch: float, 
         cb.on_evaluate(record)
     if result.selection is not None and result.selection.observe(step_no, record) and setup.save_best is not None:
         setup.save_best(step_no)
+    if setup.judge is not None and result.stop_requested is None:
+        result.stop_requested = setup.judge(step_no, record)
 
 
 def _sample(setup: LoopSetup, step_no: int) -> None:
@@ -302,15 +306,16 @@ def _stop_agreed(setup: LoopSetup, result: LoopResult) -> bool:
     process says so (each sees the same evaluations, but only the main one the generated metrics)."""
     asked = setup.stop is not None and setup.stop.reason is not None
     early = result.selection is not None and result.selection.stop_reason is not None
-    return any_process(asked or early, setup.accelerator)
+    return any_process(asked or early or result.stop_requested is not None, setup.accelerator)
 
 
 def _stop_here(setup: LoopSetup, result: LoopResult, reporter: Reporter, clock: Clock) -> None:
     reporter.flush()  # the steps that finished keep their place in the log
     signal_reason = setup.stop.reason if setup.stop is not None else None
     early = result.selection.stop_reason if result.selection is not None else None
-    if signal_reason is None:  # early stopping (here, or in another process): the run is complete
-        result.stop_reason = f"stopped early at step {result.steps_done}: {early or 'another process said so'}"
+    if signal_reason is None:  # early stopping, a judge (here, or in another process): the run is complete
+        result.stop_reason = (result.stop_requested or
+                              f"stopped early at step {result.steps_done}: {early or 'another process said so'}")
         log.info("%s", result.stop_reason)
         return
     result.status, result.stop_reason = "interrupted", signal_reason

@@ -73,6 +73,7 @@ class LoopResult:
     rng_state: dict[str, Any] | None = None  # as it was at the end of the last completed step
     stop_reason: str | None = None  # "Ctrl+C" or "SIGTERM" when interrupted; why it stopped early
     selection: Selection | None = None  # the best evaluation so far, and how long since
+    stop_requested: str | None = None  # a judge's reason to stop (a sweep's pruner), kept as the stop reason
 
     def tokens_per_second(self, elapsed: float) -> float:
         """Real tokens per second of training, validation time excluded."""
