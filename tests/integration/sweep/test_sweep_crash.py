@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import yaml
 
 from lorakit.sweep.worker import KILL_AT_ENV
