@@ -38,6 +38,20 @@ def build_tokenizer(chat_template: str | None = CHATML):
     return tokenizer
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu need CUDA: skipped without it (bench/gpu_check.sh runs them on a GPU machine)."""
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (bench/gpu_check.sh runs these on a GPU machine)")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def tiny_tokenizer():
     return build_tokenizer()
