@@ -404,7 +404,7 @@ def generate(count: int, seed: int, exclude: set[str] = frozenset()) -> list[Mat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=int, default=600, help="training pairs")
+    parser.add_argument("--train", type=int, default=900, help="training pairs")
     parser.add_argument("--val", type=int, default=60, help="validation pairs")
     parser.add_argument("--seed", type=int, default=20261123)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
