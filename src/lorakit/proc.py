@@ -121,16 +121,15 @@ def run_logged(cmd: Sequence[str], log_path: Path, cwd: Path | None = None, chil
     return Finished(proc.returncode, list(tail))
 
 
-class ForwardSignals:
-    """While entered, SIGINT and SIGTERM are passed on to the child's process group and remembered in
-    ``reason``; a second Ctrl+C kills the group (main thread only)."""
+class SignalHandlers:
+    """While entered, SIGINT and SIGTERM call ``_handle`` instead of their usual action (main thread only);
+    the handlers before are put back on exit. ``reason`` names the first signal that arrived."""
 
-    def __init__(self, child: Child) -> None:
-        self.child = child
+    def __init__(self) -> None:
         self.reason: str | None = None
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> ForwardSignals:
+    def __enter__(self) -> SignalHandlers:
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNAL_NAMES:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -141,6 +140,17 @@ class ForwardSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
         self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        raise NotImplementedError
+
+
+class ForwardSignals(SignalHandlers):
+    """SIGINT and SIGTERM passed on to the child's process group and remembered; a second Ctrl+C kills it."""
+
+    def __init__(self, child: Child) -> None:
+        super().__init__()
+        self.child = child
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.reason is not None and signum == signal.SIGINT:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from lorakit.errors import RunError
@@ -38,9 +39,13 @@ def allocate_run_dir(root: Path, name: str) -> Path:
     ``mkdir`` either creates the folder or fails, so two runs started at once never share one.
     """
     root.mkdir(parents=True, exist_ok=True)
-    version = max(_versions(root, name), default=0) + 1
+    return _first_free(root, name, lambda v: f"{name}-v{v:03d}", max(_versions(root, name), default=0) + 1)
+
+
+def _first_free(root: Path, name: str, folder: Callable[[int], str], version: int) -> Path:
+    """Create the first folder ``folder(version)``, ``folder(version + 1)``... that does not exist yet."""
     for _ in range(10_000):
-        candidate = root / f"{name}-v{version:03d}"
+        candidate = root / folder(version)
         try:
             candidate.mkdir()
             return candidate
@@ -58,12 +63,4 @@ def allocate_pattern_dir(root: Path, pattern: str) -> Path:
     match = re.compile(re.escape(before) + r"(\d+)" + re.escape(after) + "$")
     root.mkdir(parents=True, exist_ok=True)
     taken = [int(m.group(1)) for child in root.iterdir() if (m := match.match(child.name))]
-    version = max(taken, default=0) + 1
-    for _ in range(10_000):
-        candidate = root / f"{before}{version}{after}"
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            version += 1
-    raise RunError(f"cannot allocate a run folder for {pattern!r} in {root}")
+    return _first_free(root, pattern, lambda v: f"{before}{v}{after}", max(taken, default=0) + 1)

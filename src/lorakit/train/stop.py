@@ -10,33 +10,16 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 import time
-from types import FrameType, TracebackType
+from types import FrameType
+
+from lorakit.proc import SIGNAL_NAMES, SignalHandlers
 
 log = logging.getLogger(__name__)
 
-SIGNAL_NAMES = {signal.SIGINT: "Ctrl+C", signal.SIGTERM: "SIGTERM"}
 
-
-class StopRequest:
+class StopRequest(SignalHandlers):
     """While entered, SIGINT and SIGTERM set ``reason`` instead of raising (main thread only)."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for signum in SIGNAL_NAMES:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
-        self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.reason is not None and signum == signal.SIGINT:
