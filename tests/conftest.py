@@ -38,6 +38,25 @@ def build_tokenizer(chat_template: str | None = CHATML):
     return tokenizer
 
 
+def build_bpe_tokenizer(chat_template: str | None = CHATML):
+    """A byte-level BPE tokenizer (the kind llama.cpp runs as ``gpt2``), trained in memory on the test words."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator([" ".join(WORDS)] * 4 + ["\n".join(WORDS)], trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>",
+                                        bos_token="<bos>", unk_token="<unk>",
+                                        additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    return tokenizer
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked gpu need CUDA: skipped without it (bench/gpu_check.sh runs them on a GPU machine)."""
     if not any(item.get_closest_marker("gpu") for item in items):

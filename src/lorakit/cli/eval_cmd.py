@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lorakit.cli.infer_cmd import device_option, runs_dir_option
+from lorakit.cli.infer_cmd import device_option, engine_option, lora_option, runs_dir_option
 
 
 @click.command("eval")
@@ -21,10 +21,12 @@ from lorakit.cli.infer_cmd import device_option, runs_dir_option
 @click.option("--max-new-tokens", default=256, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
 @device_option
+@engine_option
+@lora_option
 @runs_dir_option
 def eval_cmd(runs: tuple[str, ...], data: Path, metrics: str, base: bool, limit: int | None,
              input_field: str | None, target_field: str | None, max_new_tokens: int, batch_size: int,
-             device: str, runs_dir: Path) -> None:
+             device: str, engine: str, lora: Path | None, runs_dir: Path) -> None:
     """Score runs side by side on a held-out file; results go to each run's eval_results.json and card.
 
     \b
@@ -34,11 +36,11 @@ def eval_cmd(runs: tuple[str, ...], data: Path, metrics: str, base: bool, limit:
     from rich.console import Console
     from rich.table import Table
 
-    from lorakit.infer.evaluate import evaluate_runs
+    from lorakit.infer.evaluate import EvalOptions, evaluate_runs
 
     wanted = [w.strip() for w in metrics.split(",") if w.strip()]
-    table = evaluate_runs(runs, data, wanted, base, limit, runs_dir, device, input_field, target_field,
-                          max_new_tokens, batch_size)
+    options = EvalOptions(base, limit, input_field, target_field, max_new_tokens, batch_size, device, engine, lora)
+    table = evaluate_runs(runs, data, wanted, options, runs_dir)
     columns = sorted({k for r in table.values() for k in r})
     out = Table("model", *columns, box=None, pad_edge=False)
     for model, results in table.items():
@@ -48,12 +50,50 @@ def eval_cmd(runs: tuple[str, ...], data: Path, metrics: str, base: bool, limit:
 
 @click.command("export")
 @click.argument("run")
-@click.option("--merge", is_flag=True, required=True, help="Merge the adapter into the base weights.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="A new folder for the merged model.")
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]))
+@click.option("--merge", is_flag=True, help="A plain model folder (safetensors + tokenizer) with the adapter merged.")
+@click.option("--gguf", is_flag=True, help="One GGUF file for llama.cpp/Ollama, with a Modelfile beside it.")
+@click.option("--quant", default="f16", show_default=True, help="GGUF: f16, q8_0 or q4_k_m.")
+@click.option("--adapter-only", is_flag=True, help="GGUF: the LoRA adapter alone (plus the base's GGUF, shared).")
+@click.option("--check", is_flag=True, help="GGUF: compare its logits with the adapter's and print the result.")
+@click.option("--out", default=None, type=click.Path(path_type=Path),
+              help="--merge: a new folder. --gguf: the file (default: RUN/gguf/RUN-QUANT.gguf).")
+@click.option("--force", is_flag=True, help="GGUF: replace an existing --out file.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="--merge only.")
 @runs_dir_option
-def export_cmd(run: str, merge: bool, out: Path, dtype: str, runs_dir: Path) -> None:
-    """Write the adapter merged into its base as a plain model folder (safetensors + tokenizer)."""
-    from lorakit.infer.export import export_merged
+def export_cmd(run: str, merge: bool, gguf: bool, quant: str, adapter_only: bool, check: bool, out: Path | None,
+               force: bool, dtype: str, runs_dir: Path) -> None:
+    """Ship an adapter: merged into a model folder (--merge) or a GGUF file for llama.cpp and Ollama (--gguf).
 
-    click.echo(f"wrote {export_merged(run, out, dtype, runs_dir)}")
+    \b
+    Examples:
+        lorakit export typst --gguf --quant q8_0 --check
+        lorakit export typst --gguf --adapter-only
+        lorakit export typst --merge --out merged/
+    """
+    from lorakit.errors import ConfigError
+
+    if merge == gguf:
+        raise ConfigError("export: give exactly one of --merge (a model folder) or --gguf (a llama.cpp file)")
+    if merge:
+        if out is None:
+            raise ConfigError("export --merge: give --out, a new folder for the merged model")
+        from lorakit.export.merged import export_merged
+
+        click.echo(f"wrote {export_merged(run, out, dtype, runs_dir)}")
+        return
+    from lorakit.export.check import check_export
+    from lorakit.export.gguf_export import export_gguf
+
+    result = export_gguf(run, out, quant, adapter_only, force, runs_dir)
+    for path in (result.model, result.base, result.modelfile):
+        if path is not None:
+            click.echo(f"wrote {path}")
+    if result.modelfile is not None:
+        click.echo(f"ollama: cd {result.modelfile.parent} && ollama create NAME -f {result.modelfile.name}")
+    if check:
+        verdict = check_export(run, result.base or result.model, result.model if result.base else None, quant,
+                               runs_dir)
+        click.echo(verdict.line())
+        if not verdict.passed:
+            raise SystemExit(1)

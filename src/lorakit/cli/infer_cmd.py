@@ -10,6 +10,11 @@ import click
 
 runs_dir_option = click.option("--runs-dir", default="runs", show_default=True, type=click.Path(path_type=Path),
                                help="Where a run name is looked up.")
+engine_option = click.option("--engine", default="transformers", show_default=True,
+                              type=click.Choice(["transformers", "llama.cpp"]),
+                              help="llama.cpp: a run (exported to GGUF once), a .gguf, or a base .gguf with --lora.")
+lora_option = click.option("--lora", default=None, type=click.Path(path_type=Path),
+                           help="llama.cpp: an adapter GGUF to apply on the base GGUF given as RUN.")
 device_option = click.option("--device", default="auto", show_default=True,
                              type=click.Choice(["auto", "cpu", "cuda"]), help="auto: a GPU when there is one.")
 
@@ -24,24 +29,27 @@ device_option = click.option("--device", default="auto", show_default=True,
 @click.option("--temperature", default=0.0, show_default=True, help="0: greedy.")
 @click.option("--input-field", default=None, help="JSONL: the field to convert (default: input, tex, text...).")
 @click.option("--batch-size", default=8, show_default=True)
+@engine_option
+@lora_option
 @runs_dir_option
 def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunking: bool,
               max_new_tokens: int | None, temperature: float, input_field: str | None, batch_size: int,
-              runs_dir: Path) -> None:
+              engine: str, lora: Path | None, runs_dir: Path) -> None:
     """Run an adapter (a run folder or name, or any PEFT adapter folder) on a file.
 
     \b
     Examples:
         lorakit infer typst --input sample.tex --output out.typ
         lorakit infer runs/typst-v002 --input cases.jsonl --output answers.jsonl
+        lorakit infer typst-f16.gguf --engine llama.cpp --input sample.tex
     """
     from lorakit.errors import DataError
     from lorakit.infer.convert import convert_rows, convert_text, read_jsonl
     from lorakit.infer.convert import input_field as pick_field
-    from lorakit.infer.load import adapter_folder, load_adapter
+    from lorakit.infer.engines import check_reference, open_model
     from lorakit.textfile import read_text
 
-    folder = adapter_folder(run, runs_dir)  # a wrong run fails before the input is read or a model loaded
+    check_reference(run, runs_dir, engine, lora)  # a wrong model fails before the input is read or one loaded
     is_jsonl = input_path.endswith(".jsonl")
     if input_path != "-" and not Path(input_path).is_file():
         raise DataError(f"--input: file not found: {input_path}")
@@ -50,7 +58,7 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
         raise DataError(f"{input_path if input_path != '-' else 'stdin'}: the input is empty")
     rows = read_jsonl(Path(input_path) if input_path != "-" else None, text) if is_jsonl else None
     field = pick_field(rows, input_field, input_path) if rows is not None else None
-    adapter = load_adapter(str(folder), runs_dir, device)
+    adapter = open_model(run, runs_dir, device, engine, lora)
     options = {"max_new_tokens": max_new_tokens or adapter.max_length, "temperature": temperature,
                "batch_size": batch_size}
     if rows is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lorakit.data.dataset import Conversation
 from lorakit.data.formats import Turn
-from lorakit.errors import DataError
+from lorakit.errors import DataError, ModelError
 from lorakit.infer import metrics as m
 from lorakit.infer.convert import read_jsonl
 from lorakit.infer.generate import generate_turns
@@ -112,56 +112,80 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
 
 
 def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, float]],
-           predictions: dict[str, list[str]], cases: Sequence[EvalCase]) -> None:
-    """Save results into the run's eval_results.json, manifest and model card, and predictions beside them."""
+           predictions: dict[str, list[str]], cases: Sequence[EvalCase], engine: str = "transformers") -> None:
+    """Save results into the run's eval_results.json, manifest and model card, and predictions beside them
+    (under their own names for llama.cpp, so they sit next to the transformers figures)."""
     from lorakit.runs.card import refresh_card
     from lorakit.runs.manifest import Manifest, now, write_json_atomic
 
     folder = adapter.path
-    key = f"eval_{data.stem}"
+    stem = data.stem if engine == "transformers" else f"{data.stem}.llamacpp"
+    key = f"eval_{stem}"
     path = folder / "eval_results.json"
     existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     write_json_atomic(path, {**existing, key: results})
-    out = folder / "eval" / f"{data.stem}.jsonl"
+    out = folder / "eval" / f"{stem}.jsonl"
     out.parent.mkdir(exist_ok=True)
     lines = [{"reference": c.reference, **{label: preds[i] for label, preds in predictions.items()}}
              for i, c in enumerate(cases)]
     out.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
     if (folder / "manifest.json").is_file():
         manifest = Manifest.load(folder)
-        evaluations = [e for e in manifest.data.get("evaluations", []) if e.get("data") != str(data)]
-        manifest.update(evaluations=[*evaluations, {"data": str(data), "at": now(), "results": results}])
+        evaluations = [e for e in manifest.data.get("evaluations", [])
+                       if (e.get("data"), e.get("engine", "transformers")) != (str(data), engine)]
+        manifest.update(evaluations=[*evaluations, {"data": str(data), "engine": engine, "at": now(),
+                                                    "results": results}])
         refresh_card(folder, manifest.data)
 
 
-def evaluate_runs(refs: Sequence[str], data: Path, wanted: Sequence[str], base: bool = False,
-                  limit: int | None = None, runs_dir: Path = Path("runs"), device: str = "auto",
-                  input_field: str | None = None, target_field: str | None = None,
-                  max_new_tokens: int = 256, batch_size: int = 8) -> dict[str, dict[str, float]]:
+@dataclass(frozen=True)
+class EvalOptions:
+    base: bool = False  # also the base model alone, on the same prompts
+    limit: int | None = None
+    input_field: str | None = None
+    target_field: str | None = None
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    device: str = "auto"
+    engine: str = "transformers"
+    lora: Path | None = None  # llama.cpp: an adapter GGUF on the base GGUF given as the run
+
+
+def evaluate_runs(refs: Sequence[str], data: Path, wanted: Sequence[str], options: EvalOptions = EvalOptions(),
+                  runs_dir: Path = Path("runs")) -> dict[str, dict[str, float]]:
     """{model label: metrics} for each run (and, with ``base``, each distinct base model), recorded in each run.
 
     Raises:
-        DataError: an unknown metric, or an unusable eval file.
+        DataError: an unknown metric, or an unusable eval file. ModelError: loss or --base under llama.cpp.
     """
     unknown = [w for w in wanted if w not in m.METRICS]
     if unknown:
         raise DataError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(m.METRICS)}")
-    from lorakit.infer.load import load_adapter
+    if options.engine == "llama.cpp" and ("loss" in wanted or options.base):
+        raise ModelError("--engine llama.cpp scores generated answers (exact, chrf, typst); loss and --base need "
+                         "--engine transformers")
+    from lorakit.infer.engines import check_reference, open_model
 
-    cases = load_cases(data, input_field, target_field, limit)
+    for ref in refs:
+        check_reference(ref, runs_dir, options.engine, options.lora)
+    cases = load_cases(data, options.input_field, options.target_field, options.limit)
     table: dict[str, dict[str, float]] = {}
     bases_done: set[str] = set()
     for ref in refs:
-        adapter = load_adapter(ref, runs_dir, device)
+        adapter = open_model(ref, runs_dir, options.device, options.engine, options.lora)
         results, predictions = {}, {}
-        results["adapter"], predictions["adapter"] = score(adapter, cases, wanted, True, max_new_tokens, batch_size)
-        table[adapter.name] = results["adapter"]
+        results["adapter"], predictions["adapter"] = score(adapter, cases, wanted, True, options.max_new_tokens,
+                                                           options.batch_size)
+        label = adapter.name if options.engine == "transformers" else f"{adapter.name} (llama.cpp)"
+        table[label] = results["adapter"]
         base_name = str((adapter.manifest or {}).get("base_model", {}).get("name", "base"))
-        if base:
-            results["base"], predictions["base"] = score(adapter, cases, wanted, False, max_new_tokens, batch_size)
+        if options.base:
+            results["base"], predictions["base"] = score(adapter, cases, wanted, False, options.max_new_tokens,
+                                                         options.batch_size)
             if base_name not in bases_done:
                 table[f"base: {base_name}"] = results["base"]
                 bases_done.add(base_name)
-        record(adapter, data, results, predictions, cases)
+        if (adapter.path / "adapter_config.json").is_file():  # a run or adapter folder, not a bare GGUF's folder
+            record(adapter, data, results, predictions, cases, options.engine)
         del adapter
     return table

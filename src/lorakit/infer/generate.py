@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from lorakit.data.formats import Turn
+from lorakit.errors import ModelError
 from lorakit.infer.load import LoadedAdapter
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def merged(adapter: LoadedAdapter) -> Iterator[None]:
+    """The LoRA weights added into the base weights while generating (one matmul per layer instead of three),
+    taken out again after. Only for an adapter loaded for inference: a training run's base may be quantised,
+    where merging is lossy."""
+    mergeable = adapter.base is not None and hasattr(adapter.model, "merge_adapter")
+    if mergeable:
+        adapter.model.merge_adapter()
+    try:
+        yield
+    finally:
+        if mergeable:
+            adapter.model.unmerge_adapter()
 
 
 def generate(adapter: LoadedAdapter, inputs: Sequence[str], **options: Any) -> list[str]:
@@ -33,10 +49,17 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
     import torch
 
     prompts = [adapter.encoder.prompt_ids(turns) for turns in conversations]
+    if hasattr(adapter.model, "generate_all"):  # the llama.cpp engine: one prompt at a time, its own budget
+        if not use_adapter:
+            raise ModelError("--base compares with the base model under --engine transformers only")
+        budgets = [min(max_new_tokens, int(length_ratio * len(p)) + 16) if length_ratio else max_new_tokens
+                   for p in prompts]
+        new_ids = adapter.model.generate_all(prompts, adapter.stop_ids, budgets, temperature, seed, on_batch)
+        return [adapter.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new_ids]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch with little padding
     pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else adapter.stop_ids[0]
     outputs: list[str] = [""] * len(prompts)
-    context = nullcontext() if use_adapter else adapter.model.disable_adapter()
+    context = merged(adapter) if use_adapter else adapter.model.disable_adapter()
     torch.manual_seed(seed)
     with torch.inference_mode(), context:
         for start in range(0, len(order), batch_size):

@@ -27,6 +27,7 @@ class LoadedAdapter:
     max_length: int  # the context the run trained with
     device: Any
     manifest: dict[str, Any] | None
+    base: Any = None  # the ResolvedModel the adapter sits on (None inside a training run)
 
     @property
     def stop_ids(self) -> list[int]:
@@ -64,6 +65,49 @@ def adapter_folder(ref: str, runs_dir: Path) -> Path:
     return found
 
 
+def run_sections(folder: Path) -> tuple[dict[str, Any] | None, ModelSection, DataSection, str]:
+    """(manifest, model section, data section, base model path) of a run, or of a plain PEFT adapter folder."""
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else None
+    if manifest is not None:
+        config = manifest["config"]
+        model_section = ModelSection.model_validate(config["model"])
+        data = DataSection.model_validate({**config["data"], "train": config["data"]["train"] or ["-"]})
+        return manifest, model_section, data, manifest.get("base_model_path") or model_section.name_or_path
+    base_path = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+    return None, ModelSection(name_or_path=base_path), DataSection(train=["-"]), base_path
+
+
+def resolve_base(folder: Path, base_path: str, model_section: ModelSection) -> Any:
+    """Raises: ModelError: the adapter's base model is not available here."""
+    from lorakit.model.resolve import ResolvedModel, resolve_model
+
+    try:
+        return (ResolvedModel(base_path, {"name": base_path}) if Path(base_path).is_dir()
+                else resolve_model(base_path, model_section.revision))
+    except ModelError as e:
+        raise ModelError(f"{folder.name}: its base model {base_path!r} is not available here ({e})") from None
+
+
+def run_tokenizer(folder: Path, resolved: Any) -> Any:
+    """The run's own saved tokenizer when it has one (a template or pad token added), else its base's."""
+    from lorakit.model.load import load_tokenizer
+    from lorakit.model.resolve import ResolvedModel
+
+    own_tokenizer = (folder / "tokenizer_config.json").is_file()
+    return load_tokenizer(ResolvedModel(str(folder), {}) if own_tokenizer else resolved)
+
+
+def run_prompting(folder: Path, tokenizer: Any, manifest: dict[str, Any] | None,
+                  data: DataSection) -> tuple[Encoder, PromptShape]:
+    """The encoder and prompt shape the run trained with."""
+    from lorakit.data.dataset import build_encoder
+
+    encoder, _ = build_encoder(data, tokenizer)
+    shape_data = (manifest or {}).get("prompt_shape")
+    return encoder, PromptShape.from_dict(shape_data) if shape_data else PromptShape(chat=bool(encoder.template))
+
+
 def load_adapter(ref: str, runs_dir: Path = Path("runs"), device: str = "auto") -> LoadedAdapter:
     """The adapter on its base model (from the run's manifest, else adapter_config.json), ready to generate.
 
@@ -72,34 +116,16 @@ def load_adapter(ref: str, runs_dir: Path = Path("runs"), device: str = "auto") 
     """
     from peft import PeftModel
 
-    from lorakit.data.dataset import build_encoder
-    from lorakit.model.load import load_base_model, load_tokenizer
-    from lorakit.model.resolve import ResolvedModel, resolve_model
+    from lorakit.model.load import load_base_model
 
     folder = adapter_folder(ref, runs_dir)
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else None
-    if manifest is not None:
-        config = manifest["config"]
-        model_section = ModelSection.model_validate(config["model"])
-        data = DataSection.model_validate({**config["data"], "train": config["data"]["train"] or ["-"]})
-        base_path = manifest.get("base_model_path") or model_section.name_or_path
-    else:
-        base_path = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
-        model_section = ModelSection(name_or_path=base_path)
-        data = DataSection(train=["-"])
-    try:
-        resolved = (ResolvedModel(base_path, {"name": base_path}) if Path(base_path).is_dir()
-                    else resolve_model(base_path, model_section.revision))
-    except ModelError as e:
-        raise ModelError(f"{folder.name}: its base model {base_path!r} is not available here ({e})") from None
+    manifest, model_section, data, base_path = run_sections(folder)
+    resolved = resolve_base(folder, base_path, model_section)
     dev = pick_device(device)
-    own_tokenizer = (folder / "tokenizer_config.json").is_file()
-    tokenizer = load_tokenizer(ResolvedModel(str(folder), {}) if own_tokenizer else resolved)
+    tokenizer = run_tokenizer(folder, resolved)
     base = load_base_model(resolved, model_section.model_copy(update={"quantization": "none"}), dev.type)
     model = PeftModel.from_pretrained(base, str(folder)).to(dev).eval()
-    encoder, _ = build_encoder(data, tokenizer)
-    shape_data = (manifest or {}).get("prompt_shape")
-    shape = PromptShape.from_dict(shape_data) if shape_data else PromptShape(chat=bool(encoder.template))
+    encoder, shape = run_prompting(folder, tokenizer, manifest, data)
     log.info("loaded %s on %s (%s)", folder.name, base_path, dev)
-    return LoadedAdapter(folder.name, folder, model, tokenizer, encoder, shape, data.max_length, dev, manifest)
+    return LoadedAdapter(folder.name, folder, model, tokenizer, encoder, shape, data.max_length, dev, manifest,
+                         resolved)

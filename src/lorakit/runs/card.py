@@ -133,10 +133,12 @@ With PEFT (the adapter is in plain PEFT format):
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-base = AutoModelForCausalLM.from_pretrained("{manifest['base_model_path']}")
-model = PeftModel.from_pretrained(base, "{run_dir}")
-tokenizer = AutoTokenizer.from_pretrained("{run_dir}")
+{base_loading(manifest)}
+model = PeftModel.from_pretrained(base, "{run_dir.name}")  # this folder
+tokenizer = AutoTokenizer.from_pretrained("{run_dir.name}")
 ```
+Or with lorakit: `lorakit infer {run_dir.name} --input FILE`;
+for llama.cpp and Ollama: `lorakit export {run_dir.name} --gguf`.
 """
 
 
@@ -169,3 +171,21 @@ def _evaluation(entry: dict[str, Any]) -> str:
     rows = "".join(f"| {model} | " + " | ".join(_fmt(r.get(n, "-")) for n in names) + " |\n"
                    for model, r in results.items())
     return f"\n## Evaluation on `{entry['data']}` ({entry['at']})\n{header}{rows}"
+
+
+def base_loading(manifest: dict[str, Any]) -> str:
+    """The line that loads the base model on any machine: the built-in name, or the hub id at its revision,
+    never the converted copy in this machine's cache."""
+    identity = manifest.get("base_model", {})
+    name = str(identity.get("name") or manifest["config"]["model"]["name_or_path"])
+    from lorakit.model.resolve import BUILTIN_MODELS
+
+    if name in BUILTIN_MODELS:
+        return (f"from lorakit.model.resolve import resolve_model  # {name} is built into lorakit\n"
+                f"base = AutoModelForCausalLM.from_pretrained(resolve_model({name!r}).path)")
+    if identity.get("source") == "gguf":
+        return (f"# the base came as the GGUF file {name} (sha256 {str(identity.get('sha256', '?'))[:12]})\n"
+                f"base = AutoModelForCausalLM.from_pretrained(\"FOLDER_WITH_IT\", gguf_file={name!r})")
+    revision = identity.get("revision")
+    at = f", revision={revision!r}" if revision else ""
+    return f"base = AutoModelForCausalLM.from_pretrained({name!r}{at})"

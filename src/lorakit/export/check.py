@@ -1,0 +1,111 @@
+"""Does the export answer as the adapter does? Next-token logits of the GGUF against the PEFT model, at every
+position of a few fixed conversations wrapped the way the run was trained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lorakit.data.formats import Turn
+
+CHECK_PAIRS = (
+    ("\\frac{a+b}{2} \\le \\sqrt{ab}", "(a + b)/2 <= sqrt(a b)"),
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("def add(a, b):", "    return a + b"),
+    ("Ein kurzer Satz auf Deutsch, bitte.", "Gerne: Die Sonne scheint heute."),
+)
+# Top-1 agreement each format must reach. f16 rounds every weight to an 11-bit mantissa (relative error
+# about 5e-4), which moves logits by about 1e-2: only near-ties may flip, hence 99% (the issue's bar). q8_0
+# keeps 8 bits per weight and q4_k_m about 4.5, so more near-ties flip: 95% and 80%.
+TOP1_NEEDED = {"f16": 0.99, "q8_0": 0.95, "q4_k_m": 0.80}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    engine: str
+    positions: int
+    top1_agreement: float
+    max_abs_diff: float  # largest logit difference at any position
+    mean_abs_diff: float
+    needed: float
+
+    @property
+    def passed(self) -> bool:
+        return self.top1_agreement >= self.needed
+
+    def line(self) -> str:
+        verdict = "ok" if self.passed else f"FAILED (needs {self.needed:.0%})"
+        return (f"check ({self.engine}, {self.positions} positions): top-1 identical on {self.top1_agreement:.1%}, "
+                f"logits differ by {self.mean_abs_diff:.4f} on average, {self.max_abs_diff:.4f} at most: {verdict}")
+
+
+def check_sequences(adapter: Any) -> list[list[int]]:
+    """Token ids of the fixed conversations: the run's prompt wrapping, then an answer."""
+    sequences = []
+    for question, answer in CHECK_PAIRS:
+        turns = adapter.shape.turns(question)
+        role = "text" if turns[-1].role == "text" else "assistant"
+        ids, _ = adapter.encoder.encode([*turns, Turn(role, answer, train=True)])
+        sequences.append(ids[: adapter.max_length])
+    return sequences
+
+
+def adapter_logits(adapter: Any, sequences: list[list[int]]) -> list[np.ndarray]:
+    import torch
+
+    with torch.inference_mode():
+        return [adapter.model(torch.tensor([ids], device=adapter.device)).logits[0].float().cpu().numpy()
+                for ids in sequences]
+
+
+def llamacpp_logits(model: Path, lora: Path | None, sequences: list[list[int]]) -> list[np.ndarray]:
+    from lorakit.infer.llamacpp import open_gguf
+
+    llm = open_gguf(model, lora, context=max(512, max(len(s) for s in sequences)), logits_all=True)
+    out = []
+    for ids in sequences:
+        llm.reset()
+        llm.eval(ids)
+        out.append(np.array(llm.scores[: len(ids)], dtype=np.float32))
+    return out
+
+
+def transformers_logits(model: Path, sequences: list[list[int]]) -> list[np.ndarray]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(str(model.parent), gguf_file=model.name, dtype=torch.float32)
+    with torch.inference_mode():
+        return [loaded(torch.tensor([ids])).logits[0].float().numpy() for ids in sequences]
+
+
+def compare(expected: list[np.ndarray], got: list[np.ndarray], engine: str, quant: str) -> CheckResult:
+    exp, found = np.concatenate(expected), np.concatenate(got)
+    width = min(exp.shape[1], found.shape[1])  # a vocabulary padded for the GPU has rows no token uses
+    exp, found = exp[:, :width], found[:, :width]
+    diff = np.abs(exp - found)
+    agreement = float((exp.argmax(-1) == found.argmax(-1)).mean())
+    return CheckResult(engine, len(exp), agreement, float(diff.max()), float(diff.mean()), TOP1_NEEDED[quant])
+
+
+def check_export(ref: str, model: Path, lora: Path | None, quant: str, runs_dir: Path = Path("runs")) -> CheckResult:
+    """The GGUF (``model``, or the base ``model`` with the adapter GGUF ``lora``) against the run's adapter;
+    through llama.cpp when it is installed, else through transformers' GGUF loader (merged files only)."""
+    from lorakit.infer.load import load_adapter
+
+    adapter = load_adapter(ref, runs_dir, device="cpu")
+    sequences = check_sequences(adapter)
+    expected = adapter_logits(adapter, sequences)
+    del adapter
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        if lora is not None:
+            from lorakit.infer.llamacpp import require_llama_cpp
+
+            require_llama_cpp("--check of an adapter GGUF")
+        return compare(expected, transformers_logits(model, sequences), "transformers", quant)
+    return compare(expected, llamacpp_logits(model, lora, sequences), "llama.cpp", quant)

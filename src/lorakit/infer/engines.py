@@ -1,0 +1,46 @@
+"""Pick the engine that runs a model: transformers (a run or adapter folder) or llama.cpp (a run, a GGUF, or a
+base GGUF with an adapter GGUF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lorakit.errors import RunError
+
+ENGINES = ("transformers", "llama.cpp")
+
+
+def check_reference(ref: str, runs_dir: Path, engine: str, lora: Path | None) -> None:
+    """Fail on a wrong model reference before any input is read or model loaded.
+
+    Raises:
+        RunError: no such run or file, a GGUF under transformers, or --lora without llama.cpp.
+        ModelError: llama.cpp is not installed.
+    """
+    from lorakit.infer.load import adapter_folder
+
+    if engine == "llama.cpp":
+        from lorakit.infer.llamacpp import require_llama_cpp, resolve_files
+
+        require_llama_cpp("--engine llama.cpp")
+        if ref.endswith(".gguf"):
+            resolve_files(ref, lora, runs_dir)
+            return
+    elif ref.endswith(".gguf"):
+        raise RunError(f"{ref}: a GGUF file runs with --engine llama.cpp")
+    if lora is not None and (engine != "llama.cpp" or not ref.endswith(".gguf")):
+        raise RunError("--lora applies to a base GGUF under --engine llama.cpp")
+    adapter_folder(ref, runs_dir)
+
+
+def open_model(ref: str, runs_dir: Path, device: str, engine: str = "transformers",
+               lora: Path | None = None) -> Any:
+    """A LoadedAdapter for ``ref`` on ``engine``."""
+    if engine == "llama.cpp":
+        from lorakit.infer.llamacpp import load_llamacpp
+
+        return load_llamacpp(ref, runs_dir, lora)
+    from lorakit.infer.load import load_adapter
+
+    return load_adapter(ref, runs_dir, device)

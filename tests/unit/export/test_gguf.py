@@ -1,0 +1,184 @@
+"""lorakit export --gguf on tiny trained runs of each architecture: the file answers as the adapter does."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lorakit.cli.main import cli
+from tests.conftest import build_bpe_tokenizer, write_jsonl
+from tests.unit.cli.test_train import invoke, make_config
+
+PREFIX = "translate to typst :\n"
+ROWS = [{"prompt": [{"role": "user", "content": PREFIX + tex}], "completion": [{"role": "assistant", "content": ty}]}
+        for tex, ty in [("\\ frac x y", "x / y"), ("\\ sqrt x", "sqrt ( x )"), ("x ^ 2 + y", "x ^ 2 + y"),
+                        ("\\ alpha + \\ beta", "alpha + beta"), ("\\ sum x", "sum x"), ("y _ 1", "y _ 1")] * 4]
+# f16 keeps an 11-bit mantissa: each weight moves by up to 5e-4 of itself, and these tiny models' logits
+# (magnitude ~1) move by a few 1e-3; 0.02 leaves room without hiding a wrong layout, which moves them by ~1.
+F16_LOGIT_TOLERANCE = 0.02
+
+
+def tiny_base(kind: str, folder: Path) -> Path:
+    """A tiny model of ``kind`` with a byte-level BPE tokenizer, saved as a Hugging Face folder."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_bpe_tokenizer()
+    torch.manual_seed(0)
+    ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "bos_token_id": tokenizer.bos_token_id, "max_position_embeddings": 256, "initializer_range": 0.2}
+    if kind == "llama":
+        model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                             num_attention_heads=4, num_key_value_heads=2,
+                                             tie_word_embeddings=False, **ids))
+    else:  # llama.cpp's gemma3 layout: 5 sliding layers then a global one, query scale 1/sqrt(head_dim)
+        model = Gemma3ForCausalLM(Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=6,
+                                                   num_attention_heads=4, num_key_value_heads=1, head_dim=256,
+                                                   query_pre_attn_scalar=256, sliding_window=16, **ids))
+    model.float().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma3"])
+def trained(request, tmp_path_factory) -> Path:
+    """A 4-step lorakit run on a tiny base of each architecture; its folder (cwd is reset per test)."""
+    root = tmp_path_factory.mktemp(f"gguf-{request.param}")
+    base = tiny_base(request.param, root / "base")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        config = make_config(root, base, train={"max_steps": 4, "lr": 0.05}, data={"template": "chatml"})
+        write_jsonl(root / "train.jsonl", ROWS)
+        result = invoke("train", config)
+        assert result.exit_code == 0, result.output
+    return root / "runs" / "tiny-v001"
+
+
+def cli_run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def reference_logits(run: Path, ids: list[int]) -> torch.Tensor:
+    from lorakit.infer.load import load_adapter
+
+    adapter = load_adapter(str(run), device="cpu")
+    with torch.no_grad():
+        return adapter.model(torch.tensor([ids])).logits[0]
+
+
+def test_f16_gguf_loads_in_transformers_and_matches_the_adapter(trained, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "tiny-f16.gguf"
+    result = cli_run("export", trained, "--gguf", "--out", out)
+    assert result.exit_code == 0, result.output
+    ids = build_bpe_tokenizer()(PREFIX + "x ^ 2 + y = alpha")["input_ids"]
+    expected = reference_logits(trained, ids)
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name, dtype=torch.float32)
+    with torch.no_grad():
+        got = loaded(torch.tensor([ids])).logits[0]
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() >= 0.99
+    torch.testing.assert_close(got, expected, atol=F16_LOGIT_TOLERANCE, rtol=0)
+
+
+def test_gguf_carries_the_runs_template_prompt_shape_and_provenance(trained, tmp_path):
+    from lorakit.export.gguf_model import read_lorakit_fields
+
+    out = tmp_path / "tiny.gguf"
+    assert cli_run("export", trained, "--gguf", "--out", out).exit_code == 0
+    fields = read_lorakit_fields(out)
+    assert "<|im_start|>" in fields["tokenizer.chat_template"]
+    assert fields["lorakit.prompt_shape"]["prefix"] == PREFIX
+    assert fields["lorakit.run"] == "tiny-v001" and fields["general.name"] == "tiny-v001"
+    assert fields["general.base_model.0.name"].endswith("base") and fields["lorakit.version"]
+    modelfile = out.with_suffix(".Modelfile").read_text()
+    assert modelfile.startswith("FROM ./tiny.gguf\n")
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "<|im_start|>{{ .Role }}" in modelfile and "translate to typst :\n{{ .Content }}" in modelfile
+
+
+def test_q8_0_is_smaller_and_still_agrees(trained, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    f16, q8 = tmp_path / "f16.gguf", tmp_path / "q8.gguf"
+    assert cli_run("export", trained, "--gguf", "--out", f16).exit_code == 0
+    assert cli_run("export", trained, "--gguf", "--quant", "q8_0", "--out", q8).exit_code == 0
+    assert q8.stat().st_size < 0.8 * f16.stat().st_size
+    ids = build_bpe_tokenizer()(PREFIX + "\\ sqrt x + beta")["input_ids"]
+    expected = reference_logits(trained, ids)
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=q8.name, dtype=torch.float32)
+    with torch.no_grad():
+        got = loaded(torch.tensor([ids])).logits[0]
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() >= 0.9  # 8-bit blocks: near-ties may flip
+
+
+def test_bad_requests_are_one_line_and_write_nothing(trained, tmp_path, monkeypatch):
+    out = tmp_path / "x.gguf"
+    out.write_text("someone's file")
+    cases = {
+        ("--gguf", "--quant", "q3_k"): "--quant q3_k: no such quantisation; choose from f16, q8_0, q4_k_m",
+        ("--gguf", "--out", out): f"--out {out} exists; choose another file or add --force to replace it",
+        ("--merge", "--gguf"): "export: give exactly one of --merge (a model folder) or --gguf (a llama.cpp file)",
+    }
+    for args, message in cases.items():
+        result = cli_run("export", trained, *args)
+        assert result.exit_code in (1, 2) and result.output.strip() == f"error: {message}", result.output
+    assert out.read_text() == "someone's file"
+    assert not list(tmp_path.glob(".x.gguf.partial-*"))
+
+
+def test_q4_k_m_without_llama_cpp_names_the_install_line(trained, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_llama_cpp(name, *args, **kwargs):
+        if name == "llama_cpp":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_llama_cpp)
+    result = cli_run("export", trained, "--gguf", "--quant", "q4_k_m")
+    assert result.exit_code == 1 and "pip install 'lorakit[llamacpp]'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    engine = cli_run("infer", trained, "--engine", "llama.cpp", "--input", "-", input="x")
+    assert engine.exit_code == 1 and "--engine llama.cpp needs llama-cpp-python" in engine.output
+
+
+def test_another_architecture_is_named_with_the_supported_ones(tmp_path):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from lorakit.errors import ModelError
+    from lorakit.export.arch import architecture
+
+    config = Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                          num_attention_heads=2, num_key_value_heads=1)).config
+    with pytest.raises(ModelError, match=r"architecture 'qwen2' is not supported; supported: llama .* gemma3"):
+        architecture(config)
+
+
+def test_llama3_rope_factors_follow_the_wavelength_bands():
+    from types import SimpleNamespace
+
+    from lorakit.export.arch import llama3_rope_factors
+
+    config = SimpleNamespace(hidden_size=2048, num_attention_heads=32, head_dim=64, rope_parameters={
+        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+    factors = llama3_rope_factors(config)
+    assert factors.shape == (32,) and factors[0] == 1.0 and factors[-1] == 32.0  # short waves kept, long divided
+    assert np.all(np.diff(factors) >= 0)  # the smooth band in between rises monotonically
+
+
+def test_card_names_the_base_portably(tmp_path):
+    from lorakit.runs.card import base_loading
+
+    builtin = base_loading({"base_model": {"name": "gemma-3-270m", "source": "gguf", "file": "/root/.cache/x.gguf"},
+                            "config": {"model": {"name_or_path": "gemma-3-270m"}}})
+    assert "resolve_model('gemma-3-270m')" in builtin and ".cache" not in builtin
+    hub = base_loading({"base_model": {"name": "TinyLlama/TinyLlama-1.1B", "source": "hub", "revision": "abc123"},
+                        "config": {"model": {"name_or_path": "TinyLlama/TinyLlama-1.1B"}}})
+    assert hub == "base = AutoModelForCausalLM.from_pretrained('TinyLlama/TinyLlama-1.1B', revision='abc123')"
+    assert json  # noqa: B018 - json is used by the llama.cpp tests below
