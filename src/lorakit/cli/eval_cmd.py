@@ -19,7 +19,8 @@ from lorakit.cli.infer_cmd import device_option, engine_option, lora_option, run
 @click.option("--input-field", default=None, help="Plain rows: the input field (default: input, tex...).")
 @click.option("--target-field", default=None, help="Plain rows: the reference field (default: output, typst...).")
 @click.option("--max-new-tokens", default=256, show_default=True)
-@click.option("--batch-size", default=8, show_default=True)
+@click.option("--batch-size", default=32, show_default=True,
+              help="Answers generated together (llama.cpp: sequences per decode step).")
 @device_option
 @engine_option
 @lora_option

@@ -63,6 +63,12 @@ def source_gguf(identity: dict[str, Any]) -> Path | None:
     return path if path.is_file() else None
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(target: Path, force: bool, write: Callable[[Path], Any]) -> Path:
     """``write(tmp)`` beside ``target``, then renamed onto it: a failure leaves no half-written file, and an
     existing file is replaced only with ``force`` (checked again at the moment of the rename)."""
@@ -71,6 +77,7 @@ def write_atomically(target: Path, force: bool, write: Callable[[Path], Any]) ->
     os.close(handle)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private; an export is meant to be shared
         if target.exists() and not force:
             raise RunError(f"{target} appeared while exporting; kept it, add --force to replace it")
         os.replace(tmp, target)

@@ -145,7 +145,7 @@ class EvalOptions:
     input_field: str | None = None
     target_field: str | None = None
     max_new_tokens: int = 256
-    batch_size: int = 8
+    batch_size: int = 32
     device: str = "auto"
     engine: str = "transformers"
     lora: Path | None = None  # llama.cpp: an adapter GGUF on the base GGUF given as the run

@@ -54,7 +54,8 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
             raise ModelError("--base compares with the base model under --engine transformers only")
         budgets = [min(max_new_tokens, int(length_ratio * len(p)) + 16) if length_ratio else max_new_tokens
                    for p in prompts]
-        new_ids = adapter.model.generate_all(prompts, adapter.stop_ids, budgets, temperature, seed, on_batch)
+        new_ids = adapter.model.generate_all(prompts, adapter.stop_ids, budgets, temperature, seed, on_batch,
+                                             batch_size)
         return [adapter.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new_ids]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch with little padding
     pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else adapter.stop_ids[0]

@@ -58,10 +58,14 @@ class LlamaCppRunner:
     files: tuple[Path, ...]
 
     def generate_all(self, prompts: Sequence[list[int]], stop_ids: Sequence[int], budgets: Sequence[int],
-                     temperature: float = 0.0, seed: int = 0,
-                     on_done: Callable[[int], None] | None = None) -> list[list[int]]:
-        """New token ids for each prompt, in order. Sorted prompts share their common start in the KV cache
-        (llama-cpp-python keeps the longest matching prefix), so the instruction wording is computed once."""
+                     temperature: float = 0.0, seed: int = 0, on_done: Callable[[int], None] | None = None,
+                     batch_size: int = 16) -> list[list[int]]:
+        """New token ids for each prompt, in order: greedy ones ``batch_size`` sequences per decode step,
+        sampled ones one after the other."""
+        if temperature == 0:
+            from lorakit.infer.llamacpp_batch import greedy_all
+
+            return greedy_all(self.llm, prompts, budgets, set(stop_ids), batch_size, on_done)
         order = sorted(range(len(prompts)), key=lambda i: prompts[i])
         outputs: list[list[int]] = [[] for _ in prompts]
         stops = set(stop_ids)

@@ -181,4 +181,90 @@ def test_card_names_the_base_portably(tmp_path):
     hub = base_loading({"base_model": {"name": "TinyLlama/TinyLlama-1.1B", "source": "hub", "revision": "abc123"},
                         "config": {"model": {"name_or_path": "TinyLlama/TinyLlama-1.1B"}}})
     assert hub == "base = AutoModelForCausalLM.from_pretrained('TinyLlama/TinyLlama-1.1B', revision='abc123')"
-    assert json  # noqa: B018 - json is used by the llama.cpp tests below
+
+
+def check_line(output: str) -> float:
+    """The top-1 agreement printed by ``export --check``."""
+    line = next(x for x in output.splitlines() if x.startswith("check ("))
+    return float(line.split("top-1 identical on ")[1].split("%")[0]) / 100
+
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+def test_check_runs_the_gguf_in_llama_cpp_and_it_agrees(trained, tmp_path, quant):
+    pytest.importorskip("llama_cpp")
+    result = cli_run("export", trained, "--gguf", "--quant", quant, "--out", tmp_path / "m.gguf", "--check")
+    assert result.exit_code == 0, result.output
+    assert "check (llama.cpp," in result.output and result.output.rstrip().endswith(": ok")
+    assert check_line(result.output) >= (0.99 if quant == "f16" else 0.95)
+
+
+def test_q4_k_m_comes_from_llama_cpps_quantiser(trained, tmp_path):
+    pytest.importorskip("llama_cpp")
+    import gguf
+
+    result = cli_run("export", trained, "--gguf", "--quant", "q4_k_m", "--out", tmp_path / "q4.gguf")
+    assert result.exit_code == 0, result.output
+    kinds = {t.tensor_type.name for t in gguf.GGUFReader(tmp_path / "q4.gguf").tensors}
+    assert kinds & {"Q4_K", "Q5_0", "Q5_1", "Q6_K", "Q8_0", "Q4_0", "Q5_K"}, kinds  # quantised, whatever mix fits
+    assert not list(tmp_path.glob("*.f16"))  # the intermediate f16 file is gone
+
+
+def test_adapter_only_gguf_on_the_shared_base_matches_and_refuses_another_base(trained, tmp_path):
+    pytest.importorskip("llama_cpp")
+    out = tmp_path / "ship" / "tiny-lora.gguf"
+    result = cli_run("export", trained, "--gguf", "--adapter-only", "--out", out, "--check")
+    assert result.exit_code == 0, result.output
+    assert check_line(result.output) >= 0.99
+    base = next(p for p in out.parent.glob("*-f16.gguf"))
+    modelfile = out.with_suffix(".Modelfile").read_text()
+    assert modelfile.startswith(f"FROM ./{base.name}\nADAPTER ./tiny-lora.gguf\n")
+    again = cli_run("export", trained, "--gguf", "--adapter-only", "--out", out.parent / "second-lora.gguf")
+    assert again.exit_code == 0 and f"wrote {base}" in again.output  # the base is shared, not rewritten
+
+    from transformers import AutoModelForCausalLM
+
+    from lorakit.export.arch import architecture
+    from lorakit.export.gguf_model import GgufMetadata, write_model_gguf
+
+    other_base = tiny_base("gemma3" if "gemma3" in str(trained) else "llama", tmp_path / "other")
+    model = AutoModelForCausalLM.from_pretrained(other_base)
+    wrong = tmp_path / "wrong-base.gguf"
+    write_model_gguf(wrong, model.state_dict(), model.config, architecture(model.config),
+                     GgufMetadata("other", "other", None, other_base, extra={"base_id": "0" * 16}))
+    (tmp_path / "in.jsonl").write_text('{"input": "x ^ 2"}\n')
+    refused = cli_run("infer", wrong, "--engine", "llama.cpp", "--lora", out, "--input", tmp_path / "in.jsonl")
+    assert refused.exit_code == 1 and "was trained on" in refused.output and "not on wrong-base.gguf" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+
+
+def test_llama_cpp_engine_answers_as_the_transformers_engine(trained, tmp_path, monkeypatch):
+    pytest.importorskip("llama_cpp")
+    monkeypatch.chdir(trained.parent.parent)
+    cases = [{"input": tex} for tex in ("\\ frac x y", "x ^ 2 + y", "\\ sum x", "y _ 1", "\\ alpha + \\ beta")]
+    write_jsonl(tmp_path / "in.jsonl", cases)
+    answers = {}
+    for engine in ("transformers", "llama.cpp"):
+        out = tmp_path / f"{engine}.jsonl"
+        result = cli_run("infer", "tiny-v001", "--engine", engine, "--input", tmp_path / "in.jsonl",
+                         "--output", out, "--max-new-tokens", 12)
+        assert result.exit_code == 0, result.output
+        answers[engine] = [json.loads(x)["output"] for x in out.read_text().splitlines()]
+    # Greedy decoding on the same token ids: an f16 rounding can flip a near-tie and change the rest of one
+    # answer, so 4 of 5 must be identical rather than all.
+    same = sum(a == b for a, b in zip(answers["transformers"], answers["llama.cpp"], strict=True))
+    assert same >= 4, answers
+    assert (trained / "gguf" / "tiny-v001-f16.gguf").is_file()  # exported once, reused by the next call
+
+
+def test_eval_on_llama_cpp_is_recorded_beside_the_transformers_figures(trained, tmp_path, monkeypatch):
+    pytest.importorskip("llama_cpp")
+    monkeypatch.chdir(trained.parent.parent)
+    write_jsonl(tmp_path / "dev.jsonl", [{"input": PREFIX + "x ^ 2", "output": "x ^ 2"}] * 3)
+    for engine in ("transformers", "llama.cpp"):
+        result = cli_run("eval", "tiny-v001", "--data", tmp_path / "dev.jsonl", "--metrics", "exact,chrf",
+                         "--engine", engine)
+        assert result.exit_code == 0, result.output
+    recorded = json.loads((trained / "eval_results.json").read_text())
+    assert {"eval_dev", "eval_dev.llamacpp"} <= set(recorded)
+    loss = cli_run("eval", "tiny-v001", "--data", tmp_path / "dev.jsonl", "--metrics", "loss", "--engine", "llama.cpp")
+    assert loss.exit_code == 1 and "loss and --base need --engine transformers" in loss.output
