@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true", help="The slow row: about 20 minutes on 660.")
     args = parser.parse_args()
 
-    from lorakit.export.gguf_export import export_gguf
+    from lorakit.infer.export.gguf_export import export_gguf
     from lorakit.infer.llamacpp import load_llamacpp
     from lorakit.infer.load import load_adapter
 

@@ -79,12 +79,12 @@ def export_cmd(run: str, merge: bool, gguf: bool, quant: str, adapter_only: bool
     if merge:
         if out is None:
             raise ConfigError("export --merge: give --out, a new folder for the merged model")
-        from lorakit.export.merged import export_merged
+        from lorakit.infer.export.merged import export_merged
 
         click.echo(f"wrote {export_merged(run, out, dtype, runs_dir)}")
         return
-    from lorakit.export.check import check_export
-    from lorakit.export.gguf_export import export_gguf
+    from lorakit.infer.export.check import check_export
+    from lorakit.infer.export.gguf_export import export_gguf
 
     result = export_gguf(run, out, quant, adapter_only, force, runs_dir)
     for path in (result.model, result.base, result.modelfile):

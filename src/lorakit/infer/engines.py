@@ -21,7 +21,8 @@ def check_reference(ref: str, runs_dir: Path, engine: str, lora: Path | None) ->
     from lorakit.infer.load import adapter_folder
 
     if engine == "llama.cpp":
-        from lorakit.infer.llamacpp import require_llama_cpp, resolve_files
+        from lorakit.infer.llamacpp import resolve_files
+        from lorakit.infer.llamacpp_lib import require_llama_cpp
 
         require_llama_cpp("--engine llama.cpp")
         if ref.endswith(".gguf"):

@@ -17,9 +17,13 @@ log = logging.getLogger(__name__)
 @contextmanager
 def merged(adapter: LoadedAdapter) -> Iterator[None]:
     """The LoRA weights added into the base weights while generating (one matmul per layer instead of three),
-    taken out again after. Only for an adapter loaded for inference: a training run's base may be quantised,
-    where merging is lossy."""
-    mergeable = adapter.base is not None and hasattr(adapter.model, "merge_adapter")
+    taken out again after. Only for an adapter loaded for inference (a training run's base may be quantised,
+    where merging is lossy), in float32."""
+    import torch
+
+    # float32 only: merging and unmerging in bfloat16 would leave the base weights rounded for ``--base``.
+    mergeable = (adapter.base is not None and hasattr(adapter.model, "merge_adapter")
+                 and adapter.model.get_base_model().dtype == torch.float32)
     if mergeable:
         adapter.model.merge_adapter()
     try:

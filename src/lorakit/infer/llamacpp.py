@@ -3,52 +3,16 @@ the token ids lorakit's own encoder makes (so the wrapping is exactly the traini
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lorakit.errors import ModelError, RunError
+from lorakit.infer.llamacpp_lib import open_gguf, require_llama_cpp
 
 log = logging.getLogger(__name__)
-
-INSTALL = "pip install 'lorakit[llamacpp]'  (builds llama.cpp with cmake and a C++ compiler: a few minutes)"
-QUANT_FTYPES = {"q4_k_m": 15}  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q4_K_M
-
-
-def require_llama_cpp(what: str) -> Any:
-    """The llama_cpp module.
-
-    Raises:
-        ModelError: it is not installed; the message has the install line.
-    """
-    try:
-        import llama_cpp
-    except ImportError:
-        raise ModelError(f"{what} needs llama-cpp-python, which is not installed: {INSTALL}") from None
-    return llama_cpp
-
-
-def quantize(source: Path, target: Path, quant: str) -> None:
-    """``target``: ``source`` (an f16 GGUF) requantised by llama.cpp's own quantiser."""
-    llama_cpp = require_llama_cpp(f"--quant {quant}")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = QUANT_FTYPES[quant]
-    params.nthread = os.cpu_count() or 1
-    if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params)) != 0:
-        raise ModelError(f"llama.cpp could not quantise {source.name} to {quant}")
-
-
-def open_gguf(model: Path, lora: Path | None = None, context: int = 2048, logits_all: bool = False) -> Any:
-    """A llama_cpp.Llama on ``model`` (with the adapter GGUF ``lora`` applied), quiet, on every core."""
-    llama_cpp = require_llama_cpp("--engine llama.cpp")
-    return llama_cpp.Llama(model_path=str(model), lora_path=str(lora) if lora else None, n_ctx=context,
-                           n_batch=min(512, context), n_threads=os.cpu_count(), logits_all=logits_all,
-                           verbose=False)
-
 
 @dataclass
 class LlamaCppRunner:
@@ -85,7 +49,7 @@ class LlamaCppRunner:
 
 def gguf_for_run(folder: Path, runs_dir: Path) -> Path:
     """The run's merged f16 GGUF, exported once into ``gguf/`` and reused while the adapter is unchanged."""
-    from lorakit.export.gguf_export import export_gguf
+    from lorakit.infer.export.gguf_export import export_gguf
 
     target = folder / "gguf" / f"{folder.name}-f16.gguf"
     adapter_file = folder / "adapter_model.safetensors"
@@ -101,7 +65,7 @@ def check_pair(base: Path, lora: Path) -> None:
     Raises:
         ModelError: a different architecture or base fingerprint, naming both.
     """
-    from lorakit.export.gguf_model import read_lorakit_fields
+    from lorakit.infer.export.gguf_model import read_lorakit_fields
 
     base_fields, lora_fields = read_lorakit_fields(base), read_lorakit_fields(lora)
     if lora_fields.get("general.type") != "adapter":
@@ -144,7 +108,7 @@ def load_llamacpp(ref: str, runs_dir: Path = Path("runs"), lora: Path | None = N
     (read back from the GGUF's own fields when the run is not here)."""
     from lorakit.data.prompt_shape import PromptShape
     from lorakit.data.tokenize import Encoder
-    from lorakit.export.gguf_model import read_lorakit_fields
+    from lorakit.infer.export.gguf_model import read_lorakit_fields
     from lorakit.infer.load import LoadedAdapter, resolve_base, run_prompting, run_sections, run_tokenizer
 
     require_llama_cpp("--engine llama.cpp")
@@ -155,7 +119,7 @@ def load_llamacpp(ref: str, runs_dir: Path = Path("runs"), lora: Path | None = N
         folder = runs_dir / run_name  # the run is here: its own tokenizer, no conversion from the GGUF
     if folder is not None:
         manifest, model_section, data, base_path = run_sections(folder)
-        tokenizer = run_tokenizer(folder, resolve_base(folder, base_path, model_section))
+        tokenizer = run_tokenizer(folder, resolve_base(folder, base_path, model_section, manifest))
         encoder, shape = run_prompting(folder, tokenizer, manifest, data)
         max_length = data.max_length
     else:

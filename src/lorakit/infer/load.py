@@ -78,12 +78,19 @@ def run_sections(folder: Path) -> tuple[dict[str, Any] | None, ModelSection, Dat
     return None, ModelSection(name_or_path=base_path), DataSection(train=["-"]), base_path
 
 
-def resolve_base(folder: Path, base_path: str, model_section: ModelSection) -> Any:
-    """Raises: ModelError: the adapter's base model is not available here."""
+def resolve_base(folder: Path, base_path: str, model_section: ModelSection,
+                 manifest: dict[str, Any] | None = None) -> Any:
+    """The base model, named as the run's manifest names it (a built-in name, a hub id) even when its weights
+    are the converted copy in this machine's cache.
+
+    Raises:
+        ModelError: the adapter's base model is not available here.
+    """
     from lorakit.model.resolve import ResolvedModel, resolve_model
 
+    identity = (manifest or {}).get("base_model") or {"name": base_path}
     try:
-        return (ResolvedModel(base_path, {"name": base_path}) if Path(base_path).is_dir()
+        return (ResolvedModel(base_path, identity) if Path(base_path).is_dir()
                 else resolve_model(base_path, model_section.revision))
     except ModelError as e:
         raise ModelError(f"{folder.name}: its base model {base_path!r} is not available here ({e})") from None
@@ -120,7 +127,7 @@ def load_adapter(ref: str, runs_dir: Path = Path("runs"), device: str = "auto") 
 
     folder = adapter_folder(ref, runs_dir)
     manifest, model_section, data, base_path = run_sections(folder)
-    resolved = resolve_base(folder, base_path, model_section)
+    resolved = resolve_base(folder, base_path, model_section, manifest)
     dev = pick_device(device)
     tokenizer = run_tokenizer(folder, resolved)
     base = load_base_model(resolved, model_section.model_copy(update={"quantization": "none"}), dev.type)

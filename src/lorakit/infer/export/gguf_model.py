@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from lorakit.errors import ModelError
-from lorakit.export.arch import Architecture
-from lorakit.export.vocab import build_tokenizer, copy_tokenizer
+from lorakit.infer.export.arch import Architecture
+from lorakit.infer.export.vocab import build_tokenizer, copy_tokenizer
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 Q8_BLOCK = 32  # values per Q8_0 block: a row whose length is not a multiple stays f16

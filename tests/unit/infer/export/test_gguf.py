@@ -84,7 +84,7 @@ def test_f16_gguf_loads_in_transformers_and_matches_the_adapter(trained, tmp_pat
 
 
 def test_gguf_carries_the_runs_template_prompt_shape_and_provenance(trained, tmp_path):
-    from lorakit.export.gguf_model import read_lorakit_fields
+    from lorakit.infer.export.gguf_model import read_lorakit_fields
 
     out = tmp_path / "tiny.gguf"
     assert cli_run("export", trained, "--gguf", "--out", out).exit_code == 0
@@ -151,7 +151,7 @@ def test_another_architecture_is_named_with_the_supported_ones(tmp_path):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from lorakit.errors import ModelError
-    from lorakit.export.arch import architecture
+    from lorakit.infer.export.arch import architecture
 
     config = Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                           num_attention_heads=2, num_key_value_heads=1)).config
@@ -162,7 +162,7 @@ def test_another_architecture_is_named_with_the_supported_ones(tmp_path):
 def test_llama3_rope_factors_follow_the_wavelength_bands():
     from types import SimpleNamespace
 
-    from lorakit.export.arch import llama3_rope_factors
+    from lorakit.infer.export.arch import llama3_rope_factors
 
     config = SimpleNamespace(hidden_size=2048, num_attention_heads=32, head_dim=64, rope_parameters={
         "rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
@@ -223,8 +223,8 @@ def test_adapter_only_gguf_on_the_shared_base_matches_and_refuses_another_base(t
 
     from transformers import AutoModelForCausalLM
 
-    from lorakit.export.arch import architecture
-    from lorakit.export.gguf_model import GgufMetadata, write_model_gguf
+    from lorakit.infer.export.arch import architecture
+    from lorakit.infer.export.gguf_model import GgufMetadata, write_model_gguf
 
     other_base = tiny_base("gemma3" if "gemma3" in str(trained) else "llama", tmp_path / "other")
     model = AutoModelForCausalLM.from_pretrained(other_base)

@@ -62,7 +62,7 @@ def adapter_logits(adapter: Any, sequences: list[list[int]]) -> list[np.ndarray]
 
 
 def llamacpp_logits(model: Path, lora: Path | None, sequences: list[list[int]]) -> list[np.ndarray]:
-    from lorakit.infer.llamacpp import open_gguf
+    from lorakit.infer.llamacpp_lib import open_gguf
 
     llm = open_gguf(model, lora, context=max(512, max(len(s) for s in sequences)), logits_all=True)
     out = []
@@ -100,12 +100,10 @@ def check_export(ref: str, model: Path, lora: Path | None, quant: str, runs_dir:
     sequences = check_sequences(adapter)
     expected = adapter_logits(adapter, sequences)
     del adapter
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        if lora is not None:
-            from lorakit.infer.llamacpp import require_llama_cpp
+    from lorakit.infer.llamacpp_lib import has_llama_cpp, require_llama_cpp
 
-            require_llama_cpp("--check of an adapter GGUF")
-        return compare(expected, transformers_logits(model, sequences), "transformers", quant)
-    return compare(expected, llamacpp_logits(model, lora, sequences), "llama.cpp", quant)
+    if has_llama_cpp():
+        return compare(expected, llamacpp_logits(model, lora, sequences), "llama.cpp", quant)
+    if lora is not None:
+        require_llama_cpp("--check of an adapter GGUF")
+    return compare(expected, transformers_logits(model, sequences), "transformers", quant)

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from lorakit.errors import ModelError
-from lorakit.export.arch import Architecture
-from lorakit.export.gguf_model import GgufMetadata, write_metadata
+from lorakit.infer.export.arch import Architecture
+from lorakit.infer.export.gguf_model import GgufMetadata, write_metadata
 
 _LAYER = re.compile(r"(?:^|\.)(model\.layers\.\d+\..+)$")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.errors import ModelError, RunError
-from lorakit.export.arch import architecture
-from lorakit.export.gguf_model import QUANTS, GgufMetadata, read_lorakit_fields, write_model_gguf
-from lorakit.export.lora_gguf import write_adapter_gguf
-from lorakit.export.modelfile import modelfile_text
+from lorakit.infer.export.arch import architecture
+from lorakit.infer.export.gguf_model import QUANTS, GgufMetadata, read_lorakit_fields, write_model_gguf
+from lorakit.infer.export.lora_gguf import write_adapter_gguf
+from lorakit.infer.export.modelfile import modelfile_text
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def check_request(quant: str, out: Path | None, force: bool) -> None:
     if quant not in QUANTS:
         raise ModelError(f"--quant {quant}: no such quantisation; choose from {', '.join(QUANTS)}")
     if quant == "q4_k_m":
-        from lorakit.infer.llamacpp import require_llama_cpp
+        from lorakit.infer.llamacpp_lib import require_llama_cpp
 
         require_llama_cpp("--quant q4_k_m (the gguf package has no Q4_K quantiser; llama.cpp's is used)")
     if out is not None and out.exists() and not force:
@@ -132,7 +132,7 @@ def write_quantized(path: Path, state: dict[str, Any], config: Any, arch: Any, m
     if quant != "q4_k_m":
         write_model_gguf(path, state, config, arch, meta, quant)
         return
-    from lorakit.infer.llamacpp import quantize
+    from lorakit.infer.llamacpp_lib import quantize
 
     f16 = path.with_name(path.name + ".f16")
     try:
