@@ -22,14 +22,10 @@ CHATML = (
 )
 
 
-def build_tokenizer(chat_template: str | None = CHATML):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def wrap_tokenizer(backend, chat_template: str | None):
+    """A transformers tokenizer over a ``tokenizers`` backend, with the test special tokens and template."""
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(SPECIALS + WORDS))}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>",
                                         bos_token="<bos>", unk_token="<unk>",
                                         additional_special_tokens=["<|im_start|>", "<|im_end|>"])
@@ -38,10 +34,19 @@ def build_tokenizer(chat_template: str | None = CHATML):
     return tokenizer
 
 
+def build_tokenizer(chat_template: str | None = CHATML):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(SPECIALS + WORDS))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return wrap_tokenizer(backend, chat_template)
+
+
 def build_bpe_tokenizer(chat_template: str | None = CHATML):
     """A byte-level BPE tokenizer (the kind llama.cpp runs as ``gpt2``), trained in memory on the test words."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -49,12 +54,7 @@ def build_bpe_tokenizer(chat_template: str | None = CHATML):
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     backend.train_from_iterator([" ".join(WORDS)] * 4 + ["\n".join(WORDS)], trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>",
-                                        bos_token="<bos>", unk_token="<unk>",
-                                        additional_special_tokens=["<|im_start|>", "<|im_end|>"])
-    if chat_template:
-        tokenizer.chat_template = chat_template
-    return tokenizer
+    return wrap_tokenizer(backend, chat_template)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -30,7 +30,7 @@ def check_reference(ref: str, runs_dir: Path, engine: str, lora: Path | None) ->
             return
     elif ref.endswith(".gguf"):
         raise RunError(f"{ref}: a GGUF file runs with --engine llama.cpp")
-    if lora is not None and (engine != "llama.cpp" or not ref.endswith(".gguf")):
+    if lora is not None:
         raise RunError("--lora applies to a base GGUF under --engine llama.cpp")
     adapter_folder(ref, runs_dir)
 

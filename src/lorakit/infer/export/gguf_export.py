@@ -108,7 +108,8 @@ def export_gguf(ref: str, out: Path | None = None, quant: str = "f16", adapter_o
     check_request(quant, out, force)
     folder = adapter_folder(ref, runs_dir)
     target = out or folder / "gguf" / (f"{folder.name}-lora.gguf" if adapter_only else f"{folder.name}-{quant}.gguf")
-    check_request(quant, target, force)
+    if target.exists() and not force:  # the default file, from an earlier export
+        raise RunError(f"{target} exists; add --force to replace it, or --out for another file")
     adapter = load_adapter(str(folder), runs_dir, device="cpu")
     config = adapter.model.get_base_model().config
     arch = architecture(config)
