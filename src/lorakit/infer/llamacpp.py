@@ -103,6 +103,20 @@ def resolve_files(ref: str, lora: Path | None, runs_dir: Path) -> tuple[Path, Pa
     return gguf_for_run(folder, runs_dir), None, folder
 
 
+def mark_template_tokens(tokenizer: Any, model: Path, template: str) -> None:
+    """Make the control tokens the chat template writes (``<|im_start|>``, ``<start_of_turn>``...) single
+    tokens again: a tokenizer rebuilt from a GGUF by transformers may split them into characters."""
+    import gguf
+
+    reader = gguf.GGUFReader(model)
+    tokens, types = reader.fields["tokenizer.ggml.tokens"], reader.fields["tokenizer.ggml.token_type"]
+    control = (gguf.TokenType.CONTROL, gguf.TokenType.USER_DEFINED)
+    wanted = [text for text, kind in zip(tokens.contents(), types.contents(), strict=True)
+              if kind in control and text and text in template]
+    if wanted:
+        tokenizer.add_special_tokens({"additional_special_tokens": wanted}, replace_extra_special_tokens=False)
+
+
 def load_llamacpp(ref: str, runs_dir: Path = Path("runs"), lora: Path | None = None) -> Any:
     """A LoadedAdapter whose model is llama.cpp: prompts are encoded by the run's tokenizer and template
     (read back from the GGUF's own fields when the run is not here)."""
@@ -128,6 +142,7 @@ def load_llamacpp(ref: str, runs_dir: Path = Path("runs"), lora: Path | None = N
         manifest = None
         tokenizer = AutoTokenizer.from_pretrained(str(model.parent), gguf_file=model.name)
         template = fields.get("tokenizer.chat_template") or read_lorakit_fields(model).get("tokenizer.chat_template")
+        mark_template_tokens(tokenizer, model, template or "")
         encoder = Encoder(tokenizer, template or "", fields.get("lorakit.system_prompt") or None)
         shape = PromptShape.from_dict(fields.get("lorakit.prompt_shape") or {"chat": bool(template)})
         max_length = int(fields.get("lorakit.max_length") or 1024)

@@ -22,6 +22,7 @@ class BatchDecoder:
     def __init__(self, llm: Any, lanes: int, lane_tokens: int) -> None:
         import llama_cpp
         from llama_cpp import _internals
+        from llama_cpp._utils import suppress_stdout_stderr
 
         self.llama_cpp = llama_cpp
         self.lanes, self.lane_tokens = lanes, lane_tokens
@@ -34,7 +35,8 @@ class BatchDecoder:
         params.kv_unified = True
         params.n_threads = params.n_threads_batch = llm.context_params.n_threads
         params.no_perf = True
-        self.context = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        with suppress_stdout_stderr(disable=False):  # llama.cpp prints its context set-up on stderr
+            self.context = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
         adapter = getattr(llm, "_lora_adapter", None)
         if adapter is not None:  # the adapter is set per context: apply it to this one too
             adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)

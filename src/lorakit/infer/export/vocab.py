@@ -69,12 +69,16 @@ def build_tokenizer(writer: Any, folder: Path) -> None:
     byte_level = not model.get("byte_fallback", False)
     vocab = gguf.BpeVocab(folder) if byte_level else gguf.LlamaHfVocab(folder)
     tokens, scores, types = zip(*vocab.all_tokens(), strict=True)
+    types = list(types)
+    for added in tokenizer_json.get("added_tokens", []):  # the vocabulary helper marks these normal text
+        if added["id"] < len(types):
+            types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
     writer.add_tokenizer_model(vocab.tokenizer_model)
     if byte_level:
         writer.add_tokenizer_pre(pre_tokenizer_name(tokenizer_json))
     writer.add_token_list(list(tokens))
     writer.add_token_scores(list(scores))
-    writer.add_token_types(list(types))
+    writer.add_token_types(types)
     special = gguf.SpecialVocab(folder, load_merges=byte_level, n_vocab=len(tokens))
     special.chat_template = None  # the run's own template is written by the caller
     special.add_to_gguf(writer, quiet=True)

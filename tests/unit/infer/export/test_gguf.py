@@ -253,7 +253,19 @@ def test_llama_cpp_engine_answers_as_the_transformers_engine(trained, tmp_path, 
     # answer, so 4 of 5 must be identical rather than all.
     same = sum(a == b for a, b in zip(answers["transformers"], answers["llama.cpp"], strict=True))
     assert same >= 4, answers
-    assert (trained / "gguf" / "tiny-v001-f16.gguf").is_file()  # exported once, reused by the next call
+    exported = trained / "gguf" / "tiny-v001-f16.gguf"
+    assert exported.is_file()  # exported once, reused by the next call
+
+    # The GGUF alone, far from its run: tokenizer, template and prompt wording come from its own fields.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / exported.name).write_bytes(exported.read_bytes())
+    monkeypatch.chdir(elsewhere)
+    alone = cli_run("infer", exported.name, "--engine", "llama.cpp", "--input", tmp_path / "in.jsonl",
+                    "--output", "alone.jsonl", "--max-new-tokens", 12)
+    assert alone.exit_code == 0, alone.output
+    assert [json.loads(x)["output"] for x in (elsewhere / "alone.jsonl").read_text().splitlines()] == \
+        answers["llama.cpp"]
 
 
 def test_eval_on_llama_cpp_is_recorded_beside_the_transformers_figures(trained, tmp_path, monkeypatch):
