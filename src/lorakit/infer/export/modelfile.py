@@ -31,12 +31,12 @@ LLAMA3 = (
     '{{ if eq .Role "user" }}@PREFIX@{{ .Content }}@SUFFIX@{{ else }}{{ .Content }}{{ end }}<|eot_id|>'
     '{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n'
 )
-PLAIN = (
+PLAIN = (  # no "{{-" after a turn: it would trim the blank line that ends the turn
     '{{- range .Messages }}'
-    '{{- if eq .Role "assistant" }}### Assistant:\n{{ .Content }}@EOS@\n\n'
-    '{{- else if eq .Role "system" }}### System:\n{{ .Content }}\n\n'
-    '{{- else }}### User:\n@PREFIX@{{ .Content }}@SUFFIX@\n\n{{ end }}'
-    '{{- end }}### Assistant:\n'
+    '{{ if eq .Role "assistant" }}### Assistant:\n{{ .Content }}@EOS@\n\n'
+    '{{ else if eq .Role "system" }}### System:\n{{ .Content }}\n\n'
+    '{{ else }}### User:\n@PREFIX@{{ .Content }}@SUFFIX@\n\n{{ end }}'
+    '{{ end }}### Assistant:\n'
 )
 RAW = "@PREFIX@{{ .Prompt }}@SUFFIX@"  # a plain-text run: no turns at all
 DIALECTS = {  # marker in the Jinja template -> (Go template, end-of-turn text)
