@@ -14,12 +14,12 @@ from lorakit.infer.llamacpp_lib import open_gguf, require_llama_cpp
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class LlamaCppRunner:
     """Stands where a PeftModel stands in a LoadedAdapter; generation goes through ``generate_all``."""
 
-    llm: Any
-    files: tuple[Path, ...]
+    llm: Any  # llama_cpp.Llama
 
     def generate_all(self, prompts: Sequence[list[int]], stop_ids: Sequence[int], budgets: Sequence[int],
                      temperature: float = 0.0, seed: int = 0, on_done: Callable[[int], None] | None = None,
@@ -36,8 +36,8 @@ class LlamaCppRunner:
         self.llm.set_seed(seed)
         for done, i in enumerate(order, 1):
             new: list[int] = []
-            for token in self.llm.generate(prompts[i], temp=temperature, top_k=1 if temperature == 0 else 40,
-                                           top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
+            for token in self.llm.generate(prompts[i], temp=temperature, top_k=40, top_p=1.0, min_p=0.0,
+                                           repeat_penalty=1.0, reset=True):
                 if token in stops or len(new) >= budgets[i]:
                     break
                 new.append(token)
@@ -147,7 +147,7 @@ def load_llamacpp(ref: str, runs_dir: Path = Path("runs"), lora: Path | None = N
         shape = PromptShape.from_dict(fields.get("lorakit.prompt_shape") or {"chat": bool(template)})
         max_length = int(fields.get("lorakit.max_length") or 1024)
     llm = open_gguf(model, adapter_gguf, context=max(2048, 2 * max_length))
-    runner = LlamaCppRunner(llm, tuple(p for p in (model, adapter_gguf) if p))
+    runner = LlamaCppRunner(llm)
     log.info("loaded %s in llama.cpp%s", model.name, f" with {adapter_gguf.name}" if adapter_gguf else "")
     return LoadedAdapter(run_name or model.stem, folder or model.parent, runner, tokenizer, encoder, shape,
                          max_length, "cpu", manifest)
