@@ -14,41 +14,55 @@ from collections.abc import Callable
 _TOKEN = re.compile(r"\\\\|\\\$|\$\$|\$|\\\(|\\\)|\\\[|\\\]|\\begin\{([^}]*)\}|\\end\{([^}]*)\}|%[^\n]*")
 
 
+CLOSERS = {"$": "$", "$$": "$$", "\\(": "\\)", "\\[": "\\]"}  # math opener -> its closer
+
+
+class _SpanScanner:
+    """Reads the tokens of ``_TOKEN`` in order and records each top-level protected span."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[int, int]] = []
+        self.opener: str | None = None  # the math delimiter we are inside, if any
+        self.envs: list[str] = []  # open environments, innermost last
+        self.start = 0
+
+    def feed(self, m: re.Match[str]) -> None:
+        tok = m.group(0)
+        if self.opener is not None:  # inside math only its closer matters
+            if tok == CLOSERS[self.opener]:
+                self.opener = None
+                self._close(m.end())
+        elif m.group(1) is not None:
+            if not self.envs:
+                self.start = m.start()
+            self.envs.append(m.group(1))
+        elif m.group(2) is not None:
+            if self.envs and self.envs[-1] == m.group(2):
+                self.envs.pop()
+                self._close(m.end())
+        elif tok in CLOSERS and not self.envs:  # math inside an environment is part of its span already
+            self.start = m.start()
+            self.opener = tok
+
+    def _close(self, end: int) -> None:
+        if not self.envs:
+            self.spans.append((self.start, end))
+
+    def finish(self, length: int) -> list[tuple[int, int]]:
+        if self.opener is not None or self.envs:
+            self.spans.append((self.start, length))
+        return self.spans
+
+
 def protected_spans(text: str) -> list[tuple[int, int]]:
     """[start, end) of every math region and top-level environment (an unclosed one runs to the end)."""
-    spans: list[tuple[int, int]] = []
-    opener: str | None = None  # the math delimiter we are inside, if any
-    envs: list[str] = []
-    start = 0
-    closers = {"$": "$", "$$": "$$", "\\(": "\\)", "\\[": "\\]"}
+    scanner = _SpanScanner()
     for m in _TOKEN.finditer(text):
         tok = m.group(0)
         if tok in ("\\\\", "\\$") or tok.startswith("%"):
             continue  # a line break command, an escaped dollar, a comment
-        inside = opener is not None or bool(envs)
-        if opener is not None:
-            if tok == closers[opener]:
-                opener = None
-                if not envs:
-                    spans.append((start, m.end()))
-            continue
-        if m.group(1) is not None:
-            if not inside:
-                start = m.start()
-            envs.append(m.group(1))
-        elif m.group(2) is not None:
-            if envs and envs[-1] == m.group(2):
-                envs.pop()
-                if not envs:
-                    spans.append((start, m.end()))
-        elif tok in closers:
-            if not inside:
-                start = m.start()
-            if not envs:
-                opener = tok
-    if opener is not None or envs:
-        spans.append((start, len(text)))
-    return spans
+        scanner.feed(m)
+    return scanner.finish(len(text))
 
 
 def break_points(text: str) -> list[tuple[int, bool]]:
