@@ -21,6 +21,10 @@ class DataError(LorakitError):
     """A data file is missing, malformed, or yields no usable examples."""
 
 
+class DataRefusal(DataError):
+    """Data lorakit will not train as it stands (preference pairs, media, labels): said once per file."""
+
+
 class ModelError(LorakitError):
     """The base model cannot be found, converted or loaded as configured."""
 

@@ -43,6 +43,8 @@ def check_cmd(files: tuple[str, ...], config_file: str | None, model: str | None
     for path, fmt in report.formats.items():
         click.echo(f"{path}: format {fmt}")
     click.echo(f"rows: {report.rows}")
+    for note in report.notes:
+        click.echo(note)
     if report.stats is None:
         click.echo("(give --config or --model for token lengths and a rendered example)")
         return

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-TEMPLATE_NAMES = ("auto", "tokenizer", "plain", "chatml", "gemma")
+from lorakit.config.data_section import TEMPLATE_NAMES, DataSection
+from lorakit.config.section import Section
+
+__all__ = ["TEMPLATE_NAMES", "DataSection", "Section"]  # re-exported: the run config's parts, in one place
+
 _SIZE_UNITS = {"": 2**30, "b": 1, "k": 2**10, "kb": 1e3, "kib": 2**10, "m": 2**20, "mb": 1e6, "mib": 2**20,
                "g": 2**30, "gb": 1e9, "gib": 2**30, "t": 2**40, "tb": 1e12, "tib": 2**40}
 
@@ -36,11 +40,6 @@ def parse_memory_size(value: str | float) -> int:
 def is_folder_name(value: str) -> bool:
     """A run name must be one plain folder: no separators, not hidden, not blank."""
     return bool(value.strip()) and "/" not in value and not value.startswith(".")
-
-
-class Section(BaseModel):
-    # Typos are errors, and a validated config is a value that nothing mutates.
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelSection(Section):
@@ -71,58 +70,6 @@ class LoraSection(Section):
     init_from: str | None = Field(
         None, description="Start from this adapter (a run folder or a PEFT adapter folder) instead of zero."
     )
-
-
-class DataSection(Section):
-    train: list[str] = Field(description="Training data file(s): .jsonl, .json, .csv, .parquet or .txt.")
-    eval: list[str] = Field(default_factory=list, description="Validation data file(s). Optional.")
-    val_size: float = Field(
-        0.0,
-        ge=0.0,
-        description="Hold out this share (below 1) or this many rows (1 or more) of the training data "
-        "for validation when no eval files are given.",
-    )
-    format: Literal["auto", "alpaca", "messages", "prompt_completion", "text"] = Field(
-        "auto", description="Row format; auto detects it per file from the fields of the first row."
-    )
-    template: str = Field(
-        "auto",
-        description="Chat template: auto (the tokenizer's own, else the one its special tokens imply, "
-        "else plain), tokenizer, plain, chatml or gemma.",
-    )
-    system_prompt: str | None = Field(
-        None, description="System message added to chat rows that have none of their own."
-    )
-    max_length: int = Field(1024, gt=1, description="Longest example, in tokens.")
-    on_overflow: Literal["truncate", "drop", "error"] = Field(
-        "truncate", description="What to do with an example longer than max_length."
-    )
-    packing: bool = Field(
-        False,
-        description="Pack several examples into each row of up to max_length tokens. Batches are "
-        "padding-free either way; packing changes what one batch element is.",
-    )
-    max_samples: int | None = Field(None, gt=0, description="Use at most this many training rows.")
-    seed: int = Field(42, description="Seed for the validation split and the shuffling of rows.")
-
-    @field_validator("train", "eval", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("train")
-    @classmethod
-    def _not_empty(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("needs at least one training file")
-        return value
-
-    @field_validator("template")
-    @classmethod
-    def _known_template(cls, value: str) -> str:
-        if value not in TEMPLATE_NAMES:
-            raise ValueError(f"unknown template {value!r}; choose one of {', '.join(TEMPLATE_NAMES)}")
-        return value
 
 
 class OomSection(Section):

@@ -22,6 +22,7 @@ class CheckReport:
     stats: SplitStats | None = None
     percentiles: dict[str, int] = field(default_factory=dict)
     example: str | None = None  # one rendered example, trained span between ⟦ ⟧
+    notes: list[str] = field(default_factory=list)  # ignored fields, rows left out, placeholders
 
 
 def percentiles(lengths: Sequence[int]) -> dict[str, int]:
@@ -54,20 +55,23 @@ def check_data(paths: Sequence[str], data: DataSection | None = None, tokenizer:
     Raises:
         DataError: the same errors training would raise for these files.
     """
-    formats: dict[str, str] = {}
-    fmt = data.format if data else "auto"
-    conversations = load_conversations(paths, fmt, formats)
-    report = CheckReport(formats, len(conversations))
+    loaded = SplitStats()
+    conversations = load_conversations(paths, data, loaded)
+    report = CheckReport(loaded.formats, len(conversations), notes=loaded.notes())
     if tokenizer is None or data is None:
         return report
     encoder, report.template = build_encoder(data, tokenizer)
     stats = SplitStats()
     # Measure every row at full length; over-length rows are counted, not cut, here.
-    examples = encode_all(conversations, encoder, max_length=10**9, on_overflow="truncate", stats=stats)
+    unlimited = data.model_copy(update={"max_length": 10**9, "on_overflow": "truncate", "stride": 0})
+    examples = encode_all(conversations, encoder, unlimited, stats)
     report.max_length = data.max_length
     stats.overflow = sum(length > data.max_length for length in stats.lengths)
     report.stats = stats
     report.percentiles = percentiles(stats.lengths)
     if examples:
-        report.example = render_trained_span(examples[0], tokenizer)
+        # A tool-calling row shows the most of what the template does, so it is shown when there is one.
+        tool_row = next((c.where for c in conversations if c.tools or any(t.tool_calls for t in c.turns)), None)
+        shown = next((e for e in examples if e.where == tool_row), examples[0])
+        report.example = render_trained_span(shown, tokenizer)
     return report

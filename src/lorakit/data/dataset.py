@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from lorakit.config.schema import DataSection
 from lorakit.data.formats import Turn, detect_format, get_format
+from lorakit.data.overflow import fit_length
 from lorakit.data.prompt_shape import PromptShape, prompt_shape
+from lorakit.data.registry import Source, sources
+from lorakit.data.rows import RowPolicy, placeholders
 from lorakit.data.sources import ErrorCollector, read_records
 from lorakit.data.templates import resolve_template
 from lorakit.data.tokenize import Encoder, Example
-from lorakit.errors import DataError
+from lorakit.errors import DataError, DataRefusal
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 class Conversation:
     turns: list[Turn]
     where: str
+    tools: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -32,16 +36,31 @@ class SplitStats:
 
     rows: int = 0
     formats: dict[str, str] = field(default_factory=dict)  # file -> detected format
+    ignored: dict[str, list[str]] = field(default_factory=dict)  # file -> fields nothing reads
+    left_out: dict[str, int] = field(default_factory=dict)  # file -> rows data.label_field left out
+    placeholders: dict[str, int] = field(default_factory=dict)  # {{name}} left in the data -> rows
     overflow: int = 0  # rows longer than max_length
     truncated: int = 0
     dropped: int = 0  # over-length rows dropped, or left with no trained token after truncation
+    split: int = 0  # rows cut into windows (on_overflow: split)
     lengths: list[int] = field(default_factory=list, repr=False)
     first_overflow: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {"rows": self.rows, "examples": len(self.lengths), "formats": self.formats,
-                "overflow": self.overflow, "truncated": self.truncated, "dropped": self.dropped,
-                "tokens": sum(self.lengths)}
+                "ignored_fields": self.ignored, "left_out_by_label": self.left_out,
+                "placeholders": self.placeholders, "overflow": self.overflow, "truncated": self.truncated,
+                "dropped": self.dropped, "split": self.split, "tokens": sum(self.lengths)}
+
+    def notes(self) -> list[str]:
+        """What a user should know about the rows, one line each: ignored fields, rows left out, placeholders."""
+        lines = [f"{source}: ignored fields: {', '.join(fields)}" for source, fields in self.ignored.items()]
+        lines += [f"{source}: {count} rows left out by data.label_field (labelled false)"
+                  for source, count in self.left_out.items()]
+        if self.placeholders:
+            found = ", ".join(f"{{{{{name}}}}} ({rows} rows)" for name, rows in sorted(self.placeholders.items()))
+            lines.append(f"placeholders left in the data: {found}; fill them with data.replace")
+        return lines
 
 
 @dataclass
@@ -54,74 +73,103 @@ class Datasets:
     eval_conversations: list[Conversation] = field(default_factory=list)  # for generated metrics and samples
 
 
-def load_conversations(paths: Sequence[str | Path], fmt: str = "auto",
-                       formats_seen: dict[str, str] | None = None) -> list[Conversation]:
-    """Read files and convert every row; bad rows are reported together, up to 20.
+def load_conversations(paths: Sequence[str | Path], data: DataSection | None = None,
+                       stats: SplitStats | None = None, per_file_cap: int | None = None) -> list[Conversation]:
+    """Read files (or registry datasets) and convert every row; bad rows are reported together, up to 20.
 
     Raises:
         DataError: missing files, malformed rows (``path:line: what is wrong``) or no rows at all.
+        DataRefusal: a file holds data lorakit does not train as it stands (one line, naming it).
     """
+    stats = stats if stats is not None else SplitStats()
     errors = ErrorCollector()
     conversations: list[Conversation] = []
-    for path in paths:
-        file_format = None if fmt == "auto" else get_format(fmt)
-        name = fmt
-        for record in read_records(path, errors):
-            try:
-                if file_format is None:
-                    name = detect_format(record.row)
-                    file_format = get_format(name)
-                conversations.append(Conversation(file_format(record.row), record.where))
-            except DataError as e:
-                errors.add(f"{record.where}: {e}")
-            if errors.full:
-                errors.raise_if_any()
-        if formats_seen is not None:
-            formats_seen[str(path)] = name
+    for source in sources(map(str, paths)):
+        read = _read_source(source, data, stats, errors)
+        if source.entry is not None and source.entry.num_samples is not None:
+            read = _sample(read, source.entry.num_samples, data.seed if data else 42)
+        conversations += read[:per_file_cap] if per_file_cap else read
     errors.raise_if_any()
     if not conversations:
         raise DataError(f"no examples found in {', '.join(map(str, paths))}: the dataset is empty")
     return conversations
 
 
-def encode_all(conversations: Sequence[Conversation], encoder: Encoder, max_length: int,
-               on_overflow: str, stats: SplitStats) -> list[Example]:
+def _read_source(source: Source, data: DataSection | None, stats: SplitStats,
+                 errors: ErrorCollector) -> list[Conversation]:
+    fmt = data.format if data else "auto"
+    policy = RowPolicy.of(data)
+    options = replace(source.options, train_history=data.train_history if data else True)
+    file_format = None if fmt == "auto" else get_format(fmt)
+    ignored: set[str] = set()
+    conversations = []
+    for record in read_records(source.path, errors):
+        try:
+            row = policy.prepare(source.canonical(record.row))
+            if row is None:
+                stats.left_out[source.label] = stats.left_out.get(source.label, 0) + 1
+                continue
+            if file_format is None:
+                fmt = detect_format(row)
+                file_format = get_format(fmt)
+            dialogue = file_format(row, options)
+        except DataRefusal as e:
+            raise DataRefusal(f"{source.label}: {e}") from None
+        except DataError as e:
+            errors.add(f"{record.where}: {e}")
+            if errors.full:
+                errors.raise_if_any()
+            continue
+        ignored |= dialogue.ignored
+        for name in placeholders([t.content for t in dialogue.turns]):
+            stats.placeholders[name] = stats.placeholders.get(name, 0) + 1
+        conversations.append(Conversation(dialogue.turns, record.where, dialogue.tools))
+    stats.formats[source.label] = fmt
+    if ignored:
+        stats.ignored[source.label] = sorted(ignored)
+    return conversations
+
+
+def _sample(conversations: list[Conversation], count: int, seed: int) -> list[Conversation]:
+    """A registry's num_samples, as LLaMA-Factory draws it: a seeded random subset, or all rows and random extras."""
+    rng = random.Random(seed)
+    if count <= len(conversations):
+        return [conversations[i] for i in sorted(rng.sample(range(len(conversations)), count))]
+    return conversations + rng.choices(conversations, k=count - len(conversations))
+
+
+def encode_all(conversations: Sequence[Conversation], encoder: Encoder, data: DataSection,
+               stats: SplitStats) -> list[Example]:
     """Tokenise and apply the over-length policy; counts go to ``stats``."""
     errors = ErrorCollector()
     examples = []
     for conv in conversations:
         stats.rows += 1
         try:
-            ids, labels = encoder.encode(conv.turns)
+            ids, labels = encoder.encode(conv.turns, conv.tools)
+        except DataRefusal as e:
+            raise DataRefusal(f"{conv.where}: {e}") from None
         except DataError as e:
             errors.add(f"{conv.where}: {e}")
             continue
-        if len(ids) > max_length:
-            stats.overflow += 1
-            stats.first_overflow = stats.first_overflow or f"{conv.where} ({len(ids)} tokens)"
-            if on_overflow == "drop":
-                stats.dropped += 1
+        plain = all(t.role == "text" for t in conv.turns)
+        for example in fit_length(Example(ids, labels, conv.where), data, plain, stats):
+            if data.on_overflow != "error" and example.num_trained == 0:
+                stats.dropped += 1  # nothing left to learn from, usually a prompt longer than max_length
                 continue
-            if on_overflow == "truncate":
-                ids, labels = ids[:max_length], labels[:max_length]
-                stats.truncated += 1
-        example = Example(ids, labels, conv.where)
-        if on_overflow != "error" and example.num_trained == 0:
-            stats.dropped += 1  # nothing left to learn from, usually a prompt longer than max_length
-            continue
-        stats.lengths.append(len(example))
-        examples.append(example)
+            stats.lengths.append(len(example))
+            examples.append(example)
     errors.raise_if_any()
-    if on_overflow == "error" and stats.overflow:
-        raise DataError(f"{stats.overflow} of {stats.rows} rows are longer than data.max_length={max_length}, "
+    if data.on_overflow == "error" and stats.overflow:
+        raise DataError(f"{stats.overflow} of {stats.rows} rows are longer than data.max_length={data.max_length}, "
                         f"first at {stats.first_overflow}; raise max_length or set data.on_overflow to "
-                        "truncate or drop")
+                        "split, truncate or drop")
     return examples
 
 
 def build_encoder(data: DataSection, tokenizer: Any) -> tuple[Encoder, str]:
     template_name, template = resolve_template(data.template, tokenizer)
-    return Encoder(tokenizer, template, data.system_prompt), template_name
+    return Encoder(tokenizer, template, data.system_prompt, template_name), template_name
 
 
 def split_validation(conversations: list[Conversation], val_size: float,
@@ -147,22 +195,25 @@ def build_datasets(data: DataSection, tokenizer: Any) -> Datasets:
     """
     encoder, template_name = build_encoder(data, tokenizer)
     stats = {"train": SplitStats(), "eval": SplitStats()}
-    train_convs = load_conversations(data.train, data.format, stats["train"].formats)
+    train_convs = load_conversations(data.train, data, stats["train"], data.max_samples_per_file)
     if data.max_samples is not None:
         train_convs = train_convs[: data.max_samples]
     if data.eval:
-        eval_convs = load_conversations(data.eval, data.format, stats["eval"].formats)
+        eval_convs = load_conversations(data.eval, data, stats["eval"])
     else:
         train_convs, eval_convs = split_validation(train_convs, data.val_size, data.seed)
-    train = encode_all(train_convs, encoder, data.max_length, data.on_overflow, stats["train"])
-    evals = encode_all(eval_convs, encoder, data.max_length, data.on_overflow, stats["eval"])
+    train = encode_all(train_convs, encoder, data, stats["train"])
+    evals = encode_all(eval_convs, encoder, data, stats["eval"])
     if not train:
         raise DataError(f"no training examples left: all {stats['train'].rows} rows were dropped as longer than "
                         f"data.max_length={data.max_length} or without a trained token")
     for split, s in stats.items():
+        for note in s.notes():
+            log.warning("%s data: %s", split, note)
         if s.overflow:
-            log.warning("%s: %d of %d rows longer than max_length=%d (%s: %d truncated, %d dropped)",
-                        split, s.overflow, s.rows, data.max_length, data.on_overflow, s.truncated, s.dropped)
+            log.warning("%s: %d of %d rows longer than max_length=%d (%s: %d split into windows, %d truncated, "
+                        "%d dropped)", split, s.overflow, s.rows, data.max_length, data.on_overflow, s.split,
+                        s.truncated, s.dropped)
     kept = {e.where for e in evals}  # the validation rows that survived the length policy
     return Datasets(train, evals, template_name, stats, prompt_shape(train_convs),
                     [c for c in eval_convs if c.where in kept])

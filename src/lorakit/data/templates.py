@@ -21,34 +21,68 @@ from typing import Any
 
 from lorakit.errors import DataError
 
+# Tools, when a row has them, are described in the system text (Hermes style, as Qwen2.5 and many
+# tool-calling datasets write them) and an assistant's calls follow its text as <tool_call> blocks.
+# Without tools and calls every template renders exactly as before.
+TOOLS = (
+    "{% set ns.tools = '' %}"
+    "{% if tools %}"
+    "{% set ns.tools = 'You can call these tools. To call one, answer with <tool_call>{\"name\": ..., "
+    "\"arguments\": {...}}</tool_call>.\\n<tools>' %}"
+    "{% for tool in tools %}{% set ns.tools = ns.tools + '\\n' + (tool | tojson) %}{% endfor %}"
+    "{% set ns.tools = ns.tools + '\\n</tools>' %}"
+    "{% endif %}"
+)
+CALLS = (  # sets ns.content: the message text, then each of its tool calls
+    "{% set ns.content = message['content'] %}"
+    "{% for call in message['tool_calls'] or [] %}"
+    "{% set fn = call['function'] if call['function'] is defined else call %}"
+    "{% set ns.content = ns.content + ('\\n' if ns.content else '') + '<tool_call>\\n' + "
+    "({'name': fn['name'], 'arguments': fn['arguments']} | tojson) + '\\n</tool_call>' %}"
+    "{% endfor %}"
+)
+
 PLAIN = (
     "{{ bos_token }}"
-    "{% for message in messages %}"
+    "{% set ns = namespace(tools='', content='') %}" + TOOLS +
+    "{% if ns.tools and messages[0]['role'] != 'system' %}{{ '### System:\\n' + ns.tools + '\\n\\n' }}{% endif %}"
+    "{% for message in messages %}" + CALLS +
     "{% if message['role'] == 'assistant' %}"
-    "{{ '### Assistant:\\n' + message['content'] + eos_token + '\\n\\n' }}"
+    "{{ '### Assistant:\\n' + ns.content + eos_token + '\\n\\n' }}"
     "{% else %}"
-    "{{ '### ' + message['role'] | capitalize + ':\\n' + message['content'] + '\\n\\n' }}"
+    "{% if loop.first and message['role'] == 'system' and ns.tools %}"
+    "{% set ns.content = ns.content + '\\n\\n' + ns.tools %}{% endif %}"
+    "{{ '### ' + message['role'] | capitalize + ':\\n' + ns.content + '\\n\\n' }}"
     "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '### Assistant:\\n' }}{% endif %}"
 )
 
 CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% set ns = namespace(tools='', content='') %}" + TOOLS +
+    "{% if ns.tools and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\n' + ns.tools + '<|im_end|>\\n' }}{% endif %}"
+    "{% for message in messages %}" + CALLS +
+    "{% if loop.first and message['role'] == 'system' and ns.tools %}"
+    "{% set ns.content = ns.content + '\\n\\n' + ns.tools %}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + ns.content + '<|im_end|>\\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
 # Gemma has no system role: like Google's template, the system text opens the first user turn.
+# Tool results are user turns, wrapped in <tool_response>.
 GEMMA = (
     "{{ bos_token }}"
-    "{% set ns = namespace(system='') %}"
+    "{% set ns = namespace(system='', tools='', content='') %}" + TOOLS +
+    "{% if ns.tools %}{% set ns.system = ns.tools + '\\n\\n' %}{% endif %}"
     "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{% set ns.system = message['content'] + '\\n\\n' %}"
-    "{% else %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = message['content'] + '\\n\\n' + ns.system %}"
+    "{% else %}" + CALLS +
+    "{% if message['role'] == 'tool' %}"
+    "{% set ns.content = '<tool_response>\\n' + ns.content + '\\n</tool_response>' %}{% endif %}"
     "{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
-    "{{ '<start_of_turn>' + role + '\\n' + (ns.system if role == 'user' else '') + message['content']"
+    "{{ '<start_of_turn>' + role + '\\n' + (ns.system if role == 'user' else '') + ns.content"
     " + '<end_of_turn>\\n' }}"
     "{% if role == 'user' %}{% set ns.system = '' %}{% endif %}"
     "{% endif %}"

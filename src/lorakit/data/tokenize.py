@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lorakit.data.formats import Turn
-from lorakit.errors import DataError
+from lorakit.data.messages import Turn
+from lorakit.errors import DataError, DataRefusal
 
 IGNORE = -100
 
@@ -36,20 +36,25 @@ class Example:
 class Encoder:
     """Render and tokenise turns the same way for training, checking and inference."""
 
-    def __init__(self, tokenizer: Any, template: str, system_prompt: str | None = None) -> None:
+    def __init__(self, tokenizer: Any, template: str, system_prompt: str | None = None,
+                 template_name: str = "tokenizer") -> None:
         self.tokenizer = tokenizer
         self.template = template
         self.system_prompt = system_prompt
+        self.template_name = template_name
+        self._tools_checked: set[str] = set()
 
-    def _messages(self, turns: Sequence[Turn]) -> list[dict[str, str]]:
-        messages = [{"role": t.role, "content": t.content} for t in turns]
+    def _messages(self, turns: Sequence[Turn]) -> list[dict[str, Any]]:
+        messages = [t.message() for t in turns]
         if self.system_prompt and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         return messages
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False,
+               tools: list[dict[str, Any]] | None = None) -> str:
         return self.tokenizer.apply_chat_template(
-            messages, chat_template=self.template, tokenize=False, add_generation_prompt=add_generation_prompt
+            messages, chat_template=self.template, tokenize=False, add_generation_prompt=add_generation_prompt,
+            tools=tools,
         )
 
     def render_prompt(self, turns: Sequence[Turn]) -> str:
@@ -63,12 +68,13 @@ class Encoder:
         raw = all(t.role == "text" for t in turns)
         return self._tokenize(self.render_prompt(turns), add_special_tokens=raw)[0]
 
-    def encode(self, turns: Sequence[Turn]) -> tuple[list[int], list[int]]:
+    def encode(self, turns: Sequence[Turn], tools: list[dict[str, Any]] | None = None) -> tuple[list[int], list[int]]:
         """Token ids and labels for one conversation (no length limit applied).
 
         Raises:
             DataError: the chat template renders earlier turns differently once later ones follow,
                 so the trained span cannot be located.
+            DataRefusal: the conversation uses tools and the chat template cannot render them.
         """
         if all(t.role == "text" for t in turns):
             text, spans = self._raw_text(turns)
@@ -79,7 +85,8 @@ class Encoder:
                 ids.append(eos)
                 trained.append(turns[-1].train)  # the end token belongs to the last segment
         else:
-            text, spans = self._chat_text(turns)
+            self._check_tools(turns, tools)
+            text, spans = self._chat_text(turns, tools)
             ids, offsets = self._tokenize(text, add_special_tokens=False)
             trained = _mark(offsets, spans)
         labels = [i if t else IGNORE for i, t in zip(ids, trained, strict=True)]
@@ -93,25 +100,58 @@ class Encoder:
             text += turn.content
         return text, spans
 
-    def _chat_text(self, turns: Sequence[Turn]) -> tuple[str, list[tuple[int, int]]]:
+    def _chat_text(self, turns: Sequence[Turn],
+                   tools: list[dict[str, Any]] | None) -> tuple[str, list[tuple[int, int]]]:
         messages = self._messages(turns)
         offset = len(messages) - len(turns)  # a system prompt may have been inserted
-        full = self.render(messages)
+        full = self.render(messages, tools=tools)
         spans = []
         for index, turn in enumerate(turns, offset):
             if not turn.train:
                 continue
-            before = self.render(messages[:index], add_generation_prompt=True)
-            through = self.render(messages[: index + 1]).rstrip()
+            before = self.render(messages[:index], add_generation_prompt=True, tools=tools)
+            through = self.render(messages[: index + 1], tools=tools).rstrip()
             if not (full.startswith(before) and full.startswith(through) and len(through) > len(before)):
                 raise DataError("the chat template renders earlier turns differently once later turns follow, "
                                 "so the assistant span cannot be found; choose another data.template")
             spans.append((len(before), len(through)))
         return full, spans
 
+    def _check_tools(self, turns: Sequence[Turn], tools: list[dict[str, Any]] | None) -> None:
+        """Refuse, once, tool-calling data the template would drop without a word."""
+        needed = {"tool definitions": bool(tools), "tool calls": any(t.tool_calls for t in turns),
+                  "tool results": any(t.role == "tool" for t in turns)}
+        needed_now = {what for what, used in needed.items() if used} - self._tools_checked
+        if not needed_now:
+            return
+        try:
+            probe = self.render([t.message() for t in PROBE_TURNS], tools=[PROBE_TOOL])
+        except Exception as e:  # templates raise their own errors for roles they do not know
+            probe = f"(fails: {str(e)[:80]})"
+        missing = sorted(what for what in needed_now if PROBE_MARKERS[what] not in probe)
+        if missing:
+            raise DataRefusal(
+                f"the chat template ({self.template_name}) does not render {' or '.join(missing)}, so these "
+                "tool-calling rows cannot be trained as written; set data.template: chatml, gemma or plain "
+                "(lorakit's own templates render tools) or use a model whose chat template supports tools")
+        self._tools_checked |= needed_now
+
     def _tokenize(self, text: str, add_special_tokens: bool) -> tuple[list[int], list[tuple[int, int]]]:
         encoded = self.tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
         return list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
+
+
+PROBE_TOOL = {"type": "function", "function": {"name": "probe_lookup", "description": "probe-tool-description",
+                                              "parameters": {"type": "object", "properties": {}}}}
+PROBE_TURNS = (
+    Turn("user", "probe question", False),
+    Turn("assistant", "", True, tool_calls=({"type": "function", "function": {
+        "name": "probe_lookup", "arguments": {"query": "probe-call-argument"}}},)),
+    Turn("tool", "probe-tool-result", False),
+    Turn("assistant", "probe answer", True),
+)
+PROBE_MARKERS = {"tool definitions": "probe-tool-description", "tool calls": "probe-call-argument",
+                 "tool results": "probe-tool-result"}
 
 
 def _mark(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[bool]:

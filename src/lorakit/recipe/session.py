@@ -15,8 +15,8 @@ from lorakit.config.load import LoadedConfig, apply_oom_overlay, flatten_keys
 from lorakit.config.memory import MemorySettings
 from lorakit.config.schema import RunConfig
 from lorakit.data.dataset import Datasets
-from lorakit.errors import DataError
 from lorakit.model.resolve import ResolvedModel
+from lorakit.recipe.start import check_data_files
 from lorakit.runs.folder import RunFolder
 from lorakit.train.callbacks import Callback
 from lorakit.train.host import tune_host
@@ -67,9 +67,8 @@ def open_session(loaded: LoadedConfig, run: RunFolder, extra_callbacks: list[Any
     cfg = loaded.config
     check_quantization(cfg.model)  # cheap checks before minutes of model conversion
     check_trackers(cfg)
-    for path in [*cfg.data.train, *cfg.data.eval]:
-        if not Path(path).is_file():
-            raise DataError(f"data file not found: {path}")
+    check_data_files("data.train", cfg.data.train)
+    check_data_files("data.eval", cfg.data.eval)
     overlaid = apply_oom_overlay(cfg)  # a broken out-of-memory overlay fails now, not at the first OOM
     tune_host()
     accelerator = _accelerator(cfg)

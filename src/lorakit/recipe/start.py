@@ -21,8 +21,18 @@ from lorakit.runs.provenance import code_state, environment, hardware, package_v
 from lorakit.textfile import check_text
 
 
-def data_hashes(paths: Sequence[str]) -> dict[str, str]:
-    return {str(f): sha256_file(Path(f)) for f in paths if Path(f).is_file()}
+def data_hashes(refs: Sequence[str]) -> dict[str, str]:
+    """sha256 of every file the data entries read (a LLaMA-Factory registry and its datasets included)."""
+    from lorakit.data.registry import data_files
+
+    hashes = {}
+    for ref in refs:
+        try:
+            files = data_files([ref])
+        except DataError:  # a registry that is gone or broken: its files count as missing
+            files = []
+        hashes.update({f: sha256_file(Path(f)) for f in files if Path(f).is_file()})
+    return hashes
 
 
 def check_before_start(cfg: RunConfig, trains_here: bool = True) -> None:
@@ -37,12 +47,8 @@ def check_before_start(cfg: RunConfig, trains_here: bool = True) -> None:
     missing = [p for p in cfg.tracking.copy_files if not Path(p).is_file()]
     if missing:
         raise ConfigError(f"tracking.copy_files: file not found: {', '.join(missing)}")
-    for key, paths in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval)):
-        for path in paths:
-            if not Path(path).is_file():
-                raise DataError(f"{key}: data file not found: {path}")
-            if not path.lower().endswith(".parquet"):
-                check_text(Path(path), DataError)
+    for key, refs in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval)):
+        check_data_files(key, refs)
     check_model_reference(cfg.model.name_or_path)
     apply_oom_overlay(cfg)
     if trains_here:
@@ -62,11 +68,31 @@ def check_before_start(cfg: RunConfig, trains_here: bool = True) -> None:
 
     # Every row is read and converted once here (no tokenizer needed): a bad row is reported before a
     # run folder exists and before minutes of model conversion, not after.
-    rows = load_conversations(cfg.data.train, cfg.data.format)
+    rows = load_conversations(cfg.data.train, cfg.data, per_file_cap=cfg.data.max_samples_per_file)
     if cfg.data.eval:
-        load_conversations(cfg.data.eval, cfg.data.format)
+        load_conversations(cfg.data.eval, cfg.data)
     else:
         split_validation(rows, cfg.data.val_size, cfg.data.seed)
+
+
+def check_data_files(key: str, refs: Sequence[str]) -> None:
+    """Every file behind ``refs`` exists and is text (parquet aside).
+
+    Raises:
+        DataError: naming the config key and the file.
+    """
+    from lorakit.data.registry import data_files
+
+    for ref in refs:
+        try:
+            files = data_files([ref])
+        except DataError as e:
+            raise DataError(f"{key}: {e}") from None
+        for path in files:
+            if not Path(path).is_file():
+                raise DataError(f"{key}: data file not found: {path}")
+            if not path.lower().endswith(".parquet"):
+                check_text(Path(path), DataError)
 
 
 # What each generated metric needs beyond lorakit's own dependencies.

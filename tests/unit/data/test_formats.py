@@ -25,7 +25,7 @@ CASES = [
 @pytest.mark.parametrize(("name", "row", "turns"), CASES)
 def test_each_format_is_detected_and_converted(name, row, turns):
     assert detect_format(row) == name
-    assert get_format(name)(row) == turns
+    assert get_format(name)(row).turns == turns
 
 
 @pytest.mark.parametrize(("name", "row", "message"), [

@@ -35,7 +35,7 @@ ROWS = [
 
 @pytest.mark.parametrize(("fmt", "row"), ROWS)
 def test_labels_match_the_chat_template_oracle(tiny_tokenizer, fmt, row):
-    turns = get_format(fmt)(row)
+    turns = get_format(fmt)(row).turns
     _, template = resolve_template("auto", tiny_tokenizer)
     ids, labels = Encoder(tiny_tokenizer, template).encode(turns)
     messages = [{"role": t.role, "content": t.content} for t in turns]
@@ -65,7 +65,7 @@ def test_text_rows_train_every_token_and_end_with_eos(tiny_tokenizer):
 
 
 def test_string_prompt_completion_trains_only_the_completion(tiny_tokenizer):
-    turns = get_format("prompt_completion")({"prompt": "two plus two equals ", "completion": "four"})
+    turns = get_format("prompt_completion")({"prompt": "two plus two equals ", "completion": "four"}).turns
     _, labels = Encoder(tiny_tokenizer, PLAIN).encode(turns)
     trained = [t for t in labels if t != IGNORE]
     assert tiny_tokenizer.convert_ids_to_tokens(trained) == ["four", "<eos>"]
