@@ -54,7 +54,7 @@ class RowPolicy:
         if "completions" in row and "labels" in row:
             raise DataRefusal("rows are stepwise supervision (completions/labels), which trains a process "
                               "reward model; lorakit trains supervised fine-tuning")
-        if self.label_field is not None:
+        if self.label_field is not None and self.label_field in row:
             if not self._desirable(row):
                 return None
         elif isinstance(row.get("label"), bool):
@@ -83,7 +83,7 @@ class RowPolicy:
 
     def _desirable(self, row: dict[str, Any]) -> bool:
         name = self.label_field
-        value = row.pop(name, None)  # type: ignore[arg-type]
+        value = row.pop(name)  # type: ignore[arg-type]
         if isinstance(value, str) and value.lower() in ("true", "false"):
             value = value.lower() == "true"
         if not isinstance(value, bool):
