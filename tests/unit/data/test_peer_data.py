@@ -83,7 +83,8 @@ TRL_TOOL_ROW = {
     "messages": [
         {"role": "user", "content": [{"type": "text", "text": "weather in paris ?"}]},
         {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"paris\"}"}}]},
+            {"id": "c1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\": \"paris\"}"}}]},
         {"role": "tool", "name": "get_weather", "tool_call_id": "c1", "content": "sunny and hot"},
         {"role": "assistant", "content": "it is sunny"},
     ],
