@@ -33,3 +33,26 @@ def show_cmd(config_file: str, overlays: tuple[str, ...], overrides: tuple[str, 
     loaded = load_config(config_file, overlays, overrides)
     click.echo(f"# merged from: {', '.join(loaded.sources)}")
     click.echo(loaded.to_yaml(), nl=False)
+
+
+@config_group.command("import")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--from", "peer", type=click.Choice(["llamafactory", "axolotl"]), default=None,
+              help="The trainer that wrote SOURCE (default: told from its keys).")
+@click.option("--out", default=None, help="Where to write the lorakit config (default: SOURCE_STEM.lorakit.yaml here).")
+@click.option("--dataset-dir", default=None, help="LLaMA-Factory's dataset_dir: the folder of dataset_info.json.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+def import_cmd(source: str, peer: str | None, out: str | None, dataset_dir: str | None, force: bool) -> None:
+    """Write a LLaMA-Factory or axolotl config as a lorakit config, saying what became of each key.
+
+    \b
+    Example:
+        lorakit config import qwen3_lora_sft.yaml --out qwen3.yaml
+    """
+    from lorakit.config.peers.importer import import_config
+
+    imported = import_config(source, peer, out, dataset_dir, force)
+    width = max(len(line.key) for line in imported.lines) if imported.lines else 0
+    for line in imported.lines:
+        click.echo(f"{line.outcome:<13} {line.key:<{width}}  {line.detail}")
+    click.echo(f"wrote {imported.out} (from {imported.peer}); check it with: lorakit config show {imported.out}")

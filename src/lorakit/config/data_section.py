@@ -88,7 +88,8 @@ class DataSection(Section):
     @classmethod
     def _known_template(cls, value: str) -> str:
         if value not in TEMPLATE_NAMES:
-            raise ValueError(f"unknown template {value!r}; choose one of {', '.join(TEMPLATE_NAMES)}")
+            raise ValueError(f"unknown template {value!r}; choose one of {', '.join(TEMPLATE_NAMES)} (auto renders "
+                             "with the tokenizer's own chat template, which LLaMA-Factory's template names copy)")
         return value
 
     @model_validator(mode="after")

@@ -23,6 +23,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from lorakit.config.memory import MemorySettings
+from lorakit.config.peers import hint as peer_hint
+from lorakit.config.peers import looks_like
 from lorakit.config.run_name import expand_run_name
 from lorakit.config.schema import RunConfig, is_folder_name
 from lorakit.errors import ConfigError
@@ -168,7 +170,11 @@ ALIASES = {"rank": "r", "lora_r": "r", "lora_rank": "r", "lora_alpha": "alpha", 
 
 
 def _suggest(loc: Sequence[str]) -> str | None:
-    """The key the user probably meant, looked up in the same section."""
+    """The key the user probably meant: a peer trainer's name for it, the same section's, or another section's."""
+    if peer_hint(loc[-1]):
+        return None  # said with the peer's hint instead
+    if len(loc) == 1:
+        return _other_section(loc[0])
     section: type[BaseModel] = RunConfig
     for part in loc[:-1]:
         annotation = section.model_fields[part].annotation if part in section.model_fields else None
@@ -181,6 +187,41 @@ def _suggest(loc: Sequence[str]) -> str | None:
         return ALIASES[typo]
     guess = difflib.get_close_matches(typo, names, n=1, cutoff=0.6)
     return guess[0] if guess else None
+
+
+def _other_section(key: str) -> str | None:
+    """``lora.r`` for a top-level ``r`` (or ``rank``): the section a stray key belongs to."""
+    name = ALIASES.get(key, key)
+    for section_name, info in RunConfig.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and name in annotation.model_fields:
+            return f"{section_name}.{name}"
+    return None
+
+
+def _unknown_key_message(loc: Sequence[str]) -> str:
+    said = peer_hint(loc[-1])
+    if said:
+        return f"unknown key, {said}"
+    guess = _suggest(loc)
+    return "unknown key" + (f", did you mean {guess!r}?" if guess else "")
+
+
+def refuse_peer_config(raw: dict[str, Any], key_sources: dict[str, str]) -> None:
+    """A whole LLaMA-Factory or axolotl file given to lorakit: one line pointing at the import.
+
+    Raises:
+        ConfigError: the top-level keys are a peer trainer's flat config.
+    """
+    unknown = [key for key in raw if key not in RunConfig.model_fields]
+    peer = looks_like(unknown)
+    if peer is None:
+        return
+    origin = _source_of(unknown[0], key_sources)
+    name = {"llamafactory": "LLaMA-Factory", "axolotl": "axolotl"}[peer]
+    raise ConfigError(f"{origin}: this looks like a {name} config (flat keys such as {', '.join(unknown[:3])}); "
+                      f"lorakit's config is nested in sections (model, lora, data, train); try: lorakit config "
+                      f"import {origin} --from {peer}")
 
 
 def _source_of(dotted: str, key_sources: dict[str, str]) -> str:
@@ -213,8 +254,7 @@ def validate(raw: dict[str, Any], key_sources: dict[str, str], sources: Sequence
             msg = err["msg"].removeprefix("Value error, ")
             origin = _source_of(key, key_sources)
             if err["type"] == "extra_forbidden":
-                guess = _suggest(loc)
-                msg = "unknown key" + (f", did you mean {guess!r}?" if guess else "")
+                msg = _unknown_key_message(loc)
             elif err["type"] == "missing":
                 msg = "required key is missing"
                 origin = "not set in any layer"
@@ -269,6 +309,7 @@ def load_config(
     if problems:
         raise ConfigError("\n".join(problems))
     sources = [str(f) for f in files] + [f"--set {o}" for o in overrides]
+    refuse_peer_config(raw, key_sources)
     config = validate(raw, key_sources, sources)
     run_name = expand_run_name(name or config.output.name or files[0].stem, config, [Path(o).stem for o in overlays])
     if not is_folder_name(run_name):

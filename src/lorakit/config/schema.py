@@ -251,6 +251,14 @@ class TrackingSection(Section):
         description="Also log metrics and params to these trackers: tensorboard (event files in the run folder's "
         "tensorboard/), mlflow (tracking.mlflow_uri). Needs: pip install 'lorakit[trackers]'.",
     )
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_none(cls, value: object) -> object:
+        """``report_to: none`` and ``report_to: tensorboard``, as the Hugging Face trainer writes them."""
+        if isinstance(value, str):
+            return [] if value == "none" else [value]
+        return value
+
     mlflow_uri: str | None = Field(
         None, description="MLflow tracking URI; default: a local store, sqlite:///<output.dir>/mlflow.db."
     )

@@ -1,0 +1,104 @@
+"""axolotl's flat training config as a nested lorakit config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lorakit.config.peers.translation import Translation
+
+SIMPLE = {
+    "base_model": "model.name_or_path", "lora_model_dir": "lora.init_from",
+    "lora_r": "lora.r", "lora_alpha": "lora.alpha", "lora_dropout": "lora.dropout",
+    "peft_use_dora": "lora.use_dora", "peft_use_rslora": "lora.use_rslora",
+    "sequence_len": "data.max_length", "sample_packing": "data.packing", "val_set_size": "data.val_size",
+    "micro_batch_size": "train.micro_batch_size", "gradient_accumulation_steps": "train.grad_accum",
+    "num_epochs": "train.epochs", "max_steps": "train.max_steps", "learning_rate": "train.lr",
+    "warmup_ratio": "train.warmup_ratio", "weight_decay": "train.weight_decay", "max_grad_norm": "train.max_grad_norm",
+    "seed": "train.seed", "gradient_checkpointing": "train.gradient_checkpointing", "logging_steps": "train.log_every",
+    "eval_steps": "train.eval_every", "save_steps": "train.save_every", "save_total_limit": "train.save_total_limit",
+}
+DROPPED = {
+    "base_model_config": "the tokenizer and config come with the model",
+    "model_type": "read from the model's config", "tokenizer_type": "read from the model's config",
+    "strict": "lorakit always rejects unknown keys", "dataset_prepared_path": "lorakit keeps no dataset cache",
+    "flash_attention": "lorakit picks the attention implementation itself", "xformers_attention": "same",
+    "sdp_attention": "same", "bf16": "model.dtype auto picks bfloat16 on a GPU (float32 on a CPU)",
+    "fp16": "model.dtype auto picks bfloat16 or float16 on a GPU", "tf32": "a GPU setting lorakit leaves as is",
+    "optimizer": "lorakit trains with AdamW", "eval_sample_packing": "evaluation follows data.packing",
+    "pad_to_sequence_len": "lorakit batches without padding",
+}
+FORMATS = {"alpaca": "alpaca", "chat_template": "messages", "sharegpt": "messages", "completion": "text",
+           "input_output": "segments"}
+TEMPLATES = {"chatml": "chatml", "gemma": "gemma", "gemma3": "gemma", "tokenizer_default": "tokenizer"}
+
+
+def translate(raw: dict[str, Any], source: Path, out_dir: Path, dataset_dir: str | None = None) -> Translation:
+    """The lorakit config for an axolotl file, and a line for each of its keys."""
+    t = Translation("axolotl")
+    handled = t.simple(raw, SIMPLE) | t.dropped_all(raw, DROPPED) | _adapter(t, raw)
+    handled |= _datasets(t, raw, "datasets", "data.train", source, out_dir)
+    handled |= _datasets(t, raw, "test_datasets", "data.eval", source, out_dir) | _rest(t, raw)
+    for key in raw:
+        if key not in handled:
+            t.none(key, "lorakit has no setting for it")
+    return t
+
+
+def _adapter(t: Translation, raw: dict[str, Any]) -> set[str]:
+    adapter = raw.get("adapter")
+    if adapter == "qlora" or raw.get("load_in_4bit"):
+        t.set("model.quantization", "nf4", "adapter" if adapter == "qlora" else "load_in_4bit")
+    if adapter not in ("lora", "qlora"):
+        t.none("adapter", f"{adapter or 'none (full fine-tuning)'}: lorakit trains LoRA adapters")
+    if raw.get("load_in_8bit"):
+        t.none("load_in_8bit", "lorakit quantises the base to 4-bit NF4 only")
+    if raw.get("lora_target_linear"):
+        t.set("lora.target_modules", "all-linear", "lora_target_linear")
+    elif raw.get("lora_target_modules"):
+        t.set("lora.target_modules", list(raw["lora_target_modules"]), "lora_target_modules")
+    return {"adapter", "load_in_4bit", "load_in_8bit", "lora_target_linear", "lora_target_modules"}
+
+
+def _datasets(t: Translation, raw: dict[str, Any], key: str, dotted: str, source: Path, out_dir: Path) -> set[str]:
+    entries = raw.get(key) or []
+    paths, formats = [], set()
+    for entry in entries if isinstance(entries, list) else []:
+        path = Path(str(entry.get("path", ""))) if isinstance(entry, dict) else Path(str(entry))
+        local = path if path.is_absolute() else source.parent / path
+        if not local.exists():
+            t.none(f"{key}: {path}", "not a local file: lorakit reads local files (download it first)")
+            continue
+        paths.append(os.path.relpath(local.resolve(), out_dir.resolve()))
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        formats.add(FORMATS.get(str(kind), "auto") if kind else "auto")
+        if isinstance(entry, dict) and entry.get("field_messages", "messages") != "messages":
+            t.none(f"{key}: {path} field_messages", "lorakit reads messages or conversations; rename the field")
+    if paths:
+        t.set(dotted, paths, key)
+        if key == "datasets" and len(formats) == 1 and formats != {"auto"}:
+            t.set("data.format", formats.pop(), "datasets[].type")
+    return {key}
+
+
+def _rest(t: Translation, raw: dict[str, Any]) -> set[str]:
+    if raw.get("lr_scheduler") in ("cosine", "linear", "constant"):
+        t.set("train.scheduler", raw["lr_scheduler"], "lr_scheduler")
+    elif raw.get("lr_scheduler"):
+        t.none("lr_scheduler", f"{raw['lr_scheduler']}: lorakit schedules cosine, linear or constant")
+    template = raw.get("chat_template")
+    if template in TEMPLATES:
+        t.set("data.template", TEMPLATES[template], "chat_template")
+    elif template:
+        t.none("chat_template", f"{template}: lorakit renders with the tokenizer's own template, or chatml, "
+                                "gemma, plain")
+    if raw.get("train_on_inputs"):
+        t.none("train_on_inputs", "lorakit trains the answers only (plain text rows are trained whole)")
+    if raw.get("output_dir"):
+        path = Path(str(raw["output_dir"]))
+        t.set("output.dir", str(path.parent) if str(path.parent) != "." else "runs", "output_dir")
+        t.set("output.name", path.name.lstrip(".") or "run", "output_dir")
+    if raw.get("warmup_steps"):
+        t.none("warmup_steps", "lorakit warms up for a share of the steps: set train.warmup_ratio")
+    return {"lr_scheduler", "chat_template", "train_on_inputs", "output_dir", "warmup_steps"}

@@ -1,0 +1,63 @@
+"""A peer config being turned into a nested lorakit config, with a line for every key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Line:
+    outcome: str  # mapped | default | dropped | no equivalent
+    key: str  # the peer's key (or, for a default, lorakit's)
+    detail: str
+
+
+@dataclass
+class Translation:
+    """The nested config so far and what happened to each key."""
+
+    peer: str
+    config: dict[str, Any] = field(default_factory=dict)
+    lines: list[Line] = field(default_factory=list)
+
+    def set(self, dotted: str, value: Any, key: str, note: str = "") -> None:
+        node = self.config
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+        self.lines.append(Line("mapped", key, f"{dotted}: {value!r}" + (f" ({note})" if note else "")))
+
+    def default(self, dotted: str, value: Any, why: str) -> None:
+        """Write the peer's own default where lorakit's differs, so the run is the one the peer would do."""
+        if self.get(dotted) is None:
+            self.set(dotted, value, dotted)
+            self.lines[-1] = Line("default", dotted, f"{value!r}: {why}")
+
+    def get(self, dotted: str) -> Any:
+        node: Any = self.config
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    def drop(self, key: str, why: str) -> None:
+        self.lines.append(Line("dropped", key, why))
+
+    def none(self, key: str, why: str) -> None:
+        self.lines.append(Line("no equivalent", key, why))
+
+    def simple(self, raw: dict[str, Any], table: dict[str, str]) -> set[str]:
+        """Copy the keys that map one to one; returns the keys it handled."""
+        for key, dotted in table.items():
+            if key in raw and raw[key] is not None:
+                self.set(dotted, raw[key], key)
+        return set(table)
+
+    def dropped_all(self, raw: dict[str, Any], reasons: dict[str, str]) -> set[str]:
+        for key, why in reasons.items():
+            if key in raw:
+                self.drop(key, why)
+        return set(reasons)

@@ -1,0 +1,106 @@
+"""Configs from LLaMA-Factory and axolotl: imported key by key, or pointed at the import in one line."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from lorakit.cli.main import cli
+from lorakit.config.load import load_config
+from lorakit.config.peers.importer import import_config
+from lorakit.data.dataset import load_conversations
+from lorakit.errors import ConfigError
+
+PEERS = Path(__file__).resolve().parents[4] / "shared" / "data" / "peers" / "llamafactory"
+needs_peers = pytest.mark.skipif(not PEERS.is_dir(), reason="../shared/data/peers is not beside this checkout")
+
+
+@needs_peers
+@pytest.mark.parametrize("name", ["qwen3_lora_sft.yaml", "fsdp_qlora_llama3_lora_sft.yaml"])
+def test_llamafactory_configs_import_with_every_key_accounted_for(tmp_path, name):
+    source = PEERS / name
+    imported = import_config(source, out=tmp_path / "imported.yaml")
+    assert imported.peer == "llamafactory"
+    raw = yaml.safe_load(source.read_text())
+    said = {line.key for line in imported.lines}
+    assert set(raw) <= said  # nothing dropped in silence
+    assert {line.outcome for line in imported.lines} >= {"mapped", "dropped", "default"}
+    cfg = load_config(imported.out).config
+    assert (cfg.lora.r, cfg.lora.alpha) == (8, 16)  # LLaMA-Factory's alpha: twice the rank, written out
+    assert cfg.lora.target_modules == "all-linear"
+    assert cfg.data.max_samples_per_file == 1000 and cfg.data.max_samples is None
+    assert (cfg.train.micro_batch_size, cfg.train.grad_accum, cfg.train.lr) == (1, 8, 1e-4)
+    assert cfg.train.gradient_checkpointing  # LLaMA-Factory's default
+    assert cfg.model.quantization == ("nf4" if "qlora" in name else "none")
+    template = next(line for line in imported.lines if line.key == "template")
+    assert template.outcome == "dropped" and "tokenizer's own chat template" in template.detail
+
+
+@needs_peers
+def test_a_run_from_the_imported_config_caps_each_dataset_like_llamafactory(tmp_path):
+    imported = import_config(PEERS / "qwen3_lora_sft.yaml", out=tmp_path / "q.yaml")
+    data = load_config(imported.out).config.data
+    rows = load_conversations(data.train, data, per_file_cap=data.max_samples_per_file)
+    assert len(rows) == 91 + 999  # each dataset under its cap of 1000: all rows (a total cap would keep 1000)
+    smaller = load_config(imported.out, overrides=["data.max_samples_per_file=50"]).config.data
+    assert len(load_conversations(smaller.train, smaller, per_file_cap=50)) == 100
+
+
+def test_axolotl_config_imports_with_its_dataset_and_format(tmp_path):
+    (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    source = tmp_path / "axolotl.yml"
+    source.write_text(yaml.safe_dump({
+        "base_model": "HuggingFaceTB/SmolLM2-135M", "adapter": "qlora", "lora_r": 32, "lora_alpha": 16,
+        "lora_target_linear": True, "datasets": [{"path": "data.jsonl", "type": "alpaca"}],
+        "sequence_len": 512, "sample_packing": True, "micro_batch_size": 2, "gradient_accumulation_steps": 4,
+        "num_epochs": 2, "learning_rate": 2e-4, "lr_scheduler": "cosine", "optimizer": "adamw_bnb_8bit",
+        "bf16": "auto", "wandb_project": "x", "output_dir": "./outputs/lora-out"}))
+    imported = import_config(source, out=tmp_path / "out.yaml")
+    assert imported.peer == "axolotl"
+    cfg = load_config(imported.out).config
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.model.quantization) == (32, 16, "nf4")
+    assert cfg.data.format == "alpaca" and cfg.data.packing and cfg.data.max_length == 512
+    assert Path(cfg.data.train[0]).resolve() == (tmp_path / "data.jsonl").resolve()
+    wandb = next(line for line in imported.lines if line.key == "wandb_project")
+    assert wandb.outcome == "no equivalent"
+
+
+def test_import_never_replaces_a_file_without_force(tmp_path):
+    source = tmp_path / "lf.yaml"
+    source.write_text("model_name_or_path: m\nstage: sft\nfinetuning_type: lora\ndataset: a\n")
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "out.yaml"
+    out.write_text("mine\n")
+    with pytest.raises(ConfigError, match="out.yaml exists; choose another --out or add --force"):
+        import_config(source, out=out)
+    assert out.read_text() == "mine\n"
+    import_config(source, out=out, force=True)
+    assert "name_or_path: m" in out.read_text()
+
+
+def test_train_on_a_flat_peer_config_points_at_the_import(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("lf.yaml").write_text("model_name_or_path: m\nstage: sft\nlora_rank: 8\nlora_target: all\ndataset: a\n"
+                               "cutoff_len: 512\ntemplate: llama3\n")
+    result = CliRunner().invoke(cli, ["train", "lf.yaml"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "looks like a LLaMA-Factory config" in lines[0]
+    assert "try: lorakit config import lf.yaml --from llamafactory" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lf.yaml"]
+
+
+def test_peer_keys_get_the_lorakit_key_and_section(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {name_or_path: m, bf16: true}\nlora: {lora_target: all}\ndata: {dataset: x}\n"
+                    "tracking: {report_to: none}\nr: 8\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "model.bf16: unknown key, did you mean 'model.dtype'? (auto picks bfloat16 on a GPU" in text
+    assert "lora.lora_target: unknown key, did you mean 'lora.target_modules'? ('all' is all-linear" in text
+    assert "data.dataset: unknown key, did you mean 'data.train'? (a LLaMA-Factory dataset is " in text
+    assert "r: unknown key, did you mean 'lora.r'?" in text
+    assert "report_to" not in text  # 'none' means no tracker, as in the Hugging Face trainer
