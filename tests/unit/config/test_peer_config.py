@@ -73,7 +73,7 @@ def test_import_never_replaces_a_file_without_force(tmp_path):
     (tmp_path / "data").mkdir()
     out = tmp_path / "out.yaml"
     out.write_text("mine\n")
-    with pytest.raises(ConfigError, match="out.yaml exists; choose another --out or add --force"):
+    with pytest.raises(ConfigError, match=r"out\.yaml exists; choose another --out or add --force"):
         import_config(source, out=out)
     assert out.read_text() == "mine\n"
     import_config(source, out=out, force=True)
