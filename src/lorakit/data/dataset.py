@@ -211,9 +211,10 @@ def build_datasets(data: DataSection, tokenizer: Any) -> Datasets:
         for note in s.notes():
             log.warning("%s data: %s", split, note)
         if s.overflow:
+            chat = " (chat rows cannot be split: truncated)" if data.on_overflow == "split" and s.truncated else ""
             log.warning("%s: %d of %d rows longer than max_length=%d (%s: %d split into windows, %d truncated, "
-                        "%d dropped)", split, s.overflow, s.rows, data.max_length, data.on_overflow, s.split,
-                        s.truncated, s.dropped)
+                        "%d dropped)%s", split, s.overflow, s.rows, data.max_length, data.on_overflow, s.split,
+                        s.truncated, s.dropped, chat)
     kept = {e.where for e in evals}  # the validation rows that survived the length policy
     return Datasets(train, evals, template_name, stats, prompt_shape(train_convs),
                     [c for c in eval_convs if c.where in kept])
