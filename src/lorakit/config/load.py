@@ -173,8 +173,8 @@ def _suggest(loc: Sequence[str]) -> str | None:
     """The key the user probably meant: a peer trainer's name for it, the same section's, or another section's."""
     if peer_hint(loc[-1]):
         return None  # said with the peer's hint instead
-    if len(loc) == 1:
-        return _other_section(loc[0])
+    if len(loc) == 1 and (other := _other_section(loc[0])):
+        return other
     section: type[BaseModel] = RunConfig
     for part in loc[:-1]:
         annotation = section.model_fields[part].annotation if part in section.model_fields else None
