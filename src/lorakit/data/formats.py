@@ -107,8 +107,9 @@ def prompt_completion(row: Mapping[str, Any], options: FormatOptions = DEFAULT) 
     prompt, completion = row.get("prompt"), row.get("completion")
     ignored = _unread(row, {"prompt", "completion", "system", "tools"})
     if isinstance(prompt, str) and isinstance(completion, str):
+        unread = {"system", "tools"} & set(row)  # plain text has no system turn and no tool definitions
         return Dialogue([Turn("text", prompt, train=False), Turn("text", completion, train=True)],
-                        ignored=frozenset(ignored))
+                        ignored=frozenset(ignored | unread))
     if isinstance(prompt, list) and isinstance(completion, list):
         tags = options.tags or Tags()
         context = [Turn(t.role, t.content, False, t.tool_calls, t.extra)

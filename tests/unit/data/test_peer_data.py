@@ -276,3 +276,19 @@ def test_data_check_reports_placeholders_of_identity_and_fills_them_with_replace
                             "with data.replace"]
     filled = check_data([path], DataSection(train=[path], replace={"name": "kit", "author": "us"}), tiny_tokenizer)
     assert filled.notes == []
+
+
+@needs_peers
+@pytest.mark.parametrize("template_name", ["chatml", "gemma", "plain"])
+def test_glaive_labels_match_apply_chat_template_with_tools_for_lorakits_templates(template_name):
+    from tests.conftest import build_bpe_tokenizer
+
+    tokenizer = build_bpe_tokenizer()
+    data = DataSection(train=[str(PEERS / "glaive_toolcall_en_demo.json")], template=template_name)
+    _, template = resolve_template(template_name, tokenizer)
+    encoder = Encoder(tokenizer, template, template_name=template_name)
+    rows = [c for c in load_conversations(data.train, data) if c.tools][:30]
+    assert len(rows) == 30
+    for conv in rows:
+        ids, labels = encoder.encode(conv.turns, conv.tools)
+        assert (ids, labels) == oracle(tokenizer, [t.message() for t in conv.turns], template, conv.tools), conv.where
