@@ -95,7 +95,7 @@ def test_train_on_a_flat_peer_config_points_at_the_import(tmp_path, monkeypatch)
 def test_peer_keys_get_the_lorakit_key_and_section(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model: {name_or_path: m, bf16: true}\nlora: {lora_target: all}\ndata: {dataset: x}\n"
-                    "tracking: {report_to: none}\nr: 8\n")
+                    "tracking: {report_to: none}\nr: 8\ndo_train: true\n")
     with pytest.raises(ConfigError) as err:
         load_config(path)
     text = str(err.value)
@@ -103,4 +103,5 @@ def test_peer_keys_get_the_lorakit_key_and_section(tmp_path):
     assert "lora.lora_target: unknown key, did you mean 'lora.target_modules'? ('all' is all-linear" in text
     assert "data.dataset: unknown key, did you mean 'data.train'? (a LLaMA-Factory dataset is " in text
     assert "r: unknown key, did you mean 'lora.r'?" in text
+    assert "do_train: unknown key, a LLaMA-Factory key lorakit does not need: lorakit train always trains" in text
     assert "report_to" not in text  # 'none' means no tracker, as in the Hugging Face trainer

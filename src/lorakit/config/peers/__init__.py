@@ -68,8 +68,14 @@ def looks_like(keys: Iterable[str]) -> str | None:
 
 
 def hint(key: str) -> str | None:
-    """``did you mean 'lora.r'?`` and how to write the value, for a key a peer trainer uses."""
-    if key not in HINTS:
-        return None
-    target, how = HINTS[key]
-    return f"did you mean {target!r}?" + (f" ({how})" if how else "")
+    """``did you mean 'lora.r'?`` and how to write the value, for a key a peer trainer uses; or why lorakit
+    needs no such key."""
+    if key in HINTS:
+        target, how = HINTS[key]
+        return f"did you mean {target!r}?" + (f" ({how})" if how else "")
+    from lorakit.config.peers import axolotl, llamafactory
+
+    for name, module in (("LLaMA-Factory", llamafactory), ("axolotl", axolotl)):
+        if key in module.DROPPED:
+            return f"a {name} key lorakit does not need: {module.DROPPED[key]}"
+    return None
