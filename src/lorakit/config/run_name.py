@@ -30,6 +30,12 @@ def steps_label(config: RunConfig) -> str:
     return str(train.max_steps) if train.max_steps else f"{train.epochs:g}ep"
 
 
+def data_label(ref: str) -> str:
+    """``train`` for data/train.jsonl; the first dataset's name for a registry's ``dataset_info.json#identity,...``."""
+    path, _, names = ref.partition("#")
+    return names.split(",")[0].strip() or Path(path).stem if names else Path(path).stem
+
+
 def expand_run_name(template: str, config: RunConfig, overlay_stems: list[str], today: date | None = None) -> str:
     """Fill the placeholders of ``template``; overlay stems are appended unless ``{variant}`` places them.
 
@@ -38,7 +44,7 @@ def expand_run_name(template: str, config: RunConfig, overlay_stems: list[str], 
     """
     values = {
         "model": model_label(config.model.name_or_path),
-        "data": Path(config.data.train[0]).stem if config.data.train else "data",
+        "data": data_label(config.data.train[0]) if config.data.train else "data",
         "variant": "-".join(overlay_stems) or "base",
         "steps": steps_label(config),
         "date": (today or date.today()).strftime("%Y%m%d"),

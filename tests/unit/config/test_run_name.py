@@ -39,3 +39,9 @@ def test_model_steps_and_date_and_appended_overlays(tmp_path):
 def test_unknown_placeholder_is_a_config_error_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"output.name: unknown placeholder \{dataset\}"):
         load_config(write(tmp_path, BASE + "output: {name: '{dataset}-x'}\n"))
+
+
+def test_data_placeholder_names_the_first_registry_dataset(tmp_path):
+    cfg = write(tmp_path, "model: {name_or_path: m}\ndata: {train: 'lf/dataset_info.json#identity,alpaca_en_demo'}\n"
+                          "output: {name: '{data}-lora'}\n")
+    assert load_config(cfg).run_name == "identity-lora"
