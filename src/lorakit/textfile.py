@@ -9,8 +9,10 @@ through here. Cross-cutting like ``log.py``: config, data and infer all read tex
 from __future__ import annotations
 
 import codecs
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from lorakit.errors import LorakitError
 
@@ -69,6 +71,24 @@ def read_text(path: Path, error: type[LorakitError]) -> str:
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
         raise error(_decode_error(path, e, line)) from None
+
+
+def read_json(path: Path, error: type[LorakitError], holds: type = object, what: str = "") -> Any:
+    """The file's JSON value, which must be a ``holds`` (``what`` says it in the error).
+
+    Raises:
+        error: the file is missing, not text, not JSON (``path:line: malformed JSON (...)``), or holds
+            another type.
+    """
+    if not path.is_file():
+        raise error(f"file not found: {path}")
+    try:
+        value = json.loads(read_text(path, error))
+    except json.JSONDecodeError as e:
+        raise error(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    if not isinstance(value, holds):
+        raise error(f"{path}: {what} (got {type(value).__name__})")
+    return value
 
 
 def read_lines(path: Path, error: type[LorakitError]) -> Iterator[tuple[int, str]]:

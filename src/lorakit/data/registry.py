@@ -10,7 +10,6 @@ and the reports are the same as for a plain file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from lorakit.data.formats import FormatOptions
 from lorakit.data.messages import CALL, Tags
 from lorakit.data.sources import SUFFIXES
 from lorakit.errors import DataError
-from lorakit.textfile import read_text
+from lorakit.textfile import read_json
 
 REGISTRY_NAME = "dataset_info.json"
 ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}
@@ -114,13 +113,7 @@ def data_files(refs: Iterable[str]) -> list[str]:
 def _read_registry(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"dataset registry not found: {path}")
-    try:
-        registry = json.loads(read_text(path, DataError))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
-    if not isinstance(registry, dict):
-        raise DataError(f"{path}: a dataset registry maps names to datasets (got {type(registry).__name__})")
-    return registry
+    return read_json(path, DataError, dict, "a dataset registry maps names to datasets")
 
 
 def _entry_sources(registry_path: Path, registry: dict[str, Any], name: str) -> list[Source]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.errors import DataError
-from lorakit.textfile import read_lines, read_text
+from lorakit.textfile import read_json, read_lines
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 MAX_REPORTED_ERRORS = 20
@@ -94,12 +94,7 @@ def _read_jsonl(path: Path, errors: ErrorCollector) -> Iterator[Record]:
 
 
 def _read_json(path: Path, errors: ErrorCollector) -> Iterator[Record]:
-    try:
-        rows = json.loads(read_text(path, DataError))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
-    if not isinstance(rows, list):
-        raise DataError(f"{path}: a .json data file must hold a list of objects (got {type(rows).__name__})")
+    rows = read_json(path, DataError, list, "a .json data file must hold a list of objects")
     for index, row in enumerate(rows):
         if isinstance(row, dict):
             yield Record(row, f"{path}:item {index}")

@@ -21,7 +21,7 @@ import yaml
 
 from lorakit.config.load import merge_into, parse_override, read_config_file
 from lorakit.errors import ConfigError, LaunchError
-from lorakit.textfile import read_text
+from lorakit.textfile import read_json
 
 FORMATS = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 
@@ -38,13 +38,7 @@ def read_template(path: Path) -> dict[str, Any]:
         return read_config_file(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        data = json.loads(read_text(path, ConfigError))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"invalid JSON at {path}:{e.lineno}: {e.msg}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping (got {type(data).__name__})")
-    return data
+    return read_json(path, ConfigError, dict, f"config file {path} must hold a mapping")
 
 
 def fill(value: Any, values: Mapping[str, str]) -> Any:

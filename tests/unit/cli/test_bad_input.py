@@ -245,7 +245,7 @@ CASES = [
     Case("trainer file syntax", ["run", "t.toml"], "invalid TOML in t.toml", 2, {"t.toml": "command = \n"}),
     Case("trainer template syntax", ["run", "t.toml"], "invalid TOML in", 2,
          {"t.toml": 'command = "{python} x.py {config}"\nconfig = "sd.toml"\n', "sd.toml": "[general\n"}),
-    Case("trainer template json", ["run", "t.toml"], "invalid JSON at", 2,
+    Case("trainer template json", ["run", "t.toml"], "malformed JSON", 2,
          {"t.toml": 'command = "{python} x.py {config}"\nconfig = "sd.json"\n', "sd.json": '{"a": }'}),
     Case("trainer template suffix", ["run", "t.toml"], "must end in .toml, .yaml, .yml or .json", 2,
          {"t.toml": 'command = "{python} x.py {config}"\nconfig = "sd.ini"\n', "sd.ini": "a=1\n"}),
