@@ -29,7 +29,7 @@ def main() -> None:
     examples = []
     for row in module["train_dataset"]:
         runs, run = [], []
-        for token, label in zip(row["input_ids"], row["labels"]):
+        for token, label in zip(row["input_ids"], row["labels"], strict=True):
             if label == -100 and run:
                 runs.append(tokenizer.decode(run))
                 run = []
