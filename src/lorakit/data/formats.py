@@ -10,7 +10,7 @@ is reported back as ignored, so nothing is dropped without a word.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lorakit.data.messages import Tags, Turn, chat_turns, parse_tools
@@ -112,8 +112,7 @@ def prompt_completion(row: Mapping[str, Any], options: FormatOptions = DEFAULT) 
                         ignored=frozenset(ignored | unread))
     if isinstance(prompt, list) and isinstance(completion, list):
         tags = options.tags or Tags()
-        context = [Turn(t.role, t.content, False, t.tool_calls, t.extra)
-                   for t in chat_turns(prompt, "prompt", tags, ignored)]
+        context = [replace(t, train=False) for t in chat_turns(prompt, "prompt", tags, ignored)]
         answer = chat_turns(completion, "completion", tags, ignored)
         if not any(t.train for t in answer):
             raise DataError("completion must hold at least one assistant message")

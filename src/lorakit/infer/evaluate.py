@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lorakit.data.dataset import Conversation
@@ -62,7 +62,7 @@ def cases_from_conversations(conversations: Sequence[Conversation]) -> list[Eval
     cases = []
     for conv in conversations:
         last = max(i for i, t in enumerate(conv.turns) if t.train)
-        cases.append(EvalCase([Turn(t.role, t.content, False) for t in conv.turns[:last]], conv.turns[last].content))
+        cases.append(EvalCase([replace(t, train=False) for t in conv.turns[:last]], conv.turns[last].content))
     return cases
 
 
