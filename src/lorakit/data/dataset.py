@@ -125,8 +125,8 @@ def _read_source(source: Source, data: DataSection | None, stats: SplitStats,
             stats.placeholders[name] = stats.placeholders.get(name, 0) + 1
         conversations.append(Conversation(dialogue.turns, record.where, dialogue.tools))
     stats.formats[source.label] = fmt
-    if ignored:
-        stats.ignored[source.label] = sorted(ignored)
+    if ignored:  # a registry folder's files share one label
+        stats.ignored[source.label] = sorted(ignored | set(stats.ignored.get(source.label, [])))
     return conversations
 
 

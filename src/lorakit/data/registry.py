@@ -74,8 +74,9 @@ class RegistryEntry:
 
 
 def is_registry_ref(ref: str) -> bool:
+    """``path/dataset_info.json`` with or without ``#names``, or any ``file#names`` that is not itself a file."""
     path, _, _ = ref.partition("#")
-    return "#" in ref or Path(path).name == REGISTRY_NAME
+    return Path(path).name == REGISTRY_NAME or ("#" in ref and not Path(ref).is_file())
 
 
 def sources(refs: Iterable[str]) -> list[Source]:

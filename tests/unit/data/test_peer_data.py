@@ -292,3 +292,8 @@ def test_glaive_labels_match_apply_chat_template_with_tools_for_lorakits_templat
     for conv in rows:
         ids, labels = encoder.encode(conv.turns, conv.tools)
         assert (ids, labels) == oracle(tokenizer, [t.message() for t in conv.turns], template, conv.tools), conv.where
+
+
+def test_a_data_file_with_a_hash_in_its_name_is_a_file_not_a_registry(tmp_path):
+    path = write_jsonl(tmp_path / "run#2.jsonl", [{"text": "plain words"}])
+    assert load_conversations([str(path)])[0].turns[0].content == "plain words"
