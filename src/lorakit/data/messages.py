@@ -21,7 +21,8 @@ CHAT_ROLES = ("system", "user", "assistant", "tool")
 CALL = "call"  # LLaMA-Factory's function_call turn: an assistant turn that holds tool calls
 # Speaker names seen in the wild, mapped to chat roles.
 ROLE_NAMES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
-              "system": "system", "tool": "tool", "function": "tool", "observation": "tool", "ipython": "tool",
+              "system": "system", "developer": "system", "tool": "tool", "function": "tool", "observation": "tool",
+              "ipython": "tool",
               "function_call": CALL}
 MEDIA_PARTS = ("image", "image_url", "input_image", "audio", "input_audio", "audio_url", "video", "video_url",
                "file")
