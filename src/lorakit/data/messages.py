@@ -22,8 +22,7 @@ CALL = "call"  # LLaMA-Factory's function_call turn: an assistant turn that hold
 # Speaker names seen in the wild, mapped to chat roles.
 ROLE_NAMES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
               "system": "system", "developer": "system", "tool": "tool", "function": "tool", "observation": "tool",
-              "ipython": "tool",
-              "function_call": CALL}
+              "ipython": "tool", "function_call": CALL}
 MEDIA_PARTS = ("image", "image_url", "input_image", "audio", "input_audio", "audio_url", "video", "video_url",
                "file")
 # Message keys handed to the chat template as they are; the template decides whether to show them.
