@@ -57,16 +57,16 @@ class Encoder:
             tools=tools,
         )
 
-    def render_prompt(self, turns: Sequence[Turn]) -> str:
+    def render_prompt(self, turns: Sequence[Turn], tools: list[dict[str, Any]] | None = None) -> str:
         """The text a model is given at inference: the turns, then the assistant's opening."""
         if all(t.role == "text" for t in turns):
             return "".join(t.content for t in turns)
-        return self.render(self._messages(turns), add_generation_prompt=True)
+        return self.render(self._messages(turns), add_generation_prompt=True, tools=tools)
 
-    def prompt_ids(self, turns: Sequence[Turn]) -> list[int]:
+    def prompt_ids(self, turns: Sequence[Turn], tools: list[dict[str, Any]] | None = None) -> list[int]:
         """Token ids of the prompt for ``turns``, tokenised exactly as ``encode`` tokenises training rows."""
         raw = all(t.role == "text" for t in turns)
-        return self._tokenize(self.render_prompt(turns), add_special_tokens=raw)[0]
+        return self._tokenize(self.render_prompt(turns, tools), add_special_tokens=raw)[0]
 
     def encode(self, turns: Sequence[Turn], tools: list[dict[str, Any]] | None = None) -> tuple[list[int], list[int]]:
         """Token ids and labels for one conversation (no length limit applied).

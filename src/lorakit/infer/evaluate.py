@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from lorakit.data.dataset import Conversation
 from lorakit.data.formats import Turn
@@ -31,6 +32,7 @@ FIELD_PAIRS = (("input", "output"), ("tex", "typst"), ("source", "target"), ("qu
 class EvalCase:
     prompt: list[Turn] | str  # turns of a training-format row, or the text to wrap with the run's prompt shape
     reference: str
+    tools: list[dict[str, Any]] | None = None  # the row's tool definitions, rendered with its prompt
 
 
 def load_cases(path: Path, input_field: str | None = None, target_field: str | None = None,
@@ -62,7 +64,8 @@ def cases_from_conversations(conversations: Sequence[Conversation]) -> list[Eval
     cases = []
     for conv in conversations:
         last = max(i for i, t in enumerate(conv.turns) if t.train)
-        cases.append(EvalCase([replace(t, train=False) for t in conv.turns[:last]], conv.turns[last].content))
+        cases.append(EvalCase([replace(t, train=False) for t in conv.turns[:last]], conv.turns[last].content,
+                              conv.tools))
     return cases
 
 
@@ -81,7 +84,7 @@ def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bo
     for case in cases:
         turns = _turns(adapter, case)
         answer = Turn("text" if turns[-1].role == "text" else "assistant", case.reference, train=True)
-        ids, labels = adapter.encoder.encode([*turns, answer])
+        ids, labels = adapter.encoder.encode([*turns, answer], case.tools)
         examples.append(Example(ids[: adapter.max_length], labels[: adapter.max_length]))
     pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else adapter.stop_ids[0]
     with nullcontext() if use_adapter else adapter.model.disable_adapter():
@@ -100,7 +103,8 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
         label = adapter.name if use_adapter else "base model"
         predictions = generate_turns(adapter, [_turns(adapter, c) for c in cases], max_new_tokens=max_new_tokens,
                                      batch_size=batch_size, use_adapter=use_adapter, length_ratio=LENGTH_RATIO,
-                                     on_batch=lambda done: log.info("%s: %d/%d generated", label, done, len(cases)))
+                                     on_batch=lambda done: log.info("%s: %d/%d generated", label, done, len(cases)),
+                                     tools=[c.tools for c in cases])
         references = [c.reference for c in cases]
         if "exact" in wanted:
             results["exact"] = round(m.exact_match(predictions, references), 4)

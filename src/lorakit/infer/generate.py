@@ -40,7 +40,8 @@ def generate(adapter: LoadedAdapter, inputs: Sequence[str], **options: Any) -> l
 
 def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn]], max_new_tokens: int = 256,
                    temperature: float = 0.0, batch_size: int = 8, use_adapter: bool = True, seed: int = 0,
-                   on_batch: Callable[[int], None] | None = None, length_ratio: float | None = None) -> list[str]:
+                   on_batch: Callable[[int], None] | None = None, length_ratio: float | None = None,
+                   tools: Sequence[list[dict[str, Any]] | None] | None = None) -> list[str]:
     """The model's next assistant turn for each conversation, in order.
 
     Args:
@@ -49,10 +50,13 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
         length_ratio: for conversions, whose answer is about as long as the question: a batch
             stops after this many times its longest prompt (+16) new tokens, so one answer that
             never ends does not hold up the batch for ``max_new_tokens`` steps.
+        tools: each conversation's tool definitions (None: none), rendered with its prompt.
     """
     import torch
 
-    prompts = [adapter.encoder.prompt_ids(turns) for turns in conversations]
+    tools = tools or [None] * len(conversations)
+    prompts = [adapter.encoder.prompt_ids(turns, row_tools) for turns, row_tools in zip(conversations, tools,
+                                                                                          strict=True)]
     if hasattr(adapter.model, "generate_all"):  # the llama.cpp engine: one prompt at a time, its own budget
         if not use_adapter:
             raise ModelError("--base compares with the base model under --engine transformers only")

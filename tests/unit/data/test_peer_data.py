@@ -297,3 +297,16 @@ def test_glaive_labels_match_apply_chat_template_with_tools_for_lorakits_templat
 def test_a_data_file_with_a_hash_in_its_name_is_a_file_not_a_registry(tmp_path):
     path = write_jsonl(tmp_path / "run#2.jsonl", [{"text": "plain words"}])
     assert load_conversations([str(path)])[0].turns[0].content == "plain words"
+
+
+def test_eval_cases_of_tool_rows_keep_their_tools_and_calls_for_the_prompt(tmp_path, tiny_tokenizer):
+    from lorakit.infer.evaluate import cases_from_conversations
+
+    conv = load_conversations([write_jsonl(tmp_path / "t.jsonl", [TRL_TOOL_ROW])])[0]
+    case = cases_from_conversations([conv])[0]
+    assert case.reference == "it is sunny" and case.tools == conv.tools
+    assert case.prompt[1].tool_calls and not any(t.train for t in case.prompt)
+    _, template = resolve_template("chatml", tiny_tokenizer)
+    prompt = Encoder(tiny_tokenizer, template).render_prompt(case.prompt, case.tools)
+    assert "weather of a city" in prompt and '"city": "paris"' in prompt
+    assert prompt.endswith("<|im_start|>tool\nsunny and hot<|im_end|>\n<|im_start|>assistant\n")
