@@ -11,7 +11,8 @@ from lorakit.cli.infer_cmd import device_option, engine_option, lora_option, run
 
 @click.command("eval")
 @click.argument("runs", nargs=-1, required=True)
-@click.option("--data", required=True, type=click.Path(path_type=Path), help="Held-out file (JSONL).")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Held-out file (JSONL), or datasets of a registry: dataset_info.json#name.")
 @click.option("--metrics", default="loss,exact,chrf", show_default=True,
               help="Comma-separated: loss (and perplexity), exact, chrf, typst.")
 @click.option("--base", is_flag=True, help="Also the base model without the adapter, on the same prompts.")

@@ -42,6 +42,11 @@ def load_cases(path: Path, input_field: str | None = None, target_field: str | N
     Raises:
         DataError: the file is missing, empty or has rows of neither kind.
     """
+    from lorakit.data.dataset import load_conversations
+    from lorakit.data.registry import is_registry_ref
+
+    if is_registry_ref(str(path)):  # datasets of a LLaMA-Factory registry, read as training would
+        return cases_from_conversations(load_conversations([str(path)])[:limit])
     if not path.is_file():
         raise DataError(f"--data: file not found: {path}")
     rows = read_jsonl(path)[:limit] if path.suffix == ".jsonl" else None
@@ -54,8 +59,6 @@ def load_cases(path: Path, input_field: str | None = None, target_field: str | N
             if not (isinstance(row.get(pair[0]), str) and isinstance(row.get(pair[1]), str)):
                 raise DataError(f"{path}:{number}: needs text fields {pair[0]!r} and {pair[1]!r}")
         return [EvalCase(r[pair[0]], r[pair[1]]) for r in rows]
-    from lorakit.data.dataset import load_conversations
-
     return cases_from_conversations(load_conversations([path])[:limit])
 
 

@@ -310,3 +310,14 @@ def test_eval_cases_of_tool_rows_keep_their_tools_and_calls_for_the_prompt(tmp_p
     prompt = Encoder(tiny_tokenizer, template).render_prompt(case.prompt, case.tools)
     assert "weather of a city" in prompt and '"city": "paris"' in prompt
     assert prompt.endswith("<|im_start|>tool\nsunny and hot<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_eval_reads_registry_datasets_as_training_does(tmp_path):
+    from lorakit.infer.evaluate import load_cases
+
+    write_jsonl(tmp_path / "dev.jsonl", [{"q": f"question {i}", "a": f"answer {i}"} for i in range(5)])
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"dev": {"file_name": "dev.jsonl",
+                                                                    "columns": {"prompt": "q", "response": "a"}}}))
+    cases = load_cases(Path(f"{tmp_path}/dataset_info.json#dev"), limit=3)
+    assert [c.reference for c in cases] == ["answer 0", "answer 1", "answer 2"]
+    assert cases[0].prompt[-1].content == "question 0"
