@@ -66,7 +66,9 @@ def cases_from_conversations(conversations: Sequence[Conversation]) -> list[Eval
     """Each conversation as a case: everything before its last trained turn is the prompt, that turn the reference."""
     cases = []
     for conv in conversations:
-        last = max(i for i, t in enumerate(conv.turns) if t.train)
+        # The last trained text answer: a turn that only calls a tool has no text to compare with.
+        trained = [i for i, t in enumerate(conv.turns) if t.train]
+        last = max((i for i in trained if conv.turns[i].content or not conv.turns[i].tool_calls), default=trained[-1])
         cases.append(EvalCase([replace(t, train=False) for t in conv.turns[:last]], conv.turns[last].content,
                               conv.tools))
     return cases

@@ -321,3 +321,14 @@ def test_eval_reads_registry_datasets_as_training_does(tmp_path):
     cases = load_cases(Path(f"{tmp_path}/dataset_info.json#dev"), limit=3)
     assert [c.reference for c in cases] == ["answer 0", "answer 1", "answer 2"]
     assert cases[0].prompt[-1].content == "question 0"
+
+
+def test_a_row_ending_in_a_tool_call_is_scored_on_its_last_text_answer(tmp_path):
+    from lorakit.infer.evaluate import cases_from_conversations
+
+    row = {"messages": [*TRL_TOOL_ROW["messages"], {"role": "user", "content": "and in rome ?"},
+                        {"role": "assistant", "tool_calls": [{"type": "function", "function": {
+                            "name": "get_weather", "arguments": {"city": "rome"}}}]}], "tools": TRL_TOOL_ROW["tools"]}
+    conv = load_conversations([write_jsonl(tmp_path / "t.jsonl", [row])])[0]
+    case = cases_from_conversations([conv])[0]
+    assert case.reference == "it is sunny" and len(case.prompt) == 3
