@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from lorakit.config.peers.translation import Translation
+from lorakit.config.peers.translation import Translation, relative
 
 SIMPLE = {
     "base_model": "model.name_or_path", "lora_model_dir": "lora.init_from",
@@ -40,6 +39,7 @@ def translate(raw: dict[str, Any], source: Path, out_dir: Path, dataset_dir: str
     handled = t.simple(raw, SIMPLE) | t.dropped_all(raw, DROPPED) | _adapter(t, raw)
     handled |= _datasets(t, raw, "datasets", "data.train", source, out_dir)
     handled |= _datasets(t, raw, "test_datasets", "data.eval", source, out_dir) | _rest(t, raw)
+    handled |= t.common(raw, "lr_scheduler")
     for key in raw:
         if key not in handled:
             t.none(key, "lorakit has no setting for it")
@@ -70,7 +70,7 @@ def _datasets(t: Translation, raw: dict[str, Any], key: str, dotted: str, source
         if not local.exists():
             t.none(f"{key}: {path}", "not a local file: lorakit reads local files (download it first)")
             continue
-        paths.append(os.path.relpath(local.resolve(), out_dir.resolve()))
+        paths.append(relative(local, out_dir))
         kind = entry.get("type") if isinstance(entry, dict) else None
         formats.add(FORMATS.get(str(kind), "auto") if kind else "auto")
         if isinstance(entry, dict) and entry.get("field_messages", "messages") != "messages":
@@ -83,10 +83,6 @@ def _datasets(t: Translation, raw: dict[str, Any], key: str, dotted: str, source
 
 
 def _rest(t: Translation, raw: dict[str, Any]) -> set[str]:
-    if raw.get("lr_scheduler") in ("cosine", "linear", "constant"):
-        t.set("train.scheduler", raw["lr_scheduler"], "lr_scheduler")
-    elif raw.get("lr_scheduler"):
-        t.none("lr_scheduler", f"{raw['lr_scheduler']}: lorakit schedules cosine, linear or constant")
     template = raw.get("chat_template")
     if template in TEMPLATES:
         t.set("data.template", TEMPLATES[template], "chat_template")
@@ -95,10 +91,4 @@ def _rest(t: Translation, raw: dict[str, Any]) -> set[str]:
                                 "gemma, plain")
     if raw.get("train_on_inputs"):
         t.none("train_on_inputs", "lorakit trains the answers only (plain text rows are trained whole)")
-    if raw.get("output_dir"):
-        path = Path(str(raw["output_dir"]))
-        t.set("output.dir", str(path.parent) if str(path.parent) != "." else "runs", "output_dir")
-        t.set("output.name", path.name.lstrip(".") or "run", "output_dir")
-    if raw.get("warmup_steps"):
-        t.none("warmup_steps", "lorakit warms up for a share of the steps: set train.warmup_ratio")
-    return {"lr_scheduler", "chat_template", "train_on_inputs", "output_dir", "warmup_steps"}
+    return {"chat_template", "train_on_inputs"}

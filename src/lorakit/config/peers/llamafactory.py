@@ -8,11 +8,10 @@ schedule, gradient checkpointing on, 2048-token rows.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from lorakit.config.peers.translation import Translation
+from lorakit.config.peers.translation import Translation, relative
 
 SIMPLE = {
     "model_name_or_path": "model.name_or_path", "adapter_name_or_path": "lora.init_from",
@@ -55,15 +54,14 @@ DEFAULTS = {
     "train.warmup_ratio": (0.0, "the Hugging Face trainer's warmup_ratio default"),
     "train.log_every": (500, "the Hugging Face trainer's logging_steps default"),
 }
-SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant", "constant_with_warmup": "constant"}
 
 
 def translate(raw: dict[str, Any], source: Path, out_dir: Path, dataset_dir: str | None = None) -> Translation:
     """The lorakit config for a LLaMA-Factory file, and a line for each of its keys."""
     t = Translation("llamafactory")
     handled = t.simple(raw, SIMPLE) | t.dropped_all(raw, DROPPED)
-    handled |= _method(t, raw) | _data(t, raw, source, out_dir, dataset_dir) | _output(t, raw, out_dir)
-    handled |= _training(t, raw)
+    handled |= _method(t, raw) | _data(t, raw, source, out_dir, dataset_dir) | _output(t, raw)
+    handled |= _training(t, raw) | t.common(raw, "lr_scheduler_type")
     for key in raw:
         if key not in handled:
             t.none(key, "lorakit has no setting for it")
@@ -112,7 +110,7 @@ def _data(t: Translation, raw: dict[str, Any], source: Path, out_dir: Path, data
         if raw.get(key):
             names = ",".join(n.strip() for n in str(raw[key]).split(",") if n.strip())
             found = "" if registry.is_file() else f"; {registry} does not exist yet: give --dataset-dir"
-            t.set(dotted, [f"{_relative(registry, out_dir)}#{names}"], key, f"datasets of {registry.name}{found}")
+            t.set(dotted, [f"{relative(registry, out_dir)}#{names}"], key, f"datasets of {registry.name}{found}")
     return {"dataset", "eval_dataset"}
 
 
@@ -126,12 +124,7 @@ def _find_registry(dataset_dir: str, source: Path) -> Path:
     return Path(dataset_dir) / "dataset_info.json"
 
 
-def _output(t: Translation, raw: dict[str, Any], out_dir: Path) -> set[str]:
-    if raw.get("output_dir"):
-        path = Path(str(raw["output_dir"]))
-        t.set("output.dir", str(path.parent) if str(path.parent) != "." else "runs", "output_dir",
-              "lorakit adds -v001, -v002... to the name")
-        t.set("output.name", path.name, "output_dir")
+def _output(t: Translation, raw: dict[str, Any]) -> set[str]:
     report = raw.get("report_to")
     wanted = [r for r in ([report] if isinstance(report, str) else report or []) if r != "none"]
     kept = [r for r in wanted if r in ("tensorboard", "mlflow")]
@@ -145,22 +138,11 @@ def _output(t: Translation, raw: dict[str, Any], out_dir: Path) -> set[str]:
         t.none("resume_from_checkpoint", "resume a lorakit run with: lorakit train --resume RUN_FOLDER")
     elif "resume_from_checkpoint" in raw:
         t.drop("resume_from_checkpoint", "not set")
-    return {"output_dir", "report_to", "resume_from_checkpoint"}
+    return {"report_to", "resume_from_checkpoint"}
 
 
 def _training(t: Translation, raw: dict[str, Any]) -> set[str]:
-    scheduler = raw.get("lr_scheduler_type")
-    if scheduler in SCHEDULERS:
-        t.set("train.scheduler", SCHEDULERS[scheduler], "lr_scheduler_type")
-    elif scheduler is not None:
-        t.none("lr_scheduler_type", f"{scheduler}: lorakit schedules cosine, linear or constant")
-    if raw.get("warmup_steps"):
-        t.none("warmup_steps", "lorakit warms up for a share of the steps: set train.warmup_ratio")
     for key in ("deepspeed", "fsdp", "fsdp_config"):
         if raw.get(key):
             t.none(key, "several GPUs: lorakit launch with launch.nproc and launch.strategy (ddp or fsdp)")
-    return {"lr_scheduler_type", "warmup_steps", "deepspeed", "fsdp", "fsdp_config"}
-
-
-def _relative(path: Path, out_dir: Path) -> str:
-    return os.path.relpath(path.resolve(), out_dir.resolve())
+    return {"deepspeed", "fsdp", "fsdp_config"}

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant", "constant_with_warmup": "constant"}
+
+
+def relative(path: Path, out_dir: Path) -> str:
+    """``path`` as the written config must name it: relative to the folder the config is written to."""
+    return os.path.relpath(path.resolve(), out_dir.resolve())
 
 
 @dataclass(frozen=True)
@@ -61,3 +70,19 @@ class Translation:
             if key in raw:
                 self.drop(key, why)
         return set(reasons)
+
+    def common(self, raw: dict[str, Any], scheduler_key: str) -> set[str]:
+        """The keys both peers write the same way: output_dir, the scheduler, warmup_steps."""
+        if raw.get("output_dir"):
+            path = Path(str(raw["output_dir"]))
+            self.set("output.dir", str(path.parent) if str(path.parent) != "." else "runs", "output_dir",
+                     "lorakit adds -v001, -v002... to the name")
+            self.set("output.name", path.name.lstrip(".") or "run", "output_dir")
+        scheduler = raw.get(scheduler_key)
+        if scheduler in SCHEDULERS:
+            self.set("train.scheduler", SCHEDULERS[scheduler], scheduler_key)
+        elif scheduler is not None:
+            self.none(scheduler_key, f"{scheduler}: lorakit schedules cosine, linear or constant")
+        if raw.get("warmup_steps"):
+            self.none("warmup_steps", "lorakit warms up for a share of the steps: set train.warmup_ratio")
+        return {"output_dir", scheduler_key, "warmup_steps"}
