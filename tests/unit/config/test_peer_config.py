@@ -35,7 +35,21 @@ def test_llamafactory_configs_import_with_every_key_accounted_for(tmp_path, name
     assert cfg.train.gradient_checkpointing  # LLaMA-Factory's default
     assert cfg.model.quantization == ("nf4" if "qlora" in name else "none")
     template = next(line for line in imported.lines if line.key == "template")
-    assert template.outcome == "dropped" and "tokenizer's own chat template" in template.detail
+    assert template.outcome == "mapped" and cfg.data.template == "tokenizer"  # never a silent fall back to plain
+
+
+def test_a_llamafactory_template_is_kept_and_a_tokenizer_without_one_is_refused(tmp_path, tiny_model_dir):
+    from lorakit.data.templates import resolve_template
+    from lorakit.errors import DataError
+    from tests.conftest import build_tokenizer
+
+    for name, expected in (("gemma3", "gemma"), ("chatml", "chatml"), ("llama3", "tokenizer")):
+        source = tmp_path / f"{name}.yaml"
+        source.write_text(f"model_name_or_path: m\ndataset: a\ntemplate: {name}\n")
+        cfg = load_config(import_config(source, out=tmp_path / f"{name}-out.yaml").out).config
+        assert cfg.data.template == expected
+    with pytest.raises(DataError, match="this tokenizer has no chat template"):
+        resolve_template("tokenizer", build_tokenizer(chat_template=None))
 
 
 @needs_peers
@@ -65,6 +79,14 @@ def test_axolotl_config_imports_with_its_dataset_and_format(tmp_path):
     assert Path(cfg.data.train[0]).resolve() == (tmp_path / "data.jsonl").resolve()
     wandb = next(line for line in imported.lines if line.key == "wandb_project")
     assert wandb.outcome == "no equivalent"
+
+
+def test_axolotl_target_modules_given_as_one_string(tmp_path):
+    source = tmp_path / "axolotl.yml"
+    (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    source.write_text("base_model: m\nadapter: lora\nlora_target_modules: q_proj\ndatasets: [{path: data.jsonl}]\n")
+    cfg = load_config(import_config(source, "axolotl", out=tmp_path / "out.yaml").out).config
+    assert cfg.lora.target_modules == ["q_proj"]  # one module, as axolotl reads it; not ['q', '_', 'p', ...]
 
 
 def test_import_never_replaces_a_file_without_force(tmp_path):

@@ -57,7 +57,9 @@ def _adapter(t: Translation, raw: dict[str, Any]) -> set[str]:
     if raw.get("lora_target_linear"):
         t.set("lora.target_modules", "all-linear", "lora_target_linear")
     elif raw.get("lora_target_modules"):
-        t.set("lora.target_modules", list(raw["lora_target_modules"]), "lora_target_modules")
+        modules = raw["lora_target_modules"]  # axolotl takes one name as a plain string too
+        names = [modules] if isinstance(modules, str) else [str(m) for m in modules]
+        t.set("lora.target_modules", names, "lora_target_modules")
     return {"adapter", "load_in_4bit", "load_in_8bit", "lora_target_linear", "lora_target_modules"}
 
 

@@ -98,8 +98,7 @@ def _method(t: Translation, raw: dict[str, Any]) -> set[str]:
               "disable_gradient_checkpointing")
     t.default("train.gradient_checkpointing", True, "LLaMA-Factory checkpoints activations unless told not to")
     if "template" in raw:
-        t.drop("template", f"lorakit renders with the model tokenizer's own chat template (data.template: auto); "
-                           f"LLaMA-Factory's {raw['template']!r} is its copy of a model's template")
+        _template(t, str(raw["template"]))
     return {"stage", "finetuning_type", "lora_target", "quantization_bit", "pure_bf16",
             "disable_gradient_checkpointing", "template"}
 
@@ -146,3 +145,18 @@ def _training(t: Translation, raw: dict[str, Any]) -> set[str]:
         if raw.get(key):
             t.none(key, "several GPUs: lorakit launch with launch.nproc and launch.strategy (ddp or fsdp)")
     return {"deepspeed", "fsdp", "fsdp_config"}
+
+
+# LLaMA-Factory templates lorakit renders itself (a base model's tokenizer often ships no template).
+TEMPLATES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "chatml": "chatml", "chatml_de": "chatml"}
+
+
+def _template(t: Translation, name: str) -> None:
+    """A named template is never dropped: lorakit's own copy where it has one, else the tokenizer's own, which
+    fails in one line for a tokenizer without a template instead of training silently with ``plain``."""
+    if name in TEMPLATES:
+        t.set("data.template", TEMPLATES[name], "template", f"lorakit's {TEMPLATES[name]} template")
+    else:
+        t.set("data.template", "tokenizer", "template",
+              f"LLaMA-Factory's {name!r} is its copy of the model's own template; a tokenizer without one is "
+              "refused rather than trained with plain")
