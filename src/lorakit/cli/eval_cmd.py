@@ -58,7 +58,7 @@ def eval_cmd(runs: tuple[str, ...], data: Path, metrics: str, base: bool, limit:
 @click.option("--adapter-only", is_flag=True, help="GGUF: the LoRA adapter alone (plus the base's GGUF, shared).")
 @click.option("--check", is_flag=True, help="GGUF: compare its logits with the adapter's and print the result.")
 @click.option("--out", default=None, type=click.Path(path_type=Path),
-              help="--merge: a new folder. --gguf: the file (default: RUN/gguf/RUN-QUANT.gguf).")
+              help="--merge: a new folder. --gguf: the file, or a folder for it (default: RUN/gguf/RUN-QUANT.gguf).")
 @click.option("--force", is_flag=True, help="GGUF: replace an existing --out file.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
               help="--merge only.")

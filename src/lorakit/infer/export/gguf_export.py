@@ -41,7 +41,7 @@ def check_request(quant: str, out: Path | None, force: bool) -> None:
         from lorakit.infer.llamacpp_lib import require_llama_cpp
 
         require_llama_cpp("--quant q4_k_m (the gguf package has no Q4_K quantiser; llama.cpp's is used)")
-    if out is not None and out.exists() and not force:
+    if out is not None and out.exists() and not out.is_dir() and not force:
         raise RunError(f"--out {out} exists; choose another file or add --force to replace it")
 
 
@@ -107,7 +107,12 @@ def export_gguf(ref: str, out: Path | None = None, quant: str = "f16", adapter_o
 
     check_request(quant, out, force)
     folder = adapter_folder(ref, runs_dir)
-    target = out or folder / "gguf" / (f"{folder.name}-lora.gguf" if adapter_only else f"{folder.name}-{quant}.gguf")
+    default_name = f"{folder.name}-lora.gguf" if adapter_only else f"{folder.name}-{quant}.gguf"
+    target = out or folder / "gguf" / default_name
+    if target.is_dir():  # --out FOLDER: the file goes into it, under its default name (as cp does)
+        target = target / default_name
+    if target.is_dir():
+        raise RunError(f"{target} is a folder; give --out a file name (a .gguf), or another folder")
     if target.exists() and not force:  # the default file, from an earlier export
         raise RunError(f"{target} exists; add --force to replace it, or --out for another file")
     adapter = load_adapter(str(folder), runs_dir, device="cpu")

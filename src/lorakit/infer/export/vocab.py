@@ -67,6 +67,13 @@ def build_tokenizer(writer: Any, folder: Path) -> None:
         raise ModelError(f"{path}: a {model.get('type')} tokenizer cannot be written to GGUF; llama.cpp runs "
                          f"byte-level BPE (gpt2) and SentencePiece-style (llama) vocabularies")
     byte_level = not model.get("byte_fallback", False)
+    decoder = (tokenizer_json.get("decoder") or {}).get("type")
+    needed = "ByteLevel" if byte_level else "Sequence"  # what the gguf package's readers (and llama.cpp) decode
+    if decoder != needed:
+        kind = "byte-level BPE (gpt2)" if byte_level else "SentencePiece-style BPE (llama)"
+        raise ModelError(f"{path}: decoder is {decoder or 'missing'}, and a {kind} vocabulary is decoded by "
+                         f"llama.cpp as a {needed} decoder would; this tokenizer cannot be written to GGUF "
+                         "(export --merge gives a model folder instead)")
     vocab = gguf.BpeVocab(folder) if byte_level else gguf.LlamaHfVocab(folder)
     tokens, scores, types = zip(*vocab.all_tokens(), strict=True)
     types = list(types)

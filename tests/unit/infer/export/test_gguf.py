@@ -129,6 +129,34 @@ def test_bad_requests_are_one_line_and_write_nothing(trained, tmp_path, monkeypa
     assert not list(tmp_path.glob(".x.gguf.partial-*"))
 
 
+def test_out_naming_a_folder_puts_the_file_into_it_and_force_replaces_only_that_file(trained, tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    first = cli_run("export", trained, "--gguf", "--out", folder)
+    assert first.exit_code == 0, first.output
+    target = folder / "tiny-v001-f16.gguf"
+    assert target.is_file() and f"wrote {target}" in first.output
+    again = cli_run("export", trained, "--gguf", "--out", folder)
+    assert again.exit_code == 1 and again.output.strip() == (
+        f"error: {target} exists; add --force to replace it, or --out for another file")
+    forced = cli_run("export", trained, "--gguf", "--out", folder, "--force")
+    assert forced.exit_code == 0, forced.output  # no IsADirectoryError: the file in the folder is replaced
+    assert folder.is_dir() and target.is_file()
+
+
+def test_a_tokenizer_without_a_decoder_is_one_line(trained, tmp_path):
+    from lorakit.errors import ModelError
+    from lorakit.infer.export.vocab import build_tokenizer
+
+    folder = tmp_path / "tok"
+    build_bpe_tokenizer().save_pretrained(folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["decoder"] = None
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=r"tokenizer.json: decoder is missing, and a byte-level BPE \(gpt2\)"):
+        build_tokenizer(None, folder)  # refused before the gguf package (a TypeError inside it) is reached
+
+
 def test_q4_k_m_without_llama_cpp_names_the_install_line(trained, monkeypatch):
     import builtins
 
