@@ -174,8 +174,9 @@ def build_encoder(data: DataSection, tokenizer: Any) -> tuple[Encoder, str]:
 
 def split_validation(conversations: list[Conversation], val_size: float,
                      seed: int) -> tuple[list[Conversation], list[Conversation]]:
-    """Hold out a seeded random share (val_size < 1) or count (val_size >= 1) of the rows."""
-    count = round(val_size * len(conversations)) if val_size < 1 else int(val_size)
+    """Hold out a seeded random share (val_size < 1) or count (val_size >= 1) of the rows; a share of a few rows
+    holds out at least one (as the datasets library's split does), so asking for validation always gets some."""
+    count = max(1, round(val_size * len(conversations))) if 0 < val_size < 1 else int(val_size)
     if count <= 0:
         return conversations, []
     if count >= len(conversations):
@@ -207,6 +208,10 @@ def build_datasets(data: DataSection, tokenizer: Any) -> Datasets:
     if not train:
         raise DataError(f"no training examples left: all {stats['train'].rows} rows were dropped as longer than "
                         f"data.max_length={data.max_length} or without a trained token")
+    if (data.eval or data.val_size) and not evals:  # else the run would never evaluate, and say nothing
+        raise DataError(f"no validation examples left: all {stats['eval'].rows} rows of "
+                        f"{'data.eval' if data.eval else f'data.val_size={data.val_size}'} were dropped as longer "
+                        f"than data.max_length={data.max_length} or without a trained token")
     for split, s in stats.items():
         for note in s.notes():
             log.warning("%s data: %s", split, note)

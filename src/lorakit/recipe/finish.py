@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,8 @@ from lorakit.recipe.session import Session
 from lorakit.runs.artifacts import plot_loss, write_results
 from lorakit.train.callbacks import eval_values
 from lorakit.train.plan import LoopResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,10 @@ def _save_adapters(session: Session, result: LoopResult, best: BestAdapter, gath
     model, run_dir, keeps = session.model, session.run_dir, session.cfg.train.keeps
     if keeps == "last" or best.weights is None or result.status != "completed":
         model.save_pretrained(run_dir, state_dict=gathered)
-        return {"top": "last", "step": result.steps_done}
+        note = result.selection.no_best_note if keeps != "last" and result.selection is not None else None
+        if note and result.status == "completed":
+            log.warning("%s", note)
+        return {"top": "last", "step": result.steps_done, **({"note": note} if note else {})}
     if keeps == "both":
         model.save_pretrained(run_dir / "last")
     with swapped(model, best.weights):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lorakit.runs.provenance import redact_text
+from lorakit.redaction import redact_text
 
 
 def _fmt(value: Any) -> str:
@@ -95,7 +95,9 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
     best_name = str(metrics.get("best_metric", "?")).removeprefix("eval_")
     last_note = "; the last one is in `last/`" if kept.get("last") else ""
     best_line = (f"\nThe adapter here is the **best** one, from step {kept['step']} by {best_name} "
-                 f"({_fmt(metrics.get('best_value'))}){last_note}.\n" if kept.get("top") == "best" else "")
+                 f"({_fmt(metrics.get('best_value'))}){last_note}.\n" if kept.get("top") == "best" else
+                 f"\nThe adapter here is the **last** one, from step {kept['step']}: {kept['note']}.\n"
+                 if kept.get("note") else "")
     samples_section = _samples(run_dir, metrics.get("best_step"))
     eval_section = "".join(_evaluation(e) for e in manifest.get("evaluations", []))
     return f"""# {run_dir.name}

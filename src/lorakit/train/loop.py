@@ -261,20 +261,24 @@ def _step_metrics(setup: LoopSetup, result: LoopResult, step: Step, total: int, 
 
 def _when_due(setup: LoopSetup, result: LoopResult, step: Step, total: int, reporter: Reporter,
               clock: Clock) -> None:
-    """Save the resume state, evaluate and sample when this step is one they are due at (never the last step:
-    the end of the loop evaluates, and a completed run needs no resume state)."""
+    """Evaluate, sample and save the resume state when this step is one they are due at (never the last step:
+    the end of the loop evaluates, and a completed run needs no resume state).
+
+    The resume state comes last, so it holds this step's evaluation and best adapter: a run killed right after
+    writing it resumes with both, instead of skipping the evaluation and taking an older best.
+    """
     step_no = result.steps_done
     if step_no == total:
         return
-    if setup.state_every and step_no % setup.state_every == 0:
-        reporter.flush()
-        result.seconds = clock.elapsed()
-        setup.save_state(result)  # type: ignore[misc]  # state_every is 0 without it
     if setup.train.eval_every and step_no % setup.train.eval_every == 0:
         reporter.flush()
         _evaluate(setup, result, step_no, step.epoch, total, clock)
     if setup.sample_every and step_no % setup.sample_every == 0:
         _sample(setup, step_no)
+    if setup.state_every and step_no % setup.state_every == 0:
+        reporter.flush()
+        result.seconds = clock.elapsed()
+        setup.save_state(result)  # type: ignore[misc]  # state_every is 0 without it
 
 
 def _evaluate(setup: LoopSetup, result: LoopResult, step_no: int, epoch: float, total: int, clock: Clock) -> None:

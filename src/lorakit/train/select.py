@@ -14,13 +14,18 @@ from lorakit.config.schema import TrainSection
 
 @dataclass
 class Selection:
+    """The best evaluation so far. The evaluation before the first step (step 0, the untrained adapter) is the
+    baseline to beat, never the best: an adapter that trained for nothing is not worth keeping, so when no
+    trained step beats the baseline there is no best step and the run keeps its last adapter."""
+
     metric: str  # as logged: eval_loss, eval_exact...
     lower_is_better: bool
     patience: int | None  # None: never stop early
     min_delta: float = 0.0
-    best_value: float | None = None
+    best_value: float | None = None  # the best trained step's value (None: none beat the baseline yet)
     best_step: int | None = None
-    evaluations_since_best: int = 0
+    evaluations_since_best: int = 0  # since the best step, or since the baseline while there is none
+    baseline_value: float | None = None  # step 0's value
 
     @classmethod
     def of(cls, train: TrainSection) -> Selection:
@@ -31,16 +36,21 @@ class Selection:
         return cls(metric, lower, stopping.patience if stopping else None, stopping.min_delta if stopping else 0.0)
 
     def observe(self, step: int, metrics: dict[str, Any]) -> bool:
-        """Record one evaluation; True when it is the best so far (strictly better by more than min_delta)."""
+        """Record one evaluation; True when a trained step is the best so far (strictly better than the best
+        before it, and than the baseline, by more than min_delta)."""
         value = metrics.get(self.metric)
         if value is None:  # not measured at this evaluation
             return False
-        if self.best_value is None:
+        if step == 0:
+            self.baseline_value = float(value)
+            return False
+        to_beat = self.best_value if self.best_value is not None else self.baseline_value
+        if to_beat is None:
             better = True
         elif self.lower_is_better:
-            better = value < self.best_value - self.min_delta
+            better = value < to_beat - self.min_delta
         else:
-            better = value > self.best_value + self.min_delta
+            better = value > to_beat + self.min_delta
         if better:
             self.best_value, self.best_step, self.evaluations_since_best = float(value), step, 0
         else:
@@ -48,13 +58,27 @@ class Selection:
         return better
 
     @property
+    def name(self) -> str:
+        return self.metric.removeprefix("eval_")
+
+    @property
+    def no_best_note(self) -> str | None:
+        """One line when evaluations ran and no trained step beat the untrained adapter (the last adapter is
+        kept then); None otherwise."""
+        if self.best_step is not None or self.baseline_value is None:
+            return None
+        return (f"no trained step beat the untrained adapter ({self.name} {self.baseline_value:.4g} at step 0); "
+                "the last adapter is kept")
+
+    @property
     def stop_reason(self) -> str | None:
         """Why training should stop now, or None."""
         if self.patience is None or self.evaluations_since_best < self.patience:
             return None
-        name = self.metric.removeprefix("eval_")
-        return (f"{name} did not improve for {self.patience} evaluations; best step {self.best_step} "
-                f"({name} {self.best_value:.4g})")
+        if self.best_step is None:
+            return f"{self.name} did not improve for {self.patience} evaluations; {self.no_best_note}"
+        return (f"{self.name} did not improve for {self.patience} evaluations; best step {self.best_step} "
+                f"({self.name} {self.best_value:.4g})")
 
     def state(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from lorakit.config import load_config
+from lorakit.recipe.evaluation import TrainingEvaluator
 from lorakit.recipe.run import resume_training, run_training
 from tests.unit.cli.test_train import make_config
 from tests.unit.train.test_resume import SignalAt
@@ -16,15 +17,17 @@ from tests.unit.train.test_resume import SignalAt
 EVAL = {"val_size": 0.25}  # 6 of the 24 rows
 
 
-def conflicting_eval(tmp_path):
-    """Validation rows that ask the training questions but expect other answers: as the adapter learns the
-    training answers, their loss first falls (the format) and then rises, so the best step is mid-run."""
-    from tests.conftest import ALPACA_ROWS, write_jsonl
+@pytest.fixture
+def scripted_eval(monkeypatch):
+    """Validation losses chosen per step, so which step is best, and when patience runs out, is decided by the
+    test, not by where a training trajectory happens to go on the installed packages."""
+    values: dict[int, float] = {}
 
-    answers = ["red green blue", "cat sat on mat", "one two three", "yes no"]
-    rows = [{**row, "output": answers[i % 4]} for i, row in enumerate(ALPACA_ROWS[:4])]
-    write_jsonl(tmp_path / "dev.jsonl", rows)
-    return {"eval": "dev.jsonl", "val_size": 0.0}
+    def evaluate(self, step):
+        return {"eval_loss": values[step]}
+
+    monkeypatch.setattr(TrainingEvaluator, "__call__", evaluate)
+    return values
 
 
 def log_of(run):
@@ -48,57 +51,108 @@ def test_task_metrics_are_computed_at_every_evaluation_as_lorakit_eval_computes_
     assert {"eval/loss", "eval/exact", "eval/chrf"} <= set(events.Tags()["scalars"])
 
 
-def test_early_stopping_ends_the_run_with_its_reason_and_keeps_the_best_adapter_on_top(tmp_path, tiny_model_dir):
-    # Nothing improves by 100: the baseline (step 0, the untrained adapter) stays best, and patience runs out.
+def test_early_stopping_ends_the_run_with_its_reason_and_keeps_the_best_adapter_on_top(tmp_path, tiny_model_dir,
+                                                                                    scripted_eval):
+    scripted_eval.update({0: 5.0, 2: 4.0, 4: 3.0, 6: 3.5, 8: 3.2, 10: 2.0})  # best at 4; patience 2 ends it at 8
     config = make_config(tmp_path, tiny_model_dir, data=EVAL,
-                         train={"epochs": 3, "eval_every": 2, "keep": "both",
-                                "early_stopping": {"metric": "loss", "patience": 2, "min_delta": 100}})
+                         train={"epochs": 2, "eval_every": 2, "save_every": 2, "keep": "both",
+                                "early_stopping": {"metric": "loss", "patience": 2}})
     outcome = run_training(load_config(config))
     run = outcome.run_dir
     manifest = json.loads((run / "manifest.json").read_text())
     assert outcome.status == "completed" and manifest["status_history"][-1]["reason"] == (
-        "stopped early at step 4: loss did not improve for 2 evaluations; best step 0 "
-        f"(loss {manifest['metrics']['best_value']:.4g})")
-    assert manifest["metrics"]["train_steps"] == 4 and manifest["metrics"]["best_step"] == 0
-    assert manifest["adapter"] == {"top": "best", "step": 0, "last": "last/", "last_step": 4}
+        "stopped early at step 8: loss did not improve for 2 evaluations; best step 4 (loss 3)")
+    assert manifest["metrics"]["train_steps"] == 8 and manifest["metrics"]["best_step"] == 4
+    assert manifest["adapter"] == {"top": "best", "step": 4, "last": "last/", "last_step": 8}
     top, last = load_file(run / "adapter_model.safetensors"), load_file(run / "last" / "adapter_model.safetensors")
-    assert all(not v.any() for k, v in top.items() if "lora_B" in k)  # the untrained adapter: B starts at zero
-    assert any(v.any() for k, v in last.items() if "lora_B" in k)
+    at_step = load_file(run / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors")
+    assert top.keys() == at_step.keys() and all(torch.equal(top[k], at_step[k]) for k in top)  # bitwise step 4's
+    assert not all(torch.equal(top[k], last[k]) for k in top)
     assert not (run / "best").exists()  # on top now
-    assert "The adapter here is the **best** one, from step 0" in (run / "README.md").read_text()
+    assert "The adapter here is the **best** one, from step 4" in (run / "README.md").read_text()
 
 
-def test_the_best_adapter_is_bitwise_the_adapter_of_its_step(tmp_path, tiny_model_dir):
-    config = make_config(tmp_path, tiny_model_dir, data=conflicting_eval(tmp_path),
-                         train={"max_steps": 12, "eval_every": 1, "save_every": 1, "keep": "best", "lr": 0.05})
+def test_when_no_trained_step_beats_the_untrained_adapter_the_last_one_is_kept_and_said(tmp_path, tiny_model_dir,
+                                                                                      scripted_eval):
+    scripted_eval.update({0: 1.0, 2: 1.5, 4: 1.2, 6: 1.1})  # the untrained adapter (step 0) is the baseline
+    config = make_config(tmp_path, tiny_model_dir, data=EVAL,
+                         train={"epochs": 2, "eval_every": 2, "early_stopping": {"metric": "loss", "patience": 3}})
     outcome = run_training(load_config(config))
-    best = json.loads((outcome.run_dir / "all_results.json").read_text())["best_step"]
-    evals = {r["current_steps"]: r["eval_loss"] for r in log_of(outcome.run_dir) if "eval_loss" in r}
-    # mid-run, so checkpoints (every step but the last) hold its adapter too
-    assert best == min(evals, key=evals.get) and 0 < best < 12, evals
-    top = load_file(outcome.run_dir / "adapter_model.safetensors")
-    at_step = load_file(outcome.run_dir / "checkpoints" / f"checkpoint-{best}" / "adapter_model.safetensors")
-    assert top.keys() == at_step.keys() and all(torch.equal(top[k], at_step[k]) for k in top)
+    manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
+    note = "no trained step beat the untrained adapter (loss 1 at step 0); the last adapter is kept"
+    assert manifest["status_history"][-1]["reason"] == (
+        f"stopped early at step 6: loss did not improve for 3 evaluations; {note}")
+    assert manifest["adapter"] == {"top": "last", "step": 6, "note": note}
+    assert "best_step" not in manifest["metrics"]
+    last = load_file(outcome.run_dir / "adapter_model.safetensors")
+    assert any(v.any() for k, v in last.items() if "lora_B" in k)  # trained, not the untrained step-0 adapter
+    assert f"The adapter here is the **last** one, from step 6: {note}." in (outcome.run_dir / "README.md").read_text()
 
 
-def test_a_stopped_run_resumes_with_its_best_adapter_and_stops_early_where_it_would_have(tmp_path, tiny_model_dir):
-    train = {"epochs": 4, "eval_every": 1, "lr": 0.05, "keep": "both",
-             "early_stopping": {"metric": "loss", "patience": 3}}
-    config = make_config(tmp_path, tiny_model_dir, data=conflicting_eval(tmp_path), train=train)
+def test_a_stopped_run_resumes_with_its_best_adapter_and_stops_early_where_it_would_have(tmp_path, tiny_model_dir,
+                                                                                        scripted_eval):
+    scripted_eval.update({0: 9.0, 1: 8.0, 2: 7.0, 3: 6.5, 4: 7.5, 5: 7.2, 6: 7.0, 7: 6.0})  # best 3, stop at 6
+    train = {"epochs": 2, "eval_every": 1, "keep": "both", "early_stopping": {"metric": "loss", "patience": 3}}
+    config = make_config(tmp_path, tiny_model_dir, data=EVAL, train=train)
     whole = run_training(load_config(config))
     stopped = run_training(load_config(config), callbacks=[SignalAt(2, signal.SIGINT)])
     assert stopped.status == "interrupted"
     state = torch.load(stopped.run_dir / "resume_state.pt", weights_only=True)
-    assert state["selection"]["best_step"] is not None and state["best_adapter"] is not None
+    assert state["selection"]["best_step"] == 2 and state["best_adapter"] is not None
     resumed = resume_training(stopped.run_dir)
     a, b = (json.loads((r.run_dir / "manifest.json").read_text()) for r in (whole, resumed))
-    assert a["status_history"][-1]["reason"].startswith("stopped early at step")  # before its 48 planned steps
-    assert a["status_history"][-1]["reason"] == b["status_history"][-1]["reason"]
-    assert a["metrics"]["best_step"] == b["metrics"]["best_step"]
+    assert a["status_history"][-1]["reason"] == b["status_history"][-1]["reason"] == (
+        "stopped early at step 6: loss did not improve for 3 evaluations; best step 3 (loss 6.5)")
+    assert a["metrics"]["best_step"] == b["metrics"]["best_step"] == 3
     for name in ("adapter_model.safetensors", "last/adapter_model.safetensors"):
         wa, wb = load_file(whole.run_dir / name), load_file(resumed.run_dir / name)
         # the same ops in the same order on the CPU, continued from the saved state: equal to float32 rounding
         assert all(torch.allclose(wa[k], wb[k], rtol=1e-6, atol=1e-6) for k in wa)
+
+
+class Killed(BaseException):
+    """The process dying (kill -9) right after the resume state reached the disk."""
+
+
+def test_killed_right_after_the_resume_state_at_an_evaluation_step_resumes_with_that_evaluation(
+        tmp_path, tiny_model_dir, scripted_eval, monkeypatch):
+    import lorakit.train.resume as resume
+
+    scripted_eval.update({0: 5.0, 2: 4.0, 4: 3.0, 6: 3.5, 8: 3.6, 10: 3.7})  # best at 4, the step of the kill
+    config = make_config(tmp_path, tiny_model_dir, data=EVAL,
+                         train={"epochs": 2, "eval_every": 2, "resumable": True, "resume_every": 2, "keep": "best"})
+    whole = run_training(load_config(config))
+    real_save = resume.save_resume_state
+
+    def save_then_die(run_dir, model, optimizer, scheduler, result, *args, **kwargs):
+        path = real_save(run_dir, model, optimizer, scheduler, result, *args, **kwargs)
+        if result.steps_done == 4:
+            raise Killed
+        return path
+
+    monkeypatch.setattr(resume, "save_resume_state", save_then_die)
+    with pytest.raises(Killed):
+        run_training(load_config(config))
+    monkeypatch.setattr(resume, "save_resume_state", real_save)
+    resumed = resume_training(tmp_path / "runs" / "tiny-v002")
+    evaluated = [[r["current_steps"] for r in log_of(o.run_dir) if "eval_loss" in r] for o in (whole, resumed)]
+    assert evaluated[0] == evaluated[1] == [0, 2, 4, 6, 8, 10]
+    a, b = (json.loads((o.run_dir / "manifest.json").read_text()) for o in (whole, resumed))
+    assert a["metrics"]["best_step"] == b["metrics"]["best_step"] == 4  # not 6: the step-4 evaluation was kept
+    wa, wb = (load_file(o.run_dir / "adapter_model.safetensors") for o in (whole, resumed))
+    assert all(torch.allclose(wa[k], wb[k], rtol=1e-6, atol=1e-6) for k in wa)
+
+
+def test_a_small_validation_share_of_few_rows_still_evaluates(tmp_path, tiny_model_dir, scripted_eval):
+    from tests.conftest import ALPACA_ROWS, write_jsonl
+
+    scripted_eval.update({0: 3.0, 2: 2.0, 4: 1.0})
+    config = make_config(tmp_path, tiny_model_dir, data={"val_size": 0.04},
+                         train={"max_steps": 4, "eval_every": 2, "early_stopping": {"metric": "loss", "patience": 1}})
+    write_jsonl(tmp_path / "train.jsonl", ALPACA_ROWS[:10])  # 0.04 x 10 rounds to 0 rows: one is held out
+    outcome = run_training(load_config(config))
+    assert [r["current_steps"] for r in log_of(outcome.run_dir) if "eval_loss" in r] == [0, 2, 4]
+    assert json.loads((outcome.run_dir / "manifest.json").read_text())["metrics"]["best_step"] == 4
 
 
 def test_samples_are_written_at_each_evaluation_and_shown_first_best_last(tmp_path, tiny_model_dir):
