@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from lorakit.redaction import redact_text
+
 PR_SET_PDEATHSIG = 1
 SIGNAL_NAMES = {signal.SIGINT: "Ctrl+C", signal.SIGTERM: "SIGTERM"}
 # A progress bar (tqdm, rich) or a bare log prefix is never the reason a trainer failed.
@@ -86,6 +88,9 @@ def run_logged(cmd: Sequence[str], log_path: Path, cwd: Path | None = None, chil
                echo: bool = True, env: Mapping[str, str] | None = None, own_group: bool = False) -> Finished:
     """Run ``cmd``, appending its stdout and stderr to ``log_path`` (and echoing them), until it exits.
 
+    Each line is redacted (``lorakit.redaction``) before it is written or echoed: a trainer that prints its
+    config or its command line must not leave a token in the log that travels with the run.
+
     With ``own_group`` the child leads a process group of its own, so a signal passed on through
     ``child`` reaches every process it starts, and a terminal's Ctrl+C reaches it only through us.
 
@@ -104,7 +109,8 @@ def run_logged(cmd: Sequence[str], log_path: Path, cwd: Path | None = None, chil
         line = "\n"
         try:
             assert proc.stdout is not None
-            for line in _lines(proc.stdout):
+            for raw in _lines(proc.stdout):
+                line = redact_text(raw)
                 log.write(line)
                 log.flush()
                 if line.strip():

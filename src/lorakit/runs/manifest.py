@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lorakit.runs.provenance import redact
+from lorakit.redaction import redact
 
 STATUSES = ("created", "submitted", "running", "completed", "interrupted", "failed", "cancelled")
 UNFINISHED = ("created", "submitted", "running")  # a run in one of these has not said how it ended

@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from lorakit.redaction import REDACTED, is_secret, redact_text
 
 TRACKED_PACKAGES = ("lorakit", "torch", "transformers", "peft", "accelerate", "safetensors", "bitsandbytes",
                     "datasets", "trl")
@@ -18,14 +19,6 @@ TRACKED_PACKAGES = ("lorakit", "torch", "transformers", "peft", "accelerate", "s
 ENV_PREFIXES = ("LORAKIT_", "CUDA_", "PYTORCH_", "TORCH", "HF_", "TRANSFORMERS_", "ACCELERATE_", "NCCL_", "OMP_",
                 "MKL_", "MALLOC_", "TOKENIZERS_", "SLURM_", "RCLONE_", "MLFLOW_", "WORLD_SIZE", "RANK",
                 "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-SECRET_MARKERS = ("TOKEN", "KEY", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS", "CREDENTIAL", "CREDENTIALS",
-                  "AUTH")
-REDACTED = "<redacted>"
-# scheme://user:password@host -> scheme://<redacted>@host (a token alone is often the user part).
-URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#@\s]+)@")
-QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&;#\s]+)=(?P<value>[^&;#\s]*)")
-
-
 def package_versions() -> dict[str, str]:
     versions = {"python": sys.version.split()[0]}
     for name in TRACKED_PACKAGES:
@@ -70,33 +63,6 @@ def code_state(named_repos: dict[str, str]) -> dict[str, dict[str, Any]]:
     for name, path in named_repos.items():
         state[name] = git_state(path)
     return state
-
-
-def is_secret(name: str) -> bool:
-    """A name for a secret: one of its words is a marker (``HF_TOKEN``, ``WANDB_API_KEY``) or ends in one
-    (``APIKEY``); ``TOKENIZERS_PARALLELISM`` merely starts with one and is not."""
-    upper = name.upper()
-    if upper.startswith("RCLONE_CONFIG"):  # rclone's config by environment: passwords, tokens
-        return True
-    words = [w for w in re.split(r"[^A-Z0-9]+", upper) if w]
-    return any(word.endswith(marker) for word in words for marker in SECRET_MARKERS)
-
-
-def redact_text(text: str) -> str:
-    """``text`` with the credentials inside it replaced: URL userinfo, and query parameters with secret names."""
-    text = URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
-    return QUERY_PARAM.sub(lambda m: f"{m['lead']}{m['name']}={REDACTED}" if is_secret(m["name"]) else m[0], text)
-
-
-def redact(value: Any) -> Any:
-    """Every string inside ``value`` (dicts, lists) with its embedded credentials redacted."""
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    return value
 
 
 def environment(env: dict[str, str] | None = None) -> dict[str, str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from lorakit.config.schema import RunConfig
 from lorakit.errors import ConfigError
+from lorakit.redaction import redact
 from lorakit.train.callbacks import eval_values
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ def build_trackers(cfg: RunConfig, run_dir: Path, params: dict[str, Any],
     """
     callbacks: list[Any] = []
     record: dict[str, Any] = {}
+    params = redact(params)  # a password in tracking.mlflow_uri reaches neither TensorBoard nor MLflow
     if "tensorboard" in cfg.tracking.report_to:
         callbacks.append(TensorBoardLog(run_dir / "tensorboard", params))
         record["tensorboard"] = {"log_dir": "tensorboard"}

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lorakit.runs.provenance import REDACTED, environment, git_state, hardware, package_versions
+from lorakit.redaction import REDACTED
+from lorakit.runs.provenance import environment, git_state, hardware, package_versions
 from tests.unit.cli.test_train import invoke, make_config
 
 

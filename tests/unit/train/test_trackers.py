@@ -53,3 +53,28 @@ def test_a_tracker_that_is_not_installed_is_a_one_line_error(tmp_path, tiny_mode
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == ("error: tracking.report_to: mlflow is not installed; "
                                                        "install it with: pip install 'lorakit[trackers]'")
+
+
+def test_no_tracker_stores_a_credential_from_the_config(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from lorakit.config.schema import RunConfig
+    from lorakit.train.trackers import build_trackers
+
+    secret = "Tracker-Secret-7"
+    cfg = RunConfig.model_validate({"model": {"name_or_path": "m"}, "data": {"train": ["t.jsonl"]},
+                                    "output": {"dir": str(tmp_path)}, "tracking": {
+                                        "report_to": ["tensorboard", "mlflow"],
+                                        "mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}})
+    params = {"tracking.mlflow_uri": f"https://ops:{secret}@mlflow.example/", "hf_token": secret,
+              "data.train": [f"https://host/rows.jsonl?token={secret}"], "lora.r": 16}
+    (tensorboard, mlflow), record = build_trackers(cfg, tmp_path / "run", params)
+    for tracker in (tensorboard, mlflow):
+        tracker.on_train_end("completed")
+    stored = MlflowClient(record["mlflow"]["uri"]).get_run(record["mlflow"]["run_id"]).data.params
+    assert stored["tracking.mlflow_uri"] == "https://<redacted>@mlflow.example/" and stored["lora.r"] == "16"
+    assert stored["hf_token"] == "<redacted>"
+    events = b"".join(p.read_bytes() for p in (tmp_path / "run" / "tensorboard").iterdir())
+    assert b"tracking.mlflow_uri: https://<redacted>@mlflow.example/" in events  # the params text, redacted
+    written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert secret.encode() not in written  # the event files and the MLflow store alike
