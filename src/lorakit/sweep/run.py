@@ -102,6 +102,7 @@ def _estimate(config: Any) -> str:
 def start(sweep: Sweep, base: LoadedConfig) -> None:
     """Save the sweep and run its workers until it has its count of trials."""
     sweep.save()
+    os.environ.update(sweep.secret_environment())  # workers (processes, Slurm jobs) inherit this environment
     if sweep.executor == "slurm":
         from lorakit.sweep.slurm import run_slurm_workers
 

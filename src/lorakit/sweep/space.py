@@ -85,6 +85,12 @@ def load_space(path: Path, config: RunConfig) -> SweepSpace:
                           f"train.eval_metrics: {choices}); add it there or choose one of those")
     if not (config.data.eval or config.data.val_size):
         raise ConfigError(f"{path}: metric: {metric} needs validation data; set data.eval or data.val_size")
+    stopping = config.train.early_stopping
+    if stopping is not None and metric_key(stopping.metric) != metric:
+        ours, theirs = metric.removeprefix("eval_"), metric_key(stopping.metric).removeprefix("eval_")
+        raise ConfigError(f"{path}: metric: the sweep ranks trials by {ours} but the config stops them early by "
+                          f"{theirs} (train.early_stopping.metric), and a trial keeps its best adapter by that one; "
+                          f"set metric: {theirs} here, or --set train.early_stopping.metric={ours}")
     lower = metric.endswith(("loss", "perplexity"))
     direction = raw.get("direction", "minimize" if lower else "maximize")
     sampler, pruner = raw.get("sampler", "tpe"), raw.get("pruner", "median")

@@ -8,6 +8,7 @@ checks and tracked runs around each trial.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -16,11 +17,15 @@ from typing import Any
 from lorakit.config.load import LoadedConfig, load_config
 from lorakit.config.schema import RunConfig, parse_memory_size
 from lorakit.errors import ConfigError, MemoryBudgetError
+from lorakit.redaction import redact
 from lorakit.sweep.space import SweepSpace, load_space, trial_tag
 
 SPEC_FILE = "sweep.json"
 JOURNAL_FILE = "journal.log"
 LOCK_FILE = ".lock"
+# The --set values as given, for the sweep's own workers (processes here, Slurm jobs through sbatch's exported
+# environment) when sweep.json holds them redacted: a password travels in the environment, never in a file.
+OVERRIDES_ENV = "LORAKIT_SWEEP_OVERRIDES"
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,16 @@ class Sweep:
         return load_space(Path(self.space_file), base)
 
     def save(self) -> None:
+        """sweep.json, with every secret in the --set values redacted (``secret_environment`` carries them)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / SPEC_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        spec = {**asdict(self), "overrides": redact(list(self.overrides))}
+        (self.path / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+
+    def secret_environment(self) -> dict[str, str]:
+        """What the workers need in their environment to see the --set values sweep.json holds redacted."""
+        if redact(list(self.overrides)) == list(self.overrides):
+            return {}
+        return {OVERRIDES_ENV: json.dumps(list(self.overrides))}
 
 
 def load_sweep(ref: str, sweeps_dir: Path = Path("sweeps")) -> Sweep:
@@ -63,6 +76,9 @@ def load_sweep(ref: str, sweeps_dir: Path = Path("sweeps")) -> Sweep:
         spec = folder / SPEC_FILE
         if spec.is_file():
             data = json.loads(spec.read_text(encoding="utf-8"))
+            given = json.loads(os.environ.get(OVERRIDES_ENV) or "null")
+            if isinstance(given, list) and redact(given) == data["overrides"]:  # this sweep's own, unredacted
+                data["overrides"] = given
             return Sweep(**{**data, "overlays": tuple(data["overlays"]), "overrides": tuple(data["overrides"])})
     raise ConfigError(f"no sweep {ref!r}: not a sweep folder, and no {sweeps_dir}/{ref}/{SPEC_FILE}")
 

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.errors import LorakitError
+from lorakit.redaction import redact_text
 from lorakit.sweep.space import SweepSpace
 from lorakit.sweep.study import LOCK_FILE, Sweep, memory_verdict, open_study, suggest, trial_config
 
 log = logging.getLogger(__name__)
 
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
-# Test hook: die like kill -9 at "step:<trial>:<step>" (at that evaluation, its resume state just saved),
+# Test hook: die like kill -9 at "step:<trial>:<step>" (at that evaluation, before that step's resume state),
 # "trained:<trial>" (its run completed, the study not told) or "told:<trial>" (told, the next not asked).
 KILL_AT_ENV = "LORAKIT_TEST_SWEEP_KILL_AT"
 
@@ -160,7 +161,7 @@ def run_trial(study: Any, sweep: Sweep, space: SweepSpace, job: Job) -> bool:
             outcome = run_training(loaded, ["lorakit", "sweep", sweep.name, f"trial {number}"], judge=judge,
                                    record=record)
     except LorakitError as e:
-        job.trial.set_user_attr("reason", str(e))
+        job.trial.set_user_attr("reason", redact_text(str(e)))  # the journal is a file: no credential in it
         study.tell(job.trial, state=optuna.trial.TrialState.FAIL)
         log.error("trial %d failed: %s", number, e)
         return True
@@ -184,13 +185,24 @@ def _tell(study: Any, trial: Any, run_dir: Path, space: SweepSpace) -> bool:
         trial.set_user_attr("reason", reason)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return True
-    metrics = manifest.get("metrics") or {}
-    value = metrics.get("best_value", metrics.get(space.metric))
+    value = kept_value(manifest, space.metric)
     if value is None:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return True
+    if note := (manifest.get("adapter") or {}).get("note"):
+        trial.set_user_attr("reason", note)
     study.tell(trial, float(value))
     return True
+
+
+def kept_value(manifest: dict[str, Any], metric: str) -> float | None:
+    """The sweep's metric for the adapter the run kept on top: the best step's value when the best adapter is on
+    top and was chosen by this metric, else the last evaluation's (the last adapter's)."""
+    metrics = manifest.get("metrics") or {}
+    kept = manifest.get("adapter") or {}
+    if kept.get("top") == "best" and metrics.get("best_metric") == metric:
+        return metrics.get("best_value")
+    return metrics.get(metric)
 
 
 def _left_behind(runs_dir: Path, sweep: str, number: int) -> tuple[Path | None, Path | None]:
