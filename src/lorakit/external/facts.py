@@ -1,18 +1,15 @@
 """What an external run used, as the trainer sees it: its interpreter and that interpreter's packages (not
-lorakit's), and every file of its dataset folder.
+lorakit's). Its dataset folder is fingerprinted by ``lorakit.runs.fingerprint``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
-
-from lorakit.model.resolve import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +68,3 @@ def interpreter_facts(python: str | None, extra: list[str]) -> dict[str, Any]:
     if done.returncode != 0:
         return {"executable": python, "error": (done.stderr.strip().splitlines() or ["failed"])[-1][:300]}
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def fingerprint_dataset(folder: Path, listing: Path) -> dict[str, Any]:
-    """Every file under ``folder`` (images and captions too): count, bytes and one combined sha256; the
-    per-file list (path, bytes, sha256) goes to ``listing``, a tab-separated file."""
-    rows = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rows.append((path.relative_to(folder).as_posix(), path.stat().st_size, sha256_file(path)))
-    text = "".join(f"{name}\t{size}\t{digest}\n" for name, size, digest in rows)
-    listing.write_text("path\tbytes\tsha256\n" + text, encoding="utf-8")
-    return {"path": str(folder.resolve()), "files": len(rows), "bytes": sum(r[1] for r in rows),
-            "sha256": hashlib.sha256(text.encode()).hexdigest(), "list": listing.name}

@@ -54,8 +54,12 @@ def fill(value: Any, values: Mapping[str, str]) -> Any:
 
 
 def render_config(template: Path, layers: Sequence[Path], overrides: Sequence[str],
-                  values: Mapping[str, str]) -> dict[str, Any]:
-    """The template, each overlay merged in order, then each ``KEY=VALUE``; placeholders filled.
+                  values: Mapping[str, str], rungs: Sequence[Path] = ()) -> dict[str, Any]:
+    """The template, each overlay merged in order, each ``KEY=VALUE``, then the out-of-memory ``rungs`` taken so
+    far; placeholders filled.
+
+    The rungs come last because each one is written to keep the effective batch of what it steps down from:
+    a ``--set train_batch_size=8`` applied after a rung would undo it.
 
     Raises:
         ConfigError: a file that cannot be read, or a ``--set`` that is not KEY=VALUE.
@@ -71,6 +75,8 @@ def render_config(template: Path, layers: Sequence[Path], overrides: Sequence[st
                 node[part] = {}
             node = node[part]
         node[keys[-1]] = value
+    for rung in rungs:
+        merge_into(config, read_template(rung))
     return fill(config, values)
 
 
@@ -108,25 +114,82 @@ def dotted(config: Mapping[str, Any], key: str) -> Any:
     return node
 
 
+# Programs that run the argument after one of these short flags as code: a script, not a value.
+CODE_FLAGS = {"sh": "c", "bash": "c", "dash": "c", "zsh": "c", "ksh": "c", "fish": "c", "busybox": "c", "su": "c",
+              "python": "c", "perl": "e", "ruby": "e", "node": "e"}
+REMOTE_SHELLS = ("ssh",)  # joins every argument after the host into one command line for a remote shell
+NAMED_VALUES = ("dataset", "output_dir", "output_name", "run", "config", "python")
+
+
+def env_name(key: str) -> str:
+    """The environment variable a placeholder's value is also given to the trainer in: LORAKIT_DATASET,
+    LORAKIT_OUTPUT_DIR, ... and LORAKIT_REPO_<NAME> for a repo."""
+    if key in NAMED_VALUES:
+        return f"LORAKIT_{key.upper()}"
+    return "LORAKIT_REPO_" + "".join(c if c.isalnum() else "_" for c in key.upper())
+
+
+def value_environment(values: Mapping[str, str]) -> dict[str, str]:
+    """Every placeholder value under its environment variable (``env_name``), for scripts to read."""
+    return {env_name(key): value for key, value in values.items()}
+
+
 def render_command(template: str, values: Mapping[str, str], strict: bool = True) -> list[str]:
-    """The command template as an argument list; every filled-in value is one argument, whatever it holds.
+    """The command template as an argument list; every filled-in value lands inside one argument, whatever it
+    holds: the template is split into arguments first, then filled, so no value is ever parsed as syntax.
+
+    A placeholder inside code that a program of the command runs (``bash -c "cd {dataset} && ..."``,
+    ``python -c``, ssh's remote command) is refused: a dataset's name would run as a command there. Such
+    scripts read the values from the environment instead (``env_name``), which lorakit sets for the trainer.
 
     ``strict``: an unknown ``{placeholder}`` is an error (a trainer file); otherwise only the known ones
     are replaced and other braces are left as typed (a command line given as it stands).
 
     Raises:
-        ConfigError: a placeholder with no value.
+        ConfigError: a placeholder with no value, or one inside code.
     """
-    if not strict:
-        return [fill(arg, values) for arg in shlex.split(template)]
-    quoted = {k: shlex.quote(v) for k, v in values.items()}
     try:
-        return shlex.split(template.format_map(quoted))
-    except KeyError as e:
-        raise ConfigError(f"trainer.command: unknown placeholder {{{e.args[0]}}}; known: "
-                          f"{', '.join('{' + k + '}' for k in values)}") from None
-    except (ValueError, IndexError) as e:  # a lone brace, {0}
-        raise ConfigError(f"trainer.command: {e} in {template!r}; write a literal brace as {{{{ or }}}}") from None
+        words = shlex.split(template)
+    except ValueError as e:
+        raise ConfigError(f"trainer.command: {e} in {template!r}") from None
+    filled = []
+    for i, word in enumerate(words):
+        used = _placeholders(word, values, strict)
+        if used and _is_code(words, i):
+            raise ConfigError(f"trainer.command: {{{used[0]}}} is inside a script ({word!r}), where a dataset or "
+                              f"folder name would run as a command; write \"${env_name(used[0])}\" there instead "
+                              f"(lorakit sets it for the trainer), or pass {{{used[0]}}} as an argument of its own")
+        filled.append(word.format_map(values) if strict else fill(word, values))
+    return filled
+
+
+def _placeholders(word: str, values: Mapping[str, str], strict: bool) -> list[str]:
+    """The known placeholders in one argument; with ``strict`` an unknown one or a stray brace is an error."""
+    import string
+
+    if not strict:
+        return [k for k in values if "{" + k + "}" in word]
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(word) if name is not None]
+    except ValueError as e:  # a lone brace
+        raise ConfigError(f"trainer.command: {e} in {word!r}; write a literal brace as {{{{ or }}}}") from None
+    for name in fields:
+        if name not in values:
+            raise ConfigError(f"trainer.command: unknown placeholder {{{name}}} in {word!r}; known: "
+                              f"{', '.join('{' + k + '}' for k in values)} (a literal brace is {{{{ or }}}})")
+    return fields
+
+
+def _is_code(words: list[str], i: int) -> bool:
+    """Whether argument ``i`` is code a program of the command runs: the argument after ``-c`` of a shell or
+    python (``-e`` of perl, ruby, node), or anything after ssh."""
+    programs = [Path(w).name.rstrip("0123456789.") for w in words[:i]]
+    if any(p in REMOTE_SHELLS for p in programs):
+        return True
+    flag = words[i - 1] if i else ""
+    if not flag.startswith("-") or flag.startswith("--"):
+        return False
+    return any((letter := CODE_FLAGS.get(p)) is not None and letter in flag[1:] for p in programs)
 
 
 def resolve_program(cmd: list[str], cwd: Path) -> list[str]:

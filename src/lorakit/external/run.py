@@ -12,6 +12,7 @@ import logging
 import shlex
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from lorakit.config.schema import is_folder_name
 from lorakit.errors import ConfigError
-from lorakit.external.facts import find_python, fingerprint_dataset, interpreter_facts
+from lorakit.external.facts import find_python, interpreter_facts
 from lorakit.external.oom import out_of_memory
 from lorakit.external.outputs import describe_outputs, gather_curve, latest_samples, models_metadata
 from lorakit.external.render import (
@@ -30,14 +31,18 @@ from lorakit.external.render import (
     render_config,
     rendered_name,
     resolve_program,
+    value_environment,
 )
 from lorakit.external.trainer import TrainerSection, check_trainer_files
 from lorakit.model.resolve import sha256_file
 from lorakit.proc import Child, Finished, ForwardSignals, run_logged
+from lorakit.redaction import redact, redact_text
 from lorakit.runs.artifacts import copy_tracked_files
 from lorakit.runs.catalog import model_files
+from lorakit.runs.fingerprint import fingerprint_dataset
 from lorakit.runs.folder import RunFolder
-from lorakit.runs.provenance import code_state, environment, hardware, redact_text
+from lorakit.runs.naming import safe_name
+from lorakit.runs.provenance import code_state, environment, hardware
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,7 @@ class TrainerJob:
     overlays: tuple[Path, ...] = ()
     overrides: tuple[str, ...] = ()
     name: str | None = None  # replaces the trainer's name pattern (the queue's output name, --name)
+    dataset_name: str | None = None  # the dataset's name as found, when its folder was named for it (the queue)
     strict_command: bool = True  # False: a command line given as it stands (unknown braces left alone)
     command_line: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))
 
@@ -70,7 +76,7 @@ class Plan:
 
     name_pattern: str  # with {version} still in it, or a plain name (then -vNNN follows)
     values: dict[str, str]  # placeholders, without the run folder's own
-    attempts: list[tuple[str, list[Path]]]  # (what changed, config layers), tried in order
+    attempts: list[tuple[str, list[Path]]]  # (what changed, out-of-memory rungs taken), tried in order
     steps: int | None
 
 
@@ -87,13 +93,14 @@ def plan_run(job: TrainerJob) -> Plan:
         raise ConfigError(f"--dataset: not a folder: {job.dataset}")
     values = {"dataset": str(job.dataset.resolve()) if job.dataset else "", "python": trainer.python or sys.executable,
               **trainer.repos}
-    attempts = [("as configured", list(job.overlays))]
+    attempts: list[tuple[str, list[Path]]] = [("as configured", [])]
     for overlay in trainer.oom_ladder:  # each rung on top of the ones before it
         attempts.append((f"out-of-memory overlay {Path(overlay).name}", [*attempts[-1][1], Path(overlay)]))
     steps = None
     trial = {**values, "output_dir": str(job.runs_dir.resolve() / "run"), "output_name": "run", "run": "run"}
     if trainer.config:
-        first, *_ = [render_config(Path(trainer.config), layers, job.overrides, trial) for _, layers in attempts]
+        first, *_ = [render_config(Path(trainer.config), job.overlays, job.overrides, trial, rungs)
+                     for _, rungs in attempts]
         steps = dotted(first, trainer.steps_key) if trainer.steps_key else None
         if trainer.steps_key and not isinstance(steps, int):
             raise ConfigError(f"trainer.steps_key: {trainer.steps_key} is not a whole number in the rendered config "
@@ -103,8 +110,8 @@ def plan_run(job: TrainerJob) -> Plan:
     resolve_program(render_command(trainer.command or "", {**trial, "config": "config"}, job.strict_command),
                     Path(trainer.cwd or "."))
     variant = "-".join(p.stem for p in job.overlays)
-    pattern = job.name or trainer.name or (job.dataset.name if job.dataset else "run")
-    fields = {"dataset": job.dataset.name if job.dataset else "", "variant": variant,
+    pattern = job.name or trainer.name or ("{dataset}" if job.dataset else "run")
+    fields = {"dataset": safe_name(job.dataset.name) if job.dataset else "", "variant": variant,
               "steps": str(steps) if steps is not None else "", "date": date.today().isoformat()}
     for key, text in fields.items():
         pattern = pattern.replace("{" + key + "}", text)
@@ -130,7 +137,7 @@ def render_plan(job: TrainerJob) -> str:
     config_path = ""
     if trainer.config:
         template = Path(trainer.config)
-        config = render_config(template, plan.attempts[0][1], job.overrides, values)
+        config = render_config(template, job.overlays, job.overrides, values)
         lines += [f"# config ({template.name}, rendered):", dump_config(config, FORMATS[template.suffix.lower()])]
         config_path = str(job.runs_dir.resolve() / folder / rendered_name(template))
     cmd = render_command(trainer.command or "", {**values, "config": config_path}, job.strict_command)
@@ -205,6 +212,8 @@ def _create_run(job: TrainerJob, plan: Plan) -> RunFolder:
         versions={"lorakit": lorakit.__version__, **(interpreter.get("packages") or {})},
         hardware=hardware(), code=code_state(trainer.repos), environment=environment(), parent=None)
     dataset = fingerprint_dataset(job.dataset, run.path / "dataset_files.tsv") if job.dataset else None
+    if dataset is not None and job.dataset_name is not None:
+        dataset["name"] = job.dataset_name
     run.update(dataset=dataset, data_files={dataset["path"]: dataset["sha256"]} if dataset else {},
                copied_files={source: {"copy": str(copy.relative_to(run.path)), "sha256": sha256_file(copy)}
                              for source, copy in copy_tracked_files(trainer.copy_files, run.path).items()})
@@ -221,31 +230,56 @@ def _attempts(job: TrainerJob, run: RunFolder, plan: Plan, values: dict[str, str
     trainer, run_dir = job.trainer, run.path
     attempts: list[dict[str, Any]] = []
     run.start()
-    for change, layers in plan.attempts:
-        config_path = None
-        if trainer.config:
-            template = Path(trainer.config)
-            config = render_config(template, layers, job.overrides, values)
-            config_path = run_dir / rendered_name(template)
-            config_path.write_text(dump_config(config, FORMATS[template.suffix.lower()]), encoding="utf-8")
-            run.update(config=config, config_sha256=sha256_file(config_path))
-        config_arg = str(config_path.resolve()) if config_path else ""  # the command runs in trainer.cwd
-        cmd = resolve_program(render_command(trainer.command or "", {**values, "config": config_arg},
-                                             job.strict_command), Path(trainer.cwd or "."))
-        run.update(command=[redact_text(c) for c in cmd])
-        log.info("%s: %s (%s)", run_dir.name, shlex.join(cmd), change)
-        done = run_logged(cmd, run_dir / "trainer.log", cwd=Path(trainer.cwd or "."), child=child, own_group=True)
-        oom = out_of_memory(done, trainer.oom_patterns)
-        attempts.append({"attempt": len(attempts) + 1, "change": change, "returncode": done.returncode,
-                         **({"error": f"out of memory ({oom})"} if oom else {}),
-                         **({"error_line": done.error_line()[:300]} if done.returncode else {})})
-        run.update(attempts=attempts)
-        if done.returncode == 0 or not oom or signals.reason is not None:
-            return done, oom
-        left = len(plan.attempts) - len(attempts)
-        log.warning("%s: the trainer ran out of memory (%s); %s", run_dir.name, oom,
-                    "retrying with the next out-of-memory overlay" if left else "no out-of-memory overlay left")
-    return done, oom
+    with tempfile.TemporaryDirectory(prefix="lorakit-config-") as private:
+        for change, rungs in plan.attempts:
+            config_arg = _write_config(job, run, values, rungs, Path(private))
+            cmd = resolve_program(render_command(trainer.command or "", {**values, "config": config_arg},
+                                                 job.strict_command), Path(trainer.cwd or "."))
+            run.update(command=[redact_text(c) for c in cmd])
+            log.info("%s: %s (%s)", run_dir.name, redact_text(shlex.join(cmd)), change)
+            done = run_logged(cmd, run_dir / "trainer.log", cwd=Path(trainer.cwd or "."), child=child,
+                              own_group=True, env=value_environment({**values, "config": config_arg}))
+            if not _next_attempt(run, attempts, change, done, trainer.oom_patterns, signals, len(plan.attempts)):
+                break
+    return done, out_of_memory(done, trainer.oom_patterns)
+
+
+def _write_config(job: TrainerJob, run: RunFolder, values: dict[str, str], rungs: list[Path], private: Path) -> str:
+    """The trainer's config for one attempt, rendered into the run folder with its secrets (``hf_token: ...``, a
+    password in a URL) redacted; the trainer then reads the whole one from a private folder outside the run
+    (removed when the run ends), so no copy that travels with the run holds a secret. The path to pass as
+    {config} ("" without a config)."""
+    if not job.trainer.config:
+        return ""
+    template = Path(job.trainer.config)
+    fmt = FORMATS[template.suffix.lower()]
+    config = render_config(template, job.overlays, job.overrides, values, rungs)
+    whole, kept = dump_config(config, fmt), dump_config(redact(config), fmt)
+    config_path = run.path / rendered_name(template)
+    config_path.write_text(kept, encoding="utf-8")
+    run.update(config=config, config_sha256=sha256_file(config_path))
+    if whole == kept:
+        return str(config_path.resolve())  # the command runs in trainer.cwd
+    secret = private / rendered_name(template)
+    secret.write_text(whole, encoding="utf-8")  # the folder is the current user's alone (mode 700)
+    return str(secret)
+
+
+def _next_attempt(run: RunFolder, attempts: list[dict[str, Any]], change: str, done: Finished,
+                  oom_patterns: list[str], signals: ForwardSignals, planned: int) -> bool:
+    """Record how an attempt ended; whether to try the next out-of-memory overlay."""
+    oom = out_of_memory(done, oom_patterns)
+    attempts.append({"attempt": len(attempts) + 1, "change": change, "returncode": done.returncode,
+                     **({"error": f"out of memory ({oom})"} if oom else {}),
+                     **({"error_line": done.error_line()[:300]} if done.returncode else {})})
+    run.update(attempts=attempts)
+    if done.returncode == 0 or not oom or signals.reason is not None:
+        return False
+    left = planned - len(attempts)
+    log.warning("%s: the trainer ran out of memory (%s); %s", run.path.name, oom,
+                "retrying with the next out-of-memory overlay" if left else "no out-of-memory overlay left")
+    return bool(left)
+
 
 
 def _record_outputs(run: RunFolder, trainer: TrainerSection, steps: int | None) -> None:

@@ -9,6 +9,17 @@ from pathlib import Path
 from lorakit.errors import RunError
 
 _VERSION = re.compile(r"-v(\d{3,})$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_name(name: str) -> str:
+    """A name from outside (a dataset folder, a remote folder) as a folder and run name: letters, digits, ``.``,
+    ``_`` and ``-`` kept, every other character ``_``; never hidden, never ``..``, never empty, at most 100
+    characters. Different names may clean to the same one: callers that need distinct folders number them."""
+    cleaned = _UNSAFE.sub("_", name)[:100]
+    if cleaned.startswith((".", "-")):  # hidden, '..', or read as an option by a trainer's command line
+        cleaned = "_" + cleaned[1:]
+    return cleaned or "_"
 
 
 def version_of(folder_name: str) -> int | None:

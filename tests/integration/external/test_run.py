@@ -206,8 +206,7 @@ def test_ctrl_c_reaches_the_trainers_whole_process_group(project, monkeypatch):
     deadline = time.monotonic() + 60
     while not (run / "launcher-ready").is_file():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-2000:]
-        time.sleep(0.1)  # polling a subprocess
-    time.sleep(0.5)  # the launcher's worker installs its handler
+        time.sleep(0.1)  # polling a subprocess (ready once its worker's handler is in place)
     os.kill(proc.pid, signal.SIGINT)  # lorakit alone, as a terminal's Ctrl+C would reach it
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output[-2000:]
@@ -249,3 +248,54 @@ def test_run_commands_work_on_external_runs_and_clean_keeps_what_they_made(proje
     assert clean.exit_code == 0
     assert "crashed-v001" in clean.output and "holds a model file" in clean.output
     assert "would remove" in next(line for line in clean.output.splitlines() if "empty-v001" in line)
+
+
+def test_a_dataset_name_never_reaches_a_shell_and_names_the_run_cleaned(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    weird = tmp_path / "x\"';touch PWNED;#"
+    weird.mkdir()
+    (weird / "1.png").write_bytes(b"png")
+    (tmp_path / "train.py").write_text(
+        "import os, pathlib, sys\nout = pathlib.Path(sys.argv[2])\n"
+        "(out / 'seen.txt').write_text(sys.argv[1] + '\\n' + os.environ['LORAKIT_DATASET'])\n"
+        "(out / 'lora.safetensors').write_bytes(b'w')\n")
+    (tmp_path / "shell.toml").write_text(
+        'command = "bash -c \\"cd {dataset} && python3 train.py {output_dir}\\""\nname = "{dataset}"\n')
+    refused = lorakit("run", "shell.toml", "--dataset", str(weird))
+    assert refused.exit_code in (1, 2) and len(refused.output.strip().splitlines()) == 1
+    assert "{dataset} is inside a script" in refused.output and '"$LORAKIT_DATASET"' in refused.output
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "runs").exists()
+
+    # The fix the message gives: the value from the environment, or as an argument of its own ($1).
+    script = 'cd "$LORAKIT_DATASET" && python3 ../train.py "$1" "$LORAKIT_OUTPUT_DIR"'
+    (tmp_path / "env.toml").write_text(f"command = '''bash -c '{script}' _ {{dataset}}'''\nname = \"{{dataset}}\"\n")
+    plain = lorakit("run", "env.toml", "--dataset", str(weird))
+    assert plain.exit_code == 0, plain.output
+    assert not (tmp_path / "PWNED").exists()
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name == "x___touch_PWNED__-v001"  # letters, digits, . _ - kept; the rest _
+    assert (run / "seen.txt").read_text() == f"{weird}\n{weird}"  # one argument, and the variable: the same
+    assert manifest_of(run)["dataset"]["name"] == weird.name  # the original name, recorded
+
+
+def test_a_trainer_config_with_a_secret_is_kept_redacted_and_the_trainer_reads_the_whole_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    token = "hf_Trainer-Token-8"
+    (tmp_path / "sft.yaml").write_text(f"output_dir: '{{output_dir}}'\nhf_hub_token: {token}\n"
+                                       "report_to: https://ops:Url-Pw-9@mlflow.example/\n")
+    (tmp_path / "train.py").write_text(
+        "import pathlib, sys, yaml\nconfig = yaml.safe_load(pathlib.Path(sys.argv[1]).read_text())\n"
+        "out = pathlib.Path(config['output_dir'])\n"
+        f"(out / 'got.txt').write_text(str(config['hf_hub_token'] == {token!r}))\n"
+        "(out / 'lora.safetensors').write_bytes(b'w')\nprint('hf_hub_token:', config['hf_hub_token'])\n")
+    (tmp_path / "trainer.yaml").write_text('command: "{python} train.py {config}"\nconfig: sft.yaml\nname: sft\n')
+    result = lorakit("run", "trainer.yaml")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "sft-v001"
+    assert (run / "got.txt").read_text() == "True"  # the trainer had its token
+    kept = (run / "config.yaml").read_text()
+    assert "hf_hub_token: <redacted>" in kept and "https://<redacted>@mlflow.example/" in kept
+    assert "hf_hub_token: <redacted>" in (run / "trainer.log").read_text()  # what it printed, redacted too
+    leaks = [p for p in run.rglob("*") if p.is_file() and (token.encode() in p.read_bytes()
+                                                            or b"Url-Pw-9" in p.read_bytes())]
+    assert leaks == [] and token not in result.output

@@ -7,12 +7,13 @@ import pytest
 import yaml
 
 from lorakit.errors import ConfigError, LaunchError
-from lorakit.external.facts import find_python, fingerprint_dataset
+from lorakit.external.facts import find_python
 from lorakit.external.oom import out_of_memory
 from lorakit.external.render import dump_config, render_command, render_config, resolve_program
 from lorakit.external.trainer import load_trainer_file
 from lorakit.proc import Finished
 from lorakit.queue.workspace import load_workspace
+from lorakit.runs.fingerprint import fingerprint_dataset
 from lorakit.runs.naming import allocate_pattern_dir
 
 CONFIG = {"output_dir": "/runs/x", "resume": None, "net": {"dim": 8, "drop": None}, "tags": ["a", None]}
@@ -37,6 +38,22 @@ def test_overlays_and_sets_merge_in_order_and_placeholders_fill_every_string(tmp
     assert config == {"out": "/r/cats", "net": {"dim": 8, "alpha": 4}, "new": {"key": [1, 2]}}
 
 
+def test_an_out_of_memory_rung_goes_on_top_of_set_values(tmp_path):
+    from lorakit.external.run import TrainerJob, plan_run
+    from lorakit.external.trainer import TrainerSection
+
+    (tmp_path / "base.toml").write_text("train_batch_size = 4\ngradient_accumulation_steps = 1\n")
+    (tmp_path / "oom.toml").write_text("train_batch_size = 2\ngradient_accumulation_steps = 4\n")
+    trainer = TrainerSection(kind="command", command="true {config}", config=str(tmp_path / "base.toml"),
+                             oom_overlays=[str(tmp_path / "oom.toml")], cwd=str(tmp_path))
+    job = TrainerJob(trainer, tmp_path / "runs", overrides=("train_batch_size=8",))
+    (_, first), (_, rungs) = plan_run(job).attempts
+    assert render_config(tmp_path / "base.toml", [], job.overrides, {}, first)["train_batch_size"] == 8
+    stepped = render_config(tmp_path / "base.toml", [], job.overrides, {}, rungs)
+    # The rung as written (2 x 4), not the --set batch with the rung's accumulation (8 x 4: no memory saved).
+    assert (stepped["train_batch_size"], stepped["gradient_accumulation_steps"]) == (2, 4)
+
+
 def test_a_command_template_fills_each_value_as_one_argument():
     values = {"config": "/runs/my cats/config.toml", "python": "/usr/bin/python3"}
     assert render_command("{python} train.py --config_file {config}", values) == [
@@ -45,6 +62,19 @@ def test_a_command_template_fills_each_value_as_one_argument():
         render_command("{python} train.py {confg}", values)
     # As it stands (lorakit run -- ...): other braces stay as typed.
     assert render_command("python -c 'print({1: 2})' {config}", values, strict=False)[-1] == values["config"]
+    # Quoted in the template or not, a value is one argument, quotes and all (no shell ever parses it).
+    assert render_command('{python} t.py --out "{config}"', {**values, "config": "a 'b\" c"}) == [
+        "/usr/bin/python3", "t.py", "--out", "a 'b\" c"]
+
+
+@pytest.mark.parametrize("template", ['bash -c "cd {config} && python t.py"', "sh -ec 'train {config}'",
+                                      "python3 -c 'print(\"{config}\")'", "ssh gpu-box train {config}",
+                                      "env X=1 bash --login -c 'train {config}'"])
+def test_a_placeholder_inside_code_is_refused_with_the_fix(template):
+    with pytest.raises(ConfigError, match=r"\{config\} is inside a script .* write \"\$LORAKIT_CONFIG\" there"):
+        render_command(template, {"config": "/c", "python": "py"})
+    # Given as an argument of its own after the script, it is data again.
+    assert render_command("sh -c 'train \"$1\"' sh {config}", {"config": "/c;x"})[-1] == "/c;x"
 
 
 def test_a_relative_program_is_found_in_the_trainers_folder(tmp_path):

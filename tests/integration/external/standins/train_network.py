@@ -52,8 +52,10 @@ def main():
     print(f"DEBUG={os.environ.get('DEBUG', '')}")
     fail = config.get("standin_fail")
     if fail == "wait":
-        worker = subprocess.Popen([sys.executable, "-c", WORKER, str(out / "worker-got")])
+        worker = subprocess.Popen([sys.executable, "-c", WORKER, str(out / "worker-got"), str(out / "worker-ready")])
         signal.signal(signal.SIGINT, lambda *_: (worker.wait(), sys.exit(130)))
+        while not (out / "worker-ready").is_file():  # ready only once the worker's own handler is in place
+            time.sleep(0.05)
         (out / "launcher-ready").write_text("")
         time.sleep(120)
         sys.exit(1)
@@ -100,6 +102,7 @@ def main():
 WORKER = """
 import pathlib, signal, sys, time
 signal.signal(signal.SIGINT, lambda *_: (pathlib.Path(sys.argv[1]).write_text("SIGINT"), sys.exit(130)))
+pathlib.Path(sys.argv[2]).write_text("")
 time.sleep(120)
 """
 
