@@ -108,13 +108,18 @@ def lorakit_run(model: Path, data: Path, work: Path, name: str, **sets: Any) -> 
     config = work / "base.yaml"
     config.write_text("model: {name_or_path: x}\ndata: {train: x, max_length: 512}\nlora: {r: 16, alpha: 32}\n"
                       "train: {micro_batch_size: 8, grad_accum: 1, lr: 2.0e-4, log_every: 1}\n")
+    context = None
     if torch.cuda.is_available():
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+        free, total = torch.cuda.mem_get_info()
+        context = (total - free - torch.cuda.memory_reserved()) / 2**30  # the CUDA context and other processes
     began = time.perf_counter()
     outcome = run_training(load_config(config, overrides=overrides))
     log = [json.loads(x) for x in (outcome.run_dir / "trainer_log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss" in r]
-    return {**outcome.metrics, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available()
+    return {**outcome.metrics, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if context is not None
+            else None, "device_peak_gib": context + torch.cuda.max_memory_reserved() / 2**30 if context is not None
             else None, "wall_s": time.perf_counter() - began, "losses": [r["loss"] for r in steps],
             "first_step_s": _seconds(steps[0]["elapsed_time"]) if steps else None, "run_dir": outcome.run_dir}
 
@@ -214,6 +219,12 @@ def check_oom(model: Path, data: Path, work: Path, on_gpu: bool) -> None:
            f"{mb} x {ga}{' kept' if kept else ' CHANGED'}")
 
 
+# How far the planner's estimate may be from the measured peak: the README documents 19% on the CPU (two
+# models, ten settings each, bench/memory_plan.py); the GPU constants are PyTorch's documented behaviour, not yet
+# measured, so this check allows 25% and fails beyond it.
+PLANNER_TOLERANCE = 0.25
+
+
 @section("planner")
 def check_planner(model: Path, data: Path, work: Path, on_gpu: bool) -> None:
     from lorakit.config import load_config
@@ -226,10 +237,15 @@ def check_planner(model: Path, data: Path, work: Path, on_gpu: bool) -> None:
         run = lorakit_run(model, data, work, f"plan-{mb}-{int(ckpt)}", **sets)
         cfg = load_config(run["run_dir"] / "config.resolved.yaml").config
         estimate = build_plan(cfg, device).estimate.total / 2**30
-        measured = run["peak_gib"]
-        ratio = f"{estimate / measured:.2f}x" if measured else "(no CUDA figure)"
-        report(f"planner mb {mb}{' ckpt' if ckpt else ''}", "ok", f"estimate {estimate:.2f} GiB, measured "
-               f"{_gib(measured)}, {ratio}")
+        name = f"planner mb {mb}{' ckpt' if ckpt else ''}"
+        measured = run["device_peak_gib"]  # what the estimate prices: context, allocator reserve, tensors
+        if measured is None:  # one process's lifetime RSS is no peak of this run: bench/memory_plan.py measures it
+            report(name, "skipped", f"estimate {estimate:.2f} GiB; the CPU's figures come from bench/memory_plan.py")
+            continue
+        error = estimate / measured - 1
+        report(name, "ok" if abs(error) <= PLANNER_TOLERANCE else f"OFF BY {error:+.0%}",
+               f"estimate {estimate:.2f} GiB, measured {measured:.2f} GiB (tensors {_gib(run['peak_gib'])}), "
+               f"{estimate / measured:.2f}x")
 
 
 def main() -> None:

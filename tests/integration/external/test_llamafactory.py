@@ -57,7 +57,9 @@ resume_from_checkpoint: null
     run = tmp_path / "runs" / "smol-sft-s4-v001"
     m = json.loads((run / "manifest.json").read_text())
     assert m["status"] == "completed" and m["trainer_python"]["virtualenv"]
-    assert m["trainer_python"]["executable"] == str(Path(CLI).parent / "python")
+    # The console script's #! names the virtualenv's python or python3 (the virtualenv's choice): the same program.
+    executable = Path(m["trainer_python"]["executable"])
+    assert executable.parent == Path(CLI).parent and executable.resolve() == (Path(CLI).parent / "python").resolve()
     assert {"llamafactory", "torch", "transformers", "peft"} <= set(m["versions"])
     assert "adapter_model.safetensors" in m["models"] and m["metrics"]["train_steps"] == 4
     assert (run / "CARD.md").is_file() and (run / "training_loss.png").is_file()

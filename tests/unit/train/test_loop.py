@@ -109,7 +109,8 @@ def test_steps_follow_epochs_and_max_steps():
 
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step():
-    with pytest.raises(TrainingError, match=r"loss diverged at step \d+ \(loss=nan\)"):
+    # Whether a blown-up loss first reads inf or nan depends on the installed torch's kernels: both stop the run.
+    with pytest.raises(TrainingError, match=r"loss diverged at step \d+ \(loss=(nan|-?inf)\)"):
         train_once(lr=1e30, max_grad_norm=0.0, epochs=3)
 
 
