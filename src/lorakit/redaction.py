@@ -7,7 +7,9 @@ variable named like one (``HF_TOKEN``, ``*_API_KEY``). Each becomes ``<redacted>
 left exactly as it was, so a redacted config still reads as the config.
 
 A value that must reach a program (a trainer's config, a training command) travels outside the files
-lorakit keeps: in a private file removed after the run, on a command line, or in the environment.
+lorakit keeps: in a private file removed after the run, on a command line, or in the environment. Once
+lorakit has seen a value under a secret's name, it is remembered for this process (``remember``), so a
+trainer that prints it in plain words (``token hf_...``) has it redacted from its log too.
 """
 
 from __future__ import annotations
@@ -50,8 +52,34 @@ def is_secret_key(key: str) -> bool:
     return name.endswith("_token") and name.removesuffix("_token") not in SPECIAL_TOKENS
 
 
+_KNOWN: set[str] = set()  # secret values seen in this process, longest first when replaced
+MIN_KNOWN = 6  # shorter values ("true", "1") would redact ordinary words
+
+
+def remember(value: Any) -> None:
+    """Keep every secret inside ``value`` (a config: by key name, and URL passwords) so ``redact_text`` also
+    removes it where it appears bare."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and is_secret_key(key) and isinstance(item, str) and len(item) >= MIN_KNOWN:
+                _KNOWN.add(item)
+            else:
+                remember(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            remember(item)
+    elif isinstance(value, str):
+        for m in URL_USERINFO.finditer(value):
+            password = m["userinfo"].partition(":")[2] or m["userinfo"]
+            if len(password) >= MIN_KNOWN:
+                _KNOWN.add(password)
+
+
 def redact_text(text: str) -> str:
-    """``text`` with its credentials replaced: URL userinfo, secret query parameters, secret ``key: value``."""
+    """``text`` with its credentials replaced: URL userinfo, secret query parameters, secret ``key: value``, and
+    every secret value remembered in this process."""
+    for known in sorted(_KNOWN, key=len, reverse=True):
+        text = text.replace(known, REDACTED)
     text = URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
     text = QUERY_PARAM.sub(lambda m: f"{m['lead']}{m['name']}={REDACTED}" if is_secret(m["name"]) else m[0], text)
     return KEY_VALUE.sub(_key_value, text)

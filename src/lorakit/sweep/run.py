@@ -114,10 +114,11 @@ def start(sweep: Sweep, base: LoadedConfig) -> None:
 
 
 def _local_workers(sweep: Sweep) -> None:
-    """``--workers N`` processes on this machine, each taking its share of the cores."""
+    """``--workers N`` processes on this machine, each taking its share of the cores (LOCAL_WORLD_SIZE, as
+    torchrun sets it; never LOCAL_RANK, which makes accelerate take each worker for one of a distributed run)."""
     env = {**os.environ, "LOCAL_WORLD_SIZE": str(sweep.workers)}
-    procs = [subprocess.Popen([sys.executable, "-m", "lorakit", "sweep", "work", sweep.folder],
-                              env={**env, "LOCAL_RANK": str(i)}) for i in range(sweep.workers)]
+    procs = [subprocess.Popen([sys.executable, "-m", "lorakit", "sweep", "work", sweep.folder], env=env)
+             for _ in range(sweep.workers)]
     codes = [p.wait() for p in procs]
     if any(codes):
         raise LaunchError(f"sweep {sweep.name}: worker exit codes {codes}; run the same command to continue")
