@@ -22,6 +22,7 @@ def queue_cmd(workspace: str, test: bool, overlays: tuple[str, ...], only: tuple
         lorakit queue workspace.toml --add lowmem.yaml
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from lorakit.queue.runner import QueueOptions, run_queue
@@ -33,9 +34,10 @@ def queue_cmd(workspace: str, test: bool, overlays: tuple[str, ...], only: tuple
             click.echo(line)
         return
     table = Table("dataset", "state", "time", "run folder", "remote", "error / note", box=None, pad_edge=False)
-    for job in result.jobs:
-        table.add_row(job.name, job.state, f"{job.seconds:.0f} s", job.run_dir or "-", job.remote_output or "-",
-                      "; ".join(x for x in (job.error, job.note) if x))
+    for job in result.jobs:  # names and errors come from outside: shown as text, never as rich markup
+        cells = [job.key, job.state, f"{job.seconds:.0f} s", job.run_dir or "-", job.remote_output or "-",
+                 "; ".join(x for x in (job.error, job.note) if x)]
+        table.add_row(*(escape(c) for c in cells))
     Console(width=200, soft_wrap=True).print(table)
     if result.stopped:
         click.echo(f"queue stopped: {result.stopped}", err=True)

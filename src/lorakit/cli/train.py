@@ -24,9 +24,11 @@ from lorakit.config.load import load_config
               help="Training processes on this machine (one per GPU), started by torchrun; sets launch.nproc.")
 @click.option("--run-dir", "prepared_run", default=None, hidden=True,
               help="Train a run folder created earlier, as one of its processes (what torchrun and Slurm jobs run).")
+@click.option("--record-dataset", "dataset", default=None, hidden=True, nargs=2, metavar="FOLDER NAME",
+              help="The queue's dataset folder and its name as found: fingerprinted by content into the manifest.")
 def train_cmd(config_file: str | None, overlays: tuple[str, ...], overrides: tuple[str, ...], name: str | None,
               dry_run: bool, resume_run: str | None, runs_dir: str, nproc: int | None,
-              prepared_run: str | None) -> None:
+              prepared_run: str | None, dataset: tuple[str, str] | None) -> None:
     """Train a LoRA adapter. Layers: defaults < CONFIG < each --add < each --set.
 
     \b
@@ -77,14 +79,19 @@ def train_cmd(config_file: str | None, overlays: tuple[str, ...], overrides: tup
         return
     command = ["lorakit", "train", config_file, *[a for o in overlays for a in ("--add", o)],
                *[a for o in overrides for a in ("--set", o)], *(["--name", name] if name else [])]
+    record = None
+    if dataset is not None:
+        from lorakit.runs.fingerprint import fingerprint_dataset
+
+        record = {"dataset": {**fingerprint_dataset(Path(dataset[0])), "name": dataset[1]}}
     if loaded.config.launch.nproc > 1:
         from lorakit.launch.local import train_processes
 
-        _exit_as(train_processes(loaded, command))  # rank 0 reports
+        _exit_as(train_processes(loaded, command, record))  # rank 0 reports
         return
     from lorakit.recipe.run import run_training  # torch is imported only when we really train
 
-    _report(run_training(loaded, command))
+    _report(run_training(loaded, command, record=record))
 
 
 def quiet_worker() -> None:

@@ -36,7 +36,7 @@ from lorakit.external.render import (
 from lorakit.external.trainer import TrainerSection, check_trainer_files
 from lorakit.model.resolve import sha256_file
 from lorakit.proc import Child, Finished, ForwardSignals, run_logged
-from lorakit.redaction import redact, redact_text
+from lorakit.redaction import redact, redact_text, remember
 from lorakit.runs.artifacts import copy_tracked_files
 from lorakit.runs.catalog import model_files
 from lorakit.runs.fingerprint import fingerprint_dataset
@@ -254,6 +254,7 @@ def _write_config(job: TrainerJob, run: RunFolder, values: dict[str, str], rungs
     template = Path(job.trainer.config)
     fmt = FORMATS[template.suffix.lower()]
     config = render_config(template, job.overlays, job.overrides, values, rungs)
+    remember(config)  # a trainer printing its token in plain words has it redacted from trainer.log too
     whole, kept = dump_config(config, fmt), dump_config(redact(config), fmt)
     config_path = run.path / rendered_name(template)
     config_path.write_text(kept, encoding="utf-8")

@@ -38,10 +38,12 @@ def _plan(loaded: LoadedConfig, run_dir: Path) -> JobPlan:
     return JobPlan(run_dir.resolve(), Path.cwd().resolve(), launch.slurm, nproc)
 
 
-def submit_run(loaded: LoadedConfig, command_line: list[str], dry_run: bool = False) -> Submission:
+def submit_run(loaded: LoadedConfig, command_line: list[str], dry_run: bool = False,
+               record: dict[str, Any] | None = None) -> Submission:
     """Create the run folder, write its sbatch script and submit it; the job id goes in the manifest.
 
-    With ``dry_run`` nothing is created or submitted: the script the next run would get.
+    With ``dry_run`` nothing is created or submitted: the script the next run would get. ``record``: more
+    fields for the first manifest (the queue's dataset fingerprint).
 
     Raises:
         LaunchError: a value the script cannot carry, or sbatch refused the job (the run is marked failed).
@@ -50,7 +52,7 @@ def submit_run(loaded: LoadedConfig, command_line: list[str], dry_run: bool = Fa
     script = render(_plan(loaded, predicted), __version__)  # a bad value fails before anything is made
     if dry_run:
         return Submission(predicted, script, None)
-    run = start_run(loaded, command_line, trains_here=False)
+    run = start_run(loaded, command_line, trains_here=False, record=record)
     run_dir = run.path
     script = render(_plan(loaded, run_dir), __version__)
     script_path = run_dir / SCRIPT_NAME

@@ -11,6 +11,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 from lorakit.config.load import LoadedConfig
 from lorakit.errors import TrainingError
@@ -27,9 +28,11 @@ def worker_args(run_dir: Path) -> list[str]:
     return ["-m", "lorakit", "train", "--run-dir", str(run_dir)]
 
 
-def train_processes(loaded: LoadedConfig, command_line: list[str]) -> TrainOutcome:
-    """Create the run folder, train it with ``launch.nproc`` processes, and report how it ended."""
-    run_dir = start_run(loaded, command_line).path
+def train_processes(loaded: LoadedConfig, command_line: list[str],
+                    record: dict[str, Any] | None = None) -> TrainOutcome:
+    """Create the run folder (``record``: more manifest fields), train it with ``launch.nproc`` processes, and
+    report how it ended."""
+    run_dir = start_run(loaded, command_line, record=record).path
     log.info("run folder: %s; starting %d training processes", run_dir, loaded.config.launch.nproc)
     return run_processes(run_dir, loaded.config.launch.nproc)
 

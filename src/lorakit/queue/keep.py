@@ -3,16 +3,22 @@
 A copy is deleted only if, *at that moment*, another verified copy of what matters exists:
 
 - training data (the remote originals and the local copies the queue made) and the local run
-  folder: the job's result on the remote output, checked now against the local run (hashes where
-  the remote has them, the bytes where it does not) and holding at least one model file;
+  folder: the job's result on the remote output, checked now against the local run (every file listed
+  with its size, model files first; then hashes where the remote has them, the bytes where it does
+  not), holding at least one model file, and trained on exactly the data being deleted: the run's
+  manifest records the dataset's content, and it must equal what was downloaded (remote files) or what
+  is in the folder now (local files);
+- a remote training file is deleted only if it is provably unchanged since it was downloaded: the same
+  size and hashes, or, on a remote without hashes, the same sha256 of its bytes downloaded again;
 - a downloaded archive: its remote original, checked now against it;
 - a run folder that never finished: nothing in it is worth a copy (no model file, no checkpoint,
-  no resume state), or it is kept.
+  no resume state, no images), or it is kept.
 
 A stage recorded earlier ("uploaded") is never enough on its own: every method re-checks right
 before it deletes, and deletes exactly the files the queue itself placed (never a purge), so a
 file someone added or changed meanwhile survives. Overwriting is destruction too: a result is
-uploaded only to a folder no other run owns (``result_target``).
+uploaded only to a folder no other run owns (``result_target``). The checks run rclone with
+lorakit's own arguments (``lorakit.remote.rclone``): no user flag can make them pass.
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lorakit.errors import RemoteError
 from lorakit.queue.state import armed, kill_point
-from lorakit.remote.rclone import Rclone, RemoteFile
-from lorakit.runs.catalog import MODEL_PATTERNS, has_checkpoint, model_files, read_manifest
+from lorakit.remote.rclone import HARD_DELETE, Rclone, RemoteFile
+from lorakit.runs.catalog import model_files, read_manifest, worth_keeping
+from lorakit.runs.fingerprint import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +54,16 @@ def run_identity(manifest: dict[str, Any]) -> str:
     return f"{manifest.get('name')}@{created}"
 
 
-def fingerprint(f: RemoteFile) -> dict[str, Any]:
-    return {"size": f.size, "hashes": dict(f.hashes)}
-
-
 def same_content(recorded: dict[str, Any], now: RemoteFile) -> bool:
     """The remote file is the one recorded: same size, and the same value for every hash both have."""
     if recorded.get("size") != now.size:
         return False
     hashes = recorded.get("hashes") or {}
     return all(hashes[k] == v for k, v in now.hashes.items() if k in hashes)
+
+
+def _common_hash(recorded: dict[str, Any], now: RemoteFile) -> bool:
+    return any(k in now.hashes for k in recorded.get("hashes") or {})
 
 
 def _remove_empty_folders(top: Path) -> None:
@@ -69,16 +77,29 @@ def _remove_empty_folders(top: Path) -> None:
         top.rmdir()
 
 
-@dataclass(frozen=True)
+def trained_on(run_dir: Path) -> str | None:
+    """The dataset content the run's manifest says it was trained on."""
+    try:
+        return (read_manifest(run_dir).get("dataset") or {}).get("sha256")
+    except Exception:  # an unreadable manifest proves nothing
+        return None
+
+
+@dataclass
 class Keeper:
     """Every deletion the queue makes, each after its own check."""
 
     rclone: Rclone
     model_patterns: tuple[str, ...]
+    skip_trash: bool = False
+    _delete_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     # -- checks -------------------------------------------------------------------------------
     def verify_result(self, run_dir: Path, remote: str | None) -> None:
         """``remote`` holds every file of ``run_dir`` with the same content, a model file among them.
+
+        Every file must be listed there with its size (model files are looked at first), then rclone compares
+        them: by hash where the remote keeps one, else by downloading the remote's bytes.
 
         Raises:
             NotVerified: why not.
@@ -87,12 +108,33 @@ class Keeper:
             raise NotVerified("the result was never uploaded")
         if not run_dir.is_dir():
             raise NotVerified(f"the local run {run_dir} is gone, so {remote} cannot be checked against it")
-        if not model_files(run_dir, self.model_patterns):
+        models = model_files(run_dir, self.model_patterns)
+        if not models:
             raise NotVerified(f"{run_dir} holds no model file ({', '.join(self.model_patterns)})")
+        local = sorted((p for p in run_dir.rglob("*") if p.is_file()), key=lambda p: (p not in models, str(p)))
         try:
+            listed = {f.path: f for f in self.rclone.list_or_none(remote) or []}
+            for path in local:
+                name = path.relative_to(run_dir).as_posix()
+                if name not in listed:
+                    raise NotVerified(f"{remote} lacks {name}")
+                if listed[name].size != path.stat().st_size:
+                    raise NotVerified(f"{remote}/{name} has {listed[name].size} bytes, the local copy "
+                                      f"{path.stat().st_size}")
             self.rclone.verify(str(run_dir), remote)
         except RemoteError as e:
             raise NotVerified(f"{remote} does not hold {run_dir.name} whole ({e})") from None
+
+    def verify_trained_on(self, run_dir: Path, content: str | None, what: str) -> None:
+        """The run was trained on exactly ``content`` (a dataset as downloaded, or as it is now).
+
+        Raises:
+            NotVerified: it was not (or nothing says so): ``what`` has no trained copy.
+        """
+        recorded = trained_on(run_dir)
+        if content is None or recorded != content:
+            raise NotVerified(f"{run_dir.name} was not trained on {what} as it is (its manifest records "
+                              f"{(recorded or 'no dataset')[:12]}, the data is {(content or 'unknown')[:12]})")
 
     def owner(self, remote: str, run_id: str, recorded: bool) -> str:
         """Who holds the remote folder: "free" (nothing there), "ours" or "other".
@@ -124,29 +166,62 @@ class Keeper:
 
     # -- deletions ----------------------------------------------------------------------------
     def delete_remote_data(self, root: str, files: list[str], recorded: dict[str, dict[str, Any]],
-                           run_dir: Path, result: str | None) -> list[str]:
-        """Delete the job's remote training files that are still as they were downloaded.
+                           run_dir: Path, result: str | None, content: str | None,
+                           intent: Callable[[list[str]], list[str]]) -> str | None:
+        """Delete the job's remote training files, all of them or none: only when the result is verified, was
+        trained on exactly what was downloaded (``content``), and the remote dataset is provably as it was
+        downloaded (the same files, each the same size and hashes, or on a remote without hashes the same sha256
+        of its bytes downloaded again). A dataset that changed in any way is kept whole: its new content trains
+        as a new result.
+
+        ``intent(files)`` records the files about to be deleted before the first goes and returns those recorded
+        by an earlier, interrupted deletion: their absence is lorakit's doing, not a change.
 
         Returns:
-            The files kept because they changed since (or were never fingerprinted).
+            None when the files were deleted; else how the dataset changed (it was kept, and said so).
         """
         self.verify_result(run_dir, result)
-        now = self._current(root, files)
-        unchanged = [f for f in files if f in now and f in recorded and same_content(recorded[f], now[f])]
-        kept = [f for f in files if f in now and f not in unchanged]
-        if kept:
-            log.warning("kept %d remote file(s) that changed since they were downloaded: %s", len(kept),
-                        ", ".join(f"{root}/{f}" for f in kept[:5]))
+        self.verify_trained_on(run_dir, content, "the data as downloaded")
+        gone_before = set(intent([]))
+        if (change := self._change(root, files, recorded, gone_before)) is not None:
+            log.warning("kept the remote dataset %s/%s: %s since it was downloaded; it trains as a new result",
+                        root, files[0].split("/", 1)[0], change)
+            return change
+        present = list(self._current(root, files))
+        intent(present)
         kill_point("before-delete:remote-data")
-        if unchanged and armed("during-delete:remote-data") and len(unchanged) > 1:
-            self.rclone.delete_file(f"{root}/{unchanged[0]}")
+        extra = self._hard_delete(root)
+        if present and armed("during-delete:remote-data") and len(present) > 1:
+            self.rclone.delete_file(f"{root}/{present[0]}", extra)
             kill_point("during-delete:remote-data")
-        if unchanged:
-            self.rclone.delete_files(root, unchanged)
-        return kept
+        if present:
+            self.rclone.delete_files(root, present, extra)
+        return None
 
-    def _current(self, root: str, files: list[str]) -> dict[str, RemoteFile]:
-        """The listed files as they are on the remote now (one listing per top folder)."""
+    def _change(self, root: str, files: list[str], recorded: dict[str, dict[str, Any]],
+                gone_before: set[str]) -> str | None:
+        """How the remote dataset differs from what was downloaded (None: it does not): a file added, removed
+        (other than by an interrupted deletion of ours) or changed."""
+        now = self._current(root, files, whole_folders=True)
+        if added := sorted(set(now) - set(files)):
+            return f"{added[0]} was added"
+        if missing := sorted(f for f in files if f not in now and f not in gone_before):
+            return f"{missing[0]} was removed"
+        present = [f for f in files if f in now]
+        if differs := [f for f in present if f not in recorded or not same_content(recorded[f], now[f])]:
+            return f"{differs[0]} changed"
+        by_bytes = [f for f in present if not _common_hash(recorded[f], now[f])]
+        if by_bytes:
+            if any(not recorded[f].get("sha256") for f in by_bytes):
+                return "it cannot be compared byte for byte (no sha256 was recorded at its download)"
+            digests = self.rclone.sha256_by_download(root, by_bytes)
+            if edited := [f for f in by_bytes if digests.get(f) != recorded[f]["sha256"]]:
+                return f"{edited[0]} was edited in place (same size, other bytes)"
+        return None
+
+    def _current(self, root: str, files: list[str], whole_folders: bool = False) -> dict[str, RemoteFile]:
+        """The listed files as they are on the remote now (one listing per top folder; ``whole_folders``: every
+        file in those folders, not only ``files``)."""
         now: dict[str, RemoteFile] = {}
         for top in sorted({f.split("/", 1)[0] for f in files if "/" in f}):
             for entry in self.rclone.list_or_none(f"{root}/{top}") or []:
@@ -154,26 +229,47 @@ class Keeper:
         for single in (f for f in files if "/" not in f):
             if (entry := self.rclone.stat(f"{root}/{single}")) is not None:
                 now[single] = entry
-        return now
+        return now if whole_folders else {f: entry for f, entry in now.items() if f in files}
 
-    def delete_local_data(self, folder: Path, files: list[Path], run_dir: Path, result: str | None) -> int:
-        """Delete exactly ``files`` (what the queue downloaded or unpacked), then the folders of ``folder``
-        left empty.
+    def _hard_delete(self, root: str) -> tuple[str, ...]:
+        """With remote.skip_trash: the backend's flag that makes lorakit's own deletions permanent (said once
+        when the backend has none). The trash is never emptied."""
+        if not self.skip_trash:
+            return ()
+        name = root.split(":", 1)[0]
+        if name not in self._delete_flags:
+            kind = self.rclone.remote_type(root)
+            flag = HARD_DELETE.get(kind or "")
+            if flag is None:
+                log.info("remote.skip_trash: %s (%s) has no flag for it; deleted files go where it puts them",
+                         name, kind or "unknown type")
+            self._delete_flags[name] = (flag,) if flag else ()
+        return self._delete_flags[name]
+
+    def delete_local_data(self, folder: Path, files: dict[Path, str | None], run_dir: Path, result: str | None,
+                          content: str | None) -> int:
+        """Delete exactly ``files`` (what the queue downloaded or unpacked, with the sha256 each had then) that are
+        still as they were, then the folders of ``folder`` left empty, once the result is verified and was
+        trained on the data as downloaded (``content``).
 
         Returns:
-            How many other files ``folder`` still holds (kept: the queue did not put them there).
+            How many files ``folder`` still holds (kept: the queue did not put them there, or they changed).
         """
         self.verify_result(run_dir, result)
+        self.verify_trained_on(run_dir, content, f"the data in {folder}")
+        unchanged = [p for p, digest in files.items()
+                     if p.is_file() and digest is not None and file_sha256(p) == digest]
         kill_point("before-delete:local-data")
-        if armed("during-delete:local-data") and len(files) > 1:
-            files[0].unlink(missing_ok=True)
+        if armed("during-delete:local-data") and len(unchanged) > 1:
+            unchanged[0].unlink(missing_ok=True)
             kill_point("during-delete:local-data")
-        for path in files:
+        for path in unchanged:
             path.unlink(missing_ok=True)
         _remove_empty_folders(folder)
         left = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
         if left:
-            log.warning("kept %s: it holds %d file(s) the queue did not download", folder, len(left))
+            log.warning("kept %s: it holds %d file(s) the queue did not download, or that changed since", folder,
+                        len(left))
         return len(left)
 
     def delete_local_run(self, run_dir: Path, result: str | None, copies: list[Path] = ()) -> None:
@@ -209,14 +305,16 @@ class Keeper:
         """Delete a run folder that never completed and holds nothing worth keeping.
 
         Returns:
-            False when it was kept: it completed, or holds a model file, a checkpoint or a resume state.
+            False when it was kept: it completed, or holds a model file, a checkpoint, a resume state or sample
+            images (the rule of ``lorakit runs clean``).
         """
         try:
             status = read_manifest(run_dir).get("status")
         except Exception:  # an unreadable manifest: not ours to judge
             status = None
-        if status in (None, "completed") or model_files(run_dir, MODEL_PATTERNS) or has_checkpoint(run_dir):
-            log.warning("kept %s: it holds results (left for you to look at)", run_dir)
+        if status in (None, "completed") or (held := worth_keeping(run_dir)):
+            log.warning("kept %s: it holds %s (left for you to look at)", run_dir,
+                        "a completed run" if status == "completed" else held or "an unreadable manifest")
             return False
         shutil.rmtree(run_dir)
         return True

@@ -29,6 +29,7 @@ from lorakit.queue.training import JOB_FILES, JobFailed, QueueStopped, StillTrai
 from lorakit.queue.workspace import Workspace, check_workspace_files
 from lorakit.remote.rclone import Rclone
 from lorakit.runs.catalog import model_files, read_manifest
+from lorakit.runs.fingerprint import content_sha256, file_sha256
 from lorakit.train.stop import StopRequest
 
 log = logging.getLogger(__name__)
@@ -79,10 +80,6 @@ class StopOnSignal(StopRequest):
         self.child.send(signum)  # the trainer saves its resume state and exits
 
 
-def _remote_root(path: str) -> str:
-    return path.split(":", 1)[0] + ":"
-
-
 def _parent(path: str) -> str:
     name, _, inner = path.partition(":")
     return f"{name}:{inner.rsplit('/', 1)[0] if '/' in inner.strip('/') else ''}"
@@ -94,42 +91,55 @@ class QueueRun:
         self.work = Path(ws.work_dir)
         self.outputs = Path(ws.output_dir)
         self.child = Child()
-        self.keeper = Keeper(rclone, ws.model_patterns)
+        self.keeper = Keeper(rclone, ws.model_patterns, ws.remote.skip_trash)
         self.training = TrainingStage(ws, options.overlays, state, self.keeper, self.child, self.work, self.outputs)
 
     # -- stages ------------------------------------------------------------------------------
+    def archive_path(self, job: Job) -> Path:
+        """Where an archive job's archive is downloaded: its own folder, under the archive's own name."""
+        return self.work / DOWNLOADS / job.key / job.remote_files[0]
+
     def download(self, job: Job) -> None:
+        """Fetch the dataset, check it against the remote, and record the sha256 of every file as downloaded
+        (what a remote file must still be, byte for byte, before it is ever deleted)."""
         remote = self.ws.remote.training
         if job.source == "local" or remote is None:
             return
         if job.source == "folder":
-            self.rclone.copy(f"{remote}/{job.name}", str(self.work / job.name))
-            self.rclone.verify(f"{remote}/{job.name}", str(self.work / job.name))
+            self.rclone.copy(f"{remote}/{job.name}", str(self.work / job.folder))
+            self.rclone.verify(f"{remote}/{job.name}", str(self.work / job.folder))
+            local = {f: self.work / job.folder / f.split("/", 1)[1] for f in job.remote_files}
         else:
-            (archive,) = job.remote_files
-            downloads = self.work / DOWNLOADS
-            self.rclone.copy_file(f"{remote}/{archive}", str(downloads / archive))
-            self.rclone.verify(remote, str(downloads), files=[archive])
+            archive = self.archive_path(job)
+            self.rclone.copy_file(f"{remote}/{job.remote_files[0]}", str(archive))
+            self.rclone.verify(remote, str(archive.parent), files=[archive.name])
+            local = {job.remote_files[0]: archive}
+        for name, path in local.items():
+            job.remote_fingerprints.setdefault(name, {})["sha256"] = file_sha256(path)
 
-    def unpack(self, job: Job) -> list[str]:
-        """Unpack an archive job; the files the queue put into the dataset folder (relative to it)."""
-        target = self.work / job.name
-        if job.source != "archive":
-            if not target.is_dir():
-                raise JobFailed(f"dataset folder {target} is missing")
-            # A folder job's local files are exactly its remote files; a folder put there by hand has none.
-            return [f.split("/", 1)[1] for f in job.remote_files] if job.source == "folder" else []
-        archive = self.work / DOWNLOADS / job.remote_files[0]
-        if not target.is_dir():  # else unpacked before a crash (staging is renamed into place whole)
-            if not archive.is_file():  # lost before it was unpacked: fetch it again (the remote copy is kept)
-                self.download(job)
-            try:
-                unpack(archive, target)
-            except DataError as e:
-                raise JobFailed(str(e)) from None
-        if self.ws.remote.training:
-            self.keeper.delete_download(archive, self.ws.remote.training)
-        return sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    def unpack(self, job: Job) -> dict[str, object]:
+        """Unpack an archive job; the files the queue put into the dataset folder (relative to it), each with its
+        sha256, and the folder's content (``lorakit.runs.fingerprint``): the state to record as unpacked."""
+        target = self.work / job.folder
+        if job.source == "archive":
+            archive = self.archive_path(job)
+            if not target.is_dir():  # else unpacked before a crash (staging is renamed into place whole)
+                if not archive.is_file():  # lost before it was unpacked: fetch it again (the remote copy is kept)
+                    self.download(job)
+                try:
+                    unpack(archive, target)
+                except DataError as e:
+                    raise JobFailed(str(e)) from None
+            if self.ws.remote.training:
+                self.keeper.delete_download(archive, self.ws.remote.training)
+        if not target.is_dir():
+            raise JobFailed(f"dataset folder {target} is missing")
+        # A folder job's local files are exactly its remote files; an archive's, what it unpacked to.
+        placed = ([f.split("/", 1)[1] for f in job.remote_files] if job.source == "folder" else
+                  sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()))
+        return {"local_files": placed, "local_sha256": {f: file_sha256(target / f) for f in placed
+                                                        if (target / f).is_file()},
+                "content": content_sha256(target)}
 
     def upload(self, job: Job, every_file: bool = False) -> str | None:
         """Upload the run to a remote folder no other run owns, recorded before the first byte goes; verify it.
@@ -146,15 +156,16 @@ class QueueRun:
         if target != job.upload_to:
             if target != f"{output}/{job.output_name}":
                 job.note = f"{output}/{job.output_name} holds another run: uploaded as {target.rsplit('/', 1)[-1]}"
-                log.warning("%s: %s", job.name, job.note)
+                log.warning("%s: %s", job.key, job.note)
             job.upload_to = target
             self.state.save()
         if armed("during-upload"):
             self._upload_part(run_dir, target)
         self.rclone.copy(str(run_dir), target, every_file)
-        self.rclone.verify(str(run_dir), target)
-        if self.ws.remote.empty_trash_after_upload and not self.rclone.empty_trash(_remote_root(target)):
-            log.info("%s: the remote has no trash to empty", job.name)
+        try:
+            self.keeper.verify_result(run_dir, target)
+        except NotVerified as e:
+            raise RemoteError(f"the upload of {run_dir.name} did not verify: {e}") from None
         return target
 
     def _upload_part(self, run_dir: Path, target: str) -> None:
@@ -175,12 +186,13 @@ class QueueRun:
             JobFailed: the result can be neither verified nor uploaded again; everything is kept.
         """
         cleanup, remote = self.ws.cleanup, self.ws.remote.training
-        run_dir = Path(job.run_dir) if job.run_dir else self.outputs / job.name
+        run_dir = Path(job.run_dir) if job.run_dir else self.outputs / job.key
         downloaded = job.source in ("folder", "archive")  # never a folder put into work_dir by hand
-        data = self.work / job.name
-        archive = self.work / DOWNLOADS / job.remote_files[0] if job.source == "archive" else None
+        data = self.work / job.folder
+        archive = self.archive_path(job) if job.source == "archive" else None
         local_copies = data.exists() or (archive is not None and archive.exists())
-        todo = {"remote data": cleanup.remote_training and downloaded and remote is not None and bool(job.remote_files),
+        todo = {"remote data": cleanup.remote_training and downloaded and remote is not None and bool(job.remote_files)
+                and not job.remote_deleted and not job.remote_changed,
                 "local data": cleanup.local_data and downloaded and local_copies,
                 "local run": cleanup.local_output and run_dir.is_dir()}
         if not any(todo.values()):
@@ -188,13 +200,40 @@ class QueueRun:
         self._ensure_result(job, run_dir)
         if todo["remote data"]:
             assert remote is not None
-            self.keeper.delete_remote_data(remote, job.remote_files, job.remote_fingerprints, run_dir,
-                                           job.remote_output)
+            self._keeping(job, "its remote training files", lambda: self._delete_remote_data(job, remote, run_dir))
         if todo["local data"]:
-            files = [data / f for f in job.local_files] + ([archive] if archive else [])
-            self.keeper.delete_local_data(data, files, run_dir, job.remote_output)
+            files: dict[Path, str | None] = {data / f: job.local_sha256.get(f) for f in job.local_files}
+            if archive is not None:
+                files[archive] = job.remote_fingerprints.get(job.remote_files[0], {}).get("sha256")
+            self._keeping(job, f"its local data {data}", lambda: self.keeper.delete_local_data(
+                data, files, run_dir, job.remote_output, job.content))
         if todo["local run"]:
             self.keeper.delete_local_run(run_dir, job.remote_output, [run_dir.parent / f for f in JOB_FILES])
+
+    def _delete_remote_data(self, job: Job, remote: str, run_dir: Path) -> None:
+        def intent(files: list[str]) -> list[str]:  # written before the first file goes
+            if files:
+                job.deleting = files
+                self.state.save()
+            return job.deleting
+
+        change = self.keeper.delete_remote_data(remote, job.remote_files, job.remote_fingerprints, run_dir,
+                                                job.remote_output, job.content, intent)
+        if change is not None:  # kept whole: the next queue run trains what it holds now as a new result
+            job.remote_changed = change
+            job.note = f"kept the remote dataset: {change} since it was downloaded"
+        else:
+            job.remote_deleted = True
+        self.state.save()
+
+    def _keeping(self, job: Job, what: str, delete: Callable[[], object]) -> None:
+        """Run one deletion; when its check fails, keep ``what`` and say so (the job still completes)."""
+        try:
+            delete()
+        except NotVerified as e:
+            job.note = f"kept {what}: {e}"
+            log.warning("%s: %s", job.key, job.note)
+            self.state.save()
 
     def _ensure_result(self, job: Job, run_dir: Path) -> None:
         try:
@@ -203,7 +242,7 @@ class QueueRun:
             if not model_files(run_dir, self.keeper.model_patterns):
                 raise JobFailed(f"cannot clean up: {e}, and the local run holds no model file to upload again; "
                                 "nothing was deleted") from None
-            log.warning("%s: %s; uploading it again before anything is deleted", job.name, e)
+            log.warning("%s: %s; uploading it again before anything is deleted", job.key, e)
             job.remote_output = self.upload(job, every_file=True)
             self.state.save()
 
@@ -224,11 +263,11 @@ class QueueRun:
         except (QueueStopped, RemoteError):
             raise
         except (JobFailed, LorakitError) as e:  # bad data, a failed training: this dataset only
-            log.error("%s: failed: %s", job.name, e)
+            log.error("%s: failed: %s", job.key, e)
             self.state.move(job, FAILED, error=str(e), seconds=elapsed())
         except Exception as e:  # a bug of ours must not stop an unattended queue; nothing more is deleted
-            log.debug("%s: unexpected error", job.name, exc_info=True)
-            log.error("%s: failed: %s: %s", job.name, type(e).__name__, e)
+            log.debug("%s: unexpected error", job.key, exc_info=True)
+            log.error("%s: failed: %s: %s", job.key, type(e).__name__, e)
             self.state.move(job, FAILED, error=f"{type(e).__name__}: {e}", seconds=elapsed())
 
     def _advance(self, job: Job, stop: StopOnSignal, elapsed: Callable[[], float]) -> None:
@@ -244,11 +283,11 @@ class QueueRun:
             move(job, "downloaded")
             checkpoint()
         if not job.reached("unpacked"):
-            move(job, "unpacked", local_files=self.unpack(job))
+            move(job, "unpacked", **self.unpack(job))
             checkpoint()
         if not job.reached("trained"):
             if job.state != "training":
-                move(job, "training", output_name=output_name(self.ws, job.name, list(self.options.overlays)))
+                move(job, "training", output_name=output_name(self.ws, job, list(self.options.overlays)))
             try:
                 run_dir = self.training.run(job)
             except StillTraining:
@@ -292,11 +331,11 @@ def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueRes
             rclone.probe(_parent(ws.remote.output))
         state = QueueState.load(work)
         jobs = discover(ws, state, remote_files)
-        unknown = sorted(set(options.only) - {j.name for j in jobs})
+        unknown = sorted(set(options.only) - {j.key for j in jobs} - {j.name for j in jobs})
         if unknown:
             raise QueueError(f"--only {', '.join(unknown)}: no such dataset (have: "
-                             f"{', '.join(j.name for j in jobs) or 'none'})")
-        selected = [j for j in jobs if not options.only or j.name in options.only]
+                             f"{', '.join(j.key for j in jobs) or 'none'})")
+        selected = [j for j in jobs if not options.only or j.key in options.only or j.name in options.only]
         if options.dry_run:
             return QueueResult(selected, plan=_plan(ws, options, selected))
         run = QueueRun(ws, options, state, rclone)
@@ -330,12 +369,12 @@ def _plan(ws: Workspace, options: QueueOptions, jobs: list[Job]) -> list[str]:
     lines = []
     for job in jobs:
         if job.done:
-            lines.append(f"{job.name}: done (cleaned)")
+            lines.append(f"{job.key}: done (cleaned)")
             continue
         if job.source == "clash":
-            lines.append(f"{job.name}: skipped: {job.error}")
+            lines.append(f"{job.key}: skipped: {job.error}")
             continue
-        name = job.output_name or output_name(ws, job.name, list(options.overlays))
+        name = job.output_name or output_name(ws, job, list(options.overlays))
         steps = []
         if not job.reached("downloaded") and job.source != "local":
             steps.append(f"download {', '.join(f'{ws.remote.training}/{f}' for f in job.remote_files)}")
@@ -347,5 +386,5 @@ def _plan(ws: Workspace, options: QueueOptions, jobs: list[Job]) -> list[str]:
             steps.append(f"upload to {ws.remote.output}/{name}")
         if not options.test and ws.cleanup.any:
             steps.append("clean up")
-        lines.append(f"{job.name} [{job.state}]: " + "; ".join(steps))
+        lines.append(f"{job.key} [{job.state}]: " + "; ".join(steps))
     return lines

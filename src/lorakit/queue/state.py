@@ -9,13 +9,17 @@ so a queue killed at any point continues where it was.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lorakit.runs.manifest import now, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 STAGES = ("pending", "downloaded", "unpacked", "training", "trained", "uploaded", "cleaned")
 FAILED = "failed"
@@ -39,12 +43,21 @@ def kill_point(point: str) -> None:
 
 @dataclass
 class Job:
-    name: str
-    source: str  # "folder" (remote folder), "archive" (remote .zip/.tar.gz) or "local" (already in work_dir)
+    name: str  # the dataset's name as found (a remote folder, an archive's stem, a folder in work_dir): untrusted
+    source: str  # "folder" (remote folder), "archive" (remote .zip/.tar.gz), "local" (already in work_dir), "clash"
+    key: str = ""  # the job's key in the state, and its folder under output_dir: letters, digits, . _ -, unique
+    folder: str = ""  # its folder in work_dir (the key, except for a folder put there by hand)
     remote_files: list[str] = field(default_factory=list)  # relative to remote.training
-    # size and hashes of each remote file as listed before download: only unchanged files are deleted
+    # size, hashes and modification time of each remote file as listed before download, and the sha256 of the
+    # bytes downloaded: only files provably unchanged since are deleted
     remote_fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)
-    local_files: list[str] = field(default_factory=list)  # what the queue put into work_dir/<name>
+    local_files: list[str] = field(default_factory=list)  # what the queue put into work_dir/<folder>
+    local_sha256: dict[str, str] = field(default_factory=dict)  # each of them as it was put there
+    content: str | None = None  # the dataset as downloaded and unpacked (lorakit.runs.fingerprint.content_sha256)
+    deleting: list[str] = field(default_factory=list)  # remote files whose deletion began (a kill may cut it short)
+    remote_deleted: bool = False  # that deletion finished: a file of that name there now is someone's new upload
+    remote_changed: str | None = None  # how the remote dataset changed after its download (it was kept)
+    generation: int = 1  # 2, 3...: new content under a name whose earlier content was trained and cleaned
     state: str = "pending"
     failed_in: str | None = None  # the stage a failed job goes back to on the next run
     error: str | None = None
@@ -55,6 +68,10 @@ class Job:
     note: str | None = None
     seconds: float = 0.0
     history: list[dict[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.name  # a state file written before keys: the name was the key and folder
+        self.folder = self.folder or self.key
 
     @property
     def done(self) -> bool:
@@ -76,14 +93,31 @@ class QueueState:
 
     @classmethod
     def load(cls, work_dir: Path) -> QueueState:
+        """The state file, or a new state when there is none. An unreadable one is kept aside, never deleted,
+        and the queue starts afresh: what is deleted is decided from the remote and the run folders at that
+        moment, never from this file alone, so a lost state costs at most a retraining."""
         path = work_dir / STATE_FILE
         if not path.is_file():
             return cls(path, {})
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(path, {name: Job(**job) for name, job in data.get("jobs", {}).items()})
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            jobs = [Job(**{"key": key, **job}) for key, job in data["jobs"].items()]
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(path, aside)
+            log.warning("queue: %s is unreadable (%s: %s); kept it as %s and started a new state (datasets already "
+                        "trained are matched to their runs by content, so at most a retraining is lost)", path,
+                        type(e).__name__, str(e)[:100], aside.name)
+            return cls(path, {})
+        return cls(path, {job.key: job for job in jobs})
 
     def save(self) -> None:
-        write_json_atomic(self.path, {"version": 1, "jobs": {n: asdict(j) for n, j in sorted(self.jobs.items())}})
+        write_json_atomic(self.path, {"version": 2, "jobs": {k: asdict(j) for k, j in sorted(self.jobs.items())}})
+
+    def of_dataset(self, name: str) -> list[Job]:
+        """The jobs of the remote dataset ``name``, oldest generation first."""
+        return sorted((j for j in self.jobs.values() if j.name == name and j.source != "local"),
+                      key=lambda j: j.generation)
 
     def move(self, job: Job, state: str, **fields: Any) -> None:
         """Record that ``job`` reached ``state`` (a stage, or failed with ``error``), and save."""

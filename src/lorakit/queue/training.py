@@ -1,25 +1,29 @@
 """The queue's training stage: one dataset trained by lorakit here, by an external command, or as a Slurm job.
 
-Whatever trained it, the stage ends with a run folder that holds a model file, or the job fails
-("produced no model file") and nothing of it is deleted.
+Whatever trained it, the stage ends with a run folder that was trained on exactly the dataset's content (its
+manifest says so) and holds a model file, or the job fails ("produced no model file") and nothing of it is
+deleted.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorakit.errors import ConfigError, DataError
+from lorakit.errors import ConfigError, DataError, RunError
 from lorakit.proc import Child, run_logged
 from lorakit.queue.jobs import write_job_config
 from lorakit.queue.keep import Keeper
 from lorakit.queue.state import Job, QueueState
+from lorakit.queue.trust import check_links
 from lorakit.queue.workspace import Workspace
 from lorakit.runs.catalog import RESUME_FILE, model_files, read_manifest, versions_of
+from lorakit.runs.fingerprint import content_sha256
 from lorakit.runs.folder import RunFolder
-from lorakit.runs.provenance import redact_text
+from lorakit.runs.naming import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,14 @@ def _completed(runs: list[Path]) -> list[Path]:
     return [d for d in runs if read_manifest(d).get("status") == "completed"]
 
 
+def trained_content(run_dir: Path) -> str | None:
+    """The content (``lorakit.runs.fingerprint``) of the dataset a run recorded it was trained on."""
+    try:
+        return (read_manifest(run_dir).get("dataset") or {}).get("sha256")
+    except RunError:
+        return None
+
+
 @dataclass
 class TrainingStage:
     ws: Workspace
@@ -55,23 +67,34 @@ class TrainingStage:
     outputs: Path
 
     def run(self, job: Job) -> Path:
-        """The job's completed run folder, holding a model file.
+        """The job's completed run folder, trained on exactly the dataset folder's content now, holding a model
+        file. An earlier run is this job's result only when its manifest says it was trained on that content:
+        never by its name.
 
         Raises:
             JobFailed: training failed or produced no model file. StillTraining: its Slurm job runs.
             QueueStopped: the trainer was stopped by a signal (it resumes on the next queue run).
         """
-        job_dir = self.outputs / job.name
+        job_dir, data = self.outputs / job.key, self.work / job.folder
+        try:
+            check_links(data)  # a link out of the folder would let the trainer read, and upload, any local file
+        except DataError as e:
+            raise JobFailed(str(e)) from None
+        content = content_sha256(data)
         assert job.output_name is not None
         existing = versions_of(job.output_name, job_dir)
+        ours = [d for d in existing if trained_content(d) == content]
         if self.ws.queue.executor == "slurm":
-            run_dir = self.on_slurm(job, job_dir, existing)
-        elif completed := _completed(existing):  # trained before a crash, not yet recorded
+            run_dir = self.on_slurm(job, job_dir, ours)
+        elif completed := _completed(ours):  # trained before a crash, not yet recorded
             run_dir = completed[-1]
-        elif self.ws.trainer.kind == "command":
-            run_dir = self.with_command(job, job_dir, existing)
         else:
-            run_dir = self.with_lorakit(job, job_dir, existing)
+            self._discard_unfinished([d for d in existing if trained_content(d) in (content, None)])
+            run_dir = (self.with_command(job, job_dir) if self.ws.trainer.kind == "command"
+                       else self.with_lorakit(job, job_dir, ours, content))
+        if trained_content(run_dir) != content:
+            raise JobFailed(f"{data} changed while it trained ({run_dir.name} recorded other files); nothing was "
+                            "uploaded or deleted, and the next queue run trains it again")
         if not model_files(run_dir, self.keeper.model_patterns):
             reason = (f"the trainer produced no model file (looked for {', '.join(self.keeper.model_patterns)} in "
                       f"{run_dir}); nothing was uploaded or deleted")
@@ -83,51 +106,55 @@ class TrainingStage:
 
     def _discard_unfinished(self, runs: list[Path]) -> None:
         for stale in runs:  # never uploaded; kept when it holds anything worth a look
-            self.keeper.discard_unfinished_run(stale)
+            if read_manifest(stale).get("status") != "completed":
+                self.keeper.discard_unfinished_run(stale)
 
-    def with_command(self, job: Job, job_dir: Path, existing: list[Path]) -> Path:
+    def with_command(self, job: Job, job_dir: Path) -> Path:
         """The external trainer, run by exactly the code of ``lorakit run``."""
         from lorakit.external.run import TrainerJob, run_trainer
 
-        self._discard_unfinished(existing)
-        outcome = run_trainer(TrainerJob(self.ws.trainer, job_dir, self.work / job.name,
+        outcome = run_trainer(TrainerJob(self.ws.trainer, job_dir, self.work / job.folder,
                                          tuple(Path(o) for o in self.overlays), name=job.output_name,
-                                         command_line=("lorakit", "queue", job.name)), self.child)
+                                         dataset_name=job.name, command_line=("lorakit", "queue", job.key)),
+                              self.child)
         if outcome.status == "interrupted":
-            raise QueueStopped(f"{job.name}: training {outcome.reason}; run the queue again to train it again")
+            raise QueueStopped(f"{job.key}: training {outcome.reason}; run the queue again to train it again")
         if outcome.status != "completed":
             raise JobFailed(outcome.reason or outcome.status)
         return outcome.run_dir
 
-    def with_lorakit(self, job: Job, job_dir: Path, existing: list[Path]) -> Path:
-        resumable = [d for d in existing if (d / RESUME_FILE).is_file()]
-        self._discard_unfinished([d for d in existing if d not in resumable[-1:]])
+    def with_lorakit(self, job: Job, job_dir: Path, ours: list[Path], content: str) -> Path:
+        resumable = [d for d in ours if (d / RESUME_FILE).is_file() and d.is_dir()]
         if resumable:
             cmd = ["train", "--resume", str(resumable[-1])]
         else:
-            try:
-                config = write_job_config(self.ws, self.work / job.name, job_dir / "job-config.yaml")
-            except (DataError, ConfigError) as e:
-                raise JobFailed(str(e)) from None
+            config, secrets = self._job_config(job, job_dir)
             cmd = ["train", str(config), *[a for o in self.overlays for a in ("--add", o)],
-                   "--name", f"{job.name}-{self.ws.suffix}", "--set", f"output.dir={job_dir}",
-                   "--set", "train.resumable=true"]
+                   "--name", f"{safe_name(job.name)}-{self.ws.suffix}", "--set", f"output.dir={job_dir}",
+                   "--set", "train.resumable=true", *[a for s in secrets for a in ("--set", s)],
+                   "--record-dataset", str(self.work / job.folder), job.name]
         done = run_logged([sys.executable, "-m", "lorakit.cli.main", *cmd], job_dir / "queue-train.log",
                           child=self.child)
         if done.returncode == 130:
-            raise QueueStopped(f"{job.name}: training stopped; run the queue again to resume it")
+            raise QueueStopped(f"{job.key}: training stopped; run the queue again to resume it")
         if done.returncode != 0:
             raise JobFailed(done.error_line())
-        finished = _completed(versions_of(job.output_name or job.name, job_dir))
+        finished = [d for d in _completed(versions_of(job.output_name or job.key, job_dir))
+                    if trained_content(d) == content]
         if not finished:
-            raise JobFailed(f"lorakit train finished but left no completed run in {job_dir}")
-        for name in JOB_FILES:  # credentials stay out of the copy that is uploaded (the original is kept then)
-            if (job_dir / name).is_file():  # bytes as they are (progress bars end in \r), only secrets replaced
-                text = (job_dir / name).read_bytes().decode("utf-8", "replace")
-                (finished[-1] / name).write_bytes(redact_text(text).encode("utf-8"))
+            raise JobFailed(f"lorakit train finished but left no completed run of this dataset in {job_dir}")
+        for name in JOB_FILES:  # the merged config (its secrets redacted) and the trainer's output (redacted too)
+            if (job_dir / name).is_file():
+                shutil.copyfile(job_dir / name, finished[-1] / name)
         return finished[-1]
 
-    def on_slurm(self, job: Job, job_dir: Path, existing: list[Path]) -> Path:
+    def _job_config(self, job: Job, job_dir: Path) -> tuple[Path, list[str]]:
+        try:
+            return write_job_config(self.ws, self.work / job.folder, job_dir / "job-config.yaml", self.overlays)
+        except (DataError, ConfigError) as e:
+            raise JobFailed(str(e)) from None
+
+    def on_slurm(self, job: Job, job_dir: Path, ours: list[Path]) -> Path:
         """The job's completed run, once its Slurm job has ended; else submit it (or find it
         submitted) and raise StillTraining.
 
@@ -140,9 +167,10 @@ class TrainingStage:
         """
         from lorakit.config.load import load_config
         from lorakit.launch.jobs import reconcile, submit_run
+        from lorakit.runs.fingerprint import fingerprint_dataset
         from lorakit.runs.manifest import UNFINISHED
 
-        for run in existing:
+        for run in ours:
             recorded = read_manifest(run)
             if "slurm" not in recorded:  # trained here before the executor changed
                 if recorded.get("status") == "completed":
@@ -161,15 +189,16 @@ class TrainingStage:
                 job.run_dir = None  # a re-run of the queue starts this dataset afresh
                 reason = manifest.data["status_history"][-1].get("reason") or manifest.status
                 raise JobFailed(f"Slurm job {manifest.data['slurm']['job_id']}: {manifest.status}: {reason}")
-        self._discard_unfinished(existing)  # failed, cancelled or never submitted; nothing of it was uploaded
+        self._discard_unfinished(ours)  # failed, cancelled or never submitted; nothing of it was uploaded
+        config, secrets = self._job_config(job, job_dir)
         try:
-            config = write_job_config(self.ws, self.work / job.name, job_dir / "job-config.yaml")
-            loaded = load_config(str(config), self.overlays,
-                                 (f"output.dir={job_dir}", "train.resumable=true"), f"{job.name}-{self.ws.suffix}")
+            loaded = load_config(str(config), self.overlays, (f"output.dir={job_dir}", "train.resumable=true",
+                                                              *secrets), f"{safe_name(job.name)}-{self.ws.suffix}")
         except (DataError, ConfigError) as e:
             raise JobFailed(str(e)) from None
-        submission = submit_run(loaded, ["lorakit", "queue", "(slurm executor)", job.name])
+        dataset = {**fingerprint_dataset(self.work / job.folder), "name": job.name}
+        submission = submit_run(loaded, ["lorakit", "queue", "(slurm executor)", job.key], record={"dataset": dataset})
         job.run_dir = str(submission.run_dir)
         self.state.save()
-        log.info("%s: submitted as Slurm job %s (%s)", job.name, submission.job_id, submission.run_dir.name)
+        log.info("%s: submitted as Slurm job %s (%s)", job.key, submission.job_id, submission.run_dir.name)
         raise StillTraining

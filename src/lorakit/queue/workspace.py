@@ -11,7 +11,8 @@ suffix = "v1"                # output name: <folder>-<suffix>[-<overlay>...]
 training = "gdrive:training" # rclone path of the dataset folders and archives
 output = "gdrive:output"     # rclone path results are uploaded to
 config = "rclone.conf"
-empty_trash_after_upload = false
+flags = []                   # for the transfers only; checks and deletions take only the connection flags
+skip_trash = false           # lorakit's own deletions skip the trash (drive, b2, onedrive, ...)
 
 [cleanup]                    # after a result is uploaded and verified (never with --test);
 local_data = true            # each defaults to true with remote.output, and is off (and may not be
@@ -46,8 +47,23 @@ class RemoteSection(Section):
     training: str | None = Field(None, description="rclone path holding the datasets (folders and archives).")
     output: str | None = Field(None, description="rclone path the results are uploaded to.")
     config: str | None = Field(None, description="rclone config file (default: rclone's own).")
-    empty_trash_after_upload: bool = Field(False, description="Run `rclone cleanup` after each upload.")
-    flags: list[str] = Field(default_factory=list, description="Extra flags for every rclone call.")
+    skip_trash: bool = Field(
+        False, description="lorakit's own deletions (the training files it removes once their result is verified) "
+        "skip the remote's trash, where the backend has a flag for it (drive, b2, onedrive, jottacloud, mega). "
+        "The trash itself is never emptied: it holds other people's deleted files too.")
+    flags: list[str] = Field(
+        default_factory=list, description="Extra flags for rclone's transfers (downloads and uploads). Checks, "
+        "listings and deletions take only their connection-level ones (timeouts, retries, bandwidth, TLS; "
+        "lorakit.remote.rclone.CONNECTION_FLAGS), so no flag can make a check pass.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_trash_emptying(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "empty_trash_after_upload" in raw:
+            raise ValueError("empty_trash_after_upload was removed: it ran rclone cleanup, which empties the whole "
+                             "trash of the remote, other people's deleted files too; remote.skip_trash = true makes "
+                             "lorakit's own deletions skip the trash instead")
+        return raw
 
 
 CLEANUP_KEYS = ("local_data", "local_output", "remote_training")
@@ -74,6 +90,10 @@ class QueueSection(Section):
         "Slurm job (resources from the training config's launch.slurm) and upload each result as its job completes.",
     )
     poll_seconds: float = Field(30, gt=0, description="With executor slurm: seconds between looks at the jobs.")
+    new_content: Literal["train", "wait"] = Field(
+        "train", description="A dataset trained before whose remote folder now holds other files (new or "
+        "changed): train: train them as a new result (uploaded beside the first, as <name>-<suffix>-2...); "
+        "wait: leave them, with one line each time the queue runs. They are never deleted untrained.")
 
 
 class Workspace(Section):

@@ -50,9 +50,7 @@ def run_training(loaded: LoadedConfig, command_line: Sequence[str] | None = None
     Raises:
         LorakitError: a data, model or training problem; the run is marked failed with the reason.
     """
-    run = start_run(loaded, command_line if command_line is not None else sys.argv)
-    if record:
-        run.update(**record)
+    run = start_run(loaded, command_line if command_line is not None else sys.argv, record=record)
     log.info("run folder: %s (config sha256 %s)", run.path, loaded.sha256[:12])
     return _marking_failures(run, lambda: _train(loaded, run, callbacks, judge=judge))
 

@@ -10,14 +10,16 @@ import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lorakit.config.load import LoadedConfig, apply_oom_overlay
 from lorakit.config.schema import RunConfig
 from lorakit.errors import ConfigError, DataError
 from lorakit.model.resolve import check_model_reference, sha256_file
+from lorakit.redaction import redact_text
 from lorakit.runs.artifacts import copy_tracked_files
 from lorakit.runs.folder import RunFolder
-from lorakit.runs.provenance import code_state, environment, hardware, package_versions, redact_text
+from lorakit.runs.provenance import code_state, environment, hardware, package_versions
 from lorakit.textfile import check_text
 
 
@@ -107,8 +109,12 @@ def check_eval_metrics(metrics: Sequence[str], key: str = "train.eval_metrics") 
                               "pip install 'lorakit[eval]'")
 
 
-def start_run(loaded: LoadedConfig, command_line: Sequence[str], trains_here: bool = True) -> RunFolder:
-    """Create the run folder with its config files and a first manifest (after ``check_before_start``)."""
+def start_run(loaded: LoadedConfig, command_line: Sequence[str], trains_here: bool = True,
+              record: dict[str, Any] | None = None) -> RunFolder:
+    """Create the run folder with its config files and a first manifest (after ``check_before_start``).
+
+    ``record``: more fields for the first manifest (a sweep's trial, the queue's dataset fingerprint).
+    """
     cfg = loaded.config
     check_before_start(cfg, trains_here)
     copies = [*cfg.tracking.copy_files, *([cfg.train.sample_prompts] if cfg.train.sample_prompts else [])]
@@ -127,6 +133,7 @@ def start_run(loaded: LoadedConfig, command_line: Sequence[str], trains_here: bo
         code=code_state(cfg.tracking.repos),
         environment=environment(),
         parent=None,
+        **(record or {}),
     )
     run_dir = run.path
     run.update(copied_files={source: {"copy": str(copy.relative_to(run_dir)), "sha256": sha256_file(copy)}

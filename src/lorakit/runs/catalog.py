@@ -90,6 +90,18 @@ def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / RESUME_FILE).is_file() or (checkpoints.is_dir() and any(checkpoints.iterdir()))
 
 
+def worth_keeping(run_dir: Path) -> str | None:
+    """What in a run folder is worth keeping (a checkpoint or resume state, a model file, sample images), said
+    for a log line; None when it holds nothing of that kind. The one rule for discarding an unfinished run."""
+    if has_checkpoint(run_dir):
+        return "a checkpoint"
+    if models := model_files(run_dir):
+        return f"a model file ({models[0].relative_to(run_dir)})"
+    if images := model_files(run_dir, IMAGE_PATTERNS):
+        return f"images ({images[0].relative_to(run_dir)})"
+    return None
+
+
 @dataclass(frozen=True)
 class RunSummary:
     name: str
@@ -167,14 +179,8 @@ def clean_runs(runs_dir: Path, dry_run: bool = False) -> list[CleanDecision]:
         status = read_manifest(run_dir).get("status", "?")
         if status not in ("failed", "interrupted", "cancelled"):
             decisions.append(CleanDecision(run_dir.name, False, f"kept: {status}"))
-        elif has_checkpoint(run_dir):
-            decisions.append(CleanDecision(run_dir.name, False, f"kept: {status} but holds a checkpoint"))
-        elif models := model_files(run_dir):
-            decisions.append(CleanDecision(run_dir.name, False, f"kept: {status} but holds a model file "
-                                                                f"({models[0].relative_to(run_dir)})"))
-        elif images := model_files(run_dir, IMAGE_PATTERNS):
-            decisions.append(CleanDecision(run_dir.name, False, f"kept: {status} but holds images "
-                                                                f"({images[0].relative_to(run_dir)})"))
+        elif held := worth_keeping(run_dir):
+            decisions.append(CleanDecision(run_dir.name, False, f"kept: {status} but holds {held}"))
         else:
             if not dry_run:
                 shutil.rmtree(run_dir)

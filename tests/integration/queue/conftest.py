@@ -1,5 +1,6 @@
 """A real rclone WebDAV server on 127.0.0.1 with a password, and a workspace of tiny datasets on it."""
 
+import json
 import shutil
 import socket
 import subprocess
@@ -49,6 +50,21 @@ def start_webdav(root: Path, *extra: str) -> Server:
         except OSError:
             assert proc.poll() is None and time.monotonic() < deadline, "rclone serve webdav did not start"
             time.sleep(0.1)  # polling the server's port
+
+
+def wait_until_served(server: Server, config: Path, relative: str, present: bool = True) -> None:
+    """Poll the WebDAV server until it lists ``relative`` (or no longer does): files written straight into its
+    folder show after its directory cache (1 s) expires."""
+    deadline = time.monotonic() + 15
+    parent, _, name = relative.rstrip("/").rpartition("/")
+    while True:
+        done = subprocess.run(["rclone", "--config", str(config), "lsjson", f"srv:{parent}"], capture_output=True,
+                              text=True)
+        listed = done.returncode == 0 and any(e["Name"] == name for e in json.loads(done.stdout or "[]"))
+        if listed == present:
+            return
+        assert time.monotonic() < deadline, f"the server never showed {relative} {'present' if present else 'gone'}"
+        time.sleep(0.2)  # polling the server's directory cache
 
 
 def remote_section(name: str, port: int, password: str = PASSWORD) -> str:

@@ -57,12 +57,13 @@ def test_an_external_trainer_runs_per_dataset_and_retries_out_of_memory(tmp_path
 
     plain = CliRunner().invoke(cli, ["queue", str(ws), "--only", "my cats"])
     assert plain.exit_code == 0, plain.output
-    out = server.root / "output" / "my cats-v1"
-    assert (out / "my cats-v1.safetensors").read_bytes() == b"weights for 3 images"
-    assert "saved my cats-v1.safetensors from 3 images" in (out / "trainer.log").read_text()
+    out = server.root / "output" / "my_cats-v1"  # a name from outside: letters, digits, . _ - kept
+    assert (out / "my_cats-v1.safetensors").read_bytes() == b"weights for 3 images"
+    assert "saved my_cats-v1.safetensors from 3 images" in (out / "trainer.log").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["code"]["sd_scripts"]["commit"] == commit and manifest["status"] == "completed"
-    assert manifest["config"]["general"]["train_data_dir"].endswith("work/my cats")  # one argument, space and all
+    assert manifest["config"]["general"]["train_data_dir"].endswith("work/my_cats")
+    assert manifest["dataset"]["name"] == "my cats" and manifest["dataset"]["files"] == 3  # as found, by content
     assert [a["change"] for a in manifest["attempts"]] == ["as configured"]
 
     big = CliRunner().invoke(cli, ["queue", str(ws), "--only", "dogs", "--add", str(tmp_path / "big.toml")])

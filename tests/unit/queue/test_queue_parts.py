@@ -1,0 +1,73 @@
+"""The queue's parts that need no server: the flags a check may take, the names of things from outside, the state
+file, and the rules for a dataset folder's own config."""
+
+import json
+
+import pytest
+
+from lorakit.errors import DataError
+from lorakit.queue.state import Job, QueueState
+from lorakit.queue.trust import check_dataset_config, check_inside
+from lorakit.remote.rclone import checks_environment, connection_flags
+from lorakit.runs.naming import safe_name
+
+
+def test_checks_take_only_the_connection_flags_of_the_users():
+    flags = ("--exclude", "*.safetensors", "--timeout", "5s", "--bwlimit=1M", "--size-only", "--no-check-certificate",
+             "--max-size", "10", "--filter", "- *.pt", "--contimeout", "3s")
+    assert connection_flags(flags) == ("--timeout", "5s", "--bwlimit=1M", "--no-check-certificate", "--contimeout",
+                                       "3s")
+    env = checks_environment({"RCLONE_EXCLUDE": "*.safetensors", "RCLONE_SIZE_ONLY": "true", "RCLONE_TIMEOUT": "5s",
+                              "RCLONE_CONFIG": "/c.conf", "RCLONE_CONFIG_SRV_TYPE": "webdav", "HOME": "/root"})
+    assert env == {"RCLONE_TIMEOUT": "5s", "RCLONE_CONFIG": "/c.conf", "RCLONE_CONFIG_SRV_TYPE": "webdav",
+                   "HOME": "/root"}
+
+
+@pytest.mark.parametrize(("name", "cleaned"), [
+    ("cats", "cats"), ("my cats", "my_cats"), ("x\"';touch PWNED;#", "x___touch_PWNED__"), ("..", "_."),
+    (".hidden", "_hidden"), ("-rf", "_rf"), ("", "_"), ("katzen-ä.v2", "katzen-_.v2"), ("a/b", "a_b")])
+def test_names_from_outside_keep_letters_digits_dot_underscore_and_dash(name, cleaned):
+    assert safe_name(name) == cleaned
+
+
+def test_an_older_state_file_reads_with_its_names_as_keys_and_an_unreadable_one_is_kept_aside(tmp_path):
+    (tmp_path / ".lorakit-queue.json").write_text(json.dumps(
+        {"version": 1, "jobs": {"cats": {"name": "cats", "source": "folder", "state": "trained"}}}))
+    state = QueueState.load(tmp_path)
+    assert state.jobs["cats"].key == state.jobs["cats"].folder == "cats"
+    state.jobs["cats-2"] = Job("cats", "folder", key="cats-2", generation=2)
+    state.save()
+    again = QueueState.load(tmp_path)
+    assert [j.key for j in again.of_dataset("cats")] == ["cats", "cats-2"]
+    (tmp_path / ".lorakit-queue.json").write_text('{"version": 2, "jobs": {"cats": {"name": ')
+    assert QueueState.load(tmp_path).jobs == {}
+    (aside,) = tmp_path.glob(".lorakit-queue.json.unreadable-*")
+    assert aside.read_text().startswith('{"version": 2')
+    assert not (tmp_path / ".lorakit-queue.json").exists()  # moved aside, never deleted
+
+
+def test_a_dataset_config_may_set_its_data_and_training_only(tmp_path):
+    own = tmp_path / "lorakit.yaml"
+    own.write_text("data: {max_length: 64}\nlora: {r: 4}\ntrain: {lr: 0.001}\noutput: {name: x}\n"
+                   "model: {name_or_path: HuggingFaceTB/SmolLM2-135M}\n")
+    assert check_dataset_config(own)["lora"] == {"r": 4}
+    for text, key in [("tracking: {repos: {a: /x}}", "tracking.repos.a"), ("output: {dir: /x}", "output.dir"),
+                      ("trainer: {command: rm}", "trainer.command"), ("model: {dtype: float32}", "model.dtype")]:
+        own.write_text(text + "\n")
+        with pytest.raises(DataError, match=rf"lorakit.yaml: {key}: a dataset folder may set data\.\*"):
+            check_dataset_config(own)
+    own.write_text(f"model: {{name_or_path: {tmp_path}}}\n")
+    with pytest.raises(DataError, match="names a local path"):
+        check_dataset_config(own)
+
+
+def test_paths_must_stay_inside_the_dataset_folder_after_links(tmp_path):
+    folder = tmp_path / "cats"
+    folder.mkdir()
+    (folder / "ok.jsonl").write_text("{}\n")
+    (tmp_path / "secret.jsonl").write_text("{}\n")
+    (folder / "link.jsonl").symlink_to(tmp_path / "secret.jsonl")
+    check_inside(folder, "data.train", [str(folder / "ok.jsonl")], "lorakit.yaml")
+    for path in (str(tmp_path / "secret.jsonl"), str(folder / ".." / "secret.jsonl"), str(folder / "link.jsonl")):
+        with pytest.raises(DataError, match="is outside the dataset folder"):
+            check_inside(folder, "data.train", [path], "lorakit.yaml")
