@@ -7,7 +7,6 @@ keeps the result as a plain safetensors folder under ``~/.cache/lorakit/models/<
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import ModelError
+from lorakit.runs.fingerprint import file_sha256 as sha256_file  # one way to hash a file, re-exported here
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,6 @@ class ResolvedModel:
 
 def cache_root() -> Path:
     return Path(os.environ.get("LORAKIT_CACHE") or Path.home() / ".cache" / "lorakit") / "models"
-
-
-def sha256_file(path: Path, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_model(name_or_path: str, revision: str | None = None, convert: bool = True) -> ResolvedModel:
