@@ -184,8 +184,9 @@ class Keeper:
         self.verify_trained_on(run_dir, content, "the data as downloaded")
         gone_before = set(intent([]))
         if (change := self._change(root, files, recorded, gone_before)) is not None:
-            log.warning("kept the remote dataset %s/%s: %s since it was downloaded; it trains as a new result",
-                        root, files[0].split("/", 1)[0], change)
+            change += " since it was downloaded"
+            log.warning("kept the remote dataset %s/%s: %s; it trains as a new result", root,
+                        files[0].split("/", 1)[0], change)
             return change
         present = list(self._current(root, files))
         intent(present)

@@ -105,6 +105,10 @@ class QueueRun:
         remote = self.ws.remote.training
         if job.source == "local" or remote is None:
             return
+        there = (self.rclone.list_or_none(f"{remote}/{job.name}") if job.source == "folder" else
+                 self.rclone.stat(f"{remote}/{job.remote_files[0]}"))
+        if not there:  # removed since it was listed: this dataset fails alone, the queue goes on
+            raise JobFailed(f"{remote}/{job.name} is gone from the remote; nothing of it was downloaded")
         if job.source == "folder":
             self.rclone.copy(f"{remote}/{job.name}", str(self.work / job.folder))
             self.rclone.verify(f"{remote}/{job.name}", str(self.work / job.folder))
@@ -200,7 +204,7 @@ class QueueRun:
         self._ensure_result(job, run_dir)
         if todo["remote data"]:
             assert remote is not None
-            self._keeping(job, "its remote training files", lambda: self._delete_remote_data(job, remote, run_dir))
+            self._delete_remote_data(job, remote, run_dir)
         if todo["local data"]:
             files: dict[Path, str | None] = {data / f: job.local_sha256.get(f) for f in job.local_files}
             if archive is not None:
@@ -217,11 +221,15 @@ class QueueRun:
                 self.state.save()
             return job.deleting
 
-        change = self.keeper.delete_remote_data(remote, job.remote_files, job.remote_fingerprints, run_dir,
-                                                job.remote_output, job.content, intent)
+        try:
+            change = self.keeper.delete_remote_data(remote, job.remote_files, job.remote_fingerprints, run_dir,
+                                                    job.remote_output, job.content, intent)
+        except NotVerified as e:  # no verified result of exactly this data: it is kept, and trained again
+            change = str(e)
+            log.warning("%s: kept the remote dataset: %s", job.key, change)
         if change is not None:  # kept whole: the next queue run trains what it holds now as a new result
             job.remote_changed = change
-            job.note = f"kept the remote dataset: {change} since it was downloaded"
+            job.note = f"kept the remote dataset: {change}"
         else:
             job.remote_deleted = True
         self.state.save()

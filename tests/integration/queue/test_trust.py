@@ -7,12 +7,15 @@ import hashlib
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from lorakit.cli.main import cli
+from lorakit.queue.state import KILL_AFTER_ENV
 from tests.conftest import ALPACA_ROWS, write_jsonl
 from tests.integration.queue.conftest import remote_section, wait_until_served
 
@@ -34,6 +37,7 @@ def content_of(files: dict[str, bytes]) -> str:
 
 
 def rows(seed: int) -> bytes:
+    """The test rows rotated by ``seed`` (they repeat every 4: seeds 0 and 4 give the same bytes)."""
     return "".join(json.dumps(r) + "\n" for r in ALPACA_ROWS[seed:] + ALPACA_ROWS[:seed]).encode()
 
 
@@ -291,3 +295,34 @@ def test_a_lorakit_job_records_its_dataset_by_content_in_the_uploaded_manifest(t
     manifest = results(server)["delta-v1"]
     assert manifest["dataset"]["sha256"] == content_of({"rows.jsonl": data})  # the archive's content, unpacked
     assert manifest["dataset"]["name"] == "delta"
+
+
+def test_a_dataset_removed_from_the_remote_before_its_download_fails_alone(tmp_path, server, workspace):
+    assert queue(workspace, "--only", "beta", "--test").exit_code == 0  # alpha is listed, not yet fetched
+    assert state(tmp_path)["alpha"]["state"] == "pending"
+    subprocess.run(["rm", "-r", str(server.root / "training" / "alpha")], check=True)
+    wait_until_served(server, tmp_path / "rclone.conf", "training/alpha", present=False)
+    result = queue(workspace, "--only", "alpha", "--only", "gamma")
+    assert result.exit_code == 1 and "queue stopped" not in result.output
+    jobs = state(tmp_path)
+    assert jobs["alpha"]["state"] == "failed" and "is gone from the remote" in jobs["alpha"]["error"]
+    assert jobs["gamma"]["state"] == "cleaned"  # the queue went on
+
+
+def test_a_local_copy_edited_before_training_never_lets_its_remote_original_go(tmp_path, server, workspace):
+    env = {k: v for k, v in os.environ.items() if k != KILL_AFTER_ENV}
+    killed = subprocess.run([sys.executable, "-m", "lorakit.cli.main", "queue", str(workspace), "--only", "alpha"],
+                            cwd=tmp_path, env={**env, KILL_AFTER_ENV: "2"}, capture_output=True, text=True,
+                            timeout=300)  # killed once alpha is downloaded and unpacked, before it trains
+    assert killed.returncode == -9 and state(tmp_path)["alpha"]["state"] == "unpacked"
+    local = tmp_path / "work" / "alpha" / "train.jsonl"
+    local.write_bytes(rows(1))  # someone edits the local copy: the run trains on that, not on the remote's
+    first = queue(workspace, "--only", "alpha")
+    assert first.exit_code == 0, first.output
+    assert "kept the remote dataset" in first.output
+    assert (server.root / "training" / "alpha" / "train.jsonl").read_bytes() == rows(0)  # the original, kept
+    assert results(server)["alpha-v1"]["dataset"]["sha256"] == content_of({"train.jsonl": rows(1)})
+    second = queue(workspace, "--only", "alpha")  # the original then trains as a result of its own, and goes
+    assert second.exit_code == 0, second.output
+    assert results(server)["alpha-v1-2"]["dataset"]["sha256"] == content_of({"train.jsonl": rows(0)})
+    assert not (server.root / "training" / "alpha").exists()
