@@ -120,7 +120,8 @@ def _part_text(part: object, where: str) -> str:
         return part["text"]
     if kind in MEDIA_PARTS:
         raise DataRefusal(f"{where} is an {kind} part: lorakit trains text models, so media cannot be trained; "
-                          "remove the media parts (or the rows that have them)")
+                          "train on a copy of the data without the media parts (or without the rows that have "
+                          "them)")
     raise DataError(f"{where} must be a text part {{\"type\": \"text\", \"text\": ...}} (got {part!r:.80})")
 
 

@@ -46,8 +46,8 @@ class RowPolicy:
         for key in MEDIA_FIELDS:
             if row.get(key):
                 raise DataRefusal(f"rows have {key!r}: lorakit trains text models, so media cannot be trained "
-                                  f"(the placeholders such as <image> would be trained as text); remove the "
-                                  f"{key!r} field, or the rows that have it")
+                                  f"(the placeholders such as <image> would be trained as text); train on a copy "
+                                  f"of the data without the {key!r} field, or without the rows that have it")
             row.pop(key, None)  # empty: nothing is lost
         if "chosen" in row and "rejected" in row:
             row = self._chosen(row)

@@ -13,10 +13,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorakit.errors import ConfigError, DataError, RunError
+from lorakit.errors import ConfigError, DataError
 from lorakit.proc import Child, run_logged
 from lorakit.queue.jobs import write_job_config
-from lorakit.queue.keep import Keeper
+from lorakit.queue.keep import Keeper, trained_on
 from lorakit.queue.state import Job, QueueState
 from lorakit.queue.trust import check_links
 from lorakit.queue.workspace import Workspace
@@ -48,14 +48,6 @@ def _completed(runs: list[Path]) -> list[Path]:
     return [d for d in runs if read_manifest(d).get("status") == "completed"]
 
 
-def trained_content(run_dir: Path) -> str | None:
-    """The content (``lorakit.runs.fingerprint``) of the dataset a run recorded it was trained on."""
-    try:
-        return (read_manifest(run_dir).get("dataset") or {}).get("sha256")
-    except RunError:
-        return None
-
-
 @dataclass
 class TrainingStage:
     ws: Workspace
@@ -83,16 +75,16 @@ class TrainingStage:
         content = content_sha256(data)
         assert job.output_name is not None
         existing = versions_of(job.output_name, job_dir)
-        ours = [d for d in existing if trained_content(d) == content]
+        ours = [d for d in existing if trained_on(d) == content]
         if self.ws.queue.executor == "slurm":
             run_dir = self.on_slurm(job, job_dir, ours)
         elif completed := _completed(ours):  # trained before a crash, not yet recorded
             run_dir = completed[-1]
         else:
-            self._discard_unfinished([d for d in existing if trained_content(d) in (content, None)])
+            self._discard_unfinished([d for d in existing if trained_on(d) in (content, None)])
             run_dir = (self.with_command(job, job_dir) if self.ws.trainer.kind == "command"
                        else self.with_lorakit(job, job_dir, ours, content))
-        if trained_content(run_dir) != content:
+        if trained_on(run_dir) != content:
             raise JobFailed(f"{data} changed while it trained ({run_dir.name} recorded other files); nothing was "
                             "uploaded or deleted, and the next queue run trains it again")
         if not model_files(run_dir, self.keeper.model_patterns):
@@ -140,7 +132,7 @@ class TrainingStage:
         if done.returncode != 0:
             raise JobFailed(done.error_line())
         finished = [d for d in _completed(versions_of(job.output_name or job.key, job_dir))
-                    if trained_content(d) == content]
+                    if trained_on(d) == content]
         if not finished:
             raise JobFailed(f"lorakit train finished but left no completed run of this dataset in {job_dir}")
         for name in JOB_FILES:  # the merged config (its secrets redacted) and the trainer's output (redacted too)
