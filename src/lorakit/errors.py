@@ -33,6 +33,10 @@ class TrainingError(LorakitError):
     """Training stopped for a reason the user must look at (divergence, say)."""
 
 
+class OutOfMemoryError(TrainingError):
+    """A step ran out of memory and the out-of-memory ladder had nothing left to try (the run's kind: out-of-memory)."""
+
+
 class MemoryBudgetError(LorakitError):
     """A memory budget cannot hold the run even at its smallest settings."""
 

@@ -30,7 +30,7 @@ def plan_cmd(config_file: str, overlays: tuple[str, ...], overrides: tuple[str, 
         lorakit plan examples/typst/config.yaml
         lorakit plan base.yaml --set data.max_length=2048 --memory 8GiB --device cuda
     """
-    from lorakit.plan.report import build_plan, render_plan
+    from lorakit.plan.report import PlanInputs, build_plan, render_plan
 
     cfg = load_config(config_file, overlays, overrides).config
     size = memory or cfg.train.memory_budget
@@ -38,4 +38,4 @@ def plan_cmd(config_file: str, overlays: tuple[str, ...], overrides: tuple[str, 
         budget = parse_memory_size(size) if size is not None else None
     except ValueError as e:
         raise ConfigError(f"--memory: {e}") from None
-    click.echo(render_plan(build_plan(cfg, device, budget)))
+    click.echo(render_plan(build_plan(PlanInputs.of(cfg), device, budget)))

@@ -8,10 +8,13 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorakit.model.resolve import sha256_file
 from lorakit.runs.artifacts import plot_loss
+
+if TYPE_CHECKING:
+    from lorakit.runs.folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +92,13 @@ def _jsonl_history(path: Path) -> list[dict[str, Any]]:
     return history
 
 
-def gather_curve(run_dir: Path, total_steps: int | None) -> list[dict[str, Any]]:
+def gather_curve(run: RunFolder, total_steps: int | None) -> list[dict[str, Any]]:
     """The training loss by step: the trainer's own trainer_log.jsonl (LLaMA-Factory), else its TensorBoard
     scalars (sd-scripts' logging_dir), written as trainer_log.jsonl; training_loss.png drawn from it."""
-    own_log = run_dir / "trainer_log.jsonl"
-    history = _jsonl_history(own_log) if own_log.is_file() else _tensorboard_history(run_dir)
-    if history and not own_log.is_file():
-        own_log.write_text("".join(json.dumps({"current_steps": h["step"], "total_steps": total_steps,
-                                               **{k: v for k, v in h.items() if k != "step"}}) + "\n"
-                                   for h in history), encoding="utf-8")
+    run_dir, own_log = run.path, run.trainer_log
+    history = _jsonl_history(own_log.path) if own_log.path.is_file() else _tensorboard_history(run_dir)
+    if history and not own_log.path.is_file():
+        own_log.write_history(history, total_steps)
     if history and not (run_dir / "training_loss.png").exists():  # never over the trainer's own plot
         plot_loss(run_dir / "training_loss.png", history, [])
     return history

@@ -35,6 +35,7 @@ from lorakit.external.render import (
 )
 from lorakit.external.trainer import TrainerSection, check_trainer_files
 from lorakit.model.resolve import sha256_file
+from lorakit.outcome import Kind, Outcome
 from lorakit.proc import Child, Finished, ForwardSignals, run_logged
 from lorakit.redaction import redact, redact_text, remember
 from lorakit.runs.artifacts import copy_tracked_files
@@ -65,9 +66,19 @@ class TrainerJob:
 @dataclass(frozen=True)
 class TrainerOutcome:
     run_dir: Path
-    status: str  # completed | failed | interrupted
+    outcome: Outcome  # completed, stopped (a signal), out-of-memory or failed
     returncode: int
-    reason: str | None = None
+
+    @property
+    def status(self) -> str:
+        return self.outcome.status
+
+    @property
+    def reason(self) -> str | None:
+        """Why it did not complete (None when it did)."""
+        if self.outcome.kind is Kind.STOPPED:
+            return f"stopped by {self.outcome.reason}"
+        return self.outcome.reason or None
 
 
 @dataclass(frozen=True)
@@ -168,28 +179,32 @@ def run_trainer(job: TrainerJob, child: Child | None = None, clean_empty: bool =
         with ForwardSignals(child) as signals:
             done, oom = _attempts(job, run, plan, values, child, signals)
     except BaseException as e:
-        run.end("failed", f"{type(e).__name__}: {e}", card=False)
+        run.fail(f"{type(e).__name__}: {e}")
         raise
     _record_outputs(run, trainer, plan.steps)
-    status, reason = _verdict(run, done, oom, signals.reason, tuple(trainer.outputs))
-    if not (status == "failed" and clean_empty and _removed_if_empty(run)):
-        run.end(status, reason if status != "interrupted" else signals.reason)
-    return TrainerOutcome(run_dir, status, done.returncode, reason)
+    outcome = _verdict(run, done, oom, signals.reason, tuple(trainer.outputs))
+    if not (outcome.status == "failed" and clean_empty and _removed_if_empty(run)):
+        run.end(outcome)
+    return TrainerOutcome(run_dir, outcome, done.returncode)
 
 
 def _verdict(run: RunFolder, done: Finished, oom: str | None, stopped_by: str | None,
-             outputs: tuple[str, ...]) -> tuple[str, str | None]:
-    """How the run ended, and why it did not complete (None when it did)."""
-    program = Path(run.manifest.data["command"][0]).name
+             outputs: tuple[str, ...]) -> Outcome:
+    """How the run ended, and why it did not complete."""
+    program = Path(run.data["command"][0]).name
     if stopped_by is not None:
-        return "interrupted", f"stopped by {stopped_by}"
+        return Outcome(Kind.STOPPED, stopped_by)
+    if done.returncode != 0 and oom:
+        attempts = len(run.data["attempts"])
+        return Outcome(Kind.OUT_OF_MEMORY, f"out of memory after {attempts} attempt(s): {done.error_line()[:300]}",
+                       {"attempts": attempts})
     if done.returncode != 0:
-        attempts = len(run.manifest.data["attempts"])
-        return "failed", (f"out of memory after {attempts} attempt(s): {done.error_line()[:300]}" if oom else
-                          f"{program} exited with {done.returncode}: {done.error_line()[:300]}")
+        return Outcome(Kind.FAILED, f"{program} exited with {done.returncode}: {done.error_line()[:300]}",
+                       {"returncode": done.returncode})
     if not model_files(run.path, outputs):
-        return "failed", f"{program} exited with 0 but produced no model file (looked for {', '.join(outputs)})"
-    return "completed", None
+        return Outcome(Kind.FAILED, f"{program} exited with 0 but produced no model file "
+                                    f"(looked for {', '.join(outputs)})")
+    return Outcome(Kind.COMPLETED)
 
 
 def _create_run(job: TrainerJob, plan: Plan) -> RunFolder:
@@ -284,16 +299,16 @@ def _next_attempt(run: RunFolder, attempts: list[dict[str, Any]], change: str, d
 
 
 def _record_outputs(run: RunFolder, trainer: TrainerSection, steps: int | None) -> None:
-    run_dir, manifest = run.path, run.manifest
+    run_dir = run.path
     if (run_dir / "README.md").exists():  # the trainer's own card (LLaMA-Factory writes one): ours goes beside it
-        manifest.update(card="CARD.md")
+        run.update(card="CARD.md")
     models = model_files(run_dir, tuple(trainer.outputs))
     outputs = describe_outputs(run_dir)
-    history = gather_curve(run_dir, steps)
-    metrics = dict(manifest.data.get("metrics") or {})
+    history = gather_curve(run, steps)
+    metrics = dict(run.data.get("metrics") or {})
     if history:
         metrics.update(train_loss=history[-1]["loss"], train_steps=history[-1]["step"])
-    manifest.update(outputs=outputs, models=[p.relative_to(run_dir).as_posix() for p in models],
+    run.update(outputs=outputs, models=[p.relative_to(run_dir).as_posix() for p in models],
                     model_metadata=models_metadata(run_dir, models), samples=latest_samples(run_dir),
                     metrics=metrics)
 
@@ -306,7 +321,7 @@ def _removed_if_empty(run: RunFolder) -> bool:
     from lorakit.runs.catalog import NO_CLEAN_ENV
 
     run_dir = run.path
-    if run.manifest.data.get("outputs") or os.environ.get(NO_CLEAN_ENV, "") not in ("", "0"):
+    if run.data.get("outputs") or os.environ.get(NO_CLEAN_ENV, "") not in ("", "0"):
         return False
     log.info("%s: the trainer wrote nothing; removing the run folder (%s=1 keeps it)", run_dir, NO_CLEAN_ENV)
     shutil.rmtree(run_dir)

@@ -124,8 +124,9 @@ def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, floa
            predictions: dict[str, list[str]], cases: Sequence[EvalCase], engine: str = "transformers") -> None:
     """Save results into the run's eval_results.json, manifest and model card, and predictions beside them
     (under their own names for llama.cpp, so they sit next to the transformers figures)."""
-    from lorakit.runs.card import refresh_card
-    from lorakit.runs.manifest import Manifest, now, write_json_atomic
+    from lorakit.runs.catalog import is_run
+    from lorakit.runs.folder import RunFolder
+    from lorakit.runs.manifest import write_json_atomic
 
     folder = adapter.path
     stem = data.stem if engine == "transformers" else f"{data.stem}.llamacpp"
@@ -138,13 +139,8 @@ def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, floa
     lines = [{"reference": c.reference, **{label: preds[i] for label, preds in predictions.items()}}
              for i, c in enumerate(cases)]
     out.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
-    if (folder / "manifest.json").is_file():
-        manifest = Manifest.load(folder)
-        evaluations = [e for e in manifest.data.get("evaluations", [])
-                       if (e.get("data"), e.get("engine", "transformers")) != (str(data), engine)]
-        manifest.update(evaluations=[*evaluations, {"data": str(data), "engine": engine, "at": now(),
-                                                    "results": results}])
-        refresh_card(folder, manifest.data)
+    if is_run(folder):
+        RunFolder.open(folder).add_evaluation(str(data), engine, results)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ released, so the job never starts from a manifest that does not yet name it.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +20,10 @@ from lorakit.errors import LaunchError
 from lorakit.launch.sbatch import SCRIPT_NAME, JobPlan, render
 from lorakit.launch.slurm import JobState, job_state, release, sbatch, scancel
 from lorakit.recipe.start import start_run
-from lorakit.runs.manifest import UNFINISHED, Manifest, now
+from lorakit.runs.catalog import read_manifest
+from lorakit.runs.folder import RunFolder
 from lorakit.runs.naming import next_run_dir
+from lorakit.runs.trainer_log import TrainerLog
 
 
 @dataclass(frozen=True)
@@ -53,19 +54,28 @@ def submit_run(loaded: LoadedConfig, command_line: list[str], dry_run: bool = Fa
     if dry_run:
         return Submission(predicted, script, None)
     run = start_run(loaded, command_line, trains_here=False, record=record)
-    run_dir = run.path
-    script = render(_plan(loaded, run_dir), __version__)
-    script_path = run_dir / SCRIPT_NAME
+    script = render(_plan(loaded, run.path), __version__)
+    return Submission(run.path, script, submit_held(run, script))
+
+
+def submit_held(run: RunFolder, script: str) -> str:
+    """The one Slurm submission sequence, for runs and sweep workers alike: the script into the run folder,
+    submitted held, the job id recorded in the manifest, then released, so the job never starts from a manifest
+    that does not name it. Its job id.
+
+    Raises:
+        LaunchError: sbatch refused it (the run is marked failed with sbatch's message).
+    """
+    script_path = run.path / SCRIPT_NAME
     script_path.write_text(script, encoding="utf-8")
     try:
         job_id = sbatch(script_path, hold=True)
     except LaunchError as e:
-        run.end("failed", str(e), card=False)
+        run.fail(str(e))
         raise
-    run.end("submitted", f"Slurm job {job_id}", card=False,
-            slurm={"job_id": job_id, "script": SCRIPT_NAME, "submitted_at": now()})
+    run.submitted(job_id, SCRIPT_NAME)
     release(job_id)
-    return Submission(run_dir, script, job_id)
+    return job_id
 
 
 def job_id_of(manifest: dict[str, Any], run_dir: Path) -> str:
@@ -89,27 +99,23 @@ def log_tail(run_dir: Path, job_id: str, lines: int = 10) -> list[str]:
     return []
 
 
-def reconcile(run_dir: Path) -> tuple[Manifest, JobState | None]:
+def reconcile(run_dir: Path) -> tuple[RunFolder, JobState | None]:
     """The run's manifest and its job's Slurm state; a job that ended without the run saying how
     (killed at its time limit, out of memory, python missing) marks the run failed with its log tail.
 
     Written only once the job has left the queue: while it runs, the job alone writes the manifest.
     """
-    manifest = Manifest.load(run_dir)
-    job_id = job_id_of(manifest.data, run_dir)
+    run = RunFolder.open(run_dir)
+    job_id = job_id_of(run.data, run_dir)
     state = job_state(job_id)
     if state is None or state.active:
-        return manifest, state
-    if manifest.status in UNFINISHED:
-        manifest.set_status("failed", f"Slurm job {job_id} ended {state.describe()}"
-                                      + "".join(f"; log: {line}" for line in log_tail(run_dir, job_id, 1)))
-    if (manifest.data["slurm"].get("state")) != state.state:
-        manifest.data["slurm"].update(state=state.state, exit_code=state.exit_code)
-        manifest.save()
-    return manifest, state
+        return run, state
+    run.slurm_ended(state.state, state.exit_code, f"Slurm job {job_id} ended {state.describe()}"
+                    + "".join(f"; log: {line}" for line in log_tail(run_dir, job_id, 1)))
+    return run, state
 
 
-def wait_for(run_dir: Path, timeout: float, poll: float = 1.0) -> tuple[Manifest, JobState | None]:
+def wait_for(run_dir: Path, timeout: float, poll: float = 1.0) -> tuple[RunFolder, JobState | None]:
     """Poll until the run's job has left the queue (or ``timeout`` seconds passed)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -125,17 +131,16 @@ def cancel_run(run_dir: Path, wait_seconds: float = 120) -> JobState | None:
     Raises:
         LaunchError: the job had already ended, or did not stop in time.
     """
-    manifest = Manifest.load(run_dir)
-    job_id = job_id_of(manifest.data, run_dir)
+    job_id = job_id_of(read_manifest(run_dir), run_dir)
     state = job_state(job_id)
     if state is not None and not state.active:
         raise LaunchError(f"Slurm job {job_id} of {run_dir.name} already ended ({state.describe()})")
     scancel(job_id)
-    manifest, state = wait_for(run_dir, wait_seconds)  # read afresh: the job may have written it meanwhile
+    run, state = wait_for(run_dir, wait_seconds)  # read afresh: the job may have written it meanwhile
     if state is not None and state.active:
         raise LaunchError(f"Slurm job {job_id} is still {state.state} {wait_seconds:.0f} s after scancel")
     # The job may have saved a resume state on SIGTERM: `lorakit train --resume` can still continue it.
-    manifest.set_status("cancelled", f"scancel of Slurm job {job_id}")
+    run.cancelled(f"scancel of Slurm job {job_id}")
     return state
 
 
@@ -156,13 +161,9 @@ class JobRow:
 
 def progress(run_dir: Path) -> dict[str, Any]:
     """The last training line and the last validation line of trainer_log.jsonl (empty before the first step)."""
-    path = run_dir / "trainer_log.jsonl"
     last: dict[str, Any] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                entry = json.loads(line)
-                last["eval" if "eval_loss" in entry else "train"] = entry
+    for entry in TrainerLog.of(run_dir).read():
+        last["eval" if "eval_loss" in entry else "train"] = entry
     return last
 
 
@@ -182,7 +183,7 @@ def job_row(run_dir: Path) -> JobRow:
 def follow_logs(run_dir: Path, follow: bool, write: Callable[[str], Any] = sys.stdout.write,
                 poll: float = 1.0) -> None:
     """Print the job's output and error streams; with ``follow``, keep printing until the job ends."""
-    job_id = job_id_of(Manifest.load(run_dir).data, run_dir)
+    job_id = job_id_of(read_manifest(run_dir), run_dir)
     offsets = dict.fromkeys(log_files(run_dir, job_id), 0)
     while True:
         for chunk in _new_text(offsets):

@@ -70,8 +70,8 @@ def outcome_of(run_dir: Path, failure: str | None) -> TrainOutcome:
     """
     run = RunFolder.open(run_dir)
     if failure and run.status in UNFINISHED:
-        run.end("failed", failure, card=False)  # killed before it could mark itself
-    if run.status == "failed":
-        reason = run.manifest.data["status_history"][-1].get("reason", "no reason recorded")
-        raise TrainingError(f"{run_dir.name} failed: {reason}")
-    return TrainOutcome(run_dir, run.status, run.manifest.data.get("metrics", {}))
+        run.fail(failure)  # killed before it could mark itself
+    outcome = run.outcome
+    if outcome.status == "failed":
+        raise TrainingError(f"{run_dir.name} failed: {outcome.reason or 'no reason recorded'}")
+    return TrainOutcome(run_dir, outcome, run.data.get("metrics", {}))

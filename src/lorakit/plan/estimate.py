@@ -15,7 +15,9 @@ not verified on a GPU yet.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
+from lorakit.config.memory import MemorySettings
 from lorakit.plan.facts import ModelFacts
 
 GiB = 2**30
@@ -32,15 +34,35 @@ LENGTH_STEP = 64
 
 @dataclass(frozen=True)
 class MemorySetup:
-    """The settings that decide peak memory."""
+    """What decides peak memory: the run's memory settings (the one type the ladder and resume use too), and
+    where and how the base weights are held."""
 
     device: str  # cpu | cuda
-    micro_batch_size: int
-    max_length: int
-    gradient_checkpointing: bool
-    loss_chunk_tokens: int
+    memory: MemorySettings
     weight_bytes: int  # per base parameter: 4 float32, 2 bf16/fp16
     quantization: str = "none"  # none | nf4
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.memory.micro_batch_size
+
+    @property
+    def max_length(self) -> int:
+        return self.memory.max_length
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return self.memory.gradient_checkpointing
+
+    @property
+    def loss_chunk_tokens(self) -> int:
+        return self.memory.loss_chunk_tokens
+
+    def changed(self, **changes: Any) -> MemorySetup:
+        """This setup with some fields changed, memory settings (micro_batch_size, ...) or not (quantization)."""
+        memory = {k: v for k, v in changes.items() if k in MemorySettings.KEYS}
+        own = {k: v for k, v in changes.items() if k not in memory}
+        return replace(self, memory=replace(self.memory, **memory), **own)
 
     @property
     def tokens(self) -> int:
@@ -141,8 +163,8 @@ class Fit:
 def fit_budget(facts: ModelFacts, setup: MemorySetup, budget: float) -> Fit:
     # The head term depends on tokens only below loss_chunk_tokens; price it at a full chunk.
     estimate = estimate_memory(facts, setup)
-    pricing = estimate_memory(facts, replace(setup, micro_batch_size=1,
-                                             max_length=max(setup.max_length, setup.loss_chunk_tokens)))
+    pricing = estimate_memory(facts, setup.changed(micro_batch_size=1,
+                                           max_length=max(setup.max_length, setup.loss_chunk_tokens)))
     tokens = pricing.tokens_within(budget)
     length = min(tokens // LENGTH_STEP * LENGTH_STEP, facts.max_position // LENGTH_STEP * LENGTH_STEP)
     return Fit(setup, estimate, micro_batch_size=tokens // setup.max_length, max_length=length)
@@ -152,9 +174,9 @@ def options(setup: MemorySetup) -> list[MemorySetup]:
     """The setup as given, then with checkpointing, then (on a GPU) 4-bit, then both."""
     variants = [setup]
     if not setup.gradient_checkpointing:
-        variants.append(replace(setup, gradient_checkpointing=True))
+        variants.append(setup.changed(gradient_checkpointing=True))
     if setup.device == "cuda" and setup.quantization == "none":
-        variants += [replace(v, quantization="nf4") for v in list(variants)]
+        variants += [v.changed(quantization="nf4") for v in list(variants)]
     return variants
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from lorakit.config.schema import RunConfig
+from lorakit.config.memory import MemorySettings
+from lorakit.config.schema import LoraSection, ModelSection
 from lorakit.errors import MemoryBudgetError
 from lorakit.plan.estimate import Estimate, Fit, GiB, MemorySetup, estimate_memory, fit_budget, largest_divisor, options
 from lorakit.plan.facts import ModelFacts, load_model_config, measure_facts
@@ -38,19 +39,29 @@ def device_default() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def setup_from_config(config: RunConfig, device: str) -> MemorySetup:
-    dtype = config.model.dtype
+@dataclass(frozen=True)
+class PlanInputs:
+    """What the planner reads of a run's config (``recipe``/``cli`` build it with ``PlanInputs.of``)."""
+
+    model: ModelSection
+    lora: LoraSection
+    memory: MemorySettings
+
+    @classmethod
+    def of(cls, config: Any) -> PlanInputs:
+        """From a RunConfig."""
+        return cls(config.model, config.lora, MemorySettings.of(config))
+
+
+def setup_for(inputs: PlanInputs, device: str) -> MemorySetup:
+    dtype = inputs.model.dtype
     weight_bytes = 4 if dtype == "float32" or (dtype == "auto" and device == "cpu") else 2
-    return MemorySetup(device=device, micro_batch_size=config.train.micro_batch_size,
-                       max_length=config.data.max_length,
-                       gradient_checkpointing=config.train.gradient_checkpointing,
-                       loss_chunk_tokens=config.train.loss_chunk_tokens, weight_bytes=weight_bytes,
-                       quantization=config.model.quantization)
+    return MemorySetup(device, inputs.memory, weight_bytes, inputs.model.quantization)
 
 
-def build_plan(config: RunConfig, device: str | None = None, budget: float | None = None,
+def build_plan(inputs: PlanInputs, device: str | None = None, budget: float | None = None,
                model_config: Any = None) -> MemoryPlan:
-    """Estimate ``config``'s peak memory on ``device`` and, with a budget, what fits it.
+    """Estimate the run's peak memory on ``device`` and, with a budget, what fits it.
 
     ``model_config`` (a transformers config) saves finding and reading it again when the caller has it.
 
@@ -59,9 +70,9 @@ def build_plan(config: RunConfig, device: str | None = None, budget: float | Non
         MemoryBudgetError: the budget cannot hold the fixed parts (framework, weights, adapter).
     """
     device = device or device_default()
-    facts = measure_facts(model_config or load_model_config(config.model), config.lora, config.data.max_length,
-                          config.model.name_or_path)
-    setup = setup_from_config(config, device)
+    facts = measure_facts(model_config or load_model_config(inputs.model), inputs.lora, inputs.memory.max_length,
+                          inputs.model.name_or_path)
+    setup = setup_for(inputs, device)
     estimate = estimate_memory(facts, setup)
     fits: tuple[Fit, ...] = ()
     if budget is not None:
@@ -69,7 +80,7 @@ def build_plan(config: RunConfig, device: str | None = None, budget: float | Non
         cheapest = min(fits, key=lambda f: f.estimate.fixed)
         if budget < cheapest.estimate.fixed:
             raise MemoryBudgetError(_too_small(budget, cheapest.estimate))
-    return MemoryPlan(facts, estimate, config.train.grad_accum, budget, fits)
+    return MemoryPlan(facts, estimate, inputs.memory.grad_accum, budget, fits)
 
 
 def _too_small(budget: float, estimate: Estimate) -> str:
@@ -93,11 +104,11 @@ def starting_point(plan: MemoryPlan) -> StartingPoint:
             continue
         size = largest_divisor(effective, fit.micro_batch_size)
         if size:
-            setup = replace(fit.setup, micro_batch_size=size)
+            setup = fit.setup.changed(micro_batch_size=size)
             return StartingPoint(size, effective // size, setup.gradient_checkpointing,
                                  estimate_memory(plan.facts, setup))
     last = plan.fits[-1] if plan.fits else None
-    needs = estimate_memory(plan.facts, replace(last.setup if last else plan.estimate.setup, micro_batch_size=1))
+    needs = estimate_memory(plan.facts, (last.setup if last else plan.estimate.setup).changed(micro_batch_size=1))
     raise MemoryBudgetError(f"a memory budget of {(plan.budget or 0) / GiB:.2f} GiB cannot hold even one example "
                             f"of data.max_length {plan.estimate.setup.max_length}: {needs.setup.describe()} needs "
                             f"{needs.total / GiB:.2f} GiB; lower data.max_length or lora.r, or raise the budget")

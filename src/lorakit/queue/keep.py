@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorakit import faults
 from lorakit.errors import RemoteError
-from lorakit.queue.state import armed, kill_point
 from lorakit.remote.rclone import HARD_DELETE, Rclone, RemoteFile
 from lorakit.runs.catalog import model_files, read_manifest, worth_keeping
 from lorakit.runs.fingerprint import file_sha256
+from lorakit.runs.manifest import created_at
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,7 @@ def run_identity(manifest: dict[str, Any]) -> str:
     """What tells one run from every other: its run id (older manifests: name and creation time)."""
     if manifest.get("run_id"):
         return str(manifest["run_id"])
-    created = (manifest.get("status_history") or [{}])[0].get("at", "")
-    return f"{manifest.get('name')}@{created}"
+    return f"{manifest.get('name')}@{created_at(manifest)}"
 
 
 def same_content(recorded: dict[str, Any], now: RemoteFile) -> bool:
@@ -190,11 +190,8 @@ class Keeper:
             return change
         present = list(self._current(root, files))
         intent(present)
-        kill_point("before-delete:remote-data")
+        faults.reached("before-delete:remote-data")
         extra = self._hard_delete(root)
-        if present and armed("during-delete:remote-data") and len(present) > 1:
-            self.rclone.delete_file(f"{root}/{present[0]}", extra)
-            kill_point("during-delete:remote-data")
         if present:
             self.rclone.delete_files(root, present, extra)
         return None
@@ -260,11 +257,9 @@ class Keeper:
         self.verify_trained_on(run_dir, content, f"the data in {folder}")
         unchanged = [p for p, digest in files.items()
                      if p.is_file() and digest is not None and file_sha256(p) == digest]
-        kill_point("before-delete:local-data")
-        if armed("during-delete:local-data") and len(unchanged) > 1:
-            unchanged[0].unlink(missing_ok=True)
-            kill_point("during-delete:local-data")
+        faults.reached("before-delete:local-data")
         for path in unchanged:
+            faults.reached("delete:local-data")  # :2 dies with one file deleted
             path.unlink(missing_ok=True)
         _remove_empty_folders(folder)
         left = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
@@ -276,7 +271,7 @@ class Keeper:
     def delete_local_run(self, run_dir: Path, result: str | None, copies: list[Path] = ()) -> None:
         """Delete the local run folder, and each of ``copies`` (files beside it) that the run holds byte for byte."""
         self.verify_result(run_dir, result)
-        kill_point("before-delete:local-run")
+        faults.reached("before-delete:local-run")
         for copy in copies:
             if copy.is_file() and (run_dir / copy.name).is_file() and \
                     (run_dir / copy.name).read_bytes() == copy.read_bytes():
@@ -298,7 +293,7 @@ class Keeper:
             log.warning("kept %s: its remote original %s/%s could not be verified (%s)", archive, remote_root,
                         archive.name, e)
             return False
-        kill_point("before-delete:download")
+        faults.reached("before-delete:download")
         archive.unlink()
         return True
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,12 +18,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
+from lorakit import faults
 from lorakit.errors import DataError, LorakitError, QueueError, RemoteError
 from lorakit.proc import Child
 from lorakit.queue.archives import unpack
 from lorakit.queue.jobs import discover, output_name
 from lorakit.queue.keep import Keeper, NotVerified, run_identity
-from lorakit.queue.state import FAILED, Job, QueueState, armed, kill_point
+from lorakit.queue.state import FAILED, Job, QueueState
 from lorakit.queue.training import JOB_FILES, JobFailed, QueueStopped, StillTraining, TrainingStage
 from lorakit.queue.workspace import Workspace, check_workspace_files
 from lorakit.remote.rclone import Rclone
@@ -163,23 +163,13 @@ class QueueRun:
                 log.warning("%s: %s", job.key, job.note)
             job.upload_to = target
             self.state.save()
-        if armed("during-upload"):
-            self._upload_part(run_dir, target)
+        faults.reached("before-upload")
         self.rclone.copy(str(run_dir), target, every_file)
         try:
             self.keeper.verify_result(run_dir, target)
         except NotVerified as e:
             raise RemoteError(f"the upload of {run_dir.name} did not verify: {e}") from None
         return target
-
-    def _upload_part(self, run_dir: Path, target: str) -> None:
-        """Test hook: leave a partial upload (the first half of the largest file) and die there."""
-        largest = max((p for p in run_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-        with tempfile.TemporaryDirectory() as scratch:
-            part = Path(scratch) / largest.name
-            part.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
-            self.rclone.copy_file(str(part), f"{target}/{largest.relative_to(run_dir).as_posix()}")
-        kill_point("during-upload")
 
     def clean(self, job: Job) -> None:
         """Delete what the clean-up settings ask for, each deletion after verifying the result on the remote.

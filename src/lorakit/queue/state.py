@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorakit import faults
 from lorakit.runs.manifest import now, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -24,21 +24,6 @@ log = logging.getLogger(__name__)
 STAGES = ("pending", "downloaded", "unpacked", "training", "trained", "uploaded", "cleaned")
 FAILED = "failed"
 STATE_FILE = ".lorakit-queue.json"
-# Test hooks: the process kills itself (SIGKILL, no clean-up) right after this many transitions, or
-# at the named point inside a stage (mid-upload, between a verification and its deletion, ...).
-KILL_AFTER_ENV = "LORAKIT_TEST_QUEUE_KILL_AFTER"
-KILL_AT_ENV = "LORAKIT_TEST_QUEUE_KILL_AT"
-
-
-def armed(point: str) -> bool:
-    """The test hook asks for a kill at ``point``."""
-    return os.environ.get(KILL_AT_ENV) == point
-
-
-def kill_point(point: str) -> None:
-    """Test hook: die here, as ``kill -9`` would, when LORAKIT_TEST_QUEUE_KILL_AT names ``point``."""
-    if armed(point):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -89,7 +74,6 @@ class QueueState:
     def __init__(self, path: Path, jobs: dict[str, Job]) -> None:
         self.path = path
         self.jobs = jobs
-        self._moves = 0
 
     @classmethod
     def load(cls, work_dir: Path) -> QueueState:
@@ -134,7 +118,4 @@ class QueueState:
             entry["error"] = job.error
         job.history.append(entry)
         self.save()
-        self._moves += 1
-        kill_after = os.environ.get(KILL_AFTER_ENV)
-        if kill_after and self._moves >= int(kill_after):
-            os.kill(os.getpid(), signal.SIGKILL)
+        faults.reached("transition")  # LORAKIT_FAULTS=transition:N dies right after the N-th

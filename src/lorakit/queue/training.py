@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import ConfigError, DataError
+from lorakit.outcome import Kind
 from lorakit.proc import Child, run_logged
 from lorakit.queue.jobs import write_job_config
 from lorakit.queue.keep import Keeper, trained_on
@@ -92,7 +93,7 @@ class TrainingStage:
                       f"{run_dir}); nothing was uploaded or deleted")
             run = RunFolder.open(run_dir)
             if run.status == "completed":  # the trainer said so; without a model it did not
-                run.end("failed", "produced no model file", card=False)
+                run.fail("produced no model file")
             raise JobFailed(reason)
         return run_dir
 
@@ -109,9 +110,9 @@ class TrainingStage:
                                          tuple(Path(o) for o in self.overlays), name=job.output_name,
                                          dataset_name=job.name, command_line=("lorakit", "queue", job.key)),
                               self.child)
-        if outcome.status == "interrupted":
+        if outcome.outcome.kind is Kind.STOPPED:
             raise QueueStopped(f"{job.key}: training {outcome.reason}; run the queue again to train it again")
-        if outcome.status != "completed":
+        if not outcome.outcome.complete:
             raise JobFailed(outcome.reason or outcome.status)
         return outcome.run_dir
 
@@ -179,7 +180,7 @@ class TrainingStage:
                 return run
             if job.run_dir == str(run):
                 job.run_dir = None  # a re-run of the queue starts this dataset afresh
-                reason = manifest.data["status_history"][-1].get("reason") or manifest.status
+                reason = manifest.outcome.reason or manifest.status
                 raise JobFailed(f"Slurm job {manifest.data['slurm']['job_id']}: {manifest.status}: {reason}")
         self._discard_unfinished(ours)  # failed, cancelled or never submitted; nothing of it was uploaded
         config, secrets = self._job_config(job, job_dir)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from lorakit.outcome import Outcome
 from lorakit.recipe.evaluation import BEST_DIR, BestAdapter, swapped
 from lorakit.recipe.session import Session
 from lorakit.runs.artifacts import plot_loss, write_results
@@ -18,9 +20,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    run_dir: Any  # Path
-    status: str  # completed | interrupted
+    run_dir: Path
+    outcome: Outcome  # completed, early-stopped, pruned or stopped (a failure raises)
     metrics: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return self.outcome.status
+
+    @property
+    def reason(self) -> str:
+        return self.outcome.reason
 
 
 def run_metrics(session: Session, result: LoopResult) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -59,8 +69,8 @@ def finish_run(session: Session, result: LoopResult, best: BestAdapter) -> Train
         plot_loss(run_dir / "training_loss.png", result.history, result.eval_history)
         if result.status == "completed":
             (run_dir / STATE_FILE).unlink(missing_ok=True)  # the final adapter supersedes it
-        session.run.end(result.status, result.stop_reason, metrics=metrics, adapter=kept)
-    return TrainOutcome(session.run_dir, result.status, {**train_metrics, **eval_metrics})
+        session.run.end(result.outcome, metrics=metrics, adapter=kept)
+    return TrainOutcome(session.run_dir, result.outcome, {**train_metrics, **eval_metrics})
 
 
 def _save_adapters(session: Session, result: LoopResult, best: BestAdapter, gathered: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from lorakit.config.memory import MemorySettings
-from lorakit.errors import TrainingError
+from lorakit.errors import OutOfMemoryError
 from lorakit.recipe.session import Session
 from lorakit.train.loop import LoopSetup, peak_memory_gib, run_loop
 from lorakit.train.oom import StepOutOfMemory
@@ -21,7 +21,7 @@ def train_with_retries(session: Session, setup: LoopSetup, resumed: LoopResult |
     """``run_loop``, stepping down the ladder; every attempt recorded in the manifest.
 
     Raises:
-        TrainingError: the ladder has nothing left to try.
+        OutOfMemoryError: the ladder has nothing left to try.
     """
     cfg, steps = session.cfg, session.steps
     settings = MemorySettings.of(cfg)
@@ -44,7 +44,7 @@ def train_with_retries(session: Session, setup: LoopSetup, resumed: LoopResult |
             change_to = ladder.step_down(steps[result.steps_done :], settings)
             if change_to is None:
                 session.run.update(attempts=attempts)
-                raise TrainingError(give_up_message(oom.step, ladder.tried, ladder.allow_shorter)) from None
+                raise OutOfMemoryError(give_up_message(oom.step, ladder.tried, ladder.allow_shorter)) from None
             remaining, settings, what = change_to
             steps = [*steps[: result.steps_done], *remaining]
             _apply(session, setup, settings)

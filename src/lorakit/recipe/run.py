@@ -6,7 +6,6 @@ evaluations, samples, best adapter and resume state, train through the out-of-me
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -15,7 +14,8 @@ from typing import Any
 
 from lorakit.config.load import LoadedConfig
 from lorakit.config.memory import MemorySettings
-from lorakit.errors import LorakitError, RunError
+from lorakit.errors import LorakitError, OutOfMemoryError, RunError
+from lorakit.outcome import Kind, Outcome
 from lorakit.recipe.evaluation import BestAdapter, Sampler, TrainingEvaluator
 from lorakit.recipe.finish import TrainOutcome, finish_run
 from lorakit.recipe.retries import train_with_retries
@@ -26,7 +26,7 @@ from lorakit.train.distributed import process_rank
 
 log = logging.getLogger(__name__)
 
-Judge = Callable[[int, dict[str, Any]], "str | None"]
+Judge = Callable[[int, dict[str, Any]], "Outcome | None"]
 
 __all__ = ["TrainOutcome", "recorded_config", "resume_training", "run_training", "train_prepared"]
 
@@ -113,13 +113,16 @@ def _marking_failures(run: RunFolder, train: Callable[[], TrainOutcome]) -> Trai
     try:
         return train()
     except KeyboardInterrupt:
-        run.end("interrupted", "stopped before training began", card=False)
+        run.end(Outcome(Kind.STOPPED, "stopped before training began"), card=False)
+        raise
+    except OutOfMemoryError as e:
+        run.end(Outcome(Kind.OUT_OF_MEMORY, str(e)), card=False)
         raise
     except LorakitError as e:
-        run.end("failed", str(e), card=False)
+        run.fail(str(e))
         raise
     except Exception as e:
-        run.end("failed", f"{type(e).__name__}: {e}", card=False)
+        run.fail(f"{type(e).__name__}: {e}")
         raise
 
 
@@ -156,7 +159,8 @@ def _resumed(session: Session, setup: Any, best: BestAdapter,
     restore(state, session.model, session.optimizer, session.scheduler)
     resumed = restored_result(state)
     best.restore(state.get("best_adapter"), state.get("best_step"))
-    _trim_log(session.run_dir / "trainer_log.jsonl", resumed.steps_done)
+    if session.run.manifest.writable:
+        session.run.trainer_log.trim_after(resumed.steps_done)
     for cb in session.callbacks:
         cb.on_train_begin(len(session.steps))
     session.run.start(f"resumed after step {resumed.steps_done}")
@@ -173,12 +177,3 @@ def _state_saver(session: Session, best: BestAdapter, attempts: list[dict[str, A
                               MemorySettings.of(session.cfg), attempts, best.weights, best.step)
 
     return save
-
-
-def _trim_log(path: Path, steps_done: int) -> None:
-    """Drop trainer_log.jsonl lines of steps after the resume point: they will be logged again."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("current_steps", 0) <= steps_done]
-    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")

@@ -66,7 +66,7 @@ def open_session(loaded: LoadedConfig, run: RunFolder, extra_callbacks: list[Any
 
     cfg = loaded.config
     check_quantization(cfg.model)  # cheap checks before minutes of model conversion
-    check_trackers(cfg)
+    check_trackers(cfg.tracking)
     check_data_files("data.train", cfg.data.train)
     check_data_files("data.eval", cfg.data.eval)
     overlaid = apply_oom_overlay(cfg)  # a broken out-of-memory overlay fails now, not at the first OOM
@@ -128,10 +128,11 @@ def _starting_config(cfg: RunConfig, resolved: ResolvedModel, run: RunFolder, de
     if not cfg.train.oom.auto_plan:
         return cfg, "as configured"
     from lorakit.plan.auto import auto_plan
+    from lorakit.plan.report import PlanInputs
 
-    cfg, first_change, memory_plan = auto_plan(cfg, resolved, device_type)
+    planned, first_change, memory_plan = auto_plan(PlanInputs.of(cfg), cfg.train.memory_budget, resolved, device_type)
     run.update(memory_plan=memory_plan)
-    return cfg, first_change
+    return planned.applied_to(cfg), first_change
 
 
 def _continue_with(steps: list[Step], cfg: RunConfig, settings: MemorySettings) -> tuple[list[Step], RunConfig]:
@@ -162,15 +163,15 @@ def _adapted_model(resolved: ResolvedModel, cfg: RunConfig, device_type: str) ->
 def _callbacks(loaded: LoadedConfig, cfg: RunConfig, run: RunFolder, resolved: ResolvedModel, model: PeftModel,
                extra: list[Any]) -> list[Callback]:
     """trainer_log.jsonl, log lines, a progress bar, the trackers and checkpoints (main process only)."""
-    from lorakit.train.callbacks import Checkpoints, JsonlMetrics, LogLines, ProgressBar
+    from lorakit.train.callbacks import Checkpoints, LogLines, ProgressBar
     from lorakit.train.trackers import build_trackers
 
     params = {**flatten_keys(cfg.model_dump(mode="json")), "run": run.path.name,
               "config_sha256": loaded.sha256, "base_model": resolved.identity["name"]}
-    trackers, tracker_record = build_trackers(cfg, run.path, params, run.manifest.data.get("trackers"))
+    trackers, tracker_record = build_trackers(cfg.tracking, cfg.output.dir, run.path, params, run.data.get("trackers"))
     if tracker_record:
         run.update(trackers=tracker_record)
-    callbacks: list[Callback] = [JsonlMetrics(run.path / "trainer_log.jsonl", cfg.train.log_every),
+    callbacks: list[Callback] = [run.trainer_log.callback(cfg.train.log_every),
                                  LogLines(cfg.train.log_every), ProgressBar(), *trackers, *extra]
     if cfg.train.save_every:
         callbacks.append(Checkpoints(run.path, model, cfg.train.save_every, cfg.train.save_total_limit))

@@ -58,7 +58,7 @@ def check_before_start(cfg: RunConfig, trains_here: bool = True) -> None:
         from lorakit.train.trackers import check_trackers
 
         check_quantization(cfg.model)
-        check_trackers(cfg)
+        check_trackers(cfg.tracking)
         check_eval_metrics(cfg.train.eval_metrics)
     if cfg.train.sample_prompts is not None and not Path(cfg.train.sample_prompts).is_file():
         raise ConfigError(f"train.sample_prompts: file not found: {cfg.train.sample_prompts}")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.redaction import redact_text
+from lorakit.runs.manifest import outcome_of
 
 
 def _fmt(value: Any) -> str:
@@ -51,11 +52,11 @@ def render_external_card(run_dir: Path, manifest: dict[str, Any]) -> str:
                        f"{', ' + a['error'] if a.get('error') else ''}" for a in manifest.get("attempts", []))
     curve = "\n![loss](training_loss.png)\n" if (run_dir / "training_loss.png").is_file() else ""
     samples = "".join(f"\n![{Path(s).name}]({s})" for s in manifest.get("samples", []))
-    last = manifest["status_history"][-1]
+    last = outcome_of(manifest)
     return f"""# {run_dir.name}
 
 Trained by an external command with lorakit tracking it. Status: **{manifest['status']}**{
-f" ({last['reason']})" if last.get("reason") else ""}.
+f" ({last.reason})" if last.reason else ""}.
 
 ```
 {" ".join(manifest.get("command") or [])}

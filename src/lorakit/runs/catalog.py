@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.errors import RunError
-from lorakit.runs.card import refresh_card
-from lorakit.runs.manifest import Manifest, now
+from lorakit.runs.manifest import MANIFEST_FILE, created_at
 from lorakit.runs.naming import version_of
 
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -30,8 +29,14 @@ def model_files(run_dir: Path, patterns: tuple[str, ...] = MODEL_PATTERNS) -> li
     return sorted(found)
 
 
+def is_run(folder: Path) -> bool:
+    """Whether ``folder`` is a run folder (lorakit's own or an external trainer's: it has a manifest)."""
+    return (folder / MANIFEST_FILE).is_file()
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "manifest.json"
+    """A run's manifest, read only (changes go through ``RunFolder``)."""
+    path = run_dir / MANIFEST_FILE
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -47,7 +52,7 @@ def find_run(ref: str, runs_dir: Path) -> Path:
         RunError: nothing matches.
     """
     for candidate in (Path(ref), runs_dir / ref):
-        if (candidate / "manifest.json").is_file():
+        if is_run(candidate):
             return candidate
     versions = versions_of(ref, runs_dir)
     if versions:
@@ -63,10 +68,10 @@ def run_dirs(runs_dir: Path) -> list[Path]:
         return []
     found = []
     for child in (d for d in runs_dir.iterdir() if d.is_dir()):
-        if (child / "manifest.json").is_file():
+        if is_run(child):
             found.append(child)
         else:
-            found.extend(d for d in child.iterdir() if d.is_dir() and (d / "manifest.json").is_file())
+            found.extend(d for d in child.iterdir() if d.is_dir() and is_run(d))
     return sorted(found, key=lambda d: (d.name, str(d)))
 
 
@@ -76,9 +81,6 @@ def versions_of(name: str, runs_dir: Path) -> list[Path]:
     return sorted(found, key=lambda d: version_of(d.name) or 0)
 
 
-def _created(manifest: dict[str, Any]) -> str:
-    history = manifest.get("status_history") or [{}]
-    return history[0].get("at", "")
 
 
 def folder_size(path: Path) -> int:
@@ -129,7 +131,7 @@ def summarise(run_dir: Path) -> RunSummary:
     return RunSummary(name=run_dir.name, path=str(run_dir), status=m.get("status", "?"),
                       base_model=_base_model(m), data=", ".join(Path(d).name for d in data) or "-", steps=steps,
                       train_loss=metrics.get("train_loss"), eval_loss=metrics.get("eval_loss"),
-                      created=_created(m), size_bytes=folder_size(run_dir))
+                      created=created_at(m), size_bytes=folder_size(run_dir))
 
 
 def _base_model(m: dict[str, Any]) -> str:
@@ -193,8 +195,6 @@ def add_note(run_dir: Path, text: str) -> dict[str, Any]:
     """Append a note to the manifest and, when the run has one, to its model card."""
     if not text.strip():
         raise RunError("a note needs some text")
-    manifest = Manifest.load(run_dir)
-    note = {"at": now(), "text": text.strip()}
-    manifest.update(notes=[*manifest.data.get("notes", []), note])
-    refresh_card(run_dir, manifest.data)
-    return note
+    from lorakit.runs.folder import RunFolder
+
+    return RunFolder.open(run_dir).add_note(text)

@@ -14,9 +14,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lorakit.outcome import Kind, Outcome
 from lorakit.redaction import redact
 
-STATUSES = ("created", "submitted", "running", "completed", "interrupted", "failed", "cancelled")
+MANIFEST_FILE = "manifest.json"
+STATUSES = ("created", "submitted", "running", "completed", "interrupted", "failed", "cancelled")  # Kind.status
 UNFINISHED = ("created", "submitted", "running")  # a run in one of these has not said how it ended
 
 
@@ -50,33 +52,44 @@ class Manifest:
     @classmethod
     def create(cls, run_dir: Path, **fields: Any) -> Manifest:
         """A new manifest with a ``run_id`` no other run has (the queue tells its own uploads by it)."""
-        manifest = cls(run_dir / "manifest.json", {"run_id": uuid.uuid4().hex, "status": "created",
+        manifest = cls(run_dir / MANIFEST_FILE, {"run_id": uuid.uuid4().hex, "status": "created",
                                                    "status_history": [], **fields})
-        manifest.set_status("created")
+        manifest.set_status(Outcome(Kind.CREATED))
         return manifest
 
     @classmethod
     def load(cls, run_dir: Path, writable: bool = True) -> Manifest:
-        path = run_dir / "manifest.json"
+        path = run_dir / MANIFEST_FILE
         return cls(path, json.loads(path.read_text(encoding="utf-8")), writable)
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
         self.save()
 
-    def set_status(self, status: str, reason: str | None = None) -> None:
-        assert status in STATUSES, status  # a programming error, never user input
-        entry = {"status": status, "at": now()}
-        if reason:
-            entry["reason"] = reason
-        self.data["status"] = status
-        self.data["status_history"].append(entry)
+    def set_status(self, outcome: Outcome) -> None:
+        self.data["status"] = outcome.status
+        self.data["status_history"].append(outcome.entry(now()))
         self.save()
 
     @property
     def status(self) -> str:
         return self.data["status"]
 
+    @property
+    def outcome(self) -> Outcome:
+        return outcome_of(self.data)
+
     def save(self) -> None:
         if self.writable:  # credentials inside values (URLs with a password) never reach the file
             write_json_atomic(self.path, redact(self.data))
+
+
+def outcome_of(manifest: dict[str, Any]) -> Outcome:
+    """How the run stands, from a manifest's dict (old manifests included: their kind comes from their status)."""
+    history = manifest.get("status_history") or [{"status": manifest.get("status", "failed")}]
+    return Outcome.from_entry(history[-1])
+
+
+def created_at(manifest: dict[str, Any]) -> str:
+    """When the run folder was made (its first status entry), as ISO text; "" when unknown."""
+    return (manifest.get("status_history") or [{}])[0].get("at", "")

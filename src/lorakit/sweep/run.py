@@ -91,10 +91,10 @@ def dry_run(sweep: Sweep, base: LoadedConfig, space: SweepSpace, count: int) -> 
 def _estimate(config: Any) -> str:
     from lorakit.errors import LorakitError
     from lorakit.plan.estimate import GiB
-    from lorakit.plan.report import build_plan
+    from lorakit.plan.report import PlanInputs, build_plan
 
     try:
-        return f"~{build_plan(config).estimate.total / GiB:.2f} GiB"
+        return f"~{build_plan(PlanInputs.of(config)).estimate.total / GiB:.2f} GiB"
     except LorakitError as e:
         return f"(no estimate: {e})"
 
@@ -129,6 +129,7 @@ def worker_main(folder: str, run: str | None, argv: Sequence[str]) -> int:
     sweep = load_sweep(folder)
     if run is None:
         return work(sweep)
+    from lorakit.outcome import Kind, Outcome
     from lorakit.runs.folder import RunFolder
 
     record = RunFolder.open(Path(run))
@@ -136,7 +137,7 @@ def worker_main(folder: str, run: str | None, argv: Sequence[str]) -> int:
     try:
         done = work(sweep)
     except BaseException as e:
-        record.end("failed", f"{type(e).__name__}: {e}", card=False)
+        record.fail(f"{type(e).__name__}: {e}")
         raise
-    record.end("completed", f"finished {done} trial(s)", card=False)
+    record.end(Outcome(Kind.COMPLETED, f"finished {done} trial(s)", {"trials": done}), card=False)
     return done

@@ -9,12 +9,10 @@ from pathlib import Path
 
 from lorakit import __version__
 from lorakit.config.schema import SlurmSection
-from lorakit.launch.jobs import reconcile
-from lorakit.launch.sbatch import SCRIPT_NAME, JobPlan, render
-from lorakit.launch.slurm import release, sbatch
+from lorakit.launch.jobs import reconcile, submit_held
+from lorakit.launch.sbatch import JobPlan, render
 from lorakit.runs.catalog import run_dirs
 from lorakit.runs.folder import RunFolder
-from lorakit.runs.manifest import now
 from lorakit.sweep.study import Sweep
 
 log = logging.getLogger(__name__)
@@ -38,13 +36,7 @@ def submit_worker(sweep: Sweep, slurm: SlurmSection) -> tuple[Path, str]:
     plan = JobPlan(run.path.resolve(), Path(sweep.working_directory), slurm, 1,
                    ("-m", "lorakit", "sweep", "work", sweep.folder, "--as", str(run.path.resolve())),
                    f"works on sweep {sweep.name} until it has its trials")
-    script = run.path / SCRIPT_NAME
-    script.write_text(render(plan, __version__), encoding="utf-8")
-    job_id = sbatch(script, hold=True)
-    run.end("submitted", f"Slurm job {job_id}", card=False,
-            slurm={"job_id": job_id, "script": SCRIPT_NAME, "submitted_at": now()})
-    release(job_id)
-    return run.path, job_id
+    return run.path, submit_held(run, render(plan, __version__))
 
 
 def run_slurm_workers(sweep: Sweep, slurm: SlurmSection, poll: float = 5.0) -> None:

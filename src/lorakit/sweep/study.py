@@ -148,11 +148,11 @@ def memory_verdict(config: RunConfig) -> str | None:
     """Why a trial cannot fit train.memory_budget even after the ladder's cheapest steps, or None."""
     if config.train.memory_budget is None:
         return None
-    from lorakit.plan.report import build_plan, starting_point
+    from lorakit.plan.report import PlanInputs, build_plan, starting_point
 
     budget = parse_memory_size(config.train.memory_budget)
     try:
-        starting_point(build_plan(config, None, budget))
+        starting_point(build_plan(PlanInputs.of(config), None, budget))
     except MemoryBudgetError as e:
         return f"does not fit the memory budget: {e}"
     return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import signal
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorakit import faults
 from lorakit.errors import LorakitError
+from lorakit.outcome import Kind, Outcome
 from lorakit.redaction import redact_text
 from lorakit.sweep.space import SweepSpace
 from lorakit.sweep.study import LOCK_FILE, Sweep, memory_verdict, open_study, suggest, trial_config
@@ -29,14 +30,6 @@ log = logging.getLogger(__name__)
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 # Test hook: die like kill -9 at "step:<trial>:<step>" (at that evaluation, before that step's resume state),
 # "trained:<trial>" (its run completed, the study not told) or "told:<trial>" (told, the next not asked).
-KILL_AT_ENV = "LORAKIT_TEST_SWEEP_KILL_AT"
-
-
-def _kill_point(point: str) -> None:
-    if os.environ.get(KILL_AT_ENV) == point:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 @contextmanager
 def _locked(sweep: Sweep) -> Iterator[None]:
     with (sweep.path / LOCK_FILE).open("w") as lock:
@@ -110,16 +103,16 @@ def work(sweep: Sweep) -> int:
         finished += 1
 
 
-def _judge(trial: Any, metric: str) -> Callable[[int, dict[str, Any]], str | None]:
-    """Each evaluation reported to the study; the pruner's verdict as a reason to stop."""
+def _judge(trial: Any, metric: str) -> Callable[[int, dict[str, Any]], Outcome | None]:
+    """Each evaluation reported to the study; the pruner's verdict as the outcome to stop at."""
 
-    def judge(step: int, metrics: dict[str, Any]) -> str | None:
-        _kill_point(f"step:{trial.number}:{step}")
+    def judge(step: int, metrics: dict[str, Any]) -> Outcome | None:
+        faults.reached(f"trial{trial.number}:step{step}")
         value = metrics.get(metric)
         if step == 0 or value is None:  # the untrained adapter is the same in every trial
             return None
         trial.report(float(value), step)
-        return f"pruned at step {step}" if trial.should_prune() else None
+        return Outcome(Kind.PRUNED, f"pruned at step {step}", {"step": step}) if trial.should_prune() else None
 
     return judge
 
@@ -165,11 +158,11 @@ def run_trial(study: Any, sweep: Sweep, space: SweepSpace, job: Job) -> bool:
         study.tell(job.trial, state=optuna.trial.TrialState.FAIL)
         log.error("trial %d failed: %s", number, e)
         return True
-    if outcome.status == "interrupted":
+    if outcome.outcome.kind is Kind.STOPPED:
         return False
-    _kill_point(f"trained:{number}")
+    faults.reached(f"trial{number}:trained")
     told = _tell(study, job.trial, Path(outcome.run_dir), space)
-    _kill_point(f"told:{number}")
+    faults.reached(f"trial{number}:told")
     return told
 
 
@@ -177,12 +170,13 @@ def _tell(study: Any, trial: Any, run_dir: Path, space: SweepSpace) -> bool:
     import optuna
 
     from lorakit.runs.catalog import read_manifest
+    from lorakit.runs.manifest import outcome_of
 
     trial.set_user_attr("run_dir", str(run_dir.resolve()))
     manifest = read_manifest(run_dir)
-    reason = (manifest.get("status_history") or [{}])[-1].get("reason") or ""
-    if reason.startswith("pruned at step"):
-        trial.set_user_attr("reason", reason)
+    outcome = outcome_of(manifest)
+    if outcome.kind is Kind.PRUNED:
+        trial.set_user_attr("reason", outcome.reason)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return True
     value = kept_value(manifest, space.metric)
@@ -221,5 +215,5 @@ def _left_behind(runs_dir: Path, sweep: str, number: int) -> tuple[Path | None, 
         if (run / RESUME_FILE).is_file():
             return run, None
         if manifest.get("status") in UNFINISHED:
-            RunFolder.open(run).end("failed", "its sweep worker died before it saved a resume state", card=False)
+            RunFolder.open(run).fail("its sweep worker died before it saved a resume state")
     return None, None

@@ -1,4 +1,4 @@
-"""What the training loop reports to: trainer_log.jsonl, log lines and a progress bar.
+"""What the training loop reports to: log lines and a progress bar (``runs.trainer_log`` writes trainer_log.jsonl).
 
 Each callback receives the same metrics dict after each optimizer step and after each
 validation; only the main process is given callbacks at all.
@@ -6,12 +6,12 @@ validation; only the main process is given callbacks at all.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
+
+from lorakit.schedule import due
 
 log = logging.getLogger(__name__)
 
@@ -33,62 +33,6 @@ def _hms(seconds: float) -> str:
     return str(timedelta(seconds=int(seconds)))
 
 
-def _finite(value: Any) -> Any:
-    # NaN/inf are not JSON; null keeps every line parseable.
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-class JsonlMetrics:
-    """Append a JSON line per logged step to ``trainer_log.jsonl`` (LLaMA-Factory's field names).
-
-    Each line is flushed, so ``tail -f`` works and a crashed run keeps every finished step.
-    """
-
-    def __init__(self, path: Path, log_every: int) -> None:
-        self.path = path
-        self.log_every = log_every
-        self.total_steps = 0
-        self._file = None
-
-    def on_train_begin(self, total_steps: int) -> None:
-        self.total_steps = total_steps
-        self._file = self.path.open("a", encoding="utf-8")
-
-    def _write(self, record: dict[str, Any]) -> None:
-        assert self._file is not None, "on_train_begin opens the file"
-        self._file.write(json.dumps({k: _finite(v) for k, v in record.items()}) + "\n")
-        self._file.flush()
-
-    def _base(self, m: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "current_steps": m["step"],
-            "total_steps": m["total_steps"],
-            "epoch": round(m["epoch"], 4),
-            "percentage": round(100.0 * m["step"] / max(1, m["total_steps"]), 2),
-            "elapsed_time": _hms(m["elapsed_s"]),
-            "remaining_time": _hms(m["remaining_s"]),
-        }
-
-    def on_step_end(self, metrics: dict[str, Any]) -> None:
-        if metrics["step"] % self.log_every and metrics["step"] != metrics["total_steps"]:
-            return
-        self._write({**self._base(metrics), "loss": round(metrics["loss"], 6), "lr": metrics["lr"],
-                     "grad_norm": round(metrics["grad_norm"], 6),
-                     "tokens_per_second": round(metrics["tokens_per_second"], 1),
-                     "trained_tokens": metrics["trained_tokens"]})
-
-    def on_evaluate(self, metrics: dict[str, Any]) -> None:
-        self._write({**self._base(metrics), **{k: round(v, 6) for k, v in eval_values(metrics).items()}})
-
-    def on_samples(self, step: int, samples: list[dict[str, str]]) -> None:
-        pass
-
-    def on_train_end(self, status: str) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
 class LogLines:
     """``step 120/800 | loss 1.234 | lr 2.0e-04 | 3.1k tok/s | mem 7.2 GiB | eta 12m``."""
 
@@ -99,7 +43,7 @@ class LogLines:
         log.info("training for %d optimizer steps", total_steps)
 
     def on_step_end(self, m: dict[str, Any]) -> None:
-        if m["step"] % self.log_every and m["step"] != m["total_steps"]:
+        if not due(m["step"], self.log_every) and m["step"] != m["total_steps"]:
             return
         log.info("step %d/%d | loss %.4f | lr %.1e | %s tok/s | mem %.1f GiB | eta %s", m["step"], m["total_steps"],
                  m["loss"], m["lr"], _si(m["tokens_per_second"]), m["memory_gib"], _hms(m["remaining_s"]))
@@ -170,7 +114,7 @@ class Checkpoints:
 
     def on_step_end(self, metrics: dict[str, Any]) -> None:
         step = metrics["step"]
-        if step % self.save_every or step == metrics["total_steps"]:
+        if not due(step, self.save_every) or step == metrics["total_steps"]:
             return
         self.model.save_pretrained(self.root / f"checkpoint-{step}")
         log.info("saved checkpoint-%d", step)

@@ -32,10 +32,18 @@ import torch
 from lorakit.config.schema import TrainSection
 from lorakit.data.packing import collate
 from lorakit.errors import TrainingError
+from lorakit.outcome import Kind, Outcome
+from lorakit.schedule import due
 from lorakit.train.callbacks import Callback
 from lorakit.train.distributed import any_process, share_of, summed_over_processes
 from lorakit.train.loss import as_loss_module
-from lorakit.train.oom import StepOutOfMemory, check_test_budget, free_memory, is_out_of_memory, test_token_budget
+from lorakit.train.oom import (
+    StepOutOfMemory,
+    fault_token_budget,
+    free_memory,
+    injected_out_of_memory,
+    is_out_of_memory,
+)
 from lorakit.train.plan import LoopResult, Step
 from lorakit.train.resume import capture_rng, restore_rng
 from lorakit.train.select import Selection
@@ -70,7 +78,8 @@ class LoopSetup:
     save_state: Callable[[LoopResult], None] | None = None  # the resume state, at a step boundary
     stop: StopRequest | None = None  # a signal asks to stop at the next step boundary
     selection: Selection | None = None  # which evaluation is best, and early stopping (a fresh run's)
-    judge: Callable[[int, dict[str, Any]], str | None] | None = None  # after an evaluation: a reason to stop
+    judge: Callable[[int, dict[str, Any]], Outcome | None] | None = None  # after an evaluation: an outcome to stop at
+    fault_tokens: int | None = None  # set by run_loop from LORAKIT_FAULTS=oom-tokens:N (tests); None in real runs
     # (a sweep's pruner), or None
 
     @property
@@ -108,8 +117,8 @@ class Reporter:
     def _due(self, step: int) -> bool:
         t = self.setup.train
         return (self.setup.accelerator.device.type in REPORT_EVERY_STEP_ON or step == self.total_steps
-                or step % t.log_every == 0 or bool(t.save_every and step % t.save_every == 0)
-                or bool(self.setup.evaluate and t.eval_every and step % t.eval_every == 0))
+                or due(step, t.log_every) or due(step, t.save_every)
+                or (self.setup.evaluate and due(step, t.eval_every)))
 
     def flush(self) -> None:
         """Report every pending step; raises TrainingError when a loss is NaN or infinite."""
@@ -155,10 +164,11 @@ def train_step(setup: LoopSetup, step: Step, step_no: int, result: LoopResult) -
     n_targets = max(1, sum(b.num_targets for b in batches))
     share = share_of(batches, acc)
     step_loss = torch.zeros((), dtype=torch.float32, device=acc.device)
-    budget = test_token_budget()
+    budget = setup.fault_tokens
     try:
         for i, (batch, weight) in enumerate(share):
-            check_test_budget(batch.num_computed, budget)
+            if budget is not None and batch.num_computed > budget:
+                raise injected_out_of_memory(batch.num_computed, budget)
             # Only the last micro-batch of a step needs to synchronise gradients across processes.
             with acc.no_sync(loss_module) if i < len(share) - 1 else nullcontext():
                 with acc.autocast():  # bf16 on a GPU; nothing on the CPU
@@ -207,7 +217,8 @@ def run_loop(setup: LoopSetup, steps: Sequence[Step], resume: LoopResult | None 
         TrainingError: the loss became NaN or infinite ("loss diverged at step N").
         StepOutOfMemory: a step ran out of memory; the steps before it are complete and reported.
     """
-    result = resume or LoopResult("completed", 0, selection=setup.selection)
+    result = resume or LoopResult(0, selection=setup.selection)
+    setup.fault_tokens = fault_token_budget()  # read once here, never on the step's path
     total = len(steps)
     reporter = Reporter(setup, result, total)
     clock = Clock(result.seconds)
@@ -237,13 +248,13 @@ def run_loop(setup: LoopSetup, steps: Sequence[Step], resume: LoopResult | None 
                 _sample(setup, result.steps_done)
     except KeyboardInterrupt:  # a second Ctrl+C, mid-step: the adapter so far is saved, no resume state
         reporter.flush()
-        result.status = "interrupted"
-        result.stop_reason = (setup.stop.reason if setup.stop is not None else None) or "Ctrl+C"
+        result.outcome = Outcome(Kind.STOPPED, (setup.stop.reason if setup.stop is not None else None) or "Ctrl+C",
+                                 {"step": result.steps_done})
     except StepOutOfMemory:
         result.seconds = clock.elapsed()
         raise  # not the end of training: the caller steps down its ladder and resumes
     except BaseException:
-        result.status = "failed"
+        result.outcome = Outcome(Kind.FAILED)
         _end(setup, result, clock)
         raise
     _end(setup, result, clock)
@@ -270,12 +281,12 @@ def _when_due(setup: LoopSetup, result: LoopResult, step: Step, total: int, repo
     step_no = result.steps_done
     if step_no == total:
         return
-    if setup.train.eval_every and step_no % setup.train.eval_every == 0:
+    if due(step_no, setup.train.eval_every):
         reporter.flush()
         _evaluate(setup, result, step_no, step.epoch, total, clock)
-    if setup.sample_every and step_no % setup.sample_every == 0:
+    if due(step_no, setup.sample_every):
         _sample(setup, step_no)
-    if setup.state_every and step_no % setup.state_every == 0:
+    if due(step_no, setup.state_every):
         reporter.flush()
         result.seconds = clock.elapsed()
         setup.save_state(result)  # type: ignore[misc]  # state_every is 0 without it
@@ -318,11 +329,12 @@ def _stop_here(setup: LoopSetup, result: LoopResult, reporter: Reporter, clock: 
     signal_reason = setup.stop.reason if setup.stop is not None else None
     early = result.selection.stop_reason if result.selection is not None else None
     if signal_reason is None:  # early stopping, a judge (here, or in another process): the run is complete
-        result.stop_reason = (result.stop_requested or
-                              f"stopped early at step {result.steps_done}: {early or 'another process said so'}")
-        log.info("%s", result.stop_reason)
+        result.outcome = result.stop_requested or Outcome(
+            Kind.EARLY_STOPPED, f"stopped early at step {result.steps_done}: {early or 'another process said so'}",
+            {"step": result.steps_done})
+        log.info("%s", result.outcome.reason)
         return
-    result.status, result.stop_reason = "interrupted", signal_reason
+    result.outcome = Outcome(Kind.STOPPED, signal_reason, {"step": result.steps_done})
     log.warning("interrupted at step %d; saving the adapter so far", result.steps_done)
     if setup.save_state is not None:
         result.seconds = clock.elapsed()

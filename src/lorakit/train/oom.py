@@ -6,15 +6,15 @@ The ladder of lower-memory settings that a run then steps down is planned in ``l
 from __future__ import annotations
 
 import gc
-import os
 
 import torch
 
+from lorakit import faults
 from lorakit.train.plan import LoopResult
 
 # The CPU allocator raises a plain RuntimeError (torch 2.13); CUDA raises torch.OutOfMemoryError.
 _OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "CUDA out of memory", "out of memory")
-TEST_BUDGET_ENV = "LORAKIT_TEST_OOM_TOKENS"
+FAULT_POINT = "oom-tokens"  # LORAKIT_FAULTS=oom-tokens:N: a micro-batch of more than N tokens is out of memory
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -23,15 +23,13 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(m in str(error) for m in _OOM_MESSAGES)
 
 
-def test_token_budget() -> int | None:
-    """Test hook: with LORAKIT_TEST_OOM_TOKENS=N, a micro-batch of more than N tokens is out of memory."""
-    budget = os.environ.get(TEST_BUDGET_ENV)
-    return int(budget) if budget else None
+def fault_token_budget() -> int | None:
+    """The injected out-of-memory budget (``LORAKIT_FAULTS=oom-tokens:N``), read once before training; None."""
+    return faults.number(FAULT_POINT)
 
 
-def check_test_budget(num_tokens: int, budget: int | None) -> None:
-    if budget is not None and num_tokens > budget:
-        raise torch.OutOfMemoryError(f"{TEST_BUDGET_ENV}={budget}: a micro-batch of {num_tokens} tokens")
+def injected_out_of_memory(num_tokens: int, budget: int) -> torch.OutOfMemoryError:
+    return torch.OutOfMemoryError(f"{faults.ENV}={FAULT_POINT}:{budget}: a micro-batch of {num_tokens} tokens")
 
 
 def free_memory() -> None:

@@ -21,6 +21,7 @@ from lorakit.config.memory import MemorySettings
 from lorakit.config.schema import DataSection, TrainSection
 from lorakit.data.packing import Row, plan_micro_batches
 from lorakit.data.tokenize import Example
+from lorakit.outcome import Kind, Outcome
 from lorakit.train.select import Selection
 
 MIN_LOSS_CHUNK = 32
@@ -61,7 +62,6 @@ def plan_steps(examples: Sequence[Example], train: TrainSection, data: DataSecti
 
 @dataclass
 class LoopResult:
-    status: str  # "completed" or "interrupted"
     steps_done: int
     history: list[dict[str, Any]] = field(default_factory=list)
     eval_history: list[dict[str, Any]] = field(default_factory=list)
@@ -71,9 +71,14 @@ class LoopResult:
     seconds: float = 0.0
     eval_seconds: float = 0.0  # kept out of tokens/s, which measures training alone
     rng_state: dict[str, Any] | None = None  # as it was at the end of the last completed step
-    stop_reason: str | None = None  # "Ctrl+C" or "SIGTERM" when interrupted; why it stopped early
+    # completed, or stopped (a signal), early-stopped, pruned, failed: and why
+    outcome: Outcome = field(default_factory=lambda: Outcome(Kind.COMPLETED))
     selection: Selection | None = None  # the best evaluation so far, and how long since
-    stop_requested: str | None = None  # a judge's reason to stop (a sweep's pruner), kept as the stop reason
+    stop_requested: Outcome | None = None  # a judge's verdict (a sweep's pruner), kept as the outcome
+
+    @property
+    def status(self) -> str:
+        return self.outcome.status
 
     def tokens_per_second(self, elapsed: float) -> float:
         """Real tokens per second of training, validation time excluded."""

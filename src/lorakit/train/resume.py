@@ -102,7 +102,7 @@ def restore(state: dict[str, Any], model: Any, optimizer: Any, scheduler: Any) -
 def restored_result(state: dict[str, Any]) -> LoopResult:
     """The LoopResult of the steps done before the stop, with the RNG as it was then."""
     selection = Selection.from_state(state["selection"]) if state.get("selection") else None
-    result = LoopResult("completed", state["steps_done"], list(state["history"]), list(state["eval_history"]),
+    result = LoopResult(state["steps_done"], list(state["history"]), list(state["eval_history"]),
                         rng_state=state["rng"], selection=selection)
     for name, value in state["counters"].items():
         setattr(result, name, value)

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lorakit.config.schema import RunConfig
+from lorakit.config.schema import TrackingSection
 from lorakit.errors import ConfigError
 from lorakit.redaction import redact
 from lorakit.train.callbacks import eval_values
@@ -23,9 +23,9 @@ NEEDS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "failed": "FAILED"}
 
 
-def check_trackers(cfg: RunConfig) -> None:
+def check_trackers(tracking: TrackingSection) -> None:
     """Raises ConfigError when a tracker in tracking.report_to is not installed."""
-    for tracker in cfg.tracking.report_to:
+    for tracker in tracking.report_to:
         if importlib.util.find_spec(NEEDS[tracker]) is None:
             raise ConfigError(f"tracking.report_to: {tracker} is not installed; "
                               "install it with: pip install 'lorakit[trackers]'")
@@ -108,24 +108,25 @@ class MlflowLog:
         self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(status, "FAILED"))
 
 
-def build_trackers(cfg: RunConfig, run_dir: Path, params: dict[str, Any],
+def build_trackers(tracking: TrackingSection, output_dir: str, run_dir: Path, params: dict[str, Any],
                    previous: dict[str, Any] | None = None) -> tuple[list[Any], dict[str, Any]]:
     """The tracker callbacks for tracking.report_to, and what the manifest records about them.
 
     Args:
+        output_dir: output.dir (where MLflow's default database goes).
         previous: the manifest's ``trackers`` record of this run (a resumed run logs on).
     """
     callbacks: list[Any] = []
     record: dict[str, Any] = {}
     params = redact(params)  # a password in tracking.mlflow_uri reaches neither TensorBoard nor MLflow
-    if "tensorboard" in cfg.tracking.report_to:
+    if "tensorboard" in tracking.report_to:
         callbacks.append(TensorBoardLog(run_dir / "tensorboard", params))
         record["tensorboard"] = {"log_dir": "tensorboard"}
-    if "mlflow" in cfg.tracking.report_to:
-        uri = cfg.tracking.mlflow_uri or default_mlflow_uri(cfg.output.dir)
+    if "mlflow" in tracking.report_to:
+        uri = tracking.mlflow_uri or default_mlflow_uri(output_dir)
         run_id = ((previous or {}).get("mlflow") or {}).get("run_id")
-        tracker = MlflowLog(uri, cfg.tracking.mlflow_experiment, run_dir.name, params, run_id)
+        tracker = MlflowLog(uri, tracking.mlflow_experiment, run_dir.name, params, run_id)
         callbacks.append(tracker)
-        record["mlflow"] = {"uri": uri, "experiment": cfg.tracking.mlflow_experiment, "run_id": tracker.run_id}
+        record["mlflow"] = {"uri": uri, "experiment": tracking.mlflow_experiment, "run_id": tracker.run_id}
         log.info("mlflow: run %s in %s", tracker.run_id, uri)
     return callbacks, record

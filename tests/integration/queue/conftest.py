@@ -108,3 +108,27 @@ def workspace(tmp_path, server, tiny_model_dir):
     ws.write_text('work_dir = "work"\noutput_dir = "outputs"\nconfig = "base.yaml"\nsuffix = "v1"\n\n'
                   '[remote]\ntraining = "srv:training"\noutput = "srv:output"\nconfig = "rclone.conf"\n')
     return ws
+
+
+# A kill inside one rclone call (an upload or a deletion of many files) leaves part of its work done. The queue's
+# code has no branch that does part of an rclone call and dies: a test kills it at the fault point just before
+# the call (LORAKIT_FAULTS=before-upload or before-delete:remote-data) and then leaves, here, what rclone would
+# have left had it been cut short.
+CUT_SHORT = {"during-upload": "before-upload", "during-delete:remote-data": "before-delete:remote-data"}
+
+
+def cut_short(point: str, work: Path, remote_root: Path) -> None:
+    """After a kill at ``CUT_SHORT[point]``: half of the run's largest file uploaded to the target recorded in the
+    state file (``during-upload``), or the first of the files recorded for deletion deleted
+    (``during-delete:remote-data``). ``remote_root``: the folder the remote serves (training/ and output/)."""
+    jobs = json.loads((work / ".lorakit-queue.json").read_text())["jobs"].values()
+    if point == "during-upload":
+        for job in (j for j in jobs if j.get("upload_to") and j.get("run_dir") and j["state"] == "trained"):
+            run_dir = Path(job["run_dir"])
+            largest = max((p for p in run_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+            target = remote_root / job["upload_to"].split(":", 1)[1] / largest.relative_to(run_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+    elif point == "during-delete:remote-data":
+        for job in (j for j in jobs if len(j.get("deleting") or []) > 1):
+            (remote_root / "training" / job["deleting"][0]).unlink(missing_ok=True)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from lorakit import faults
 from lorakit.cli.main import cli
-from lorakit.queue.state import KILL_AT_ENV
 from tests.conftest import ALPACA_ROWS, write_jsonl
-from tests.integration.queue.conftest import remote_section
+from tests.integration.queue.conftest import CUT_SHORT, cut_short, remote_section
 
 JOBS = ("alpha", "beta", "delta", "gamma")
 
@@ -23,9 +23,9 @@ def queue(*args):
 
 
 def queue_process(tmp_path, workspace, kill_at=None):
-    env = {k: v for k, v in os.environ.items() if k != KILL_AT_ENV}
+    env = {k: v for k, v in os.environ.items() if k != faults.ENV}
     if kill_at:
-        env[KILL_AT_ENV] = kill_at
+        env.update(faults.arm(CUT_SHORT.get(kill_at, kill_at)))
     return subprocess.run([sys.executable, "-m", "lorakit.cli.main", "queue", str(workspace)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)
 
@@ -64,7 +64,7 @@ KILL_POINTS = [  # (where the queue dies, the job it is working on then)
     ("before-delete:remote-data", "alpha"),  # verified, nothing deleted yet
     ("during-delete:remote-data", "alpha"),  # one of its three remote files deleted
     ("before-delete:local-data", "alpha"),
-    ("during-delete:local-data", "alpha"),  # one of its three local files deleted
+    ("delete:local-data:2", "alpha"),  # one of its three local files deleted, killed before the second
     ("before-delete:local-run", "alpha"),
     ("during-upload", "beta"),  # its name is taken by another run: beta-v1-2, recorded before the upload
     ("before-delete:download", "delta"),  # the archive unpacked, not yet deleted
@@ -118,6 +118,7 @@ def test_killed_inside_upload_and_clean_up_the_queue_finishes_and_loses_nothing(
     for point, job in KILL_POINTS:
         done = queue_process(tmp_path, workspace, kill_at=point)
         assert done.returncode == -9, (point, done.stderr[-3000:])
+        cut_short(point, tmp_path / "work", server.root)
         assert state(tmp_path)[job]["state"] in ("trained", "uploaded", "unpacked", "downloaded"), point
         check_nothing_lost(tmp_path, server, originals, foreign)
     partial = results(server)

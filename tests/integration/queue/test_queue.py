@@ -9,8 +9,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from lorakit import faults
 from lorakit.cli.main import cli
-from lorakit.queue.state import KILL_AFTER_ENV
 from tests.integration.queue.conftest import DATASETS, PASSWORD, remote_section, start_webdav
 
 JOBS = (*DATASETS, "delta")
@@ -75,7 +75,7 @@ def _remote_outputs(server):
 
 
 def test_killed_at_every_transition_the_queue_still_finishes_and_loses_nothing(tmp_path, server, workspace):
-    env = {**os.environ, KILL_AFTER_ENV: "1"}
+    env = {**os.environ, **faults.arm("transition:1")}
     runs = 0
     killed_after = []
     while True:

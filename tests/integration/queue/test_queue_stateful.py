@@ -28,12 +28,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lorakit import faults
 from lorakit.errors import LorakitError
 from lorakit.queue.runner import QueueOptions, run_queue
-from lorakit.queue.state import KILL_AFTER_ENV, KILL_AT_ENV
 from lorakit.queue.workspace import load_workspace
 from tests.conftest import ALPACA_ROWS
-from tests.integration.queue.conftest import remote_section, start_webdav
+from tests.integration.queue.conftest import CUT_SHORT, cut_short, remote_section, start_webdav
 
 EXAMPLES = int(os.environ.get("LORAKIT_STATEFUL_EXAMPLES", "200"))
 SEED = int(os.environ.get("LORAKIT_STATEFUL_SEED", "0"))
@@ -43,7 +43,7 @@ USER_ACTIONS = ("upload", "upload", "upload", "replace a file", "edit in place",
 NAMES = ("cats", "my set")
 FLAGS = ([], ["--exclude", "*.safetensors"], ["--size-only"], ["--timeout", "30s"], ["--exclude", "*.jsonl"])
 KILL_POINTS = ("during-upload", "before-delete:remote-data", "during-delete:remote-data", "before-delete:local-data",
-               "during-delete:local-data", "before-delete:local-run")
+               "delete:local-data:2", "before-delete:local-run")
 MODEL = b"\x02\x00\x00\x00\x00\x00\x00\x00{}"  # a whole safetensors file (no tensors), written in milliseconds
 STANDIN = "#!/bin/sh\nprintf '\\002\\000\\000\\000\\000\\000\\000\\000{}' > \"$LORAKIT_OUTPUT_DIR/lora.safetensors\"\n"
 
@@ -196,7 +196,8 @@ class QueueMachine:
 
     # -- steps: the queue, whole or killed ------------------------------------------------------------------------
     def run_the_queue(self, test, kill):
-        env = {KILL_AFTER_ENV: str(kill)} if isinstance(kill, int) else {KILL_AT_ENV: kill} if kill else {}
+        env = faults.arm(f"transition:{kill}" if isinstance(kill, int) else CUT_SHORT.get(kill, kill)) if kill else {}
+        faults.reset()
         ws = self.workspace()
         real_kill, real_cwd = os.kill, os.getcwd()
 
@@ -210,7 +211,11 @@ class QueueMachine:
         os.chdir(self.local)
         try:
             result = run_queue(load_workspace(ws), QueueOptions(test=test))
-        except (Killed, LorakitError):
+        except Killed:
+            result = None
+            if kill in CUT_SHORT:
+                cut_short(kill, self.local / "work", self.remote)
+        except LorakitError:
             result = None
         finally:
             os.kill = real_kill

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from lorakit import faults
 from lorakit.cli.main import cli
-from lorakit.queue.state import KILL_AFTER_ENV
 from tests.conftest import ALPACA_ROWS, write_jsonl
 from tests.integration.queue.conftest import remote_section, wait_until_served
 
@@ -310,9 +310,9 @@ def test_a_dataset_removed_from_the_remote_before_its_download_fails_alone(tmp_p
 
 
 def test_a_local_copy_edited_before_training_never_lets_its_remote_original_go(tmp_path, server, workspace):
-    env = {k: v for k, v in os.environ.items() if k != KILL_AFTER_ENV}
+    env = {k: v for k, v in os.environ.items() if k != faults.ENV}
     killed = subprocess.run([sys.executable, "-m", "lorakit.cli.main", "queue", str(workspace), "--only", "alpha"],
-                            cwd=tmp_path, env={**env, KILL_AFTER_ENV: "2"}, capture_output=True, text=True,
+                            cwd=tmp_path, env={**env, **faults.arm("transition:2")}, capture_output=True, text=True,
                             timeout=300)  # killed once alpha is downloaded and unpacked, before it trains
     assert killed.returncode == -9 and state(tmp_path)["alpha"]["state"] == "unpacked"
     local = tmp_path / "work" / "alpha" / "train.jsonl"

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from lorakit.sweep.worker import KILL_AT_ENV
+from lorakit import faults
 from tests.integration.slurm import needs_slurm
 from tests.unit.cli.test_train import make_config
 
@@ -17,9 +17,9 @@ TRAIN = {"max_steps": 4, "eval_every": 1, "micro_batch_size": 4, "grad_accum": 1
 
 
 def sweep(tmp_path, config, space, *extra, kill_at=None):
-    env = {k: v for k, v in os.environ.items() if k != KILL_AT_ENV}
+    env = {k: v for k, v in os.environ.items() if k != faults.ENV}
     if kill_at:
-        env[KILL_AT_ENV] = kill_at
+        env.update(faults.arm(kill_at))
     return subprocess.run([sys.executable, "-m", "lorakit", "sweep", str(config), "--space", str(space),
                            "--name", "s", *extra], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
@@ -37,7 +37,7 @@ def test_killed_at_several_points_the_sweep_finishes_with_each_trial_once(tmp_pa
     config = make_config(tmp_path, tiny_model_dir, data={"val_size": 0.25}, train=TRAIN)
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"train.lr": [0.01, 0.02, 0.03, 0.04], "sampler": "grid", "pruner": "none"}))
-    for point in ("step:0:2", "trained:1", "told:2", "step:3:3"):
+    for point in ("trial0:step2", "trial1:trained", "trial2:told", "trial3:step3"):
         done = sweep(tmp_path, config, space, kill_at=point)
         assert done.returncode == -9, (point, done.stderr[-2000:])
     done = sweep(tmp_path, config, space)

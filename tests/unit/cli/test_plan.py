@@ -1,13 +1,12 @@
 """lorakit plan on a tiny model, and train.oom.auto_plan through lorakit train."""
 
 import json
-from dataclasses import replace
 
 import pytest
 
 from lorakit.config.load import load_config
 from lorakit.plan.estimate import GiB, estimate_memory
-from lorakit.plan.report import build_plan, setup_from_config
+from lorakit.plan.report import PlanInputs, build_plan, setup_for
 from tests.unit.cli.test_train import invoke, make_config
 
 
@@ -54,9 +53,9 @@ def test_auto_plan_starts_from_the_micro_batch_that_fits(tmp_path, tiny_model_di
                          output={"name": "planned"})
     cfg = load_config(config).config
     # A budget in which 2 examples of max_length fit and 3 do not.
-    facts = build_plan(cfg, "cpu").facts
-    setup = setup_from_config(cfg, "cpu")
-    fits, fails = (estimate_memory(facts, replace(setup, micro_batch_size=n)).total for n in (2, 3))
+    facts = build_plan(PlanInputs.of(cfg), "cpu").facts
+    setup = setup_for(PlanInputs.of(cfg), "cpu")
+    fits, fails = (estimate_memory(facts, setup.changed(micro_batch_size=n)).total for n in (2, 3))
     budget = f"{(fits + fails) / 2 / GiB:.6f}GiB"
     result = invoke("train", config, "--set", f"train.memory_budget={budget}", "--set", "train.oom.auto_plan=true")
     assert result.exit_code == 0, result.output

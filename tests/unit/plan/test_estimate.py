@@ -1,10 +1,10 @@
 """The estimate's arithmetic and what-fits solving on made-up model facts, and its parts against what a tiny model
 really holds."""
 
-from dataclasses import replace
 
 import pytest
 
+from lorakit.config.memory import MemorySettings
 from lorakit.plan.estimate import (
     LENGTH_STEP,
     GiB,
@@ -20,8 +20,8 @@ FACTS = ModelFacts(name="made-up", num_layers=20, hidden_size=1024, vocab_size=3
                    base_params=500_000_000, linear_params=400_000_000, adapter_params=8_000_000,
                    max_position=8192, activations=ActivationCost(per_layer=60_000, outside=4_000),
                    checkpointed=ActivationCost(per_layer=4_096, outside=6_000))
-CPU = MemorySetup(device="cpu", micro_batch_size=4, max_length=512, gradient_checkpointing=False,
-                  loss_chunk_tokens=256, weight_bytes=4)
+CPU = MemorySetup("cpu", MemorySettings(micro_batch_size=4, grad_accum=1, gradient_checkpointing=False,
+                                  loss_chunk_tokens=256, max_length=512), weight_bytes=4)
 
 
 def part(estimate, name):
@@ -30,7 +30,7 @@ def part(estimate, name):
 
 def test_the_parts_add_up_and_grow_linearly_with_tokens():
     small = estimate_memory(FACTS, CPU)
-    large = estimate_memory(FACTS, replace(CPU, micro_batch_size=8))
+    large = estimate_memory(FACTS, CPU.changed(micro_batch_size=8))
     assert small.total == pytest.approx(small.fixed + small.per_token * CPU.tokens)  # float sums: default 1e-6
     assert part(small, "base weights") == 500_000_000 * 4
     assert part(small, "adapter + grads + AdamW") == 8_000_000 * 4 * 4
@@ -41,11 +41,11 @@ def test_the_parts_add_up_and_grow_linearly_with_tokens():
 
 def test_checkpointing_and_4bit_cost_less():
     plain = estimate_memory(FACTS, CPU)
-    checkpointed = estimate_memory(FACTS, replace(CPU, gradient_checkpointing=True))
+    checkpointed = estimate_memory(FACTS, CPU.changed(gradient_checkpointing=True))
     assert part(checkpointed, "activations") < part(plain, "activations") / 5
     assert checkpointed.total < plain.total
-    gpu = replace(CPU, device="cuda", weight_bytes=2)
-    nf4 = estimate_memory(FACTS, replace(gpu, quantization="nf4"))
+    gpu = CPU.changed(device="cuda", weight_bytes=2)
+    nf4 = estimate_memory(FACTS, gpu.changed(quantization="nf4"))
     assert part(nf4, "base weights") < part(estimate_memory(FACTS, gpu), "base weights")
     assert [(s.gradient_checkpointing, s.quantization) for s in options(gpu)] == [
         (False, "none"), (True, "none"), (False, "nf4"), (True, "nf4")]
@@ -59,13 +59,13 @@ def test_the_fit_is_the_largest_that_fits(budget_gib):
         fit = fit_budget(FACTS, setup, budget)
         mb = fit.micro_batch_size
         assert mb >= 1
-        assert estimate_memory(FACTS, replace(setup, micro_batch_size=mb)).total <= budget
-        assert estimate_memory(FACTS, replace(setup, micro_batch_size=mb + 1)).total > budget
-        at_one = replace(setup, micro_batch_size=1)
+        assert estimate_memory(FACTS, setup.changed(micro_batch_size=mb)).total <= budget
+        assert estimate_memory(FACTS, setup.changed(micro_batch_size=mb + 1)).total > budget
+        at_one = setup.changed(micro_batch_size=1)
         assert fit.max_length % LENGTH_STEP == 0
-        assert estimate_memory(FACTS, replace(at_one, max_length=fit.max_length)).total <= budget
+        assert estimate_memory(FACTS, at_one.changed(max_length=fit.max_length)).total <= budget
         if fit.max_length < FACTS.max_position:
-            assert estimate_memory(FACTS, replace(at_one, max_length=fit.max_length + LENGTH_STEP)).total > budget
+            assert estimate_memory(FACTS, at_one.changed(max_length=fit.max_length + LENGTH_STEP)).total > budget
 
 
 def test_a_budget_below_the_fixed_parts_fits_nothing():
@@ -93,8 +93,8 @@ def test_the_estimate_agrees_with_what_a_tiny_model_really_holds(tiny_model_dir)
 
     lora = LoraSection(r=4)
     facts = measure_facts(load_model_config(ModelSection(name_or_path=str(tiny_model_dir))), lora, max_length=48)
-    setup = MemorySetup(device="cpu", micro_batch_size=3, max_length=48, gradient_checkpointing=False,
-                        loss_chunk_tokens=256, weight_bytes=4)
+    setup = MemorySetup("cpu", MemorySettings(micro_batch_size=3, grad_accum=1, gradient_checkpointing=False,
+                                        loss_chunk_tokens=256, max_length=48), weight_bytes=4)
     estimate = estimate_memory(facts, setup)
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)

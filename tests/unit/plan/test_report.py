@@ -1,6 +1,5 @@
 """Where auto_plan starts, and how a plan reads."""
 
-from dataclasses import replace
 
 import pytest
 
@@ -17,9 +16,9 @@ def plan_for(budget, setup=CPU, grad_accum=2):
 
 def between(mb_fits, mb_fails, checkpointing=False):
     """A budget in which micro-batch ``mb_fits`` fits and ``mb_fails`` does not."""
-    setup = replace(CPU, gradient_checkpointing=checkpointing)
-    low = estimate_memory(FACTS, replace(setup, micro_batch_size=mb_fits)).total
-    high = estimate_memory(FACTS, replace(setup, micro_batch_size=mb_fails)).total
+    setup = CPU.changed(gradient_checkpointing=checkpointing)
+    low = estimate_memory(FACTS, setup.changed(micro_batch_size=mb_fits)).total
+    high = estimate_memory(FACTS, setup.changed(micro_batch_size=mb_fails)).total
     return (low + high) / 2
 
 
@@ -36,7 +35,7 @@ def test_the_start_may_grow_the_micro_batch_when_memory_allows():
 
 
 def test_checkpointing_only_when_micro_batch_1_does_not_fit_without_it():
-    budget = between(0, 1) + 0.5 * (estimate_memory(FACTS, replace(CPU, micro_batch_size=1)).total - between(0, 1))
+    budget = between(0, 1) + 0.5 * (estimate_memory(FACTS, CPU.changed(micro_batch_size=1)).total - between(0, 1))
     start = starting_point(plan_for(budget))
     assert start.gradient_checkpointing and start.micro_batch_size >= 1
 

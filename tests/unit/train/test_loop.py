@@ -7,7 +7,7 @@ from lorakit.config.schema import DataSection, LoraSection, TrainSection
 from lorakit.data.tokenize import IGNORE, Example
 from lorakit.errors import TrainingError
 from lorakit.model.adapters import attach_adapter
-from lorakit.train.callbacks import JsonlMetrics
+from lorakit.runs.trainer_log import JsonlMetrics
 from lorakit.train.evaluate import evaluate_loss
 from lorakit.train.loop import LoopSetup, run_loop
 from lorakit.train.optim import build_optimizer, build_scheduler

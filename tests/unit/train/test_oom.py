@@ -1,11 +1,12 @@
-"""Out-of-memory recovery, made deterministic by the LORAKIT_TEST_OOM_TOKENS hook."""
+"""Out-of-memory recovery, made deterministic by the LORAKIT_FAULTS=oom-tokens:N fault."""
 
 import json
 
 import pytest
 import torch
 
-from lorakit.train.oom import TEST_BUDGET_ENV, is_out_of_memory
+from lorakit.faults import ENV as FAULTS
+from lorakit.train.oom import is_out_of_memory
 from tests.unit.cli.test_train import invoke, make_config
 
 UNPACKED = {"micro_batch_size": 4, "grad_accum": 1, "epochs": 2, "log_every": 1}
@@ -21,7 +22,7 @@ def run(tmp_path, model_dir, name, **train):
 def test_recovery_resumes_mid_run_with_the_same_effective_batch_and_losses(tmp_path, tiny_model_dir, monkeypatch):
     reference, _, expected = run(tmp_path, tiny_model_dir, "reference", micro_batch_size=1, grad_accum=4)
     assert reference.exit_code == 0, reference.output
-    monkeypatch.setenv(TEST_BUDGET_ENV, "60")  # some micro-batches of 4 examples fit, others do not
+    monkeypatch.setenv(FAULTS, "oom-tokens:60")  # some micro-batches of 4 examples fit, others do not
     result, manifest, steps = run(tmp_path, tiny_model_dir, "squeezed")
     assert result.exit_code == 0, result.output
 
@@ -41,7 +42,7 @@ def test_recovery_resumes_mid_run_with_the_same_effective_batch_and_losses(tmp_p
 
 
 def test_giving_up_names_what_was_tried_and_what_to_try_next(tmp_path, tiny_model_dir, monkeypatch):
-    monkeypatch.setenv(TEST_BUDGET_ENV, "1")  # not even one example fits
+    monkeypatch.setenv(FAULTS, "oom-tokens:1")  # not even one example fits
     result = invoke("train", make_config(tmp_path, tiny_model_dir, train=UNPACKED))
     assert result.exit_code == 1
     message = result.output.strip().splitlines()[-1]
@@ -54,7 +55,7 @@ def test_giving_up_names_what_was_tried_and_what_to_try_next(tmp_path, tiny_mode
 
 
 def test_the_ladder_is_configurable(tmp_path, tiny_model_dir, monkeypatch):
-    monkeypatch.setenv(TEST_BUDGET_ENV, "1")
+    monkeypatch.setenv(FAULTS, "oom-tokens:1")
     result = invoke("train", make_config(tmp_path, tiny_model_dir,
                                          train={**UNPACKED, "oom": {"ladder": ["checkpointing"]}}))
     assert result.exit_code == 1
@@ -62,7 +63,7 @@ def test_the_ladder_is_configurable(tmp_path, tiny_model_dir, monkeypatch):
 
 
 def test_allow_shorter_halves_max_length_last(tmp_path, tiny_model_dir, monkeypatch):
-    monkeypatch.setenv(TEST_BUDGET_ENV, "1")
+    monkeypatch.setenv(FAULTS, "oom-tokens:1")
     result = invoke("train", make_config(tmp_path, tiny_model_dir, data={"max_length": 128},
                                          train={**UNPACKED, "oom": {"ladder": ["loss_chunk", "max_length"],
                                                                     "allow_shorter": True}}))
@@ -92,7 +93,7 @@ def test_the_users_overlay_is_the_first_step_down(tmp_path, tiny_model_dir, monk
     _, _, expected = run(tmp_path, tiny_model_dir, "reference", micro_batch_size=1, grad_accum=4)
     (tmp_path / "outofmemory.yaml").write_text(
         "train:\n  micro_batch_size: 1\n  grad_accum: 4\n  gradient_checkpointing: true\n")
-    monkeypatch.setenv(TEST_BUDGET_ENV, "60")
+    monkeypatch.setenv(FAULTS, "oom-tokens:60")
     result, manifest, steps = run(tmp_path, tiny_model_dir, "overlaid", oom={"overlay": "outofmemory.yaml"})
     assert result.exit_code == 0, result.output
     change = manifest["attempts"][1]["change"]

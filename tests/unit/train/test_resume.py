@@ -141,10 +141,10 @@ def test_resume_refuses_what_it_cannot_reproduce(tmp_path, tiny_model_dir):
 
 def test_a_run_squeezed_by_out_of_memory_resumes_with_the_settings_it_had_reached(tmp_path, tiny_model_dir,
                                                                                  monkeypatch):
-    from lorakit.train.oom import TEST_BUDGET_ENV
+    from lorakit.faults import ENV as FAULTS
     from tests.unit.train.test_oom import UNPACKED
 
-    monkeypatch.setenv(TEST_BUDGET_ENV, "60")  # micro-batches of 4 examples do not all fit: the ladder halves them
+    monkeypatch.setenv(FAULTS, "oom-tokens:60")  # micro-batches of 4 examples do not all fit: the ladder halves them
     config = make_config(tmp_path, tiny_model_dir, train={**UNPACKED, "max_steps": 8, "log_every": 1})
     whole = run_training(load_config(config))
     stopped = run_training(load_config(config), callbacks=[SignalAt(6, signal.SIGINT)])

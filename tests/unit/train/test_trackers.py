@@ -68,7 +68,7 @@ def test_no_tracker_stores_a_credential_from_the_config(tmp_path):
                                         "mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}})
     params = {"tracking.mlflow_uri": f"https://ops:{secret}@mlflow.example/", "hf_token": secret,
               "data.train": [f"https://host/rows.jsonl?token={secret}"], "lora.r": 16}
-    (tensorboard, mlflow), record = build_trackers(cfg, tmp_path / "run", params)
+    (tensorboard, mlflow), record = build_trackers(cfg.tracking, cfg.output.dir, tmp_path / "run", params)
     for tracker in (tensorboard, mlflow):
         tracker.on_train_end("completed")
     stored = MlflowClient(record["mlflow"]["uri"]).get_run(record["mlflow"]["run_id"]).data.params
