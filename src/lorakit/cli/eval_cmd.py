@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from lorakit.cli.infer_cmd import device_option, engine_option, lora_option, runs_dir_option
+from lorakit.infer.export.merged import DTYPES
 
 
 @click.command("eval")
@@ -60,7 +61,7 @@ def eval_cmd(runs: tuple[str, ...], data: Path, metrics: str, base: bool, limit:
 @click.option("--out", default=None, type=click.Path(path_type=Path),
               help="--merge: a new folder. --gguf: the file, or a folder for it (default: RUN/gguf/RUN-QUANT.gguf).")
 @click.option("--force", is_flag=True, help="GGUF: replace an existing --out file.")
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES),
               help="--merge only.")
 @runs_dir_option
 def export_cmd(run: str, merge: bool, gguf: bool, quant: str, adapter_only: bool, check: bool, out: Path | None,

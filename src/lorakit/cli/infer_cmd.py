@@ -8,10 +8,12 @@ from pathlib import Path
 
 import click
 
+from lorakit.infer.engines import Engine
+
 runs_dir_option = click.option("--runs-dir", default="runs", show_default=True, type=click.Path(path_type=Path),
                                help="Where a run name is looked up.")
-engine_option = click.option("--engine", default="transformers", show_default=True,
-                              type=click.Choice(["transformers", "llama.cpp"]),
+engine_option = click.option("--engine", default=Engine.TRANSFORMERS.value, show_default=True,
+                              type=click.Choice(Engine.names()),
                               help="llama.cpp: a run (exported to GGUF once), a .gguf, or a base .gguf with --lora.")
 lora_option = click.option("--lora", default=None, type=click.Path(path_type=Path),
                            help="llama.cpp: an adapter GGUF to apply on the base GGUF given as RUN.")

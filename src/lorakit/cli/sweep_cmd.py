@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from lorakit.cli.options import layered_config_options
+from lorakit.launch.executor import Executor
 
 SUBCOMMANDS = ("show", "best", "work", "start")
 
@@ -41,7 +42,7 @@ def sweep_group() -> None:
 @layered_config_options
 @click.option("--space", "space_file", required=True, metavar="SPACE_FILE", help="The keys to search (YAML/TOML).")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="How many trials (default: the grid, or 10).")
-@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
+@click.option("--executor", type=click.Choice(Executor.names()), default=Executor.LOCAL.value, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Trials at once: processes here, or Slurm jobs.")
 @click.option("--name", default=None, help="The sweep's name (default: <run name>-<space file stem>).")

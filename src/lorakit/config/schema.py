@@ -6,7 +6,7 @@ This module imports neither torch nor transformers, so validating a config, ``--
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -95,7 +95,9 @@ class OomSection(Section):
     )
 
 
-EVAL_METRICS = ("loss", "exact", "chrf", "typst")
+# What an evaluation measures (train.eval_metrics, `lorakit eval --metrics`): the one list.
+EvalMetric = Literal["loss", "exact", "chrf", "typst"]
+EVAL_METRICS: tuple[str, ...] = get_args(EvalMetric)
 GENERATED_METRICS = ("exact", "chrf", "typst")  # need the model to write its answers
 
 
@@ -167,7 +169,7 @@ class TrainSection(Section):
         "train.oom.auto_plan and as the default budget of `lorakit plan`.",
     )
     oom: OomSection = Field(default_factory=OomSection)
-    eval_metrics: list[Literal["loss", "exact", "chrf", "typst"]] = Field(
+    eval_metrics: list[EvalMetric] = Field(
         default_factory=lambda: ["loss"],
         description="Computed at every evaluation on the validation set, as `lorakit eval` computes them: loss, "
         "exact (exact match), chrf, typst (share that compiles). The last three generate answers (slower).",

@@ -20,10 +20,11 @@ import difflib
 import os
 import shlex
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lorakit.config.load import problem_list, read_config_file
 from lorakit.config.schema import Section
@@ -34,10 +35,17 @@ from lorakit.runs.catalog import MODEL_PATTERNS
 PLACEHOLDERS = ("dataset", "output_dir", "output_name", "python", "config", "run")
 
 
+class TrainerKind(str, Enum):
+    LORAKIT = "lorakit"  # lorakit's own trainer, from the workspace's training config
+    COMMAND = "command"  # an external trainer's command line (sd-scripts, LLaMA-Factory, a script)
+
+
 class TrainerSection(Section):
-    kind: Literal["lorakit", "command"] = Field(
-        "lorakit", description="In a queue workspace: lorakit train, or an external command (a trainer file is "
-        "always a command).")
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=True)  # values stay plain text
+
+    kind: TrainerKind = Field(
+        TrainerKind.LORAKIT.value, description="In a queue workspace: lorakit train, or an external command (a trainer "
+        "file is always a command).")
     command: str | None = Field(
         None, description="The command line; {config}, {dataset}, {output_dir}, {output_name}, {python}, {run} and "
         "each name in `repos` are filled in, e.g. 'accelerate launch {sd_scripts}/sdxl_train_network.py "
@@ -85,7 +93,7 @@ class TrainerSection(Section):
 
     @model_validator(mode="after")
     def _command_needs_a_command(self) -> TrainerSection:
-        if self.kind == "command" and not self.command:
+        if self.kind == TrainerKind.COMMAND and not self.command:
             raise ValueError("trainer.kind = command needs trainer.command")
         return self
 

@@ -3,12 +3,22 @@ base GGUF with an adapter GGUF)."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from lorakit.errors import RunError
 
-ENGINES = ("transformers", "llama.cpp")
+
+class Engine(str, Enum):
+    """What runs a model for ``lorakit infer`` / ``eval`` (``--engine``)."""
+
+    TRANSFORMERS = "transformers"  # a run or adapter folder, PyTorch on CPU or GPU
+    LLAMA_CPP = "llama.cpp"  # a run's GGUF export, a GGUF, or a base GGUF with an adapter GGUF
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [e.value for e in cls]
 
 
 def check_reference(ref: str, runs_dir: Path, engine: str, lora: Path | None) -> None:
@@ -20,7 +30,7 @@ def check_reference(ref: str, runs_dir: Path, engine: str, lora: Path | None) ->
     """
     from lorakit.infer.load import adapter_folder
 
-    if engine == "llama.cpp":
+    if engine == Engine.LLAMA_CPP:
         from lorakit.infer.llamacpp import resolve_files
         from lorakit.infer.llamacpp_lib import require_llama_cpp
 
@@ -35,10 +45,10 @@ def check_reference(ref: str, runs_dir: Path, engine: str, lora: Path | None) ->
     adapter_folder(ref, runs_dir)
 
 
-def open_model(ref: str, runs_dir: Path, device: str, engine: str = "transformers",
+def open_model(ref: str, runs_dir: Path, device: str, engine: str = Engine.TRANSFORMERS,
                lora: Path | None = None) -> Any:
     """A LoadedAdapter for ``ref`` on ``engine``."""
-    if engine == "llama.cpp":
+    if engine == Engine.LLAMA_CPP:
         from lorakit.infer.llamacpp import load_llamacpp
 
         return load_llamacpp(ref, runs_dir, lora)

@@ -14,11 +14,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from lorakit.config.schema import GENERATED_METRICS
 from lorakit.data.dataset import Conversation
 from lorakit.data.formats import Turn
 from lorakit.errors import DataError, ModelError
 from lorakit.infer import metrics as m
 from lorakit.infer.convert import read_jsonl
+from lorakit.infer.engines import Engine
 from lorakit.infer.generate import generate_turns
 from lorakit.infer.load import LoadedAdapter
 
@@ -104,7 +106,7 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
         loss = eval_loss(adapter, cases, use_adapter)
         results.update(loss=round(loss, 4), perplexity=round(m.perplexity(loss), 3))
     predictions: list[str] = []
-    if any(name in wanted for name in ("exact", "chrf", "typst")):
+    if any(name in wanted for name in GENERATED_METRICS):
         label = adapter.name if use_adapter else "base model"
         predictions = generate_turns(adapter, [_turns(adapter, c) for c in cases], max_new_tokens=max_new_tokens,
                                      batch_size=batch_size, use_adapter=use_adapter, length_ratio=LENGTH_RATIO,
@@ -121,7 +123,7 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
 
 
 def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, float]],
-           predictions: dict[str, list[str]], cases: Sequence[EvalCase], engine: str = "transformers") -> None:
+           predictions: dict[str, list[str]], cases: Sequence[EvalCase], engine: str = Engine.TRANSFORMERS) -> None:
     """Save results into the run's eval_results.json, manifest and model card, and predictions beside them
     (under their own names for llama.cpp, so they sit next to the transformers figures)."""
     from lorakit.runs.catalog import is_run
@@ -129,7 +131,7 @@ def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, floa
     from lorakit.runs.manifest import write_json_atomic
 
     folder = adapter.path
-    stem = data.stem if engine == "transformers" else f"{data.stem}.llamacpp"
+    stem = data.stem if engine == Engine.TRANSFORMERS else f"{data.stem}.llamacpp"
     key = f"eval_{stem}"
     path = folder / "eval_results.json"
     existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -152,7 +154,7 @@ class EvalOptions:
     max_new_tokens: int = 256
     batch_size: int = 32
     device: str = "auto"
-    engine: str = "transformers"
+    engine: str = Engine.TRANSFORMERS
     lora: Path | None = None  # llama.cpp: an adapter GGUF on the base GGUF given as the run
 
 
@@ -166,7 +168,7 @@ def evaluate_runs(refs: Sequence[str], data: Path, wanted: Sequence[str], option
     unknown = [w for w in wanted if w not in m.METRICS]
     if unknown:
         raise DataError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(m.METRICS)}")
-    if options.engine == "llama.cpp" and ("loss" in wanted or options.base):
+    if options.engine == Engine.LLAMA_CPP and ("loss" in wanted or options.base):
         raise ModelError("--engine llama.cpp scores generated answers (exact, chrf, typst); loss and --base need "
                          "--engine transformers")
     from lorakit.infer.engines import check_reference, open_model
@@ -181,7 +183,7 @@ def evaluate_runs(refs: Sequence[str], data: Path, wanted: Sequence[str], option
         results, predictions = {}, {}
         results["adapter"], predictions["adapter"] = score(adapter, cases, wanted, True, options.max_new_tokens,
                                                            options.batch_size)
-        label = adapter.name if options.engine == "transformers" else f"{adapter.name} (llama.cpp)"
+        label = adapter.name if options.engine == Engine.TRANSFORMERS else f"{adapter.name} (llama.cpp)"
         table[label] = results["adapter"]
         base_name = str((adapter.manifest or {}).get("base_model", {}).get("name", "base"))
         if options.base:

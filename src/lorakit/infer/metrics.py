@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-METRICS = ("loss", "exact", "chrf", "typst")
-
 
 def normalise(text: str) -> str:
     """Whitespace-insensitive form: runs of spaces and newlines become one space, ends trimmed."""

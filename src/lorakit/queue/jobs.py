@@ -21,7 +21,7 @@ from lorakit.data.sources import SUFFIXES
 from lorakit.errors import DataError
 from lorakit.queue.archives import archive_stem
 from lorakit.queue.keep import same_content
-from lorakit.queue.state import FAILED, Job, QueueState
+from lorakit.queue.state import FAILED, Job, QueueState, Source
 from lorakit.queue.trust import check_dataset_config, check_inside, check_own_paths, dataset_config
 from lorakit.queue.workspace import Workspace
 from lorakit.redaction import redact
@@ -39,7 +39,7 @@ def output_name(ws: Workspace, job: Job, overlays: list[str]) -> str:
 
 @dataclass
 class RemoteDataset:
-    source: str  # "folder" or "archive"
+    source: str  # Source.FOLDER or Source.ARCHIVE (a value)
     files: list[RemoteFile] = field(default_factory=list)
 
 
@@ -59,7 +59,7 @@ def group_remote_files(files: list[RemoteFile]) -> tuple[dict[str, RemoteDataset
             archives.setdefault(stem, []).append(top)
         else:
             log.warning("queue: %r is neither a dataset folder nor an archive; left alone", top)
-    datasets = {name: RemoteDataset("folder", entries) for name, entries in folders.items()}
+    datasets = {name: RemoteDataset(Source.FOLDER.value, entries) for name, entries in folders.items()}
     clashes = {}
     for stem, names in archives.items():
         claims = ([f"{stem}/"] if stem in folders else []) + names
@@ -68,7 +68,7 @@ def group_remote_files(files: list[RemoteFile]) -> tuple[dict[str, RemoteDataset
                              "keep one (rename the others), then run the queue again")
             datasets.pop(stem, None)
             continue
-        datasets[stem] = RemoteDataset("archive", [f for f in files if f.path == names[0]])
+        datasets[stem] = RemoteDataset(Source.ARCHIVE.value, [f for f in files if f.path == names[0]])
     return datasets, clashes
 
 
@@ -104,7 +104,7 @@ def discover(ws: Workspace, state: QueueState, remote_files: list[RemoteFile]) -
         for folder in sorted(work.iterdir()):
             if folder.is_dir() and not folder.name.startswith(".") and folder.name not in folders:
                 key = _free_key(state, work, safe_name(folder.name), on_disk=False)
-                state.jobs[key] = Job(folder.name, "local", key=key, folder=folder.name, state="unpacked")
+                state.jobs[key] = Job(folder.name, Source.LOCAL.value, key=key, folder=folder.name, state="unpacked")
     state.save()
     return [state.jobs[key] for key in sorted(state.jobs)]
 
@@ -117,7 +117,7 @@ def _add_remote(ws: Workspace, state: QueueState, name: str, dataset: RemoteData
     open_jobs = [j for j in jobs if not j.done]
     if open_jobs:
         job = open_jobs[-1]
-        if job.source == "clash" and (work / job.folder).exists():
+        if job.source == Source.CLASH and (work / job.folder).exists():
             return _taken(work / job.folder, name)
         if not job.reached("downloaded"):  # not fetched yet: the listing now is what will be fetched
             _take_listing(job, dataset)
@@ -170,8 +170,8 @@ def _mark_clash(state: QueueState, name: str, why: str) -> None:
         return  # fetched before the clash appeared: it goes on as it is
     if job is None:
         key = _free_key(state, Path(state.path.parent), safe_name(name), on_disk=False)
-        job = state.jobs[key] = Job(name, "clash", key=key, folder=key)
-    job.source, job.remote_files, job.remote_fingerprints = "clash", [], {}
+        job = state.jobs[key] = Job(name, Source.CLASH.value, key=key, folder=key)
+    job.source, job.remote_files, job.remote_fingerprints = Source.CLASH.value, [], {}
     state.move(job, FAILED, error=why)
 
 

@@ -20,11 +20,12 @@ from types import FrameType
 
 from lorakit import faults
 from lorakit.errors import DataError, LorakitError, QueueError, RemoteError
+from lorakit.external.trainer import TrainerKind
 from lorakit.proc import Child
 from lorakit.queue.archives import unpack
 from lorakit.queue.jobs import discover, output_name
 from lorakit.queue.keep import Keeper, NotVerified, run_identity
-from lorakit.queue.state import FAILED, Job, QueueState
+from lorakit.queue.state import FAILED, Job, QueueState, Source
 from lorakit.queue.training import JOB_FILES, JobFailed, QueueStopped, StillTraining, TrainingStage
 from lorakit.queue.workspace import Workspace, check_workspace_files
 from lorakit.remote.rclone import Rclone
@@ -103,13 +104,13 @@ class QueueRun:
         """Fetch the dataset, check it against the remote, and record the sha256 of every file as downloaded
         (what a remote file must still be, byte for byte, before it is ever deleted)."""
         remote = self.ws.remote.training
-        if job.source == "local" or remote is None:
+        if job.source == Source.LOCAL or remote is None:
             return
-        there = (self.rclone.list_or_none(f"{remote}/{job.name}") if job.source == "folder" else
+        there = (self.rclone.list_or_none(f"{remote}/{job.name}") if job.source == Source.FOLDER else
                  self.rclone.stat(f"{remote}/{job.remote_files[0]}"))
         if not there:  # removed since it was listed: this dataset fails alone, the queue goes on
             raise JobFailed(f"{remote}/{job.name} is gone from the remote; nothing of it was downloaded")
-        if job.source == "folder":
+        if job.source == Source.FOLDER:
             self.rclone.copy(f"{remote}/{job.name}", str(self.work / job.folder))
             self.rclone.verify(f"{remote}/{job.name}", str(self.work / job.folder))
             local = {f: self.work / job.folder / f.split("/", 1)[1] for f in job.remote_files}
@@ -125,7 +126,7 @@ class QueueRun:
         """Unpack an archive job; the files the queue put into the dataset folder (relative to it), each with its
         sha256, and the folder's content (``lorakit.runs.fingerprint``): the state to record as unpacked."""
         target = self.work / job.folder
-        if job.source == "archive":
+        if job.source == Source.ARCHIVE:
             archive = self.archive_path(job)
             if not target.is_dir():  # else unpacked before a crash (staging is renamed into place whole)
                 if not archive.is_file():  # lost before it was unpacked: fetch it again (the remote copy is kept)
@@ -139,7 +140,7 @@ class QueueRun:
         if not target.is_dir():
             raise JobFailed(f"dataset folder {target} is missing")
         # A folder job's local files are exactly its remote files; an archive's, what it unpacked to.
-        placed = ([f.split("/", 1)[1] for f in job.remote_files] if job.source == "folder" else
+        placed = ([f.split("/", 1)[1] for f in job.remote_files] if job.source == Source.FOLDER else
                   sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()))
         return {"local_files": placed, "local_sha256": {f: file_sha256(target / f) for f in placed
                                                         if (target / f).is_file()},
@@ -181,9 +182,9 @@ class QueueRun:
         """
         cleanup, remote = self.ws.cleanup, self.ws.remote.training
         run_dir = Path(job.run_dir) if job.run_dir else self.outputs / job.key
-        downloaded = job.source in ("folder", "archive")  # never a folder put into work_dir by hand
+        downloaded = Source(job.source).downloaded  # never a folder put into work_dir by hand
         data = self.work / job.folder
-        archive = self.archive_path(job) if job.source == "archive" else None
+        archive = self.archive_path(job) if job.source == Source.ARCHIVE else None
         local_copies = data.exists() or (archive is not None and archive.exists())
         todo = {"remote data": cleanup.remote_training and downloaded and remote is not None and bool(job.remote_files)
                 and not job.remote_deleted and not job.remote_changed,
@@ -308,7 +309,8 @@ def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueRes
         QueueError: another queue holds the work folder, or --only names an unknown dataset.
     """
     check_workspace_files(ws, options.overlays)
-    if ws.trainer.kind == "command":  # the command and its config work at all: checked before anything is touched
+    # the command and its config work at all: checked before anything is touched
+    if ws.trainer.kind == TrainerKind.COMMAND:
         from lorakit.external.run import TrainerJob, plan_run
 
         overlays = tuple(Path(o) for o in (*ws.overlays, *options.overlays))
@@ -350,7 +352,7 @@ def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueRes
 def _work_through(run: QueueRun, jobs: list[Job], stop: StopOnSignal) -> str | None:
     """Take each job as far as it can go now; why the queue must stop, if it must."""
     for job in jobs:
-        if job.done or job.source == "clash" or (run.options.test and job.state == "uploaded"):
+        if job.done or job.source == Source.CLASH or (run.options.test and job.state == "uploaded"):
             continue
         try:
             run.process(job, stop)
@@ -369,14 +371,14 @@ def _plan(ws: Workspace, options: QueueOptions, jobs: list[Job]) -> list[str]:
         if job.done:
             lines.append(f"{job.key}: done (cleaned)")
             continue
-        if job.source == "clash":
+        if job.source == Source.CLASH:
             lines.append(f"{job.key}: skipped: {job.error}")
             continue
         name = job.output_name or output_name(ws, job, list(options.overlays))
         steps = []
-        if not job.reached("downloaded") and job.source != "local":
+        if not job.reached("downloaded") and job.source != Source.LOCAL:
             steps.append(f"download {', '.join(f'{ws.remote.training}/{f}' for f in job.remote_files)}")
-        if not job.reached("unpacked") and job.source == "archive":
+        if not job.reached("unpacked") and job.source == Source.ARCHIVE:
             steps.append("unpack")
         if not job.reached("trained"):
             steps.append(f"train as {name}")

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,23 @@ FAILED = "failed"
 STATE_FILE = ".lorakit-queue.json"
 
 
+class Source(str, Enum):
+    """Where a job's dataset comes from (stored in the state file as its value)."""
+
+    FOLDER = "folder"  # a remote folder under remote.training
+    ARCHIVE = "archive"  # a remote .zip / .tar.gz under remote.training
+    LOCAL = "local"  # a folder put into work_dir by hand: never downloaded, never deleted remotely
+    CLASH = "clash"  # two remote entries that would share one name (a folder and an archive): left alone, said why
+
+    @property
+    def downloaded(self) -> bool:
+        return self in (Source.FOLDER, Source.ARCHIVE)
+
+
 @dataclass
 class Job:
     name: str  # the dataset's name as found (a remote folder, an archive's stem, a folder in work_dir): untrusted
-    source: str  # "folder" (remote folder), "archive" (remote .zip/.tar.gz), "local" (already in work_dir), "clash"
+    source: str  # a Source value
     key: str = ""  # the job's key in the state, and its folder under output_dir: letters, digits, . _ -, unique
     folder: str = ""  # its folder in work_dir (the key, except for a folder put there by hand)
     remote_files: list[str] = field(default_factory=list)  # relative to remote.training
@@ -100,7 +114,7 @@ class QueueState:
 
     def of_dataset(self, name: str) -> list[Job]:
         """The jobs of the remote dataset ``name``, oldest generation first."""
-        return sorted((j for j in self.jobs.values() if j.name == name and j.source != "local"),
+        return sorted((j for j in self.jobs.values() if j.name == name and j.source != Source.LOCAL),
                       key=lambda j: j.generation)
 
     def move(self, job: Job, state: str, **fields: Any) -> None:

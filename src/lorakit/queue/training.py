@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import ConfigError, DataError
+from lorakit.external.trainer import TrainerKind
+from lorakit.launch.executor import Executor
 from lorakit.outcome import Kind
 from lorakit.proc import Child, run_logged
 from lorakit.queue.jobs import write_job_config
@@ -77,13 +79,13 @@ class TrainingStage:
         assert job.output_name is not None
         existing = versions_of(job.output_name, job_dir)
         ours = [d for d in existing if trained_on(d) == content]
-        if self.ws.queue.executor == "slurm":
+        if self.ws.queue.executor == Executor.SLURM:
             run_dir = self.on_slurm(job, job_dir, ours)
         elif completed := _completed(ours):  # trained before a crash, not yet recorded
             run_dir = completed[-1]
         else:
             self._discard_unfinished([d for d in existing if trained_on(d) in (content, None)])
-            run_dir = (self.with_command(job, job_dir) if self.ws.trainer.kind == "command"
+            run_dir = (self.with_command(job, job_dir) if self.ws.trainer.kind == TrainerKind.COMMAND
                        else self.with_lorakit(job, job_dir, ours, content))
         if trained_on(run_dir) != content:
             raise JobFailed(f"{data} changed while it trained ({run_dir.name} recorded other files); nothing was "

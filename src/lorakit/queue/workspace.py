@@ -27,19 +27,21 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from lorakit.config.load import read_config_file
 from lorakit.config.schema import Section
 from lorakit.errors import ConfigError
 from lorakit.external.render import read_template
 from lorakit.external.trainer import (
+    TrainerKind,
     TrainerSection,
     absolute_paths,
     check_trainer_files,
     load_trainer_file,
     validation_message,
 )
+from lorakit.launch.executor import Executor
 from lorakit.queue.keep import LORAKIT_MODEL
 
 
@@ -84,8 +86,10 @@ class CleanupSection(Section):
 
 
 class QueueSection(Section):
-    executor: Literal["local", "slurm"] = Field(
-        "local",
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=True)  # values stay plain text
+
+    executor: Executor = Field(
+        Executor.LOCAL.value,
         description="local: train each dataset here, one after another; slurm: submit each dataset as its own "
         "Slurm job (resources from the training config's launch.slurm) and upload each result as its job completes.",
     )
@@ -128,13 +132,13 @@ class Workspace(Section):
     @property
     def model_patterns(self) -> tuple[str, ...]:
         """What a trained model looks like in this workspace's run folders."""
-        return LORAKIT_MODEL if self.trainer.kind == "lorakit" else tuple(self.trainer.outputs)
+        return LORAKIT_MODEL if self.trainer.kind == TrainerKind.LORAKIT else tuple(self.trainer.outputs)
 
     @model_validator(mode="after")
     def _lorakit_needs_config(self) -> Workspace:
-        if self.trainer.kind == "lorakit" and not self.config:
+        if self.trainer.kind == TrainerKind.LORAKIT and not self.config:
             raise ValueError("config (the base training config) is required with trainer.kind = lorakit")
-        if self.queue.executor == "slurm" and self.trainer.kind != "lorakit":
+        if self.queue.executor == Executor.SLURM and self.trainer.kind != TrainerKind.LORAKIT:
             raise ValueError("queue.executor = slurm submits lorakit training runs: it needs trainer.kind = lorakit")
         return self
 
@@ -188,5 +192,5 @@ def check_workspace_files(ws: Workspace, extra_overlays: tuple[str, ...] = ()) -
             read_template(Path(file))  # lorakit configs, or an external trainer's overlays (TOML, YAML, JSON)
     if ws.remote.config is not None and not Path(ws.remote.config).is_file():
         raise ConfigError(f"remote.config: rclone config file not found: {ws.remote.config}")
-    if ws.trainer.kind == "command":
+    if ws.trainer.kind == TrainerKind.COMMAND:
         check_trainer_files(ws.trainer)

@@ -13,7 +13,6 @@ from lorakit.errors import RunError
 from lorakit.runs.manifest import MANIFEST_FILE, created_at
 from lorakit.runs.naming import version_of
 
-ADAPTER_FILE = "adapter_model.safetensors"
 RESUME_FILE = "resume_state.pt"  # lorakit.train.resume.STATE_FILE, named here without importing torch
 NO_CLEAN_ENV = "LORAKIT_NO_CLEAN"
 # What counts as a trained model in any run folder (lorakit's adapter, sd-scripts' LoRAs, checkpoints, GGUF).

@@ -110,6 +110,7 @@ class RunFolder:
 
     def add_evaluation(self, data: str, engine: str, results: dict[str, Any]) -> None:
         """An evaluation's results; a later one of the same data and engine replaces it."""
+        # Evaluations recorded before llama.cpp existed name no engine: they were transformers'.
         kept = [e for e in self.manifest.data.get("evaluations", [])
                 if (e.get("data"), e.get("engine", "transformers")) != (data, engine)]
         self.manifest.update(evaluations=[*kept, {"data": data, "engine": engine, "at": now(), "results": results}])

@@ -14,6 +14,7 @@ from typing import Any
 
 from lorakit.config.load import LoadedConfig, load_config
 from lorakit.errors import ConfigError, LaunchError
+from lorakit.launch.executor import Executor
 from lorakit.sweep.space import SweepSpace, grid_size
 from lorakit.sweep.study import Sweep, load_sweep, trial_config
 from lorakit.sweep.worker import work
@@ -28,7 +29,7 @@ class SweepRequest:
     overlays: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
     trials: int | None = None
-    executor: str = "local"
+    executor: str = Executor.LOCAL
     workers: int = 1
     name: str | None = None
     sweeps_dir: Path = Path("sweeps")
@@ -52,7 +53,7 @@ def prepare(request: SweepRequest) -> tuple[Sweep, LoadedConfig, SweepSpace]:
     if size is not None and size > trials:
         raise ConfigError(f"{request.space_file}: the grid has {size} trials, more than --trials {trials}; raise "
                           "--trials or search fewer values")
-    if request.executor == "slurm" and shutil.which("sbatch") is None:
+    if request.executor == Executor.SLURM and shutil.which("sbatch") is None:
         raise LaunchError("--executor slurm: sbatch is not on PATH (no Slurm here); use --executor local")
     name = request.name or f"{base.run_name}-{Path(request.space_file).stem}"
     folder = (request.sweeps_dir / name).resolve()
@@ -103,7 +104,7 @@ def start(sweep: Sweep, base: LoadedConfig) -> None:
     """Save the sweep and run its workers until it has its count of trials."""
     sweep.save()
     os.environ.update(sweep.secret_environment())  # workers (processes, Slurm jobs) inherit this environment
-    if sweep.executor == "slurm":
+    if sweep.executor == Executor.SLURM:
         from lorakit.sweep.slurm import run_slurm_workers
 
         run_slurm_workers(sweep, base.config.launch.slurm)

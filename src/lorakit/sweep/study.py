@@ -39,7 +39,7 @@ class Sweep:
     overrides: tuple[str, ...]
     space_file: str  # absolute
     trials: int
-    executor: str  # local | slurm
+    executor: str  # an Executor value
     workers: int
     working_directory: str  # where relative paths in the config were resolved, and trials run
 

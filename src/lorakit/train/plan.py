@@ -88,9 +88,6 @@ class LoopResult:
     def final_loss(self) -> float | None:
         return self.history[-1]["loss"] if self.history else None
 
-    @property
-    def final_eval_loss(self) -> float | None:
-        return self.eval_history[-1]["eval_loss"] if self.eval_history else None
 
 
 def _split(rows: list[Row]) -> list[list[Row]]:

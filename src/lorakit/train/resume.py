@@ -109,5 +109,3 @@ def restored_result(state: dict[str, Any]) -> LoopResult:
     return result
 
 
-def restored_settings(state: dict[str, Any]) -> MemorySettings:
-    return MemorySettings.from_dict(state["settings"])
