@@ -2,7 +2,7 @@
 
 - Only ``lorakit.runs`` writes a run's ``manifest.json`` and ``trainer_log.jsonl`` (``RunFolder`` and
   ``TrainerLog``): no other module opens them for writing, builds a ``Manifest`` or calls its mutators.
-- Only ``config/``, ``recipe/``, ``cli/`` and ``sweep/`` take the whole config (``RunConfig``) as a parameter:
+- Only ``config/``, ``recipe/``, ``cli/`` and ``sweep/`` take the whole config (``RunConfig``, ``LoadedConfig``):
   everything else gets the part it needs.
 - A status is read as a typed outcome: no module outside ``runs/`` digs in ``status_history``.
 """
@@ -22,6 +22,7 @@ WRITES = {"write_text", "write_bytes", "write_json_atomic", "unlink", "rename", 
           "copy2", "copyfile", "move"}
 MANIFEST_MUTATORS = {"update", "set_status", "save"}
 CONFIG_USERS = {"config", "recipe", "cli", "sweep"}
+WHOLE_CONFIG = ("RunConfig", "LoadedConfig")
 
 
 def modules(outside: set[str]) -> list[tuple[str, ast.Module]]:
@@ -94,13 +95,19 @@ def test_statuses_are_read_as_typed_outcomes(module, tree):
 @pytest.mark.parametrize(("module", "tree"), modules(outside=CONFIG_USERS),
                          ids=lambda v: v if isinstance(v, str) else "")
 def test_the_whole_config_is_a_parameter_only_where_it_is_read(module, tree):
+    takers = whole_config_takers(tree)
+    assert takers == [], f"{module}: {', '.join(takers)} take the whole config; hand them its section or spec"
+
+
+def whole_config_takers(tree: ast.Module) -> list[str]:
     takers = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             arguments = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
-            if any(a.annotation is not None and "RunConfig" in ast.unparse(a.annotation) for a in arguments):
+            if any(a.annotation is not None and any(c in ast.unparse(a.annotation) for c in WHOLE_CONFIG)
+                   for a in arguments):
                 takers.append(f"{node.name} (line {node.lineno})")
-    assert takers == [], f"{module}: {', '.join(takers)} take the whole RunConfig; hand them its section or spec"
+    return takers
 
 
 def test_the_checks_find_what_they_look_for():
@@ -117,3 +124,4 @@ def f(run_dir, run):
 ''')
     assert len(run_file_writes(bad)) == 2
     assert len(manifest_mutations(bad)) == 3
+    assert whole_config_takers(ast.parse("def f(x: int, cfg: LoadedConfig | None = None): pass")) == ["f (line 1)"]

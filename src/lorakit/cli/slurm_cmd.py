@@ -43,7 +43,7 @@ def submit_cmd(config_file: str, overlays: tuple[str, ...], overrides: tuple[str
         lorakit submit config.yaml --partition gpu --gpus-per-node 1 --time 04:00:00
         lorakit submit config.yaml --container lorakit.sif --bind /data:/data --dry-run
     """
-    from lorakit.launch.jobs import submit_run
+    from lorakit.recipe.launch import submit_run
 
     given = [f"launch.slurm.{SLURM_FLAGS[k]}={json.dumps(v)}" for k, v in flags.items() if v is not None]
     given += [f"launch.slurm.binds={json.dumps(list(binds))}"] if binds else []

@@ -85,7 +85,7 @@ def train_cmd(config_file: str | None, overlays: tuple[str, ...], overrides: tup
 
         record = {"dataset": {**fingerprint_dataset(Path(dataset[0])), "name": dataset[1]}}
     if loaded.config.launch.nproc > 1:
-        from lorakit.launch.local import train_processes
+        from lorakit.recipe.launch import train_processes
 
         _exit_as(train_processes(loaded, command, record))  # rank 0 reports
         return

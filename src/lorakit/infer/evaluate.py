@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lorakit.config.schema import GENERATED_METRICS
+from lorakit.config.schema import EVAL_METRICS, GENERATED_METRICS
 from lorakit.data.dataset import Conversation
 from lorakit.data.formats import Turn
 from lorakit.errors import DataError, ModelError
@@ -165,9 +165,9 @@ def evaluate_runs(refs: Sequence[str], data: Path, wanted: Sequence[str], option
     Raises:
         DataError: an unknown metric, or an unusable eval file. ModelError: loss or --base under llama.cpp.
     """
-    unknown = [w for w in wanted if w not in m.METRICS]
+    unknown = [w for w in wanted if w not in EVAL_METRICS]
     if unknown:
-        raise DataError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(m.METRICS)}")
+        raise DataError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(EVAL_METRICS)}")
     if options.engine == Engine.LLAMA_CPP and ("loss" in wanted or options.base):
         raise ModelError("--engine llama.cpp scores generated answers (exact, chrf, typst); loss and --base need "
                          "--engine transformers")

@@ -1,7 +1,7 @@
 """Runs trained as Slurm jobs: submit one, see how it is doing, read its log, cancel it.
 
-The run folder is made at submission (so the job's output lands in it) and the job trains it
-with ``lorakit train --run-dir``. The job is submitted held, recorded in the manifest, then
+The run folder is made at submission by ``recipe.launch.submit_run`` (so the job's output lands in it) and the job
+trains it with ``lorakit train --run-dir``. The job is submitted held, recorded in the manifest, then
 released, so the job never starts from a manifest that does not yet name it.
 """
 
@@ -14,48 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorakit import __version__
-from lorakit.config.load import LoadedConfig
 from lorakit.errors import LaunchError
-from lorakit.launch.sbatch import SCRIPT_NAME, JobPlan, render
+from lorakit.launch.sbatch import SCRIPT_NAME
 from lorakit.launch.slurm import JobState, job_state, release, sbatch, scancel
-from lorakit.recipe.start import start_run
 from lorakit.runs.catalog import read_manifest
 from lorakit.runs.folder import RunFolder
-from lorakit.runs.naming import next_run_dir
 from lorakit.runs.trainer_log import TrainerLog
-
-
-@dataclass(frozen=True)
-class Submission:
-    run_dir: Path
-    script: str
-    job_id: str | None  # None for a dry run
-
-
-def _plan(loaded: LoadedConfig, run_dir: Path) -> JobPlan:
-    launch = loaded.config.launch
-    nproc = launch.nproc if launch.nproc > 1 else max(1, launch.slurm.gpus_per_node)
-    return JobPlan(run_dir.resolve(), Path.cwd().resolve(), launch.slurm, nproc)
-
-
-def submit_run(loaded: LoadedConfig, command_line: list[str], dry_run: bool = False,
-               record: dict[str, Any] | None = None) -> Submission:
-    """Create the run folder, write its sbatch script and submit it; the job id goes in the manifest.
-
-    With ``dry_run`` nothing is created or submitted: the script the next run would get. ``record``: more
-    fields for the first manifest (the queue's dataset fingerprint).
-
-    Raises:
-        LaunchError: a value the script cannot carry, or sbatch refused the job (the run is marked failed).
-    """
-    predicted = next_run_dir(Path(loaded.config.output.dir), loaded.run_name)
-    script = render(_plan(loaded, predicted), __version__)  # a bad value fails before anything is made
-    if dry_run:
-        return Submission(predicted, script, None)
-    run = start_run(loaded, command_line, trains_here=False, record=record)
-    script = render(_plan(loaded, run.path), __version__)
-    return Submission(run.path, script, submit_held(run, script))
 
 
 def submit_held(run: RunFolder, script: str) -> str:

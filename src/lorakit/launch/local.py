@@ -1,7 +1,7 @@
 """Several training processes on this machine, started by torchrun's own launcher (elastic_launch).
 
-The run folder is created here, before the processes start, so they all train into the same
-one; each process runs ``python -m lorakit train --run-dir RUN`` and only rank 0 writes to it.
+The run folder is created by ``recipe.launch.train_processes`` before the processes start, so they all train
+into the same one; each process runs ``python -m lorakit train --run-dir RUN`` and only rank 0 writes to it.
 """
 
 from __future__ import annotations
@@ -11,12 +11,9 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
-from lorakit.config.load import LoadedConfig
 from lorakit.errors import TrainingError
 from lorakit.recipe.run import TrainOutcome
-from lorakit.recipe.start import start_run
 from lorakit.runs.folder import RunFolder
 from lorakit.runs.manifest import UNFINISHED
 
@@ -26,15 +23,6 @@ log = logging.getLogger(__name__)
 def worker_args(run_dir: Path) -> list[str]:
     """What each training process runs, after the Python interpreter."""
     return ["-m", "lorakit", "train", "--run-dir", str(run_dir)]
-
-
-def train_processes(loaded: LoadedConfig, command_line: list[str],
-                    record: dict[str, Any] | None = None) -> TrainOutcome:
-    """Create the run folder (``record``: more manifest fields), train it with ``launch.nproc`` processes, and
-    report how it ended."""
-    run_dir = start_run(loaded, command_line, record=record).path
-    log.info("run folder: %s; starting %d training processes", run_dir, loaded.config.launch.nproc)
-    return run_processes(run_dir, loaded.config.launch.nproc)
 
 
 def run_processes(run_dir: Path, nproc: int) -> TrainOutcome:

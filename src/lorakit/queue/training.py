@@ -161,7 +161,8 @@ class TrainingStage:
             JobFailed: the run this queue submitted failed or was cancelled (the next queue run submits anew).
         """
         from lorakit.config.load import load_config
-        from lorakit.launch.jobs import reconcile, submit_run
+        from lorakit.launch.jobs import reconcile
+        from lorakit.recipe.launch import submit_run
         from lorakit.runs.fingerprint import fingerprint_dataset
         from lorakit.runs.manifest import UNFINISHED
 

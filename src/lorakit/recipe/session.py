@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lorakit.config.load import LoadedConfig, apply_oom_overlay, flatten_keys
+from lorakit.config.load import LoadedConfig, flatten_keys
 from lorakit.config.memory import MemorySettings
 from lorakit.config.schema import RunConfig
 from lorakit.data.dataset import Datasets
 from lorakit.model.resolve import ResolvedModel
-from lorakit.recipe.start import check_data_files
+from lorakit.recipe.checks import before_loading
 from lorakit.runs.folder import RunFolder
 from lorakit.train.callbacks import Callback
 from lorakit.train.host import tune_host
@@ -59,17 +59,12 @@ def open_session(loaded: LoadedConfig, run: RunFolder, extra_callbacks: list[Any
                  state: dict[str, Any] | None) -> Session:
     """Check, read the data, load the model and wire the callbacks, for a new run or (``state``) a resumed one."""
     from lorakit.data.dataset import build_datasets
-    from lorakit.model.load import check_quantization, load_tokenizer
+    from lorakit.model.load import load_tokenizer
     from lorakit.model.resolve import resolve_model
     from lorakit.train.optim import build_optimizer, build_scheduler
-    from lorakit.train.trackers import check_trackers
 
     cfg = loaded.config
-    check_quantization(cfg.model)  # cheap checks before minutes of model conversion
-    check_trackers(cfg.tracking)
-    check_data_files("data.train", cfg.data.train)
-    check_data_files("data.eval", cfg.data.eval)
-    overlaid = apply_oom_overlay(cfg)  # a broken out-of-memory overlay fails now, not at the first OOM
+    overlaid = before_loading(cfg)  # cheap checks before minutes of model conversion
     tune_host()
     accelerator = _accelerator(cfg)
     resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
