@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from lorakit.config.memory import MemorySettings
 from lorakit.config.peers import hint as peer_hint
 from lorakit.config.peers import looks_like
+from lorakit.config.peers.keys import aliases
 from lorakit.config.run_name import expand_run_name
 from lorakit.config.schema import RunConfig, is_folder_name
 from lorakit.errors import ConfigError
@@ -161,12 +162,8 @@ def _display_path(path: Path) -> str:
 
 
 # Names users bring from TRL, PEFT and LLaMA-Factory configs, and what lorakit calls them.
-ALIASES = {"rank": "r", "lora_r": "r", "lora_rank": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
-           "learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs",
-           "gradient_accumulation_steps": "grad_accum", "per_device_train_batch_size": "micro_batch_size",
-           "batch_size": "micro_batch_size", "max_seq_length": "max_length", "cutoff_len": "max_length",
-           "model_name_or_path": "name_or_path", "lr_scheduler_type": "scheduler", "logging_steps": "log_every",
-           "eval_steps": "eval_every", "save_steps": "save_every", "output_dir": "dir"}
+# A key's other names -> lorakit's field name: the peers' (from the one table) and two generic ones.
+ALIASES = {**aliases(), "rank": "r", "batch_size": "micro_batch_size"}
 
 
 def _suggest(loc: Sequence[str]) -> str | None:

@@ -127,3 +127,15 @@ def test_peer_keys_get_the_lorakit_key_and_section(tmp_path):
     assert "r: unknown key, did you mean 'lora.r'?" in text
     assert "do_train: unknown key, a LLaMA-Factory key lorakit does not need: lorakit train always trains" in text
     assert "report_to" not in text  # 'none' means no tracker, as in the Hugging Face trainer
+
+
+def test_the_one_table_of_peer_keys_names_real_lorakit_keys():
+    # Every row's lorakit key exists in the schema, so a hint or an import can never point at a missing key.
+    from lorakit.config.load import flatten_keys
+    from lorakit.config.peers.keys import KEYS, copied
+    from lorakit.config.schema import RunConfig
+
+    known = set(flatten_keys(RunConfig.model_validate({"model": {"name_or_path": "m"}, "data": {"train": ["t"]}})
+                             .model_dump()))
+    assert not [row.lorakit for row in KEYS if row.lorakit not in known]
+    assert copied("llamafactory")["lora_rank"] == copied("axolotl")["lora_r"] == "lora.r"

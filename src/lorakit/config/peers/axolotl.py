@@ -5,19 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lorakit.config.peers.keys import copied
 from lorakit.config.peers.translation import Translation, relative
 
-SIMPLE = {
-    "base_model": "model.name_or_path", "lora_model_dir": "lora.init_from",
-    "lora_r": "lora.r", "lora_alpha": "lora.alpha", "lora_dropout": "lora.dropout",
-    "peft_use_dora": "lora.use_dora", "peft_use_rslora": "lora.use_rslora",
-    "sequence_len": "data.max_length", "sample_packing": "data.packing", "val_set_size": "data.val_size",
-    "micro_batch_size": "train.micro_batch_size", "gradient_accumulation_steps": "train.grad_accum",
-    "num_epochs": "train.epochs", "max_steps": "train.max_steps", "learning_rate": "train.lr",
-    "warmup_ratio": "train.warmup_ratio", "weight_decay": "train.weight_decay", "max_grad_norm": "train.max_grad_norm",
-    "seed": "train.seed", "gradient_checkpointing": "train.gradient_checkpointing", "logging_steps": "train.log_every",
-    "eval_steps": "train.eval_every", "save_steps": "train.save_every", "save_total_limit": "train.save_total_limit",
-}
+SIMPLE = copied("axolotl")  # the keys copied as they are, from the one table (peers/keys.py)
 DROPPED = {
     "base_model_config": "the tokenizer and config come with the model",
     "model_type": "read from the model's config", "tokenizer_type": "read from the model's config",

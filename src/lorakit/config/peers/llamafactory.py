@@ -11,20 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lorakit.config.peers.keys import copied
 from lorakit.config.peers.translation import Translation, relative
 
-SIMPLE = {
-    "model_name_or_path": "model.name_or_path", "adapter_name_or_path": "lora.init_from",
-    "lora_rank": "lora.r", "lora_alpha": "lora.alpha", "lora_dropout": "lora.dropout",
-    "use_dora": "lora.use_dora", "use_rslora": "lora.use_rslora",
-    "cutoff_len": "data.max_length", "max_samples": "data.max_samples_per_file", "val_size": "data.val_size",
-    "packing": "data.packing", "neat_packing": "data.packing",
-    "per_device_train_batch_size": "train.micro_batch_size", "gradient_accumulation_steps": "train.grad_accum",
-    "learning_rate": "train.lr", "num_train_epochs": "train.epochs", "max_steps": "train.max_steps",
-    "warmup_ratio": "train.warmup_ratio", "weight_decay": "train.weight_decay", "max_grad_norm": "train.max_grad_norm",
-    "seed": "train.seed", "logging_steps": "train.log_every", "save_steps": "train.save_every",
-    "eval_steps": "train.eval_every", "save_total_limit": "train.save_total_limit",
-}
+SIMPLE = copied("llamafactory")  # the keys copied as they are, from the one table (peers/keys.py)
 DROPPED = {
     "do_train": "lorakit train always trains",
     "trust_remote_code": "lorakit loads architectures transformers ships; no remote code runs",
