@@ -58,7 +58,7 @@ def train_cmd(config_file: str | None, overlays: tuple[str, ...], overrides: tup
         run_dir = find_run(resume_run, Path(runs_dir))
         recorded_nproc = read_manifest(run_dir).get("config", {}).get("launch", {}).get("nproc", 1)
         if recorded_nproc > 1:
-            from lorakit.launch.local import run_processes
+            from lorakit.recipe.launch import run_processes
 
             _exit_as(run_processes(run_dir, recorded_nproc))  # rank 0 reports
         else:

@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 from lorakit.errors import TrainingError
-from lorakit.recipe.run import TrainOutcome
 from lorakit.runs.folder import RunFolder
 from lorakit.runs.manifest import UNFINISHED
 
@@ -25,7 +24,7 @@ def worker_args(run_dir: Path) -> list[str]:
     return ["-m", "lorakit", "train", "--run-dir", str(run_dir)]
 
 
-def run_processes(run_dir: Path, nproc: int) -> TrainOutcome:
+def run_processes(run_dir: Path, nproc: int) -> RunFolder:
     """Train an existing run folder (new, or to resume) with ``nproc`` processes on this machine.
 
     Raises:
@@ -47,11 +46,11 @@ def run_processes(run_dir: Path, nproc: int) -> TrainOutcome:
     except SignalException as e:
         # Ctrl+C or SIGTERM reached the processes too: they stop at a step boundary and save their state.
         failure = f"stopped by {signal.Signals(e.sigval).name} before the processes could say how they ended"
-    return outcome_of(run_dir, failure)
+    return ended_run(run_dir, failure)
 
 
-def outcome_of(run_dir: Path, failure: str | None) -> TrainOutcome:
-    """How a run trained by other processes ended, from its manifest.
+def ended_run(run_dir: Path, failure: str | None) -> RunFolder:
+    """A run trained by other processes, as they left it (marked failed when they died before saying how).
 
     Raises:
         TrainingError: it failed, or its processes died before they could say so.
@@ -62,4 +61,4 @@ def outcome_of(run_dir: Path, failure: str | None) -> TrainOutcome:
     outcome = run.outcome
     if outcome.status == "failed":
         raise TrainingError(f"{run_dir.name} failed: {outcome.reason or 'no reason recorded'}")
-    return TrainOutcome(run_dir, outcome, run.data.get("metrics", {}))
+    return run

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorakit.digest import file_sha256 as sha256_file  # the one way to hash a file, under its older name
 from lorakit.errors import ModelError
-from lorakit.runs.fingerprint import file_sha256 as sha256_file  # one way to hash a file, re-exported here
 
 log = logging.getLogger(__name__)
 

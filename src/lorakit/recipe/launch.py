@@ -14,7 +14,7 @@ from typing import Any
 from lorakit import __version__
 from lorakit.config.load import LoadedConfig
 from lorakit.launch.jobs import submit_held
-from lorakit.launch.local import run_processes
+from lorakit.launch.local import run_processes as start_processes
 from lorakit.launch.sbatch import JobPlan, render
 from lorakit.recipe.finish import TrainOutcome
 from lorakit.recipe.start import start_run
@@ -62,5 +62,15 @@ def train_processes(loaded: LoadedConfig, command_line: list[str],
     run_dir = start_run(loaded, command_line, record=record).path
     log.info("run folder: %s; starting %d training processes", run_dir, loaded.config.launch.nproc)
     return run_processes(run_dir, loaded.config.launch.nproc)
+
+
+def run_processes(run_dir: Path, nproc: int) -> TrainOutcome:
+    """Train an existing run folder (new, or to resume) with ``nproc`` processes on this machine; how it ended.
+
+    Raises:
+        TrainingError: a process failed; the run is marked failed with the reason it gave.
+    """
+    run = start_processes(run_dir, nproc)
+    return TrainOutcome(run_dir, run.outcome, run.data.get("metrics", {}))
 
 

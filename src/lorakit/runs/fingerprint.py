@@ -11,15 +11,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from lorakit.digest import file_sha256
+
 LISTING_HEADER = "path\tbytes\tsha256\n"
-
-
-def file_sha256(path: Path, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def listing(folder: Path) -> str:
