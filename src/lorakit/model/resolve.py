@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from lorakit.digest import file_sha256 as sha256_file  # the one way to hash a file, under its older name
@@ -58,6 +59,15 @@ class ResolvedModel:
     gguf_file: str | None = None  # set only when a GGUF was left unconverted (convert=False)
 
 
+class ModelSource(str, Enum):
+    """What ``model.name_or_path`` names."""
+
+    BUILTIN = "builtin"  # a model lorakit knows by name, shipped in a pip package (BUILTIN_MODELS)
+    GGUF = "gguf"  # a .gguf file, converted once to safetensors in the cache
+    LOCAL = "local"  # a Hugging Face model folder
+    HUB = "hub"  # a hub id (owner/name), loaded from the Hugging Face cache
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("LORAKIT_CACHE") or Path.home() / ".cache" / "lorakit") / "models"
 
@@ -72,17 +82,18 @@ def resolve_model(name_or_path: str, revision: str | None = None, convert: bool 
         ModelError: a built-in model's package is missing, or a path does not exist.
     """
     kind = check_model_reference(name_or_path)
-    if kind == "builtin":
+    if kind == ModelSource.BUILTIN:
         return _resolve_gguf(BUILTIN_MODELS[name_or_path].locate(), name=name_or_path, convert=convert)
     path = Path(name_or_path).expanduser()
-    if kind == "gguf":
+    if kind == ModelSource.GGUF:
         return _resolve_gguf(path, name=path.name, convert=convert)
-    if kind == "local":
-        return ResolvedModel(str(path), {"name": str(path.resolve()), "source": "local"})
-    return ResolvedModel(name_or_path, {"name": name_or_path, "source": "hub", "revision": revision or "main"})
+    if kind == ModelSource.LOCAL:
+        return ResolvedModel(str(path), {"name": str(path.resolve()), "source": ModelSource.LOCAL.value})
+    return ResolvedModel(name_or_path, {"name": name_or_path, "source": ModelSource.HUB.value,
+                                        "revision": revision or "main"})
 
 
-def check_model_reference(name_or_path: str) -> str:
+def check_model_reference(name_or_path: str) -> ModelSource:
     """What ``model.name_or_path`` names (builtin, gguf, local or hub), without reading any weights.
 
     Cheap enough to run before a run folder is created, so a typo leaves nothing behind.
@@ -95,29 +106,29 @@ def check_model_reference(name_or_path: str) -> str:
         if importlib.util.find_spec(builtin.module) is None:
             raise ModelError(f"model {name_or_path!r} comes from a Python package that is not installed; "
                              f"install it with: {builtin.install}")
-        return "builtin"
+        return ModelSource.BUILTIN
     path = Path(name_or_path).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise ModelError(f"model.name_or_path: GGUF file not found (got {name_or_path!r})")
-        return "gguf"
+        return ModelSource.GGUF
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"model.name_or_path: {name_or_path} is a folder without config.json; "
                              "point it at a Hugging Face model folder")
-        return "local"
+        return ModelSource.LOCAL
     looks_like_path = name_or_path.startswith((".", "/", "~")) or path.exists() or name_or_path.count("/") != 1
     if looks_like_path:
         raise ModelError(f"model.name_or_path: no such model folder or file (got {name_or_path!r}); "
                          f"give a local folder, a .gguf file, a hub id like org/name, or one of "
                          f"{', '.join(BUILTIN_MODELS)}")
-    return "hub"
+    return ModelSource.HUB
 
 
 def _resolve_gguf(gguf: Path, name: str, convert: bool) -> ResolvedModel:
     digest = sha256_file(gguf)
     target = cache_root() / digest[:16]
-    identity = {"name": name, "source": "gguf", "file": str(gguf), "sha256": digest}
+    identity = {"name": name, "source": ModelSource.GGUF.value, "file": str(gguf), "sha256": digest}
     if not (target / "config.json").is_file():
         if not convert:
             return ResolvedModel(str(gguf.parent), identity, gguf_file=gguf.name)
