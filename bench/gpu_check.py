@@ -195,18 +195,20 @@ def check_oom(model: Path, data: Path, work: Path, on_gpu: bool) -> None:
 
     import torch
 
+    from lorakit import faults
+
     sets = {"train.max_steps": 4, "train.micro_batch_size": 32, "train.grad_accum": 1, "data.max_length": 512}
     if on_gpu:  # a cap that holds micro-batch 4 but not 32 (from a measured run of micro-batch 4)
         small = lorakit_run(model, data, work, "oom-probe", **{**sets, "train.micro_batch_size": 4})
         cap = small["peak_gib"] * 1.6
         total = torch.cuda.get_device_properties(0).total_memory / 2**30
         torch.cuda.set_per_process_memory_fraction(cap / total)
-    else:  # the deterministic hook: a micro-batch of more than 2,000 tokens is out of memory
-        os.environ["LORAKIT_TEST_OOM_TOKENS"] = "2000"
+    else:  # the injected fault: a micro-batch of more than 2,000 tokens is out of memory
+        os.environ.update(faults.arm("oom-tokens:2000"))
     try:
         run = lorakit_run(model, data, work, "oom", **sets)
     finally:
-        os.environ.pop("LORAKIT_TEST_OOM_TOKENS", None)
+        os.environ.pop(faults.ENV, None)
         if on_gpu:
             torch.cuda.set_per_process_memory_fraction(1.0)
     attempts = json.loads((run["run_dir"] / "manifest.json").read_text())["attempts"]
@@ -228,7 +230,7 @@ PLANNER_TOLERANCE = 0.25
 @section("planner")
 def check_planner(model: Path, data: Path, work: Path, on_gpu: bool) -> None:
     from lorakit.config import load_config
-    from lorakit.plan.report import build_plan
+    from lorakit.plan.report import PlanInputs, build_plan
 
     device = "cuda" if on_gpu else "cpu"
     for mb, ckpt in ((1, False), (4, False), (8, False), (8, True)):
@@ -236,7 +238,7 @@ def check_planner(model: Path, data: Path, work: Path, on_gpu: bool) -> None:
                 "train.gradient_checkpointing": ckpt, "data.max_length": 512, "data.packing": True}
         run = lorakit_run(model, data, work, f"plan-{mb}-{int(ckpt)}", **sets)
         cfg = load_config(run["run_dir"] / "config.resolved.yaml").config
-        estimate = build_plan(cfg, device).estimate.total / 2**30
+        estimate = build_plan(PlanInputs.of(cfg), device).estimate.total / 2**30
         name = f"planner mb {mb}{' ckpt' if ckpt else ''}"
         measured = run["device_peak_gib"]  # what the estimate prices: context, allocator reserve, tensors
         if measured is None:  # one process's lifetime RSS is no peak of this run: bench/memory_plan.py measures it

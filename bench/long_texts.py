@@ -34,7 +34,8 @@ def main() -> None:
     total = sum(len(e) for e in encode_all(conversations, encoder, full, SplitStats()))
     print(f"\n{len(conversations)} rows of {args.data}, {total} tokens in all ({args.model}), "
           f"max_length {args.max_length}\n")
-    print("| on_overflow | examples | trained tokens | share of the file | packed rows | real tokens per computed position |")
+    print("| on_overflow | examples | trained tokens | share of the file | packed rows "
+          "| real tokens per computed position |")
     print("|---|---:|---:|---:|---:|---:|")
     for policy, stride in (("truncate", 0), ("drop", 0), ("split", 0), ("split", args.stride)):
         data = DataSection(train=[args.data], max_length=args.max_length, on_overflow=policy, stride=stride,

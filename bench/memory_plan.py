@@ -25,7 +25,7 @@ import yaml
 
 from lorakit.config.load import load_config
 from lorakit.plan.estimate import GiB
-from lorakit.plan.report import build_plan
+from lorakit.plan.report import PlanInputs, build_plan
 
 SETTINGS = [  # (label, --set overrides)
     ("micro-batch 2", ["train.micro_batch_size=2"]),
@@ -55,7 +55,7 @@ def main() -> None:
         }))
         for label, overrides in SETTINGS:
             loaded = load_config(base, (), overrides)
-            estimate = build_plan(loaded.config, "cpu").estimate.total / GiB
+            estimate = build_plan(PlanInputs.of(loaded.config), "cpu").estimate.total / GiB
             measured = _measure(base, overrides, work)
             rows.append((model, label, estimate, measured))
             print(f"{model:>14} | {label:<38} | estimate {estimate:5.2f} GiB | measured {measured:5.2f} GiB | "
