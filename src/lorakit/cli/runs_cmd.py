@@ -76,9 +76,16 @@ def list_cmd(runs_dir: Path, status: str | None, sweep: str | None, as_json: boo
 @runs_group.command("show")
 @click.argument("run")
 @runs_dir_option
-def show_cmd(run: str, runs_dir: Path) -> None:
-    """The run's manifest.json (a folder, a folder name, or a run name for its latest version)."""
-    click.echo(json.dumps(read_manifest(find_run(run, runs_dir)), indent=2))
+@click.option("--json", "as_json", is_flag=True, help="Print the raw manifest.json instead.")
+def show_cmd(run: str, runs_dir: Path, as_json: bool) -> None:
+    """What the run is and how it went (a folder, a folder name, or a run name for its latest version): status,
+    base model, data with hashes, the settings that matter, best step and metrics, lineage, files. --json: the
+    raw manifest."""
+    from lorakit.runs.summary import read_run, render_text
+
+    folder = find_run(run, runs_dir)
+    manifest = read_manifest(folder)  # an unreadable manifest is one line here, as for every command
+    click.echo(json.dumps(manifest, indent=2) if as_json else render_text(read_run(folder)).rstrip("\n"))
 
 
 @runs_group.command("diff")

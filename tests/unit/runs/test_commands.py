@@ -31,8 +31,13 @@ def test_list_show_and_diff_a_pair_of_runs(tmp_path, tiny_model_dir, repo):  # n
     assert "tiny-v001" in table and "completed" in table and "KiB" in table
     assert run("runs", "list", "--status", "failed").output.startswith("no runs in runs/ with status failed")
 
-    shown = json.loads(run("runs", "show", "tiny").output)  # a bare name: its latest version
+    shown = json.loads(run("runs", "show", "tiny", "--json").output)  # a bare name: its latest version
     assert shown["name"] == "tiny-v002"
+    summary = run("runs", "show", "tiny-v001").output  # the run page's summary, not hundreds of JSON lines
+    assert summary.startswith("tiny-v001  completed\n") and len(summary.splitlines()) < 60
+    digest = json.loads(run("runs", "show", "tiny-v001", "--json").output)["data_files"]
+    assert f"train.jsonl  sha256 {next(iter(digest.values()))[:12]}" in summary
+    assert "steps       3/3" in summary and "adapter_model.safetensors" in summary and "lora.r = " in summary
 
     diff = run("runs", "diff", "tiny-v001", "tiny-v002")
     assert diff.exit_code == 0, diff.output
