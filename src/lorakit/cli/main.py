@@ -18,6 +18,7 @@ from lorakit.cli.runs_cmd import runs_group
 from lorakit.cli.slurm_cmd import cancel_cmd, logs_cmd, status_cmd, submit_cmd
 from lorakit.cli.sweep_cmd import sweep_group
 from lorakit.cli.train import train_cmd
+from lorakit.cli.ui_cmd import ui_cmd
 from lorakit.errors import LorakitError
 
 
@@ -58,6 +59,7 @@ cli.add_command(config_group)
 cli.add_command(data_group)
 cli.add_command(plan_cmd)
 cli.add_command(runs_group)
+cli.add_command(ui_cmd)
 cli.add_command(queue_cmd)
 cli.add_command(run_cmd)
 cli.add_command(sweep_group)

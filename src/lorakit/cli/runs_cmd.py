@@ -151,3 +151,16 @@ def note_cmd(run: str, text: str, runs_dir: Path) -> None:
     run_dir = find_run(run, runs_dir)
     note = add_note(run_dir, text)
     click.echo(f"{run_dir.name}: noted at {note['at']}")
+
+
+@runs_group.command("stop")
+@click.argument("run")
+@runs_dir_option
+def stop_cmd(run: str, runs_dir: Path) -> None:
+    """Stop a run training on this machine as Ctrl+C would: it finishes its step, saves the adapter and its resume
+    state (lorakit train --resume continues it)."""
+    from lorakit.runs.control import stop_run
+
+    run_dir = find_run(run, runs_dir)
+    pid = stop_run(run_dir)
+    click.echo(f"{run_dir.name}: asked process {pid} to stop after its current step")

@@ -11,7 +11,8 @@ What each method writes:
 ============================  ====================================================================
 ``create``                    a new ``<name>-vNNN`` folder and its first manifest (status created)
 ``update(**fields)``          fields that describe the run (base model, data, plan, attempts, outputs)
-``start`` / ``end``           a status entry (a typed ``Outcome``); ``end`` also the final fields and the card
+``start`` / ``end``           a status entry (a typed ``Outcome``); ``start`` also the training process (host, pid),
+                              ``end`` the final fields and the card
 ``submitted``                 the Slurm job id and status submitted
 ``slurm_ended``               Slurm's last word on the job, and failed when the run could not say so
 ``add_note``                  a note, in the manifest and the card
@@ -30,6 +31,7 @@ from typing import Any
 
 from lorakit.outcome import Kind, Outcome
 from lorakit.runs.card import refresh_card, write_card
+from lorakit.runs.control import this_process
 from lorakit.runs.manifest import UNFINISHED, Manifest, now
 from lorakit.runs.naming import allocate_pattern_dir, allocate_run_dir
 from lorakit.runs.trainer_log import TrainerLog
@@ -72,6 +74,9 @@ class RunFolder:
         self.manifest.update(**fields)
 
     def start(self, reason: str | None = None) -> None:
+        """Status running, and this process (host, pid) so ``runs.control.stop_run`` can ask it to stop."""
+        if self.manifest.writable:
+            self.manifest.data["process"] = this_process()
         self.manifest.set_status(Outcome(Kind.RUNNING, reason or ""))
 
     def end(self, outcome: Outcome, card: bool = True, **fields: Any) -> None:

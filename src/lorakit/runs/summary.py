@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +118,12 @@ def read_run(run_dir: Path, with_size: bool = True) -> RunView:
 
 
 def _duration(manifest: dict[str, Any]) -> float | None:
+    """From the first start to how it ended (a run still training: to now)."""
     history = manifest.get("status_history") or []
     try:
         started = next(datetime.fromisoformat(h["at"]) for h in history if h.get("status") == "running")
-        ended = datetime.fromisoformat(history[-1]["at"])
+        ended = (datetime.now(timezone.utc) if manifest.get("status") == "running"
+                 else datetime.fromisoformat(history[-1]["at"]))
     except (StopIteration, KeyError, ValueError, TypeError):
         return None
     return max(0.0, (ended - started).total_seconds())
