@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("starlette", reason="lorakit[ui] is not installed")
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from lorakit.outcome import Kind, Outcome  # noqa: E402
-from lorakit.runs.folder import RunFolder  # noqa: E402
-from lorakit.ui.app import create_app  # noqa: E402
-from lorakit.ui.catalog import item_id  # noqa: E402
+from lorakit.outcome import Kind, Outcome
+from lorakit.runs.folder import RunFolder
+from lorakit.ui.app import create_app
+from lorakit.ui.catalog import item_id
 
 
 def fake_run(root: Path, name: str, status: Kind = Kind.COMPLETED, steps: int = 3, **fields) -> Path:
@@ -28,6 +28,10 @@ def fake_run(root: Path, name: str, status: Kind = Kind.COMPLETED, steps: int = 
     log.write_text("".join(json.dumps({"current_steps": s, "total_steps": steps, "loss": 2.0 / s}) + "\n"
                            for s in range(1, steps + 1)) +
                    json.dumps({"current_steps": steps, "total_steps": steps, "eval_loss": 1.5}) + "\n")
+    (run.path / "samples").mkdir()
+    for step in (1, steps):
+        (run.path / "samples" / f"step-{step:06d}.jsonl").write_text(
+            json.dumps({"prompt": "x^2", "output": f"answer at step {step}"}) + "\n")
     if status is not Kind.RUNNING:
         run.end(Outcome(status, "" if status is Kind.COMPLETED else f"{status.value} for the test"), card=False,
                 metrics={"train_steps": steps, "train_loss": 2.0 / steps, "eval_loss": 1.5})
@@ -132,3 +136,13 @@ def test_a_thousand_runs_are_listed_in_under_a_second(tmp_path):
     assert page.text.count("<tr data-status") == 1000
     print(f"1,000 runs listed in {seconds:.3f} s")
     assert seconds < 1.0  # the target; measured ~0.3-0.5 s here (2 cores)
+
+
+def test_the_run_page_shows_samples_side_by_side_and_a_failed_runs_log_tail(tmp_path):
+    run = fake_run(tmp_path / "runs", "broke", Kind.FAILED, steps=4)
+    (run / "trainer.log").write_text("loading\nstep 1\nTraceback (most recent call last):\nRuntimeError: boom\n")
+    page = client(tmp_path / "runs").get(f"/run/{item_id(run)}").text
+    assert "failed for the test" in page  # the one-line reason
+    assert "step 1</th>" in page and "step 4</th>" in page
+    assert "answer at step 1" in page and "answer at step 4" in page
+    assert "RuntimeError: boom" in page.split("Log tail")[1]
