@@ -107,7 +107,8 @@ class JsonlMetrics:
         self._write({**self._base(metrics), "loss": round(metrics["loss"], 6), "lr": metrics["lr"],
                      "grad_norm": round(metrics["grad_norm"], 6),
                      "tokens_per_second": round(metrics["tokens_per_second"], 1),
-                     "trained_tokens": metrics["trained_tokens"]})
+                     "trained_tokens": metrics["trained_tokens"],
+                     **({"memory_gib": round(metrics["memory_gib"], 3)} if "memory_gib" in metrics else {})})
 
     def on_evaluate(self, metrics: dict[str, Any]) -> None:
         self._write({**self._base(metrics), **{k: round(v, 6) for k, v in eval_values(metrics).items()}})

@@ -146,3 +146,19 @@ def test_the_run_page_shows_samples_side_by_side_and_a_failed_runs_log_tail(tmp_
     assert "step 1</th>" in page and "step 4</th>" in page
     assert "answer at step 1" in page and "answer at step 4" in page
     assert "RuntimeError: boom" in page.split("Log tail")[1]
+
+
+def test_a_corrupt_queue_state_or_sweep_journal_is_shown_as_unreadable(tmp_path):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / ".lorakit-queue.json").write_text('{"jobs": {"cats": ')
+    workspace = tmp_path / "ws.toml"
+    workspace.write_text('work_dir = "work"\noutput_dir = "outputs"\n')
+    sweep = tmp_path / "sweeps" / "lr"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.json").write_text('{"name": "lr"')
+    app = client(workspace, tmp_path / "sweeps")
+    queue_page = app.get(f"/queue/{item_id(workspace)}")
+    assert queue_page.status_code == 200 and ".lorakit-queue.json unreadable" in queue_page.text
+    sweep_page = app.get(f"/sweep/{item_id(sweep)}")
+    assert sweep_page.status_code == 200 and "unreadable" in sweep_page.text
+    assert (tmp_path / "work" / ".lorakit-queue.json").read_text() == '{"jobs": {"cats": '  # left as it was

@@ -94,6 +94,7 @@ function liveRun(id) {
       document.getElementById("tps").textContent = last.tokens_per_second ?? "-";
       document.getElementById("elapsed").textContent = last.elapsed_time ?? "-";
       document.getElementById("eta").textContent = last.remaining_time ?? "-";
+      if (last.memory_gib != null) { document.getElementById("mem").textContent = `${last.memory_gib} GiB (peak)`; }
     }
   };
   const add = entry => (Object.keys(entry).some(k => k.startsWith("eval_")) ? evaluation : train).push(entry);
