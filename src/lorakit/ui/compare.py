@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ class Comparison:
     metrics: list[tuple[str, list[Any]]] = field(default_factory=list)
     curves: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)  # run -> series -> [step, value]
     answers: list[tuple[str, list[str], bool]] = field(default_factory=list)  # prompt, answers, all the same
+    # `lorakit eval` predictions on a data file every run was evaluated on: file -> (reference, answers, same)
+    predictions: dict[str, list[tuple[str, list[str], bool]]] = field(default_factory=dict)
 
 
 def compare_runs(runs: list[Path]) -> Comparison:
@@ -43,7 +46,36 @@ def compare_runs(runs: list[Path]) -> Comparison:
                     series.setdefault(key, []).append([entry["current_steps"], value])
         out.curves[view.name] = series
     out.answers = _last_answers(views)
+    out.predictions = _predictions(views)
     return out
+
+
+def _predictions(views: list[RunView], rows: int = 50) -> dict[str, list[tuple[str, list[str], bool]]]:
+    """The first ``rows`` predictions of each evaluation file every run has (eval/<data>.jsonl), side by side."""
+    per_run = []
+    for view in views:
+        found = {}
+        for path in sorted((view.path / "eval").glob("*.jsonl")):
+            try:
+                lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()[:rows] if x.strip()]
+            except (OSError, ValueError):
+                continue
+            found[path.stem] = [(str(x.get("reference", "")), str(_prediction(x, view.name))) for x in lines]
+        per_run.append(found)
+    common = sorted(set.intersection(*(set(f) for f in per_run))) if per_run else []
+    out = {}
+    for stem in common:
+        length = min(len(f[stem]) for f in per_run)
+        out[stem] = [(per_run[0][stem][i][0], answers := [f[stem][i][1] for f in per_run], len(set(answers)) == 1)
+                     for i in range(length)]
+    return out
+
+
+def _prediction(row: dict[str, Any], run_name: str) -> Any:
+    # eval/<data>.jsonl: {"reference", "<adapter name>": answer, "base": answer (with --base)}
+    if run_name in row:
+        return row[run_name]
+    return next((v for k, v in row.items() if k not in ("reference", "base")), MISSING)
 
 
 def _last_answers(views: list[RunView]) -> list[tuple[str, list[str], bool]]:

@@ -105,6 +105,12 @@ def test_compare_shows_only_the_config_keys_that_differ(tmp_path):
     page = client(tmp_path / "runs").get(f"/compare?run={item_id(a)}&run={item_id(b)}").text
     differing = page.split('id="config-diff"')[1].split("</table>")[0]
     assert "lora.r" in differing and "train.lr" not in differing and "model.name_or_path" not in differing
+    for run, answer in ((a, "x^3"), (b, "x^2")):  # lorakit eval's predictions, as it writes them
+        (run / "eval").mkdir()
+        (run / "eval" / "dev.jsonl").write_text(json.dumps({"reference": "x^2", run.name: answer}) + "\n")
+    page = client(tmp_path / "runs").get(f"/compare?run={item_id(a)}&run={item_id(b)}").text
+    predictions = page.split("Predictions on dev")[1]
+    assert "x^3" in predictions and '<tr class="differs">' in predictions
 
 
 def test_the_dashboard_writes_nothing_when_looked_at(tmp_path):
