@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from lorakit.errors import LorakitError
 from lorakit.runs.summary import files, log_entries, read_run, samples, size_text
 from lorakit.runs.trainer_log import TrainerLog
-from lorakit.ui.catalog import Sources, read_queue, read_sweep, run_rows
+from lorakit.ui.catalog import Sources, item_id, read_queue, read_sweep, run_rows
 from lorakit.ui.compare import compare_runs
 
 STATIC = Path(__file__).parent / "static"
@@ -37,33 +37,52 @@ POLL_SECONDS = 0.5  # how often a live stream looks at the log: a new line reach
 def create_app(paths: list[Path], token: str | None = None) -> Starlette:
     """The dashboard over ``paths`` (output folders, queue workspaces, sweeps); ``token``: required on every
     request when given."""
-    sources = Sources.of(paths)
-    env = Environment(loader=PackageLoader("lorakit.ui", "templates"), autoescape=select_autoescape())
-    env.filters["size"] = size_text
-    env.filters["item_id"] = lambda path: _id(Path(path))
-    env.filters["num"] = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+    d = Dashboard(Sources.of(paths))
+    routes = [
+        Route("/", d.runs_page), Route("/run/{run_id}", d.run_page), Route("/api/run/{run_id}/log", d.run_log),
+        Route("/api/run/{run_id}/events", d.run_events), Route("/api/run/{run_id}/stop", d.run_stop, methods=["POST"]),
+        Route("/api/run/{run_id}/note", d.run_note, methods=["POST"]), Route("/compare", d.compare_page),
+        Route("/queue/{item_id}", d.queue_page), Route("/sweep/{item_id}", d.sweep_page),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(Guard, token=token)])
 
-    def page(name: str, **context: Any) -> HTMLResponse:
-        return HTMLResponse(env.get_template(name).render(sources=sources, **context))
 
-    async def runs_page(request: Request) -> HTMLResponse:
-        rows = [r.as_dict() for r in run_rows(sources)]
-        return page("runs.html", rows=rows)
+class Dashboard:
+    """The pages and the API, each reading the files afresh."""
 
-    async def run_page(request: Request) -> Response:
-        run_dir = _run_or_404(sources, request)
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+        self.env = Environment(loader=PackageLoader("lorakit.ui", "templates"), autoescape=select_autoescape())
+        self.env.filters["size"] = size_text
+        self.env.filters["item_id"] = lambda path: item_id(Path(path))
+        self.env.filters["num"] = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    def page(self, name: str, **context: Any) -> HTMLResponse:
+        return HTMLResponse(self.env.get_template(name).render(sources=self.sources, **context))
+
+    def run_dir(self, request: Request) -> Path | Response:
+        run_dir = self.sources.find_run(request.path_params["run_id"])
+        return run_dir if run_dir is not None else JSONResponse({"error": "no such run here"}, status_code=404)
+
+    async def runs_page(self, request: Request) -> Response:
+        return self.page("runs.html", rows=[r.as_dict() for r in run_rows(self.sources)])
+
+    async def run_page(self, request: Request) -> Response:
+        run_dir = self.run_dir(request)
         if isinstance(run_dir, Response):
             return run_dir
         view = read_run(run_dir)
         by_step = samples(run_dir)
-        shown = sorted({*list(by_step)[:1], *list(by_step)[-1:], *([view.best[1]] if view.best else [])} & set(by_step))
-        return page("run.html", view=view, id=request.path_params["run_id"], files=files(run_dir),
-                    samples={step: by_step[step] for step in shown}, log_tail=_log_tail(run_dir, view.status),
-                    config=_read(run_dir / "config.resolved.yaml"),
-                    config_sources=_read(run_dir / "config.sources.txt"))
+        wanted = {*list(by_step)[:1], *list(by_step)[-1:], *([view.best[1]] if view.best else [])}  # first, best, last
+        return self.page("run.html", view=view, id=request.path_params["run_id"], files=files(run_dir),
+                         samples={step: by_step[step] for step in sorted(wanted & set(by_step))},
+                         log_tail=_log_tail(run_dir, view.status), config=_read(run_dir / "config.resolved.yaml"),
+                         config_sources=_read(run_dir / "config.sources.txt"))
 
-    async def run_log(request: Request) -> Response:
-        run_dir = _run_or_404(sources, request)
+    async def run_log(self, request: Request) -> Response:
+        """The whole trainer_log.jsonl so far, and the offset the live stream continues from."""
+        run_dir = self.run_dir(request)
         if isinstance(run_dir, Response):
             return run_dir
         train, evaluation = log_entries(run_dir)
@@ -71,72 +90,57 @@ def create_app(paths: list[Path], token: str | None = None) -> Starlette:
         return JSONResponse({"train": train, "eval": evaluation, "offset": path.stat().st_size if path.is_file() else 0,
                              "status": read_run(run_dir, with_size=False).status})
 
-    async def run_events(request: Request) -> Response:
-        run_dir = _run_or_404(sources, request)
+    async def run_events(self, request: Request) -> Response:
+        run_dir = self.run_dir(request)
         if isinstance(run_dir, Response):
             return run_dir
         offset = int(request.query_params.get("offset", "0"))
         return StreamingResponse(_follow(request, run_dir, offset), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
 
-    async def run_stop(request: Request) -> Response:
+    async def run_stop(self, request: Request) -> Response:
         from lorakit.runs.control import stop_run
 
-        run_dir = _run_or_404(sources, request)
+        run_dir = self.run_dir(request)
         if isinstance(run_dir, Response):
             return run_dir
         return _action(lambda: f"asked process {stop_run(run_dir)} to stop after its current step")
 
-    async def run_note(request: Request) -> Response:
+    async def run_note(self, request: Request) -> Response:
         from lorakit.runs.catalog import add_note
 
-        run_dir = _run_or_404(sources, request)
+        run_dir = self.run_dir(request)
         if isinstance(run_dir, Response):
             return run_dir
         text = (await request.json()).get("text", "")
         return _action(lambda: f"noted at {add_note(run_dir, str(text))['at']}")
 
-    async def compare_page(request: Request) -> Response:
-        ids = request.query_params.getlist("run")
-        found = [sources.find_run(i) for i in ids]
+    async def compare_page(self, request: Request) -> Response:
+        found = [self.sources.find_run(i) for i in request.query_params.getlist("run")]
         runs = [r for r in found if r is not None]
         if not 2 <= len(runs) <= 4:
-            return page("message.html", message="Pick 2 to 4 runs to compare (tick them on the runs page).")
-        return page("compare.html", cmp=compare_runs(runs), ids=[_id(r) for r in runs])
+            return self.page("message.html", message="Pick 2 to 4 runs to compare (tick them on the runs page).")
+        return self.page("compare.html", cmp=compare_runs(runs), ids=[item_id(r) for r in runs])
 
-    async def queue_page(request: Request) -> Response:
-        queue = next((q for q in sources.queues if _id(q) == request.path_params["item_id"]), None)
+    async def queue_page(self, request: Request) -> Response:
+        queue = next((q for q in self.sources.queues if item_id(q) == request.path_params["item_id"]), None)
         if queue is None:
-            return page("message.html", message="No such queue workspace here.")
-        return page("queue.html", queue=read_queue(queue), run_ids={str(r): _id(r) for r in sources.runs()})
+            return self.page("message.html", message="No such queue workspace here.")
+        return self.page("queue.html", queue=read_queue(queue), run_ids=self._run_ids())
 
-    async def sweep_page(request: Request) -> Response:
-        folder = next((s for s in sources.sweeps if _id(s) == request.path_params["item_id"]), None)
+    async def sweep_page(self, request: Request) -> Response:
+        folder = next((s for s in self.sources.sweeps if item_id(s) == request.path_params["item_id"]), None)
         if folder is None:
-            return page("message.html", message="No such sweep here.")
+            return self.page("message.html", message="No such sweep here.")
         sweep = read_sweep(folder)
-        return page("sweep.html", sweep=sweep, run_ids={str(r): _id(r) for r in sources.runs()},
-                    curves=_trial_curves(sweep))
+        return self.page("sweep.html", sweep=sweep, run_ids=self._run_ids(), curves=_trial_curves(sweep))
 
-    routes = [
-        Route("/", runs_page), Route("/run/{run_id}", run_page), Route("/api/run/{run_id}/log", run_log),
-        Route("/api/run/{run_id}/events", run_events), Route("/api/run/{run_id}/stop", run_stop, methods=["POST"]),
-        Route("/api/run/{run_id}/note", run_note, methods=["POST"]), Route("/compare", compare_page),
-        Route("/queue/{item_id}", queue_page), Route("/sweep/{item_id}", sweep_page),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ]
-    return Starlette(routes=routes, middleware=[Middleware(Guard, token=token)])
-
-
-def _id(path: Path) -> str:
-    from lorakit.ui.catalog import item_id
-
-    return item_id(path)
-
-
-def _run_or_404(sources: Sources, request: Request) -> Path | Response:
-    run_dir = sources.find_run(request.path_params["run_id"])
-    return run_dir if run_dir is not None else JSONResponse({"error": "no such run here"}, status_code=404)
+    def _run_ids(self) -> dict[str, str]:
+        """Run folder (as the queue's state and the study record it) -> its id here."""
+        ids = {}
+        for run in self.sources.runs():
+            ids[str(run)] = ids[str(run.resolve())] = item_id(run)
+        return ids
 
 
 def _action(act: Any) -> JSONResponse:
@@ -222,7 +226,7 @@ class Guard(BaseHTTPMiddleware):
         return response
 
 
-def serve(paths: list[Path], host: str, port: int, token: str | None, ready: Any = None) -> None:
+def serve(paths: list[Path], host: str, port: int, token: str | None) -> None:
     """Run the dashboard until Ctrl+C."""
     import uvicorn
 
