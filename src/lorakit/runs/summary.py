@@ -94,6 +94,8 @@ class RunView:
             lines.append(f"resumed after step {resume.get('from_step')}")
         if self.sweep:
             lines.append(f"sweep {self.sweep}")
+        # `lorakit export --gguf` writes into the run's gguf/ unless told otherwise: what was shipped from it.
+        lines += [f"exported {p.relative_to(self.path).as_posix()}" for p in sorted(self.path.glob("gguf/*.gguf"))]
         return lines
 
 

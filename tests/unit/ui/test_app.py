@@ -168,3 +168,14 @@ def test_a_corrupt_queue_state_or_sweep_journal_is_shown_as_unreadable(tmp_path)
     sweep_page = app.get(f"/sweep/{item_id(sweep)}")
     assert sweep_page.status_code == 200 and "unreadable" in sweep_page.text
     assert (tmp_path / "work" / ".lorakit-queue.json").read_text() == '{"jobs": {"cats": '  # left as it was
+
+
+def test_lineage_names_the_parent_the_resumes_the_sweep_and_the_exports(tmp_path):
+    run = fake_run(tmp_path / "runs", "child", parent={"name": "typst-v001", "path": "runs/typst-v001"},
+                   resumes=[{"from_step": 40}], sweep={"name": "lr", "trial": 3})
+    (run / "gguf").mkdir()
+    (run / "gguf" / "child-v001-q4_k_m.gguf").write_bytes(b"GGUF")
+    page = client(tmp_path / "runs").get(f"/run/{item_id(run)}").text
+    for line in ("continued from typst-v001", "resumed after step 40", "sweep lr#3",
+                 "exported gguf/child-v001-q4_k_m.gguf"):
+        assert line in page, line
