@@ -25,6 +25,7 @@ from lorakit.proc import Child
 from lorakit.queue.archives import unpack
 from lorakit.queue.jobs import discover, output_name
 from lorakit.queue.keep import Keeper, NotVerified, run_identity
+from lorakit.queue.notices import recording_notices
 from lorakit.queue.state import FAILED, Job, QueueState, Source
 from lorakit.queue.training import JOB_FILES, JobFailed, QueueStopped, StillTraining, TrainingStage
 from lorakit.queue.workspace import Workspace, check_workspace_files
@@ -322,7 +323,7 @@ def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueRes
     work.mkdir(parents=True, exist_ok=True)
     options = replace(options, overlays=(*ws.overlays, *options.overlays))  # the workspace's first, then --add
     rclone = Rclone(Path(ws.remote.config) if ws.remote.config else None, tuple(ws.remote.flags))
-    with _locked(work):
+    with _locked(work), recording_notices(work):
         remote_files = []
         if ws.remote.training:
             rclone.probe(ws.remote.training)

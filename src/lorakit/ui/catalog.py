@@ -97,6 +97,7 @@ class QueueView:
     id: str
     workspace: Path
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[dict[str, str]] = field(default_factory=list)  # what the queue warned about, newest last
     unreadable: str | None = None
 
 
@@ -107,6 +108,9 @@ def read_queue(workspace: Path) -> QueueView:
     if work_dir is None:
         view.unreadable = f"{workspace.name}: not a readable TOML file"
         return view
+    from lorakit.queue.notices import read_notices
+
+    view.notices = read_notices(work_dir)
     state = work_dir / QUEUE_STATE
     if not state.is_file():
         return view

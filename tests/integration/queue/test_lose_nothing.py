@@ -128,6 +128,10 @@ def test_killed_inside_upload_and_clean_up_the_queue_finishes_and_loses_nothing(
     check_nothing_lost(tmp_path, server, originals, foreign, final=True)
     assert "beta-v1-2" in partial  # the retry finished the partial upload in place, under the recorded name
     assert "srv:output/beta-v1 holds another run: uploaded as beta-v1-2" in done.stdout
+    # ... and kept beside the state, for the dashboard's queue page once this terminal is gone
+    from lorakit.queue.notices import read_notices
+
+    assert any("uploaded as beta-v1-2" in n["message"] for n in read_notices(tmp_path / "work"))
 
 
 # -- the scenarios that lost data before --------------------------------------------------------------------
