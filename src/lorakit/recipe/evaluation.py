@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 BEST_DIR = "best"  # the best adapter so far, while the run goes on
 SAMPLES_DIR = "samples"
+VAL_ANSWERS_DIR = "val_answers"  # the generated validation answers of each evaluation
 
 
 def adapter_view(session: Session) -> LoadedAdapter:
@@ -79,10 +80,21 @@ class TrainingEvaluator:
         generated = [m for m in train.eval_metrics if m in GENERATED_METRICS]
         if generated and s.accelerator.is_main_process:
             with _EvalMode(s.model):
-                results, _ = score(self.adapter, self.cases, generated, max_new_tokens=s.cfg.data.max_length,
-                                   batch_size=train.micro_batch_size * 2)
+                results, answers = score(self.adapter, self.cases, generated, max_new_tokens=s.cfg.data.max_length,
+                                         batch_size=train.micro_batch_size * 2)
             metrics.update({f"eval_{name}": results[name] for name in generated})
+            self._keep_answers(step, answers)
         return metrics
+
+    def _keep_answers(self, step: int, answers: list[str]) -> None:
+        """The answers the metrics were computed from, for people (the dashboard shows them by step):
+        val_answers/step-000090.jsonl, one {"prompt", "reference", "output"} per validation row scored."""
+        rows = [{"prompt": c.prompt if isinstance(c.prompt, str) else c.prompt[-1].content, "reference": c.reference,
+                 "output": a} for c, a in zip(self.cases, answers, strict=True)]
+        folder = self.session.run_dir / VAL_ANSWERS_DIR
+        folder.mkdir(exist_ok=True)
+        (folder / f"step-{step:06d}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                                      encoding="utf-8")
 
 
 def load_sample_prompts(path: Path) -> list[list[Turn] | str]:

@@ -23,6 +23,7 @@ SETTINGS = ("model.name_or_path", "lora.r", "lora.alpha", "lora.target_modules",
             "data.template", "train.lr", "train.epochs", "train.max_steps", "train.micro_batch_size",
             "train.grad_accum", "train.eval_metrics", "train.keep")
 SAMPLES_DIR = "samples"
+VAL_ANSWERS_DIR = "val_answers"
 
 
 @dataclass
@@ -149,10 +150,11 @@ def log_entries(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any
     return train, evaluation
 
 
-def samples(run_dir: Path) -> dict[int, list[dict[str, str]]]:
-    """The greedy answers to the sample prompts, by step (``samples/step-NNNNNN.jsonl``)."""
+def samples(run_dir: Path, folder: str = SAMPLES_DIR) -> dict[int, list[dict[str, str]]]:
+    """The greedy answers to the sample prompts, by step (``samples/step-NNNNNN.jsonl``); with
+    ``folder=VAL_ANSWERS_DIR`` the validation answers the generated metrics were computed from."""
     found: dict[int, list[dict[str, str]]] = {}
-    for path in sorted((run_dir / SAMPLES_DIR).glob("step-*.jsonl")):
+    for path in sorted((run_dir / folder).glob("step-*.jsonl")):
         try:
             step = int(path.stem.split("-", 1)[1])
             found[step] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

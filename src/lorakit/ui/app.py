@@ -24,7 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from lorakit.errors import LorakitError
-from lorakit.runs.summary import files, log_entries, read_run, samples, size_text
+from lorakit.runs.summary import VAL_ANSWERS_DIR, files, log_entries, read_run, samples, size_text
 from lorakit.runs.trainer_log import TrainerLog
 from lorakit.ui.catalog import Sources, item_id, read_queue, read_sweep, run_rows
 from lorakit.ui.compare import compare_runs
@@ -73,10 +73,9 @@ class Dashboard:
         if isinstance(run_dir, Response):
             return run_dir
         view = read_run(run_dir)
-        by_step = samples(run_dir)
-        wanted = {*list(by_step)[:1], *list(by_step)[-1:], *([view.best[1]] if view.best else [])}  # first, best, last
         return self.page("run.html", view=view, id=request.path_params["run_id"], files=files(run_dir),
-                         samples={step: by_step[step] for step in sorted(wanted & set(by_step))},
+                         samples=_first_best_last(samples(run_dir), view),
+                         answers=_first_best_last(samples(run_dir, VAL_ANSWERS_DIR), view),
                          log_tail=_log_tail(run_dir, view.status), config=_read(run_dir / "config.resolved.yaml"),
                          config_sources=_read(run_dir / "config.sources.txt"))
 
@@ -141,6 +140,11 @@ class Dashboard:
         for run in self.sources.runs():
             ids[str(run)] = ids[str(run.resolve())] = item_id(run)
         return ids
+
+
+def _first_best_last(by_step: dict[int, list[dict[str, str]]], view: Any) -> dict[int, list[dict[str, str]]]:
+    wanted = {*list(by_step)[:1], *list(by_step)[-1:], *([view.best[1]] if view.best else [])}
+    return {step: by_step[step] for step in sorted(wanted & set(by_step))}
 
 
 def _action(act: Any) -> JSONResponse:

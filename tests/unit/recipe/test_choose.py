@@ -49,6 +49,15 @@ def test_task_metrics_are_computed_at_every_evaluation_as_lorakit_eval_computes_
     events = EventAccumulator(str(outcome.run_dir / "tensorboard"))
     events.Reload()
     assert {"eval/loss", "eval/exact", "eval/chrf"} <= set(events.Tags()["scalars"])
+    # The answers the metrics were computed from are kept by step, for people (the dashboard's run page).
+    answers = {p.name: [json.loads(x) for x in p.read_text().splitlines()]
+               for p in (outcome.run_dir / "val_answers").iterdir()}
+    assert sorted(answers) == ["step-000000.jsonl", "step-000002.jsonl", "step-000004.jsonl"]
+    assert all(len(rows) == 3 and set(rows[0]) == {"prompt", "reference", "output"} for rows in answers.values())
+    from lorakit.infer.metrics import exact_match
+
+    last = answers["step-000004.jsonl"]
+    assert round(exact_match([r["output"] for r in last], [r["reference"] for r in last]), 4) == evals[-1]["eval_exact"]
 
 
 def test_early_stopping_ends_the_run_with_its_reason_and_keeps_the_best_adapter_on_top(tmp_path, tiny_model_dir,

@@ -147,7 +147,14 @@ def test_a_thousand_runs_are_listed_in_under_a_second(tmp_path):
 def test_the_run_page_shows_samples_side_by_side_and_a_failed_runs_log_tail(tmp_path):
     run = fake_run(tmp_path / "runs", "broke", Kind.FAILED, steps=4)
     (run / "trainer.log").write_text("loading\nstep 1\nTraceback (most recent call last):\nRuntimeError: boom\n")
+    (run / "val_answers").mkdir()
+    for step, answer in ((0, "x"), (4, "x^2")):
+        (run / "val_answers" / f"step-{step:06d}.jsonl").write_text(
+            json.dumps({"prompt": "$x^2$", "reference": "x^2", "output": answer}) + "\n")
     page = client(tmp_path / "runs").get(f"/run/{item_id(run)}").text
+    answers = page.split('id="answers"')[1].split("</table>")[0]
+    assert "step 0</th>" in answers and "step 4</th>" in answers
+    assert '<td class="differs"><pre>x</pre>' in answers and '<td class="same"><pre>x^2</pre>' in answers
     assert "failed for the test" in page  # the one-line reason
     assert "step 1</th>" in page and "step 4</th>" in page
     assert "answer at step 1" in page and "answer at step 4" in page
