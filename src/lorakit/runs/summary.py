@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lorakit.config.load import flatten_keys
 from lorakit.outcome import Outcome
 from lorakit.runs.catalog import folder_size
 from lorakit.runs.manifest import MANIFEST_FILE, created_at, outcome_of
@@ -83,7 +84,7 @@ class RunView:
         return str(m.get("best_metric", "")), int(m["best_step"]), float(m["best_value"])
 
     def settings(self) -> dict[str, Any]:
-        flat = _flatten(self.manifest.get("config") or {})
+        flat = flatten_keys(self.manifest.get("config") or {})
         return {key: flat[key] for key in SETTINGS if key in flat}
 
     def lineage(self) -> list[str]:
@@ -130,16 +131,6 @@ def _duration(manifest: dict[str, Any]) -> float | None:
     except (StopIteration, KeyError, ValueError, TypeError):
         return None
     return max(0.0, (ended - started).total_seconds())
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def log_entries(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
