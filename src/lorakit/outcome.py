@@ -50,11 +50,6 @@ class Outcome:
         return self.kind.status
 
     @property
-    def finished(self) -> bool:
-        """The run said how it ended (completed, stopped, failed, cancelled)."""
-        return self.kind not in (Kind.CREATED, Kind.SUBMITTED, Kind.RUNNING)
-
-    @property
     def complete(self) -> bool:
         """It ended on its own terms (every step, early stopping or pruning): its adapter is a result."""
         return self.status == "completed"
@@ -93,7 +88,3 @@ def _older_kind(status: str, reason: str) -> Kind:
         return Kind(status)
     except ValueError:
         return Kind.FAILED
-
-
-def failed(reason: str) -> Outcome:
-    return Outcome(Kind.FAILED, reason)

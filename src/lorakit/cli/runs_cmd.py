@@ -85,7 +85,10 @@ def show_cmd(run: str, runs_dir: Path, as_json: bool) -> None:
 
     folder = find_run(run, runs_dir)
     manifest = read_manifest(folder)  # an unreadable manifest is one line here, as for every command
-    click.echo(json.dumps(manifest, indent=2) if as_json else render_text(read_run(folder)).rstrip("\n"))
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+    else:
+        click.echo(render_text(read_run(folder, with_size=False)).rstrip("\n"))
 
 
 @runs_group.command("diff")

@@ -4,7 +4,6 @@ training curve and its sample images, gathered for the manifest and the model ca
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from lorakit.model.resolve import sha256_file
 from lorakit.runs.artifacts import plot_loss
+from lorakit.runs.trainer_log import TrainerLog
 
 if TYPE_CHECKING:
     from lorakit.runs.folder import RunFolder
@@ -79,15 +79,11 @@ def _tensorboard_history(run_dir: Path) -> list[dict[str, Any]]:
     return [steps[s] for s in sorted(steps) if "loss" in steps[s]]
 
 
-def _jsonl_history(path: Path) -> list[dict[str, Any]]:
+def _jsonl_history(log: TrainerLog) -> list[dict[str, Any]]:
     history = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for row in log.read():
         step = row.get("current_steps", row.get("step"))
-        if isinstance(row, dict) and step is not None and isinstance(row.get("loss"), (int, float)):
+        if step is not None and isinstance(row.get("loss"), (int, float)):
             history.append({"step": step, "loss": row["loss"], **({"lr": row["lr"]} if "lr" in row else {})})
     return history
 
@@ -96,7 +92,7 @@ def gather_curve(run: RunFolder, total_steps: int | None) -> list[dict[str, Any]
     """The training loss by step: the trainer's own trainer_log.jsonl (LLaMA-Factory), else its TensorBoard
     scalars (sd-scripts' logging_dir), written as trainer_log.jsonl; training_loss.png drawn from it."""
     run_dir, own_log = run.path, run.trainer_log
-    history = _jsonl_history(own_log.path) if own_log.path.is_file() else _tensorboard_history(run_dir)
+    history = _jsonl_history(own_log) if own_log.path.is_file() else _tensorboard_history(run_dir)
     if history and not own_log.path.is_file():
         own_log.write_history(history, total_steps)
     if history and not (run_dir / "training_loss.png").exists():  # never over the trainer's own plot

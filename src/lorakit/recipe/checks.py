@@ -61,8 +61,10 @@ def before_start(cfg: RunConfig, trains_here: bool = True) -> None:
     problems.check(check_files_exist, "tracking.copy_files", cfg.tracking.copy_files)
     problems.check(check_files_exist, "train.sample_prompts",
                    [cfg.train.sample_prompts] if cfg.train.sample_prompts else [])
-    data_present = all([problems.check(check_data_files, "data.train", cfg.data.train) is True,
-                        problems.check(check_data_files, "data.eval", cfg.data.eval) is True])
+    before_data = len(problems.found)
+    problems.check(check_data_files, "data.train", cfg.data.train)
+    problems.check(check_data_files, "data.eval", cfg.data.eval)
+    data_present = len(problems.found) == before_data
     problems.check(check_model_reference, cfg.model.name_or_path)
     problems.check(apply_oom_overlay, cfg)
     if trains_here:
@@ -107,8 +109,8 @@ def check_files_exist(key: str, paths: Sequence[str]) -> None:
         raise ConfigError(f"{key}: file not found: {', '.join(missing)}")
 
 
-def check_data_files(key: str, refs: Sequence[str]) -> bool:
-    """Every file behind ``refs`` exists and is text (parquet aside). True (raises otherwise).
+def check_data_files(key: str, refs: Sequence[str]) -> None:
+    """Every file behind ``refs`` exists and is text (parquet aside).
 
     Raises:
         DataError: naming the config key and the file.
@@ -125,7 +127,6 @@ def check_data_files(key: str, refs: Sequence[str]) -> bool:
                 raise DataError(f"{key}: data file not found: {path}")
             if not path.lower().endswith(".parquet"):
                 check_text(Path(path), DataError)
-    return True
 
 
 def check_rows(cfg: RunConfig) -> None:

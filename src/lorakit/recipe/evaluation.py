@@ -19,12 +19,11 @@ from lorakit.data.prompt_shape import PromptShape
 from lorakit.infer.evaluate import EvalCase, cases_from_conversations, score
 from lorakit.infer.load import LoadedAdapter
 from lorakit.recipe.session import Session
+from lorakit.runs.summary import SAMPLES_DIR, VAL_ANSWERS_DIR
 
 log = logging.getLogger(__name__)
 
 BEST_DIR = "best"  # the best adapter so far, while the run goes on
-SAMPLES_DIR = "samples"
-VAL_ANSWERS_DIR = "val_answers"  # the generated validation answers of each evaluation
 
 
 def adapter_view(session: Session) -> LoadedAdapter:

@@ -23,8 +23,8 @@ from lorakit.runs.trainer_log import TrainerLog
 SETTINGS = ("model.name_or_path", "lora.r", "lora.alpha", "lora.target_modules", "data.max_length",
             "data.template", "train.lr", "train.epochs", "train.max_steps", "train.micro_batch_size",
             "train.grad_accum", "train.eval_metrics", "train.keep")
-SAMPLES_DIR = "samples"
-VAL_ANSWERS_DIR = "val_answers"
+SAMPLES_DIR = "samples"  # greedy answers to train.sample_prompts, one file per step (recipe/evaluation.py)
+VAL_ANSWERS_DIR = "val_answers"  # the validation answers the generated metrics were computed from, per step
 
 
 @dataclass

@@ -42,7 +42,8 @@ class TrainerLog:
         if not self.path.is_file():
             return []
         entries = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        # errors="replace": an external trainer's own log, or a line cut mid-character, is read as far as it goes
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 entry = json.loads(line) if line.strip() else None
             except json.JSONDecodeError:

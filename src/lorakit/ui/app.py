@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from lorakit.errors import LorakitError
+from lorakit.runs.manifest import MANIFEST_FILE
 from lorakit.runs.summary import VAL_ANSWERS_DIR, files, log_entries, read_run, samples, size_text
 from lorakit.runs.trainer_log import TrainerLog
 from lorakit.ui.catalog import Sources, item_id, read_queue, read_sweep, run_rows
@@ -72,7 +73,7 @@ class Dashboard:
         run_dir = self.run_dir(request)
         if isinstance(run_dir, Response):
             return run_dir
-        view = read_run(run_dir)
+        view = read_run(run_dir, with_size=False)  # the page lists each file's size instead
         return self.page("run.html", view=view, id=request.path_params["run_id"], files=files(run_dir),
                          samples=_first_best_last(samples(run_dir), view),
                          answers=_first_best_last(samples(run_dir, VAL_ANSWERS_DIR), view),
@@ -188,8 +189,8 @@ def _trial_curves(sweep: Any) -> dict[str, list[list[float]]]:
 
 async def _follow(request: Request, run_dir: Path, offset: int) -> Any:
     """Server-sent events: each new trainer_log.jsonl line as it is written, and the run's status when it changes."""
-    path = TrainerLog.of(run_dir).path
-    status = None
+    path, manifest = TrainerLog.of(run_dir).path, run_dir / MANIFEST_FILE
+    status, seen = None, None
     while not await request.is_disconnected():
         if path.is_file() and path.stat().st_size > offset:
             with path.open("rb") as f:
@@ -200,10 +201,12 @@ async def _follow(request: Request, run_dir: Path, offset: int) -> Any:
             for line in complete.decode("utf-8", errors="replace").splitlines():
                 if line.strip():
                     yield f"event: line\ndata: {line}\n\n"
-        now = read_run(run_dir, with_size=False).status
-        if now != status:
-            status = now
-            yield f"event: status\ndata: {json.dumps({'status': now, 'offset': offset})}\n\n"
+        changed = manifest.stat().st_mtime_ns if manifest.is_file() else None
+        if changed != seen:  # the manifest is read again only when it was written again
+            seen, now = changed, read_run(run_dir, with_size=False).status
+            if now != status:
+                status = now
+                yield f"event: status\ndata: {json.dumps({'status': now, 'offset': offset})}\n\n"
         await asyncio.sleep(POLL_SECONDS)
 
 
@@ -237,4 +240,4 @@ def serve(paths: list[Path], host: str, port: int, token: str | None) -> None:
     uvicorn.run(create_app(paths, token), host=host, port=port, log_level="warning")
 
 
-__all__ = ["create_app", "serve", "size_text"]
+__all__ = ["create_app", "serve"]

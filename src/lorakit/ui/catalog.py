@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.config.load import tomllib
+from lorakit.queue.workspace import Workspace
 from lorakit.runs.catalog import run_dirs
 from lorakit.runs.summary import RunView, read_run
 
@@ -63,13 +64,15 @@ class Sources:
 
 
 def _workspace_paths(workspace: Path) -> dict[str, Path]:
-    """work_dir and output_dir of a queue workspace, relative to its file (as the queue reads them)."""
+    """work_dir and output_dir of a queue workspace, relative to its file (as the queue reads them). Read from
+    the TOML alone, not validated whole: the pages of a workspace whose trainer config is gone still show."""
     try:
         raw = tomllib.loads(workspace.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError):
         return {}
-    return {key: workspace.parent / str(raw.get(key, default)) for key, default in
-            (("work_dir", "work"), ("output_dir", "outputs"))}
+    defaults = {"output_dir": Workspace.model_fields["output_dir"].default}  # work_dir has none: it is required
+    return {key: workspace.parent / str(raw[key] if key in raw else defaults[key]) for key in ("work_dir", "output_dir")
+            if key in raw or key in defaults}
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def read_queue(workspace: Path) -> QueueView:
     view = QueueView(item_id(workspace), workspace)
     work_dir = _workspace_paths(workspace).get("work_dir")
     if work_dir is None:
-        view.unreadable = f"{workspace.name}: not a readable TOML file"
+        view.unreadable = f"{workspace.name}: not a readable workspace (a TOML file with work_dir)"
         return view
     from lorakit.queue.notices import read_notices
 

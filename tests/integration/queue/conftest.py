@@ -132,3 +132,13 @@ def cut_short(point: str, work: Path, remote_root: Path) -> None:
     elif point == "during-delete:remote-data":
         for job in (j for j in jobs if len(j.get("deleting") or []) > 1):
             (remote_root / "training" / job["deleting"][0]).unlink(missing_ok=True)
+
+
+def command_workspace(tmp_path: Path, server: Server, command: str, trainer_config: str | None = None) -> Path:
+    """workspace.toml over the served remote (training/ in, output/ out) whose trainer is ``command``."""
+    (tmp_path / "rclone.conf").write_text(remote_section("srv", server.port))
+    ws = tmp_path / "workspace.toml"
+    ws.write_text('work_dir = "work"\n[remote]\ntraining = "srv:training"\noutput = "srv:output"\n'
+                  'config = "rclone.conf"\n[trainer]\nkind = "command"\n'
+                  f'command = "{command}"\n' + (f'config = "{trainer_config}"\n' if trainer_config else ""))
+    return ws

@@ -6,7 +6,7 @@ import subprocess
 from click.testing import CliRunner
 
 from lorakit.cli.main import cli
-from tests.integration.queue.conftest import remote_section
+from tests.integration.queue.conftest import command_workspace, remote_section
 
 TRAIN_SCRIPT = '''
 import argparse, pathlib, sys, tomllib
@@ -83,11 +83,7 @@ def test_an_external_trainer_that_keeps_running_out_of_memory_fails_the_job_and_
     for name in ("a", "b"):
         (server.root / "training" / name).mkdir(parents=True)
         (server.root / "training" / name / "x.png").write_bytes(b"png")
-    (tmp_path / "rclone.conf").write_text(remote_section("srv", server.port))
-    ws = tmp_path / "workspace.toml"
-    ws.write_text(f'work_dir = "work"\n[remote]\ntraining = "srv:training"\noutput = "srv:output"\n'
-                  f'config = "rclone.conf"\n[trainer]\nkind = "command"\ncommand = "{{python}} {tmp_path}/oom.py"\n'
-                  f'config = "t.toml"\n')
+    ws = command_workspace(tmp_path, server, f"{{python}} {tmp_path}/oom.py", trainer_config="t.toml")
     result = CliRunner().invoke(cli, ["queue", str(ws)])
     assert result.exit_code == 1
     state = json.loads((tmp_path / "work" / ".lorakit-queue.json").read_text())["jobs"]

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from lorakit import faults
 from lorakit.cli.main import cli
 from tests.conftest import ALPACA_ROWS, write_jsonl
-from tests.integration.queue.conftest import CUT_SHORT, cut_short, remote_section
+from tests.integration.queue.conftest import CUT_SHORT, command_workspace, cut_short
 
 JOBS = ("alpha", "beta", "delta", "gamma")
 
@@ -200,11 +200,7 @@ def test_a_trainer_that_exits_0_without_a_model_fails_and_keeps_the_data(tmp_pat
     (tmp_path / "t.toml").write_text('[general]\noutput_name = "{output_name}"\n')
     (server.root / "training" / "cats").mkdir(parents=True)
     (server.root / "training" / "cats" / "1.png").write_bytes(b"png")
-    (tmp_path / "rclone.conf").write_text(remote_section("srv", server.port))
-    ws = tmp_path / "workspace.toml"
-    ws.write_text('work_dir = "work"\n[remote]\ntraining = "srv:training"\noutput = "srv:output"\n'
-                  'config = "rclone.conf"\n[trainer]\nkind = "command"\n'
-                  f'command = "{{python}} {tmp_path}/nothing.py"\nconfig = "t.toml"\n')
+    ws = command_workspace(tmp_path, server, f"{{python}} {tmp_path}/nothing.py", trainer_config="t.toml")
     result = queue(ws)
     assert result.exit_code == 1
     job = state(tmp_path)["cats"]

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from lorakit import faults
 from lorakit.cli.main import cli
 from tests.conftest import ALPACA_ROWS, write_jsonl
-from tests.integration.queue.conftest import remote_section, wait_until_served
+from tests.integration.queue.conftest import command_workspace, wait_until_served
 
 
 def queue(*args, env=None):
@@ -215,11 +215,7 @@ def test_remote_folder_names_never_reach_a_shell_and_cleaned_names_that_collide_
     for name in names:
         (server.root / "training" / name).mkdir(parents=True)
         (server.root / "training" / name / "1.png").write_bytes(name.encode())
-    (tmp_path / "rclone.conf").write_text(remote_section("srv", server.port))
-    ws = tmp_path / "workspace.toml"
-    ws.write_text('work_dir = "work"\n[remote]\ntraining = "srv:training"\noutput = "srv:output"\n'
-                  'config = "rclone.conf"\n[trainer]\nkind = "command"\n'
-                  f'command = "{{python}} {tmp_path}/train.py {{dataset}} {{output_dir}}"\n')
+    ws = command_workspace(tmp_path, server, f"{{python}} {tmp_path}/train.py {{dataset}} {{output_dir}}")
     result = queue(ws)
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
@@ -274,11 +270,7 @@ def test_a_retried_external_job_keeps_the_sample_images_of_its_failed_attempt(tm
         "(out / 'lora.safetensors').write_bytes(b'w')\n")
     (server.root / "training" / "cats").mkdir(parents=True)
     (server.root / "training" / "cats" / "1.png").write_bytes(b"png")
-    (tmp_path / "rclone.conf").write_text(remote_section("srv", server.port))
-    ws = tmp_path / "workspace.toml"
-    ws.write_text('work_dir = "work"\n[remote]\ntraining = "srv:training"\noutput = "srv:output"\n'
-                  'config = "rclone.conf"\n[trainer]\nkind = "command"\n'
-                  f'command = "{{python}} {tmp_path}/train.py {{output_dir}}"\n')
+    ws = command_workspace(tmp_path, server, f"{{python}} {tmp_path}/train.py {{output_dir}}")
     assert queue(ws).exit_code == 1  # the first attempt fails after writing a sample image
     (tmp_path / "ok").write_text("")
     retried = queue(ws)
