@@ -76,7 +76,8 @@ def tiny_tokenizer():
     return build_tokenizer()
 
 
-def build_model(kind: str = "llama", vocab_size: int | None = None, softcap: float | None = None, seed: int = 0):
+def build_model(kind: str = "llama", vocab_size: int | None = None, softcap: float | None = None, seed: int = 0,
+                sliding_window: int = 16):
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
@@ -90,7 +91,7 @@ def build_model(kind: str = "llama", vocab_size: int | None = None, softcap: flo
         return LlamaForCausalLM(config).float()
     config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                               num_attention_heads=4, num_key_value_heads=1, head_dim=8,
-                              max_position_embeddings=256, sliding_window=16,
+                              max_position_embeddings=256, sliding_window=sliding_window,
                               layer_types=["sliding_attention", "full_attention"],
                               final_logit_softcapping=softcap, pad_token_id=0, eos_token_id=1, bos_token_id=2,
                               initializer_range=0.2)

@@ -21,14 +21,14 @@ from lorakit.infer.export.merged import DTYPES
 @click.option("--input-field", default=None, help="Plain rows: the input field (default: input, tex...).")
 @click.option("--target-field", default=None, help="Plain rows: the reference field (default: output, typst...).")
 @click.option("--max-new-tokens", default=256, show_default=True)
-@click.option("--batch-size", default=32, show_default=True,
-              help="Answers generated together (llama.cpp: sequences per decode step).")
+@click.option("--batch-size", default=None, type=int,
+              help="Answers generated together. Default: 64 (transformers), 32 (llama.cpp).")
 @device_option
 @engine_option
 @lora_option
 @runs_dir_option
 def eval_cmd(runs: tuple[str, ...], data: Path, metrics: str, base: bool, limit: int | None,
-             input_field: str | None, target_field: str | None, max_new_tokens: int, batch_size: int,
+             input_field: str | None, target_field: str | None, max_new_tokens: int, batch_size: int | None,
              device: str, engine: str, lora: Path | None, runs_dir: Path) -> None:
     """Score runs side by side on a held-out file; results go to each run's eval_results.json and card.
 
@@ -39,10 +39,12 @@ def eval_cmd(runs: tuple[str, ...], data: Path, metrics: str, base: bool, limit:
     from rich.console import Console
     from rich.table import Table
 
+    from lorakit.infer.engines import default_batch_size
     from lorakit.infer.evaluate import EvalOptions, evaluate_runs
 
     wanted = [w.strip() for w in metrics.split(",") if w.strip()]
-    options = EvalOptions(base, limit, input_field, target_field, max_new_tokens, batch_size, device, engine, lora)
+    options = EvalOptions(base, limit, input_field, target_field, max_new_tokens,
+                          batch_size or default_batch_size(engine), device, engine, lora)
     table = evaluate_runs(runs, data, wanted, options, runs_dir)
     columns = sorted({k for r in table.values() for k in r})
     out = Table("model", *columns, box=None, pad_edge=False)

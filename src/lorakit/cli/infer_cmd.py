@@ -30,13 +30,15 @@ device_option = click.option("--device", default="auto", show_default=True,
 @click.option("--max-new-tokens", default=None, type=int, help="Default: the run's max_length.")
 @click.option("--temperature", default=0.0, show_default=True, help="0: greedy.")
 @click.option("--input-field", default=None, help="JSONL: the field to convert (default: input, tex, text...).")
-@click.option("--batch-size", default=8, show_default=True)
+@click.option("--batch-size", default=None, type=int,
+              help="Answers generated together. Default: 64 (transformers), 32 (llama.cpp).")
+@click.option("--stop", multiple=True, help="A text that ends an answer (left out); may be repeated.")
 @engine_option
 @lora_option
 @runs_dir_option
 def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunking: bool,
-              max_new_tokens: int | None, temperature: float, input_field: str | None, batch_size: int,
-              engine: str, lora: Path | None, runs_dir: Path) -> None:
+              max_new_tokens: int | None, temperature: float, input_field: str | None, batch_size: int | None,
+              stop: tuple[str, ...], engine: str, lora: Path | None, runs_dir: Path) -> None:
     """Run an adapter (a run folder or name, or any PEFT adapter folder) on a file.
 
     \b
@@ -48,7 +50,7 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
     from lorakit.errors import DataError
     from lorakit.infer.convert import convert_rows, convert_text, read_jsonl
     from lorakit.infer.convert import input_field as pick_field
-    from lorakit.infer.engines import check_reference, open_model
+    from lorakit.infer.engines import check_reference, default_batch_size, open_model
     from lorakit.textfile import read_text
 
     check_reference(run, runs_dir, engine, lora)  # a wrong model fails before the input is read or one loaded
@@ -62,7 +64,7 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
     field = pick_field(rows, input_field, input_path) if rows is not None else None
     adapter = open_model(run, runs_dir, device, engine, lora)
     options = {"max_new_tokens": max_new_tokens or adapter.max_length, "temperature": temperature,
-               "batch_size": batch_size}
+               "batch_size": batch_size or default_batch_size(engine), "stop": stop}
     if rows is not None:
         result = "".join(json.dumps(r, ensure_ascii=False) + "\n"
                          for r in convert_rows(adapter, rows, field, **options))  # type: ignore[arg-type]

@@ -21,6 +21,17 @@ class Engine(str, Enum):
         return [e.value for e in cls]
 
 
+# Sequences per decode step when --batch-size is not given: the lane decoder's default for transformers;
+# llama.cpp was measured at 32 (issue 19).
+LLAMA_CPP_BATCH = 32
+
+
+def default_batch_size(engine: str) -> int:
+    from lorakit.infer.generate import GENERATE_LANES
+
+    return LLAMA_CPP_BATCH if engine == Engine.LLAMA_CPP else GENERATE_LANES
+
+
 def check_reference(ref: str, runs_dir: Path, engine: str, lora: Path | None) -> None:
     """Fail on a wrong model reference before any input is read or model loaded.
 

@@ -21,7 +21,7 @@ from lorakit.errors import DataError, ModelError
 from lorakit.infer import metrics as m
 from lorakit.infer.convert import read_jsonl
 from lorakit.infer.engines import Engine
-from lorakit.infer.generate import generate_turns
+from lorakit.infer.generate import GENERATE_LANES, generate_turns
 from lorakit.infer.load import LoadedAdapter
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bo
 
 
 def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[str], use_adapter: bool = True,
-          max_new_tokens: int = 256, batch_size: int = 8) -> tuple[dict[str, float], list[str]]:
+          max_new_tokens: int = 256, batch_size: int = GENERATE_LANES) -> tuple[dict[str, float], list[str]]:
     """The metrics in ``wanted`` for one model (the adapter, or its base alone), and its predictions."""
     results: dict[str, float] = {"cases": len(cases)}
     if "loss" in wanted:
@@ -152,7 +152,7 @@ class EvalOptions:
     input_field: str | None = None
     target_field: str | None = None
     max_new_tokens: int = 256
-    batch_size: int = 32
+    batch_size: int = GENERATE_LANES
     device: str = "auto"
     engine: str = Engine.TRANSFORMERS
     lora: Path | None = None  # llama.cpp: an adapter GGUF on the base GGUF given as the run

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from lorakit.data.formats import Turn
@@ -12,6 +13,11 @@ from lorakit.errors import ModelError
 from lorakit.infer.load import LoadedAdapter
 
 log = logging.getLogger(__name__)
+
+# Answers decoded at once by default. Gemma-3 270M on 2 CPU cores: the 660 dev formulas in 128 s with 32
+# lanes, 104 s with 64, 93 s with 96 or 128 (docs/benchmarks.md); 64 lanes of a 4k-token context of a 1B model
+# hold about 3 GiB of keys and values, and the decoder takes fewer when they would not fit.
+GENERATE_LANES = 64
 
 
 @contextmanager
@@ -39,54 +45,129 @@ def generate(adapter: LoadedAdapter, inputs: Sequence[str], **options: Any) -> l
 
 
 def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn]], max_new_tokens: int = 256,
-                   temperature: float = 0.0, batch_size: int = 8, use_adapter: bool = True, seed: int = 0,
+                   temperature: float = 0.0, batch_size: int = GENERATE_LANES, use_adapter: bool = True, seed: int = 0,
                    on_batch: Callable[[int], None] | None = None, length_ratio: float | None = None,
-                   tools: Sequence[list[dict[str, Any]] | None] | None = None) -> list[str]:
+                   tools: Sequence[list[dict[str, Any]] | None] | None = None, stop: Sequence[str] = (),
+                   padded: bool = False) -> list[str]:
     """The model's next assistant turn for each conversation, in order.
 
     Args:
+        batch_size: sequences decoded at once (lanes of the continuous-batching decoder).
         use_adapter: False runs the base model alone on the same prompts (``eval --base``).
         on_batch: called with the number of conversations finished so far (progress).
-        length_ratio: for conversions, whose answer is about as long as the question: a batch
-            stops after this many times its longest prompt (+16) new tokens, so one answer that
-            never ends does not hold up the batch for ``max_new_tokens`` steps.
+        length_ratio: for conversions, whose answer is about as long as the question: an answer stops
+            after this many times its prompt's length (+16) new tokens, so one answer that never ends does
+            not run for ``max_new_tokens`` steps.
         tools: each conversation's tool definitions (None: none), rendered with its prompt.
+        stop: texts that end an answer (left out of it), beside the model's end-of-turn tokens.
+        padded: transformers' ``generate`` on fixed batches, as before the lane decoder (benchmarks).
     """
-    import torch
-
     tools = tools or [None] * len(conversations)
     prompts = [adapter.encoder.prompt_ids(turns, row_tools) for turns, row_tools in zip(conversations, tools,
                                                                                           strict=True)]
+    budgets = [min(max_new_tokens, int(length_ratio * len(p)) + 16) if length_ratio else max_new_tokens
+               for p in prompts]
     if hasattr(adapter.model, "generate_all"):  # the llama.cpp engine: one prompt at a time, its own budget
         if not use_adapter:
             raise ModelError("--base compares with the base model under --engine transformers only")
-        budgets = [min(max_new_tokens, int(length_ratio * len(p)) + 16) if length_ratio else max_new_tokens
-                   for p in prompts]
         new_ids = adapter.model.generate_all(prompts, adapter.stop_ids, budgets, temperature, seed, on_batch,
                                              batch_size)
-        return [adapter.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new_ids]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch with little padding
-    pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else adapter.stop_ids[0]
-    outputs: list[str] = [""] * len(prompts)
-    context = merged(adapter) if use_adapter else adapter.model.disable_adapter()
-    torch.manual_seed(seed)
+    else:
+        new_ids = _generate_torch(adapter, prompts, budgets, GenerateOptions(
+            temperature, batch_size, use_adapter, seed, on_batch, length_ratio, max_new_tokens, stop, padded))
+    return [cut_at_stop(adapter.tokenizer.decode(ids, skip_special_tokens=True), stop).strip() for ids in new_ids]
+
+
+@dataclass
+class GenerateOptions:
+    temperature: float
+    batch_size: int
+    use_adapter: bool
+    seed: int
+    on_batch: Callable[[int], None] | None
+    length_ratio: float | None
+    max_new_tokens: int
+    stop: Sequence[str]
+    padded: bool
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first of the ``stop`` texts in it."""
+    ends = [text.find(s) for s in stop if s and s in text]
+    return text[: min(ends)] if ends else text
+
+
+def causal_lm(model: Any) -> Any:
+    """The transformers causal LM inside a PEFT, accelerate or compiled wrapper."""
+    for wrapper in ("module", "_orig_mod"):
+        model = getattr(model, wrapper, model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _generate_torch(adapter: LoadedAdapter, prompts: list[list[int]], budgets: list[int],
+                    options: GenerateOptions) -> list[list[int]]:
+    import torch
+
+    from lorakit.infer.lanes import LaneDecoder, Request, fits_lanes, greedy, sampler
+
+    stop_ids = adapter.stop_ids
+    pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else stop_ids[0]
+    requests = [Request(p, b) for p, b in zip(prompts, budgets, strict=True)]
+    lm = causal_lm(adapter.model)
+    context = merged(adapter) if options.use_adapter else adapter.model.disable_adapter()
     with torch.inference_mode(), context:
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            width = max(len(prompts[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
-                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]):] = 1
-            sampling: dict[str, Any] = ({"do_sample": True, "temperature": temperature} if temperature > 0
-                                        else {"do_sample": False})
-            budget = min(max_new_tokens, int(length_ratio * width) + 16) if length_ratio else max_new_tokens
-            generated = adapter.model.generate(
-                input_ids=ids.to(adapter.device), attention_mask=mask.to(adapter.device),
-                max_new_tokens=budget, eos_token_id=adapter.stop_ids, pad_token_id=pad, **sampling)
-            for row, i in enumerate(batch):
-                outputs[i] = adapter.tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
-            if on_batch is not None:
-                on_batch(min(start + batch_size, len(order)))
-    return outputs
+        if options.padded or not fits_lanes(lm, requests):
+            return _generate_padded(adapter, prompts, pad, options)
+        pick = greedy if options.temperature <= 0 else sampler(options.temperature, options.seed)
+        decoder = LaneDecoder(lm, requests, stop_ids, pad, options.batch_size, pick,
+                              stop_check(adapter.tokenizer, options.stop))
+        return decoder.run(options.on_batch)
+
+
+def stop_check(tokenizer: Any, stop: Sequence[str]) -> Callable[[list[int]], bool] | None:
+    """Whether an answer's tokens so far hold one of the ``stop`` texts (only its last tokens are decoded:
+    enough of them to hold the longest stop text)."""
+    stop = [s for s in stop if s]
+    if not stop:
+        return None
+    window = max(len(s) for s in stop) + 8  # a token holds at least one character
+
+    def finished(tokens: list[int]) -> bool:
+        tail = tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+        return any(s in tail for s in stop)
+
+    return finished
+
+
+def _generate_padded(adapter: LoadedAdapter, prompts: list[list[int]], pad: int,
+                     options: GenerateOptions) -> list[list[int]]:
+    """transformers' ``generate`` on batches of similar lengths, left padded: each batch runs until its
+    longest answer ends. For models the lane decoder does not know, and as the benchmarks' baseline."""
+    import torch
+
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch with little padding
+    stop_ids = adapter.stop_ids  # read from the vocabulary: once
+    new_ids: list[list[int]] = [[] for _ in prompts]
+    torch.manual_seed(options.seed)
+    sampling: dict[str, Any] = ({"do_sample": True, "temperature": options.temperature} if options.temperature > 0
+                                else {"do_sample": False})
+    for start in range(0, len(order), options.batch_size):
+        batch = order[start : start + options.batch_size]
+        width = max(len(prompts[i]) for i in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
+            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+            mask[row, width - len(prompts[i]):] = 1
+        ratio = options.length_ratio
+        budget = min(options.max_new_tokens, int(ratio * width) + 16) if ratio else options.max_new_tokens
+        generated = adapter.model.generate(
+            input_ids=ids.to(adapter.device), attention_mask=mask.to(adapter.device),
+            max_new_tokens=budget, eos_token_id=stop_ids, pad_token_id=pad, **sampling)
+        for row, i in enumerate(batch):
+            tokens = generated[row, width:].tolist()
+            ends = [n for n, t in enumerate(tokens) if t in stop_ids]  # after it: padding
+            new_ids[i] = tokens[: ends[0]] if ends else tokens
+        if options.on_batch is not None:
+            options.on_batch(min(start + options.batch_size, len(order)))
+    return new_ids

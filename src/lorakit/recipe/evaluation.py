@@ -17,6 +17,7 @@ from lorakit.config.schema import GENERATED_METRICS
 from lorakit.data.formats import Turn
 from lorakit.data.prompt_shape import PromptShape
 from lorakit.infer.evaluate import EvalCase, cases_from_conversations, score
+from lorakit.infer.generate import GENERATE_LANES
 from lorakit.infer.load import LoadedAdapter
 from lorakit.recipe.session import Session
 from lorakit.runs.summary import SAMPLES_DIR, VAL_ANSWERS_DIR
@@ -80,7 +81,7 @@ class TrainingEvaluator:
         if generated and s.accelerator.is_main_process:
             with _EvalMode(s.model):
                 results, answers = score(self.adapter, self.cases, generated, max_new_tokens=s.cfg.data.max_length,
-                                         batch_size=train.micro_batch_size * 2)
+                                         batch_size=GENERATE_LANES)
             metrics.update({f"eval_{name}": results[name] for name in generated})
             self._keep_answers(step, answers)
         return metrics

@@ -1,0 +1,113 @@
+"""The continuous-batching decoder gives transformers' own greedy answers, token for token."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from lorakit.infer.lanes import LaneDecoder, Request, fits_lanes, greedy, sampler
+from tests.conftest import build_model
+
+
+def requests_with_shared_start(vocab: int, count: int, seed: int) -> list[Request]:
+    """Prompts of 3 to 20 tokens after a shared 5-token start (the decoder computes that start once), each
+    with its own budget."""
+    rng = random.Random(seed)
+    start = [rng.randrange(3, vocab) for _ in range(5)]
+    return [Request(start + [rng.randrange(3, vocab) for _ in range(rng.randint(3, 20))], rng.randint(1, 24))
+            for _ in range(count)]
+
+
+def alone(model, request: Request, stop_ids: list[int]) -> list[int]:
+    """transformers' greedy answer to one prompt, no batch, no padding."""
+    import torch
+
+    ids = torch.tensor([request.prompt])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=request.budget,
+                         do_sample=False, eos_token_id=stop_ids, pad_token_id=0)[0, ids.shape[1]:].tolist()
+    ends = [i for i, t in enumerate(out) if t in stop_ids]
+    return out[: ends[0]] if ends else out
+
+
+@pytest.fixture(params=["llama", "gemma3"])
+def model(request):
+    # float64: batched and lone forward passes then differ by ~1e-16, far below any gap between two logits of
+    # a random model, so the comparison is exact on any version (in float32 a near tie could flip a token).
+    return build_model(request.param, softcap=30.0 if request.param == "gemma3" else None,
+                       sliding_window=64).double().eval()
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 8])
+def test_every_token_equals_generate_alone(model, lanes):
+    import torch
+
+    requests = requests_with_shared_start(model.config.vocab_size, 14, seed=lanes)
+    with torch.inference_mode():
+        # a stop token the model does produce, so some answers end by it and others by their budget
+        first = LaneDecoder(model, requests, [], 0, 8, greedy).run()
+        stop = max({t for answer in first for t in answer}, key=lambda t: sum(answer.count(t) for answer in first))
+        expected = [alone(model, r, [stop]) for r in requests]
+        got = LaneDecoder(model, requests, [stop], 0, lanes, greedy).run()
+    assert got == expected
+    assert any(len(a) < r.budget for a, r in zip(got, requests, strict=True))  # some stopped early
+    assert any(len(a) == r.budget for a, r in zip(got, requests, strict=True))  # some ran to their budget
+
+
+def test_a_finished_lane_takes_the_next_prompt_at_once(model):
+    """With 2 lanes and answers of 1 and 12 tokens, the short ones go through one lane while the long one
+    runs: the whole takes the long answer's steps, not a batch per pair."""
+    import torch
+
+    vocab = model.config.vocab_size
+    requests = [Request([5, 6, 7, 8, 9, 10 + i], 1) for i in range(8)] + [Request([5, 6, 7, 8, 9, 10, 11], 12)]
+    steps = []
+    with torch.inference_mode():
+        decoder = LaneDecoder(model, requests, [], 0, 2, greedy)
+        original = decoder._step
+        decoder._step = lambda: steps.append(1) or original()
+        answers = decoder.run()
+    assert [len(a) for a in answers] == [1] * 8 + [12]
+    assert len(steps) <= 12 + 1  # the long lane's 12 steps (and the last newcomer's); padded batches take 16
+    assert vocab > 0
+
+
+def test_stop_check_ends_an_answer_early(model):
+    import torch
+
+    requests = requests_with_shared_start(model.config.vocab_size, 4, seed=1)
+    with torch.inference_mode():
+        full = LaneDecoder(model, requests, [], 0, 4, greedy).run()
+        cut = LaneDecoder(model, requests, [], 0, 4, greedy, finished=lambda tokens: len(tokens) >= 2).run()
+    assert cut == [a[:2] for a in full]
+
+
+def test_sampling_is_reproducible_for_a_seed(model):
+    import torch
+
+    requests = requests_with_shared_start(model.config.vocab_size, 6, seed=2)
+    with torch.inference_mode():
+        one = LaneDecoder(model, requests, [], 0, 3, sampler(1.0, seed=7)).run()
+        two = LaneDecoder(model, requests, [], 0, 3, sampler(1.0, seed=7)).run()
+        greedy_answers = LaneDecoder(model, requests, [], 0, 3, greedy).run()
+    assert one == two
+    assert one != greedy_answers
+
+
+def test_greedy_picks_the_first_largest_logit_like_argmax():
+    import torch
+
+    logits = torch.randn(5, 3 * 4096)
+    logits[1, 100] = logits[1, 9000] = 1e9  # a tie: argmax takes the first
+    logits[2, 4095] = logits[2, 4096] = 1e9
+    assert torch.equal(greedy(logits), logits.argmax(dim=-1))
+    odd = torch.randn(3, 1000)  # a vocabulary that is not a multiple of the chunk
+    assert torch.equal(greedy(odd), odd.argmax(dim=-1))
+
+
+def test_answers_beyond_the_sliding_window_go_to_generate():
+    model = build_model("gemma3", sliding_window=16)
+    assert not fits_lanes(model, [Request(list(range(3, 13)), 10)])  # 20 tokens > the 16-token window
+    assert fits_lanes(model, [Request(list(range(3, 13)), 6)])
+    model.config._attn_implementation = "eager"  # eager adds the mask as numbers: not the decoder's boolean one
+    assert not fits_lanes(model, [Request(list(range(3, 13)), 6)])
