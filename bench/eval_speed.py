@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--baseline-batch", type=int, default=32)
-    parser.add_argument("--lanes", type=int, default=64)
+    parser.add_argument("--lanes", type=int, default=96)
     parser.add_argument("--llama-batch", type=int, default=32)
     parser.add_argument("--quants", default="f16", help="Comma-separated GGUF types for llama.cpp rows; '' for none.")
     parser.add_argument("--max-new-tokens", type=int, default=256)

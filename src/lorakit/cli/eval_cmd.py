@@ -22,7 +22,7 @@ from lorakit.infer.export.merged import DTYPES
 @click.option("--target-field", default=None, help="Plain rows: the reference field (default: output, typst...).")
 @click.option("--max-new-tokens", default=256, show_default=True)
 @click.option("--batch-size", default=None, type=int,
-              help="Answers generated together. Default: 64 (transformers), 32 (llama.cpp).")
+              help="Answers generated together. Default: 96 (transformers), 32 (llama.cpp).")
 @device_option
 @engine_option
 @lora_option

@@ -31,7 +31,7 @@ device_option = click.option("--device", default="auto", show_default=True,
 @click.option("--temperature", default=0.0, show_default=True, help="0: greedy.")
 @click.option("--input-field", default=None, help="JSONL: the field to convert (default: input, tex, text...).")
 @click.option("--batch-size", default=None, type=int,
-              help="Answers generated together. Default: 64 (transformers), 32 (llama.cpp).")
+              help="Answers generated together. Default: 96 (transformers), 32 (llama.cpp).")
 @click.option("--stop", multiple=True, help="A text that ends an answer (left out); may be repeated.")
 @engine_option
 @lora_option

@@ -15,9 +15,9 @@ from lorakit.infer.load import LoadedAdapter
 log = logging.getLogger(__name__)
 
 # Answers decoded at once by default. Gemma-3 270M on 2 CPU cores: the 660 dev formulas in 128 s with 32
-# lanes, 104 s with 64, 93 s with 96 or 128 (docs/benchmarks.md); 64 lanes of a 4k-token context of a 1B model
-# hold about 3 GiB of keys and values, and the decoder takes fewer when they would not fit.
-GENERATE_LANES = 64
+# lanes, 104 s with 64, 93 s with 96 or 128 (docs/benchmarks.md). The decoder takes fewer when their keys and
+# values would pass lanes.CACHE_BYTES (TinyLlama at a 4k-token context: 23 lanes).
+GENERATE_LANES = 96
 
 
 @contextmanager

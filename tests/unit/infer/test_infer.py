@@ -141,3 +141,28 @@ def test_chat_answers_each_message_and_keeps_the_conversation(run, monkeypatch):
     assert seen[0] == [("user", PREFIX + "x = y")]  # wrapped as the training prompts were
     assert seen[1][0] == ("user", PREFIX + "x = y") and seen[1][1][0] == "assistant"
     assert seen[1][2] == ("user", PREFIX + "\\ sqrt x")
+
+
+def test_lanes_and_padded_batches_answer_alike_and_stop_texts_cut_answers(run, tmp_path):
+    """The lane decoder (the default) against transformers' generate on padded batches (the fallback), on a
+    trained run's prompts; then a stop text taken from an answer ends it there, on the CLI too."""
+    from lorakit.infer.generate import generate
+    from lorakit.infer.load import load_adapter
+
+    adapter = load_adapter(str(run))
+    inputs = ["\\ frac x y", "x = y", "\\ sqrt z", "\\ alpha + \\ beta", "y _ 1"]
+    lanes = generate(adapter, inputs, max_new_tokens=8, batch_size=2)
+    padded = generate(adapter, inputs, max_new_tokens=8, batch_size=2, padded=True)
+    # float32 here: a flipped near-tie would show as one differing answer; tiny trained models have none
+    assert lanes == padded
+    # an answer with a word that first appears after its start: that word as the stop text
+    answer, cut = next((a, k) for a in lanes for k, w in enumerate(a.split()) if k and w not in a.split()[:k])
+    stop_word, before = answer.split()[cut], " ".join(answer.split()[:cut])
+    stopped = generate(adapter, inputs, max_new_tokens=8, stop=[stop_word])
+    assert all(stop_word not in a for a in stopped)
+    assert stopped[lanes.index(answer)] == before
+    (tmp_path / "one.txt").write_text(inputs[lanes.index(answer)] + "\n")
+    result = cli_run("infer", run, "--input", tmp_path / "one.txt", "--output", tmp_path / "one.typ",
+                     "--max-new-tokens", 8, "--stop", stop_word)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "one.typ").read_text().strip() == before
