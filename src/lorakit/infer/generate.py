@@ -110,6 +110,8 @@ def _generate_torch(adapter: LoadedAdapter, prompts: list[list[int]], budgets: l
 
     from lorakit.infer.lanes import LaneDecoder, Request, fits_lanes, greedy, sampler
 
+    if not prompts:
+        return []
     stop_ids = adapter.stop_ids
     pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else stop_ids[0]
     requests = [Request(p, b) for p, b in zip(prompts, budgets, strict=True)]

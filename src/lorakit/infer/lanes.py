@@ -183,7 +183,7 @@ class LaneDecoder:
         while self.queue or self.busy:
             free = [slot for slot in range(self.lanes) if slot not in self.busy]
             # newcomers wait until an eighth of the lanes is free: a prefill of eight prompts costs little more
-            # than one of a single prompt, and a waiting lane costs nothing (decode steps run the busy ones)
+            # than one of a single prompt, and an idle lane costs one row of the body's work, not the head's
             if self.queue and (len(free) >= max(1, self.lanes // 8) or len(free) >= len(self.queue)
                                or not self.busy):
                 self._admit(free[: len(self.queue)])

@@ -23,7 +23,7 @@ def alone(model, request: Request, stop_ids: list[int]) -> list[int]:
     """transformers' greedy answer to one prompt, no batch, no padding."""
     import torch
 
-    ids = torch.tensor([request.prompt])
+    ids = torch.tensor([request.prompt], device=model.device)
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=request.budget,
                          do_sample=False, eos_token_id=stop_ids, pad_token_id=0)[0, ids.shape[1]:].tolist()
     ends = [i for i, t in enumerate(out) if t in stop_ids]
@@ -111,3 +111,4 @@ def test_answers_beyond_the_sliding_window_go_to_generate():
     assert fits_lanes(model, [Request(list(range(3, 13)), 6)])
     model.config._attn_implementation = "eager"  # eager adds the mask as numbers: not the decoder's boolean one
     assert not fits_lanes(model, [Request(list(range(3, 13)), 6)])
+
