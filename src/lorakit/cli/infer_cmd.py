@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from lorakit.infer.convert import Unit
 from lorakit.infer.engines import Engine
 
 runs_dir_option = click.option("--runs-dir", default="runs", show_default=True, type=click.Path(path_type=Path),
@@ -26,7 +27,10 @@ device_option = click.option("--device", default="auto", show_default=True,
 @click.option("--input", "input_path", required=True, help="A text/.tex file, a .jsonl file, or - for stdin.")
 @click.option("--output", "output_path", default="-", show_default=True, help="A file, or - for stdout.")
 @device_option
-@click.option("--no-chunking", is_flag=True, help="Send the whole input at once, however long.")
+@click.option("--no-chunking", is_flag=True, help="--unit piece: send the whole input at once, however long.")
+@click.option("--unit", default="auto", show_default=True, type=click.Choice(Unit.names()),
+              help="A text file's unit: document (each formula of a .tex alone, prose by rules), line, or "
+                   "piece (as much as fits). auto: document for .tex, line for .txt, piece otherwise.")
 @click.option("--max-new-tokens", default=None, type=int, help="Default: the run's max_length.")
 @click.option("--temperature", default=0.0, show_default=True, help="0: greedy.")
 @click.option("--input-field", default=None, help="JSONL: the field to convert (default: input, tex, text...).")
@@ -36,7 +40,7 @@ device_option = click.option("--device", default="auto", show_default=True,
 @engine_option
 @lora_option
 @runs_dir_option
-def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunking: bool,
+def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunking: bool, unit: str,
               max_new_tokens: int | None, temperature: float, input_field: str | None, batch_size: int | None,
               stop: tuple[str, ...], engine: str, lora: Path | None, runs_dir: Path) -> None:
     """Run an adapter (a run folder or name, or any PEFT adapter folder) on a file.
@@ -48,7 +52,7 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
         lorakit infer typst-f16.gguf --engine llama.cpp --input sample.tex
     """
     from lorakit.errors import DataError
-    from lorakit.infer.convert import convert_rows, convert_text, read_jsonl
+    from lorakit.infer.convert import convert_lines, convert_rows, convert_tex, convert_text, read_jsonl
     from lorakit.infer.convert import input_field as pick_field
     from lorakit.infer.engines import check_reference, default_batch_size, open_model
     from lorakit.textfile import read_text
@@ -68,6 +72,12 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
     if rows is not None:
         result = "".join(json.dumps(r, ensure_ascii=False) + "\n"
                          for r in convert_rows(adapter, rows, field, **options))  # type: ignore[arg-type]
+    elif Unit.for_input(unit, input_path) == Unit.DOCUMENT:
+        document = convert_tex(adapter, text, **options)
+        result = document.typst
+        click.echo(document.summary(), err=True)
+    elif Unit.for_input(unit, input_path) == Unit.LINE:
+        result = convert_lines(adapter, text, **options)
     else:
         result = convert_text(adapter, text, chunking=not no_chunking, **options)
     if output_path == "-":

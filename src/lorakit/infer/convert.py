@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from lorakit.errors import DataError
 from lorakit.infer.chunking import split_text
+from lorakit.infer.document import DocumentResult, convert_document
 from lorakit.infer.generate import generate
 from lorakit.infer.load import LoadedAdapter
 from lorakit.textfile import read_text
@@ -48,6 +50,39 @@ def convert_text(adapter: LoadedAdapter, text: str, chunking: bool = True, piece
         trail = piece[len(piece.rstrip()):]
         out.append(f"{lead}{next(answers)}{trail}")
     return "".join(out)
+
+
+class Unit(str, Enum):
+    """What of a text file goes to the model as one input (``infer --unit``)."""
+
+    AUTO = "auto"  # document for .tex, line for .txt, piece otherwise
+    DOCUMENT = "document"  # each formula of a LaTeX document alone, the prose by rules
+    LINE = "line"  # each line alone (one formula a line)
+    PIECE = "piece"  # pieces as long as the context allows, cut between paragraphs or lines
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [u.value for u in cls]
+
+    @classmethod
+    def for_input(cls, unit: str, path: str) -> Unit:
+        if unit != cls.AUTO:
+            return cls(unit)
+        suffix = Path(path).suffix.lower()
+        return cls.DOCUMENT if suffix == ".tex" else cls.LINE if suffix == ".txt" else cls.PIECE
+
+
+def convert_lines(adapter: LoadedAdapter, text: str, **options: Any) -> str:
+    """Each non-blank line converted on its own, the blank lines and each line's indentation kept."""
+    lines = text.split("\n")
+    answers = iter(generate(adapter, [line.strip() for line in lines if line.strip()], **options))
+    return "\n".join(line[: len(line) - len(line.lstrip())] + next(answers) if line.strip() else line
+                     for line in lines)
+
+
+def convert_tex(adapter: LoadedAdapter, text: str, **options: Any) -> DocumentResult:
+    """A LaTeX document in Typst: each formula by the adapter alone, the prose by rules (infer/document.py)."""
+    return convert_document(text, lambda formulas: generate(adapter, formulas, **options))
 
 
 def read_jsonl(path: Path | None, text: str | None = None) -> list[dict[str, Any]]:

@@ -53,7 +53,7 @@ def test_text_inference_by_pieces_keeps_the_layout_and_matches_the_adapter(run, 
     paragraphs = ["x = y", "$ \\ frac x y $", "\\ sqrt x + y"]
     (tmp_path / "doc.tex").write_text("\n\n".join(paragraphs) + "\n")
     result = cli_run("infer", run, "--input", tmp_path / "doc.tex", "--output", tmp_path / "doc.typ",
-                     "--max-new-tokens", 6)
+                     "--max-new-tokens", 6, "--unit", "piece")
     assert result.exit_code == 0, result.output
     from lorakit.infer.convert import convert_text
 
@@ -166,3 +166,24 @@ def test_lanes_and_padded_batches_answer_alike_and_stop_texts_cut_answers(run, t
                      "--max-new-tokens", 8, "--stop", stop_word)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "one.typ").read_text().strip() == before
+
+
+def test_a_tex_document_goes_formula_by_formula_and_a_txt_file_line_by_line(run, tmp_path):
+    from lorakit.infer.generate import generate
+    from lorakit.infer.load import load_adapter
+
+    adapter = load_adapter(str(run))
+    formulas = ["x ^ 2 + y", "\\ frac x y", "z - x"]
+    answers = generate(adapter, formulas, max_new_tokens=6)
+    (tmp_path / "one-a-line.txt").write_text("\n".join(formulas) + "\n")
+    result = cli_run("infer", run, "--input", tmp_path / "one-a-line.txt", "--output", tmp_path / "lines.typ",
+                     "--max-new-tokens", 6)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "lines.typ").read_text() == "\n".join(answers) + "\n"  # one answer a line, not merged
+    (tmp_path / "notes.tex").write_text("\\section{Notes}\nWe have $x ^ 2 + y$ and\n\\[ \\ frac x y \\]\nthe end.\n")
+    result = cli_run("infer", run, "--input", tmp_path / "notes.tex", "--output", tmp_path / "notes.typ",
+                     "--max-new-tokens", 6)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "notes.typ").read_text() == (f"= Notes\nWe have ${answers[0]}$ and\n$ {answers[1]} $\n"
+                                                     "the end.\n")
+    assert "2 formula(s) converted by the adapter" in result.output
