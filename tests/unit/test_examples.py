@@ -62,3 +62,20 @@ def test_shipped_trainer_files_load_and_their_configs_render(trainer, tmp_path):
     config = render_config(Path(spec.config), [Path(p) for p in spec.oom_ladder], [], values)
     assert "{output_dir}" not in dump_config(config, Path(spec.config).suffix.lstrip(".").replace("yml", "yaml"))
     assert config[spec.steps_key] > 0
+
+
+def test_the_miss_table_counts_constructs_misses_and_space_only_misses():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("misses", EXAMPLES / "typst" / "misses.py")
+    misses = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(misses)
+    assert misses.constructs(r"\frac{a}{b}^2 + \begin{cases} x \\ y \end{cases}") == {
+        r"\frac", "superscript ^", r"\begin{cases}", "line break \\\\"}
+    inputs = [r"\frac{a}{b}", r"\frac{1}{x}", r"\sqrt{x}", "x^2"]
+    references = ["a/b", "1/x", "sqrt(x)", "x^2"]
+    answers = ["a / b", "1 x", "sqrt(x)", "x^2"]  # a space-only miss, a real miss, two right
+    table = misses.miss_table(inputs, references, answers, top=10)
+    assert table.splitlines()[0] == "4 cases, 2 missed (50.0%); 1 of the misses differ only in spaces"
+    assert "| `\\frac` | 2 | 50.0% | 2 | 100% | 1 |" in table
+    assert "sqrt" not in table and "superscript" not in table  # never missed: not listed
