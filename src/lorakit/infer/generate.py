@@ -80,6 +80,8 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
 
 @dataclass
 class GenerateOptions:
+    """``generate_turns``' options, as the transformers engine's two decoders take them."""
+
     temperature: float
     batch_size: int
     use_adapter: bool
