@@ -172,12 +172,15 @@ class LaneDecoder:
         self.busy: dict[int, Lane] = {}
         self.waiting: list[int] = []  # lanes prefilled, their first token not picked yet
         self.waiting_hidden: list[Any] = []  # their prompts' last hidden states
-        self.queue = sorted(range(len(requests)), key=lambda i: -len(requests[i].prompt))
+        # a request with no budget has the empty answer and never takes a lane
+        self.queue = sorted((i for i, r in enumerate(requests) if r.budget > 0), key=lambda i: -len(requests[i].prompt))
         self.answers: list[list[int]] = [[] for _ in requests]
         self.prefix = 0
 
     def run(self, on_done: Callable[[int], None] | None = None) -> list[list[int]]:
         """Every request's new tokens (the stop token left out), in the requests' order."""
+        if not self.queue:
+            return self.answers
         self._prefix()
         done = reported = 0
         while self.queue or self.busy:

@@ -72,6 +72,18 @@ def test_a_finished_lane_takes_the_next_prompt_at_once(model):
     assert vocab > 0
 
 
+def test_a_request_without_budget_has_the_empty_answer(model):
+    import torch
+
+    requests = requests_with_shared_start(model.config.vocab_size, 3, seed=3)
+    with torch.inference_mode():
+        full = LaneDecoder(model, requests, [], 0, 2, greedy).run()
+        none = LaneDecoder(model, [Request(r.prompt, 0) for r in requests], [], 0, 2, greedy).run()
+        mixed = LaneDecoder(model, [requests[0], Request(requests[1].prompt, 0), requests[2]], [], 0, 2, greedy).run()
+    assert none == [[], [], []]
+    assert mixed == [full[0], [], full[2]]
+
+
 def test_stop_check_ends_an_answer_early(model):
     import torch
 
