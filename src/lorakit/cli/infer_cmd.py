@@ -72,11 +72,11 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
     if rows is not None:
         result = "".join(json.dumps(r, ensure_ascii=False) + "\n"
                          for r in convert_rows(adapter, rows, field, **options))  # type: ignore[arg-type]
-    elif Unit.for_input(unit, input_path) == Unit.DOCUMENT:
+    elif (unit := Unit.for_input(unit, input_path)) == Unit.DOCUMENT:
         document = convert_tex(adapter, text, **options)
         result = document.typst
         click.echo(document.summary(), err=True)
-    elif Unit.for_input(unit, input_path) == Unit.LINE:
+    elif unit == Unit.LINE:
         result = convert_lines(adapter, text, **options)
     else:
         result = convert_text(adapter, text, chunking=not no_chunking, **options)

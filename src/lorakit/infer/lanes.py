@@ -34,7 +34,6 @@ class Request:
 @dataclass
 class Lane:
     request: int  # index into the requests
-    budget: int
     tokens: list[int] = field(default_factory=list)
 
 
@@ -173,7 +172,8 @@ class LaneDecoder:
         self.waiting: list[int] = []  # lanes prefilled, their first token not picked yet
         self.waiting_hidden: list[Any] = []  # their prompts' last hidden states
         # a request with no budget has the empty answer and never takes a lane
-        self.queue = sorted((i for i, r in enumerate(requests) if r.budget > 0), key=lambda i: -len(requests[i].prompt))
+        self.queue = sorted((i for i, r in enumerate(requests) if r.budget > 0),
+                            key=lambda i: -len(requests[i].prompt))
         self.answers: list[list[int]] = [[] for _ in requests]
         self.prefix = 0
 
@@ -245,7 +245,7 @@ class LaneDecoder:
         self.column[rows] = self.prefix + width
         self.position[rows] = torch.tensor([len(self.requests[i].prompt) for i in taken], device=self.device)
         for slot, request in zip(slots, taken, strict=True):
-            self.busy[slot] = Lane(request, self.requests[request].budget)
+            self.busy[slot] = Lane(request)
         self.waiting += slots
         self.waiting_hidden.append(hidden[:, -1])
 
@@ -300,14 +300,18 @@ class LaneDecoder:
         ended = 0
         for slot, token in zip(rows.tolist(), tokens.tolist(), strict=True):
             lane = self.busy[slot]
-            stop = token in self.stop_ids
-            if not stop:
+            if token not in self.stop_ids:
                 lane.tokens.append(token)
-            if stop or len(lane.tokens) >= lane.budget or (self.finished is not None and self.finished(lane.tokens)):
+            if token in self.stop_ids or self._complete(lane):
                 self.answers[lane.request] = lane.tokens
                 del self.busy[slot]
                 ended += 1
         return ended
+
+    def _complete(self, lane: Lane) -> bool:
+        """Its length budget reached, or a stop text in its answer."""
+        return (len(lane.tokens) >= self.requests[lane.request].budget
+                or (self.finished is not None and self.finished(lane.tokens)))
 
 
 # Greedy picks the first largest logit of each row in two passes over chunks of this many, a tenth of
