@@ -1,7 +1,8 @@
 """Peak training memory as a sum of parts, and the largest micro-batch and length that fit a budget.
 
-The estimate is linear in the tokens of one micro-batch (``micro_batch_size x max_length``, the
-worst case: every row full), so "what fits" is solved directly instead of searched.
+The estimate is linear in the tokens of one micro-batch: ``micro_batch_size x max_length`` (the
+worst case: every row full), or, when the training data is known, the largest micro-batch its
+real lengths make (``lorakit.plan.lengths``). So "what fits" is a token count solved directly.
 
 On the CPU the figure is peak resident memory (RSS). glibc keeps freed blocks of up to 32 MiB
 resident for reuse, and the temporaries a forward pass frees between the tensors it keeps are
@@ -19,6 +20,7 @@ from typing import Any
 
 from lorakit.config.memory import MemorySettings
 from lorakit.plan.facts import ModelFacts
+from lorakit.plan.lengths import DataLengths
 
 GiB = 2**30
 ADAM_COPIES = 4  # adapter weight, gradient, and AdamW's two moments, all float32
@@ -41,6 +43,7 @@ class MemorySetup:
     memory: MemorySettings
     weight_bytes: int  # per base parameter: 4 float32, 2 bf16/fp16
     quantization: str = "none"  # none | nf4
+    data: DataLengths | None = None  # the training data's real lengths, when known
 
     @property
     def micro_batch_size(self) -> int:
@@ -66,10 +69,14 @@ class MemorySetup:
 
     @property
     def tokens(self) -> int:
+        """Tokens of the largest micro-batch: from the data when known, else every row full."""
+        if self.data is not None:
+            return self.data.tokens(self.micro_batch_size, self.max_length)
         return self.micro_batch_size * self.max_length
 
     def describe(self) -> str:
-        parts = [f"micro-batch {self.micro_batch_size} x {self.max_length} tokens"]
+        parts = [f"micro-batch {self.micro_batch_size} x {self.max_length} tokens"
+                 + (f" (largest real one {self.tokens})" if self.data is not None else "")]
         parts.append("checkpointing" if self.gradient_checkpointing else "no checkpointing")
         if self.quantization != "none":
             parts.append(self.quantization)
@@ -117,7 +124,7 @@ def estimate_memory(facts: ModelFacts, setup: MemorySetup) -> Estimate:
         weights = facts.base_params * setup.weight_bytes
         weight_note = f"{facts.base_params / 1e6:.0f}M x {setup.weight_bytes} bytes"
     adapter = facts.adapter_params * 4 * ADAM_COPIES
-    logit_buffers = 3 if facts.logit_softcap else 2  # logits + logsumexp's temporary (+ soft-capped copy)
+    logit_buffers = 2 if facts.logit_softcap else 1  # the softmax is built in place (+ the tanh kept for its grad)
     head = min(setup.loss_chunk_tokens, setup.tokens) * facts.vocab_size * 4 * logit_buffers
     scale = 1.0 if setup.weight_bytes == 4 and setup.quantization == "none" else 0.5  # bf16/fp16 compute
     full = facts.num_layers * facts.activations.per_layer + facts.activations.outside
@@ -163,11 +170,18 @@ class Fit:
 def fit_budget(facts: ModelFacts, setup: MemorySetup, budget: float) -> Fit:
     # The head term depends on tokens only below loss_chunk_tokens; price it at a full chunk.
     estimate = estimate_memory(facts, setup)
-    pricing = estimate_memory(facts, setup.changed(micro_batch_size=1,
-                                           max_length=max(setup.max_length, setup.loss_chunk_tokens)))
+    pricing = estimate_memory(facts, replace(setup, data=None).changed(
+        micro_batch_size=1, max_length=max(setup.max_length, setup.loss_chunk_tokens)))
     tokens = pricing.tokens_within(budget)
     length = min(tokens // LENGTH_STEP * LENGTH_STEP, facts.max_position // LENGTH_STEP * LENGTH_STEP)
-    return Fit(setup, estimate, micro_batch_size=tokens // setup.max_length, max_length=length)
+    return Fit(setup, estimate, micro_batch_size=_largest_batch(setup, tokens), max_length=length)
+
+
+def _largest_batch(setup: MemorySetup, tokens: int) -> int:
+    """The largest micro-batch whose tokens stay within ``tokens``: real lengths when known, else full rows."""
+    if setup.data is None:
+        return tokens // setup.max_length
+    return setup.data.largest_batch_within(tokens, setup.max_length)
 
 
 def options(setup: MemorySetup) -> list[MemorySetup]:

@@ -10,6 +10,7 @@ from lorakit.config.schema import LoraSection, ModelSection
 from lorakit.errors import MemoryBudgetError
 from lorakit.plan.estimate import Estimate, Fit, GiB, MemorySetup, estimate_memory, fit_budget, largest_divisor, options
 from lorakit.plan.facts import ModelFacts, load_model_config, measure_facts
+from lorakit.plan.lengths import DataLengths
 
 PRESET_BUDGETS = (4, 8, 16, 24)  # GiB, when no budget is given: the sizes users write presets for
 
@@ -46,17 +47,18 @@ class PlanInputs:
     model: ModelSection
     lora: LoraSection
     memory: MemorySettings
+    data: DataLengths | None = None  # the training data's real lengths, when read
 
     @classmethod
-    def of(cls, config: Any) -> PlanInputs:
-        """From a RunConfig."""
-        return cls(config.model, config.lora, MemorySettings.of(config))
+    def of(cls, config: Any, data: DataLengths | None = None) -> PlanInputs:
+        """From a RunConfig (and its training data's lengths, when known)."""
+        return cls(config.model, config.lora, MemorySettings.of(config), data)
 
 
 def setup_for(inputs: PlanInputs, device: str) -> MemorySetup:
     dtype = inputs.model.dtype
     weight_bytes = 4 if dtype == "float32" or (dtype == "auto" and device == "cpu") else 2
-    return MemorySetup(device, inputs.memory, weight_bytes, inputs.model.quantization)
+    return MemorySetup(device, inputs.memory, weight_bytes, inputs.model.quantization, inputs.data)
 
 
 def build_plan(inputs: PlanInputs, device: str | None = None, budget: float | None = None,
@@ -119,12 +121,15 @@ def render_plan(plan: MemoryPlan) -> str:
     est = plan.estimate
     lines = [f"# {plan.facts.name}: {plan.facts.base_params / 1e6:.0f}M parameters, {plan.facts.num_layers} "
              f"layers; adapter {plan.facts.adapter_params / 1e6:.2f}M parameters",
-             f"# as configured on {est.setup.device}: {est.setup.describe()}, grad_accum {plan.grad_accum}", ""]
+             f"# as configured on {est.setup.device}: {est.setup.describe()}, grad_accum {plan.grad_accum}",
+             f"# {_data_line(est.setup.data)}", ""]
     width = max(len(p.name) for p in est.parts)
     lines += [f"  {p.name:<{width}}  {p.bytes / GiB:7.2f} GiB   {p.note}" for p in est.parts]
     lines += [f"  {'peak (estimate)':<{width}}  {est.total / GiB:7.2f} GiB", ""]
     if plan.budget is None:
-        lines.append("# what fits common budgets (micro-batch at this max_length / longest example at micro-batch 1):")
+        lines.append("# what fits common budgets (micro-batch with this data / longest example at micro-batch 1):"
+                     if est.setup.data else
+                     "# what fits common budgets (micro-batch at this max_length / longest example at micro-batch 1):")
         setups = options(est.setup)
         lines.append("  budget  " + "  ".join(f"{_option_name(s):>26}" for s in setups))
         for gib in PRESET_BUDGETS:
@@ -146,6 +151,12 @@ def render_plan(plan: MemoryPlan) -> str:
                   + (" --set train.gradient_checkpointing=true" if start.gradient_checkpointing else "")
                   + f"   # {start.estimate.total / GiB:.2f} GiB"]
     return "\n".join(lines)
+
+
+def _data_line(data: DataLengths | None) -> str:
+    if data is None:
+        return "every row priced at max_length (the training data was not read)"
+    return f"priced from the training data: {data.describe()}"
 
 
 def _option_name(setup: MemorySetup) -> str:

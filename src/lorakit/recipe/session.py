@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
     from peft import PeftModel
 
+    from lorakit.data.tokenize import Example
     from lorakit.train.loss import SupervisedLoss
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,9 @@ def open_session(loaded: LoadedConfig, run: RunFolder, extra_callbacks: list[Any
     tune_host()
     accelerator = _accelerator(cfg)
     resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
-    cfg, first_change = _starting_config(cfg, resolved, run, accelerator.device.type, state)
     tokenizer = load_tokenizer(resolved, cfg.model.revision)
     datasets = build_datasets(cfg.data, tokenizer)
+    cfg, first_change = _starting_config(cfg, resolved, run, accelerator, datasets.train, state)
     run.update(base_model=resolved.identity, base_model_path=resolved.path, template=datasets.template_name,
                data_formats={**datasets.stats["train"].formats, **datasets.stats["eval"].formats},
                data_stats={k: v.summary() for k, v in datasets.stats.items()},
@@ -110,8 +111,8 @@ def _accelerator(cfg: RunConfig) -> Accelerator:
     return accelerator
 
 
-def _starting_config(cfg: RunConfig, resolved: ResolvedModel, run: RunFolder, device_type: str,
-                     state: dict[str, Any] | None) -> tuple[RunConfig, str]:
+def _starting_config(cfg: RunConfig, resolved: ResolvedModel, run: RunFolder, accelerator: Accelerator,
+                     examples: list[Example], state: dict[str, Any] | None) -> tuple[RunConfig, str]:
     """The parent adapter checked (a new run), and the micro-batch train.oom.auto_plan starts from."""
     if state is not None:
         return cfg, "as configured"
@@ -123,9 +124,12 @@ def _starting_config(cfg: RunConfig, resolved: ResolvedModel, run: RunFolder, de
     if not cfg.train.oom.auto_plan:
         return cfg, "as configured"
     from lorakit.plan.auto import auto_plan
+    from lorakit.plan.lengths import measure_lengths
     from lorakit.plan.report import PlanInputs
 
-    planned, first_change, memory_plan = auto_plan(PlanInputs.of(cfg), cfg.train.memory_budget, resolved, device_type)
+    lengths = measure_lengths(examples, cfg.train, cfg.data, accelerator.num_processes)
+    planned, first_change, memory_plan = auto_plan(PlanInputs.of(cfg, lengths), cfg.train.memory_budget, resolved,
+                                                   accelerator.device.type)
     run.update(memory_plan=memory_plan)
     return planned.applied_to(cfg), first_change
 

@@ -6,6 +6,7 @@ import pytest
 
 from lorakit.config.load import load_config
 from lorakit.plan.estimate import GiB, estimate_memory
+from lorakit.plan.lengths import read_lengths
 from lorakit.plan.report import PlanInputs, build_plan, setup_for
 from tests.unit.cli.test_train import invoke, make_config
 
@@ -52,9 +53,10 @@ def test_auto_plan_starts_from_the_micro_batch_that_fits(tmp_path, tiny_model_di
     config = make_config(tmp_path, tiny_model_dir, train={"micro_batch_size": 4, "grad_accum": 1},
                          output={"name": "planned"})
     cfg = load_config(config).config
-    # A budget in which 2 examples of max_length fit and 3 do not.
-    facts = build_plan(PlanInputs.of(cfg), "cpu").facts
-    setup = setup_for(PlanInputs.of(cfg), "cpu")
+    # A budget in which the 2 longest examples fit and the 3 longest do not (the run plans from the data's lengths).
+    inputs = PlanInputs.of(cfg, read_lengths(cfg))
+    facts = build_plan(inputs, "cpu").facts
+    setup = setup_for(inputs, "cpu")
     fits, fails = (estimate_memory(facts, setup.changed(micro_batch_size=n)).total for n in (2, 3))
     budget = f"{(fits + fails) / 2 / GiB:.6f}GiB"
     result = invoke("train", config, "--set", f"train.memory_budget={budget}", "--set", "train.oom.auto_plan=true")
@@ -68,3 +70,30 @@ def test_auto_plan_starts_from_the_micro_batch_that_fits(tmp_path, tiny_model_di
     assert manifest["memory_plan"]["micro_batch_size"] == 2
     assert manifest["memory_plan"]["planned_estimate_gib"] <= manifest["memory_plan"]["budget_gib"]
     assert manifest["status"] == "completed"
+
+
+def test_plan_prices_the_real_lengths_of_the_data(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, data={"max_length": 512})
+    from_data = invoke("plan", config, "--device", "cpu")
+    assert from_data.exit_code == 0, from_data.output
+    assert "# priced from the training data: 18 examples, longest" in from_data.output
+    worst = invoke("plan", config, "--device", "cpu", "--no-data")
+    assert "every row priced at max_length" in worst.output
+
+    def priced_tokens(output):  # "activations  0.00 GiB   1024 tokens x 97 KiB (...)"
+        line = next(line for line in output.splitlines() if line.strip().startswith("activations"))
+        return int(line.split("GiB")[1].split()[0])
+
+    assert priced_tokens(worst.output) == 2 * 512
+    # The tiny rows are far shorter than 512 tokens; two of the longest are the most a micro-batch can hold.
+    assert 0 < priced_tokens(from_data.output) < 2 * 512 / 4
+
+
+def test_plan_without_readable_data_prices_full_rows_and_says_why(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir)
+    (tmp_path / "train.jsonl").write_text("{not json\n")
+    result = invoke("plan", config, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("# not reading the training data (")
+    assert "train.jsonl" in result.output.splitlines()[0]
+    assert "every row priced at max_length" in result.output

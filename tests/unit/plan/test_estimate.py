@@ -34,7 +34,7 @@ def test_the_parts_add_up_and_grow_linearly_with_tokens():
     assert small.total == pytest.approx(small.fixed + small.per_token * CPU.tokens)  # float sums: default 1e-6
     assert part(small, "base weights") == 500_000_000 * 4
     assert part(small, "adapter + grads + AdamW") == 8_000_000 * 4 * 4
-    assert part(small, "loss chunk") == 256 * 32000 * 4 * 2
+    assert part(small, "loss chunk") == 256 * 32000 * 4  # one buffer: the softmax is built in the logits
     assert part(small, "activations") == CPU.tokens * (20 * 60_000 + 4_000)
     assert large.total - small.total == pytest.approx(small.per_token * CPU.tokens)
 
