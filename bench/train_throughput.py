@@ -8,8 +8,10 @@ same chat template, with LoRA r=16 on all linear layers, float32, max length 512
 optimizer step, AdamW at a constant 2e-4. Each side runs in its own process, one after the
 other. TRL keeps its defaults (padding to the longest row, gradient checkpointing, its fused LM
 head) except ``bf16=False``: its default of bf16 autocast runs at about 1 GFLOP/s on CPUs
-without native bf16. lorakit runs twice: with its defaults, and with gradient checkpointing on
-(the memory regime TRL's defaults choose). Needs `pip install -e ".[bench]"`.
+without native bf16. lorakit runs twice: with its defaults (its default micro-batch of 4,
+accumulated twice to the same 8 examples a step), and with gradient checkpointing on (the memory
+regime TRL's defaults choose). Beside each lorakit peak it prints what ``lorakit plan`` estimates
+for that run from the data's real lengths. Needs `pip install -e ".[bench]"`.
 
 Loss after the same tokens: a third process (the judge) loads each trained adapter and computes
 the mean next-token loss over the completions of the ``--eval-rows`` rows that follow the
@@ -35,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 T0 = time.perf_counter()
+STEP_EXAMPLES = 8  # per optimizer step, both sides
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -98,13 +101,17 @@ def worker_lorakit(args: argparse.Namespace, workdir: Path) -> dict:
     import yaml
 
     from lorakit.config import load_config
+    from lorakit.config.schema import TrainSection
     from lorakit.recipe.run import run_training
 
     data = write_jsonl(workdir / "train.jsonl", load_rows(args.data, 0, args.examples))
+    # lorakit's default micro-batch, accumulated to the same 8 examples per optimizer step as TRL's.
+    micro = TrainSection.model_fields["micro_batch_size"].default
     config = {"model": {"name_or_path": args.model, "dtype": "float32"},
               "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
               "data": {"train": str(data), "max_length": 512, "val_size": 0, "packing": False},
-              "train": {"epochs": 1, "micro_batch_size": 8, "grad_accum": 1, "lr": 2e-4, "warmup_ratio": 0.0,
+              "train": {"epochs": 1, "micro_batch_size": micro, "grad_accum": STEP_EXAMPLES // micro, "lr": 2e-4,
+                        "warmup_ratio": 0.0,
                         "scheduler": "constant", "log_every": 1, "compile": args.compile,
                         "gradient_checkpointing": args.checkpointing},
               "output": {"dir": str(workdir / "runs"), "name": "bench"}}
@@ -113,9 +120,11 @@ def worker_lorakit(args: argparse.Namespace, workdir: Path) -> dict:
 
     class Clock:
         first: float | None = None
+        begin: float | None = None
         losses: list[float] = []  # noqa: RUF012
 
-        def on_train_begin(self, total_steps: int) -> None: ...
+        def on_train_begin(self, total_steps: int) -> None:
+            Clock.begin = time.perf_counter() - T0
         def on_evaluate(self, metrics: dict) -> None: ...
         def on_train_end(self, status: str) -> None: ...
 
@@ -124,13 +133,23 @@ def worker_lorakit(args: argparse.Namespace, workdir: Path) -> dict:
             Clock.losses.append(metrics["loss"])
 
     outcome = run_training(load_config(path), ["bench"], callbacks=[Clock()])
+    peak = peak_rss_gib()
     m = outcome.metrics
     manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
     return {"tokens": m["train_tokens"], "seconds": m["train_runtime"], "first_step_s": Clock.first,
-            "train_loss": sum(Clock.losses) / len(Clock.losses), "peak_rss_gib": peak_rss_gib(),
+            "begin_s": Clock.begin, "planned_gib": planned_peak_gib(load_config(path).config),
+            "train_loss": sum(Clock.losses) / len(Clock.losses), "peak_rss_gib": peak,
             "model_path": manifest["base_model_path"], "adapter": str(outcome.run_dir),
             "supervised": m["train_supervised_tokens"], "computed": m["train_computed_tokens"],
             "packing_efficiency": packing_efficiency(args, manifest["base_model_path"])}
+
+
+def planned_peak_gib(cfg) -> float:
+    """What `lorakit plan` estimates for this run's peak, from the data's real lengths."""
+    from lorakit.plan.lengths import read_lengths
+    from lorakit.plan.report import PlanInputs, build_plan
+
+    return build_plan(PlanInputs.of(cfg, read_lengths(cfg)), "cpu").estimate.total / 2**30
 
 
 def worker_trl(args: argparse.Namespace, workdir: Path) -> dict:
@@ -160,7 +179,7 @@ def worker_trl(args: argparse.Namespace, workdir: Path) -> dict:
                 Clock.losses.append(float(logs["loss"]))
                 print(f"trl step {state.global_step}: loss {logs['loss']}", file=sys.stderr, flush=True)
 
-    config = SFTConfig(output_dir=str(workdir / "trl"), num_train_epochs=1, per_device_train_batch_size=8,
+    config = SFTConfig(output_dir=str(workdir / "trl"), num_train_epochs=1, per_device_train_batch_size=STEP_EXAMPLES,
                        gradient_accumulation_steps=1, learning_rate=2e-4, lr_scheduler_type="constant",
                        max_length=512, gradient_checkpointing=True, bf16=False, fp16=False, logging_steps=1,
                        save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
@@ -272,6 +291,11 @@ def main() -> None:
     for name, get in figures:
         a, b, t = get("lorakit"), get("lean"), get("trl")
         print(f"| {name} | {a:.3f} | {b:.3f} | {t:.3f} | {a / t:.2f} | {b / t:.2f} |")
+    for key, name in (("lorakit", "lorakit"), ("lean", "lorakit + checkpointing")):
+        r = runs[key]
+        print(f"\n{name}: `lorakit plan` estimate {r['planned_gib']:.2f} GiB, measured peak RSS "
+              f"{r['peak_rss_gib']:.2f} GiB (estimate/measured {r['planned_gib'] / r['peak_rss_gib']:.2f}); "
+              f"training began {r['begin_s']:.1f} s after start, first step done at {r['first_step_s']:.1f} s")
     print(f"\nlorakit packing efficiency on the whole file (real / computed tokens, rows of 512, 8 rows "
           f"per micro-batch): {ours['packing_efficiency']:.1%}")
 
