@@ -36,19 +36,86 @@ def test_quickstart_data_is_large_enough_and_never_contains_evaluation_formulas(
     assert not ours & evaluation
 
 
-def test_quickstart_generator_labels_compile_as_typst(monkeypatch):
+def load_make_data(monkeypatch):
     import importlib.util
     import sys
 
-    from lorakit.infer.metrics import typst_math_compiles
-
     spec = importlib.util.spec_from_file_location("make_data", EXAMPLES / "typst" / "make_data.py")
     make_data = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "make_data", make_data)  # dataclasses look their module up
+    monkeypatch.setitem(sys.modules, "make_data", make_data)
+    monkeypatch.syspath_prepend(str(EXAMPLES / "typst"))  # its sibling grammar.py
+    monkeypatch.delitem(sys.modules, "grammar", raising=False)
     spec.loader.exec_module(make_data)
-    formulas = make_data.generate(300, seed=7)
-    broken = [m.typst for m in formulas if not typst_math_compiles(m.typst)]
-    assert not broken, broken[:5]
+    return make_data
+
+
+def quickstart_pairs() -> list[tuple[str, str]]:
+    import json
+
+    rows = [json.loads(line) for name in ("train.jsonl", "val.jsonl") for line in (EXAMPLES / "typst" / name).open()]
+    return [(r["prompt"][0]["content"].split("\n", 1)[1], r["completion"][0]["content"]) for r in rows]
+
+
+def test_every_quickstart_label_is_what_tex2typst_writes_and_compiles(monkeypatch):
+    from lorakit.infer.metrics import typst_math_compiles
+
+    make_data = load_make_data(monkeypatch)
+    pairs = quickstart_pairs()
+    try:
+        converted = make_data.tex2typst([tex for tex, _ in pairs])
+    except make_data.LabelError as e:
+        pytest.skip(str(e))  # .ci/run installs it
+    wrong = [(tex, label, typst) for (tex, label), typst in zip(pairs, converted, strict=True) if label != typst]
+    assert not wrong, wrong[:3]
+    broken = [label for _, label in pairs if not typst_math_compiles(label)]
+    assert not broken, broken[:3]
+
+
+def test_the_generator_covers_what_books_write(monkeypatch):
+    import random
+
+    make_data = load_make_data(monkeypatch)
+    rng = random.Random(3)
+    formulas = [make_data.formula(rng) for _ in range(3000)]
+    # The constructs issue 31 names, and the ones the miss table showed (arrays, line breaks, limits).
+    constructs = ["\\left", "\\bigl", "\\text{", "\\hat", "\\bar", "\\sqrt", "\\frac", "\\epsilon", "\\star",
+                  "\\,", "\\;", "\\quad", "\\qquad", "\\cdots", "\\ldots", "\\pm", "\\times", "\\infty", "\\sum_",
+                  "\\int_", "\\lim_", "\\begin{cases}", "\\begin{array}", "\\\\", "&=&", "\\dfrac", "\\tfrac"]
+    missing = [c for c in constructs if not any(c in f for f in formulas)]
+    assert not missing
+    # in the contexts books use them: inside fractions, scripts and sums
+    assert any("\\frac{" in f and "\\sqrt" in f.split("\\frac{", 1)[1][:40] for f in formulas)
+    assert any("^{" in f and "\\frac" in f.split("^{", 1)[1][:30] for f in formulas)
+    assert any(f.startswith("\\sum_") and "\\frac" in f for f in formulas)
+
+
+def test_the_generator_labels_with_tex2typst_and_keeps_only_compiling_labels(monkeypatch):
+    make_data = load_make_data(monkeypatch)
+    calls = []
+
+    def fake_tex2typst(formulas):
+        calls.append(len(formulas))
+        # the first formula is refused; two labels in three do not compile
+        return [None if i == 0 else ("x" if i % 3 == 1 else "#nonsense") for i in range(len(formulas))]
+
+    monkeypatch.setattr(make_data, "tex2typst", fake_tex2typst)
+    pairs = make_data.generate(20, seed=1)
+    assert len(pairs) == 20 and all(typst == "x" for _, typst in pairs)
+    assert len(calls) >= 2  # refused and broken formulas were replaced by new ones
+    assert len({tex for tex, _ in pairs}) == 20
+
+
+def test_without_tex2typst_the_generator_stops_with_one_line(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    env = {"PATH": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    done = subprocess.run([sys.executable, str(EXAMPLES / "typst" / "make_data.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("error: tex2typst is not installed: run `npm ci --prefix examples/typst` "
+                                   "(needs Node 18+)")
+    assert not list(tmp_path.iterdir())  # nothing half-written
 
 
 @pytest.mark.parametrize("trainer", sorted(TRAINERS.glob("*/trainer.*")), ids=lambda p: p.parent.name)
