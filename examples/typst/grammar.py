@@ -20,9 +20,9 @@ FUNCS = ["sin", "cos", "tan", "log", "ln", "exp", "sin", "cos", "ln", "det", "si
          "arcsin", "arctan"]
 RELATIONS = ["=", "=", "=", "<", ">", "\\le", "\\leq", "\\ge", "\\geq", "\\neq", "\\approx", "\\equiv", "\\sim"]
 SETS = ["\\mathbb{R}", "\\mathbb{N}", "\\mathbb{Z}", "\\mathbb{Q}", "\\mathbb{C}"]
-OPERATORS = ["+", "-"] * 4 + ["\\cdot", "\\cdot", "\\times", "\\pm", "\\mp", "\\star"]
+OPERATORS = ["+", "-"] * 6 + ["\\cdot", "\\cdot", "\\times", "\\pm", "\\circ"]  # \\mp and \\star are rarer (in expr)
 SPACES = ["\\,", "\\;", "\\:", "\\quad", "\\qquad", "~", "\\ "]
-ARROWS = ["\\to", "\\to", "\\rightarrow", "\\searrow", "\\nearrow"]
+ARROWS = ["\\to", "\\to", "\\rightarrow", "\\searrow", "\\nearrow", "\\leftarrow"]
 LINE_BREAK = " \\\\ "
 WORDS = ["for", "if", "when", "where", "otherwise", "and", "or", "for all", "such that", "is even",
          "units", "meters", "seconds", "area", "volume", "total", "[chain rule]", "[by definition]", "[sum rule]",
@@ -62,7 +62,7 @@ def script(rng: random.Random, depth: int) -> str:
         return f"-{rng.choice(['1', '2', '3', 'n', 'x'])}"
     if r < 0.92:
         return rng.choice(["ij", "i,j", "n+1", "2n", "k-1", "\\prime", "*", "T", "i1", "in", "mn", "1n", "i2",
-                           "\\text{th}", "B,C", "100", "20"])
+                           "\\text{th}", "B,C", "100", "20", "*", "{*}", "1000000"])
     return expr(rng, depth + 1, terms=2)
 
 
@@ -88,16 +88,28 @@ def simple_part(rng: random.Random) -> str:
                       (f"{rng.randint(1, 9)}{rng.choice('+-')}{rng.randint(1, 9)}i", 3)])
 
 
+def monomial(rng: random.Random) -> str:
+    """A coefficient and letters side by side (3x^2y, ab, 2\\pi r, xy): tex2typst spaces every factor."""
+    letters = [rng.choice(VARS) + (f"^{rng.randint(2, 3)}" if rng.random() < 0.25 else "")
+               for _ in range(rng.choice([1, 2, 2, 3]))]
+    if rng.random() < 0.15:
+        letters.insert(0, "\\pi ")
+    coefficient = rng.choice(["", "", str(rng.randint(2, 12))])
+    return coefficient + "".join(letters)
+
+
 def fraction(rng: random.Random, depth: int) -> str:
-    if rng.random() < 0.45:  # \frac{1}{2}, \frac{a}{r}, \frac{2}{29}: the most common kind
+    if rng.random() < 0.55:  # \frac{1}{2}, \frac{a}{r}, \frac{2}{29}: the most common kind
         return f"\\frac{{{simple_part(rng)}}}{{{simple_part(rng)}}}"
     r = rng.random()
     if r < 0.12:  # \frac12, \frac 1x: one-character parts need no braces
         a, b = rng.choice("123456789xyn"), rng.choice("23456789xyzn")
         return f"\\frac{a}{b}" if a.isdigit() else f"\\frac {a}{b}"
-    if r < 0.22:  # an inline slash
-        return f"{atom(rng)}/{atom(rng)}"
-    if r < 0.3:  # words over words, as in units
+    if r < 0.3:  # an inline slash, which tex2typst writes as \\/
+        left = atom(rng) if rng.random() < 0.6 else f"({expr(rng, 2, terms=2)})"
+        right = atom(rng) if rng.random() < 0.6 else f"({expr(rng, 2, terms=2)})"
+        return f"{left}/{right}"
+    if r < 0.36:  # words over words, as in units
         return f"\\frac{{\\text{{{rng.choice(WORDS[10:])}}}}}{{\\text{{{rng.choice(WORDS[10:])}}}}}"
     num = factor(rng, depth + 1) if rng.random() < 0.5 else expr(rng, depth + 1, terms=rng.randint(1, 3))
     den = factor(rng, depth + 1) if rng.random() < 0.5 else expr(rng, depth + 1, terms=rng.randint(1, 2))
@@ -133,6 +145,15 @@ def call(rng: random.Random, depth: int) -> str:
     return f"{f}({sep.join(args)})"
 
 
+def product(rng: random.Random, depth: int) -> str:
+    """Factors written side by side: (3+2i)(1+i), 8(1-\\lambda), (-5-\\lambda)(4-\\lambda)."""
+    def small() -> str:
+        sign = "-" if rng.random() < 0.35 else ""
+        return f"({sign}{expr(rng, 2, terms=rng.randint(1, 2))})"
+    head = rng.choice(["", "", str(rng.randint(2, 9)), "-", rng.choice(VARS)])
+    return head + "".join(small() for _ in range(rng.choice([1, 2, 2, 3])))
+
+
 def group(rng: random.Random, depth: int) -> str:
     body = expr(rng, depth + 1, terms=rng.randint(2, 3))
     left, right = rng.choice([("(", ")"), ("\\left(", "\\right)"), ("[", "]"), ("\\left[", "\\right]"),
@@ -141,6 +162,8 @@ def group(rng: random.Random, depth: int) -> str:
                               ("\\bigl[", "\\bigr]"), ("\\left\\|", "\\right\\|"), ("\\|", "\\|"),
                               ("\\langle ", "\\rangle"), ("\\left|", "\\right|"), ("\\left[", "\\right]")])
     tex = f"{left}{body}{right}"
+    if rng.random() < 0.25:
+        tex = f"{rng.choice(['2', '3', 'a', 'x', '-'])}{tex}"
     return f"{tex}^{rng.choice(['2', '3', 'n', '{-1}'])}" if rng.random() < 0.3 else tex
 
 
@@ -155,8 +178,8 @@ def decorated(rng: random.Random) -> str:
     if rng.random() < 0.15:  # a vector between two points
         a, b = rng.sample(UPPER, 2)
         return f"\\overrightarrow{{{a}{b}}}"
-    cmd = rng.choice(["\\vec", "\\hat", "\\bar", "\\overline", "\\tilde", "\\dot", "\\ddot", "\\widehat",
-                      "\\underline", "\\widetilde"])
+    cmd = rng.choice(["\\vec", "\\hat", "\\bar", "\\overline", "\\overline", "\\tilde", "\\dot", "\\ddot",
+                      "\\widehat", "\\underline", "\\widetilde"])
     return f"{cmd}{{{v}}}" if rng.random() < 0.8 else f"{cmd} {v}"
 
 
@@ -190,12 +213,12 @@ def partial(rng: random.Random) -> str:
 def factor(rng: random.Random, depth: int, numbers: bool = True) -> str:
     if depth > 1:
         return atom(rng, numbers)
-    choices = [(atom, 28), (scripted, 24), (fraction, 18), (root, 6), (function, 9), (call, 8), (group, 8),
-               (decorated, 3), (styled, 3), (primed, 4), (named, 2), (partial, 3)]
+    choices = [(atom, 20), (monomial, 14), (scripted, 24), (fraction, 22), (root, 6), (function, 9), (call, 8),
+               (group, 8), (product, 8), (decorated, 4), (styled, 3), (primed, 4), (named, 2), (partial, 3)]
     fn = pick(rng, choices)
     if fn is atom:
         return atom(rng, numbers)
-    return fn(rng) if fn in (decorated, styled, partial) else fn(rng, depth)
+    return fn(rng) if fn in (decorated, styled, partial, monomial) else fn(rng, depth)
 
 
 def term(rng: random.Random, depth: int) -> str:
@@ -218,7 +241,7 @@ def expr(rng: random.Random, depth: int = 0, terms: int | None = None) -> str:
     n = terms or rng.choices([1, 2, 3, 4], weights=[40, 35, 18, 7])[0]
     tex = term(rng, depth)
     for _ in range(n - 1):
-        op = rng.choice(OPERATORS)
+        op = rng.choice(OPERATORS) if rng.random() < 0.97 else rng.choice(["\\mp", "\\star"])
         t = term(rng, depth)
         tex += f"{op} {t}" if op.startswith("\\") else rng.choice([f"{op}{t}", f" {op} {t}"])
     if n >= 3 and depth == 0 and rng.random() < 0.15:  # a_1 + \ldots + a_n
@@ -289,7 +312,11 @@ def statement(rng: random.Random) -> str:
     if r < 0.66:
         v = rng.choice(VARS[:5])
         sep, dots = rng.choice([(",", "\\ldots"), ("+", "\\cdots"), (",", "\\dots"), (", ", "\\ldots")])
-        return sep.join([f"{v}_1", f"{v}_2", dots, f"{v}_{rng.choice(['n', 'k', '{n+1}'])}"])
+        items = [f"{v}_1", f"{v}_2", dots, f"{v}_{rng.choice(['n', 'k', '{n+1}'])}"]
+        if rng.random() < 0.3:  # u_1,\\ldots,u_n and E_k\\cdots E_2E_1
+            return sep.join([f"{v}_1", dots, f"{v}_n"]) if rng.random() < 0.5 else "E_k\\cdots E_2E_1"
+        tex = sep.join(items)
+        return f"({tex}) = ({rng.choice(['1', '0'])}, 0, \\ldots, 0)" if rng.random() < 0.2 else tex
     if r < 0.71:
         f, a, b = rng.choice(["f", "g", "T", "S"]), rng.choice(SETS), rng.choice(SETS)
         return rng.choice([f"{f}:{a}\\to {b}", f"{f} \\colon {a} \\to {b}", f"x \\mapsto {expr(rng, 1)}"])

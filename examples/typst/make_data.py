@@ -88,7 +88,7 @@ def example(tex: str, typst: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=int, default=900, help="training pairs")
+    parser.add_argument("--train", type=int, default=1000, help="training pairs")
     parser.add_argument("--val", type=int, default=60, help="validation pairs")
     parser.add_argument("--seed", type=int, default=20261206)
     parser.add_argument("--exclude", type=Path, action="append", default=[],
