@@ -168,6 +168,12 @@ def evaluate_runs(refs: Sequence[str], data: Path, wanted: Sequence[str], option
     unknown = [w for w in wanted if w not in EVAL_METRICS]
     if unknown:
         raise DataError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(EVAL_METRICS)}")
+    from lorakit.infer.metrics import METRIC_PACKAGES, missing_packages
+
+    missing = missing_packages(wanted)  # before minutes of generation, not after
+    if missing:
+        raise DataError(f"--metrics: {missing[0]} needs the {METRIC_PACKAGES[missing[0]]} package: "
+                        "pip install 'lorakit[eval]'")
     if options.engine == Engine.LLAMA_CPP and ("loss" in wanted or options.base):
         raise ModelError("--engine llama.cpp scores generated answers (exact, chrf, typst); loss and --base need "
                          "--engine transformers")

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Sequence
+
+# What each generated metric needs beyond lorakit's own dependencies (the `eval` extra has both).
+METRIC_PACKAGES = {"chrf": "sacrebleu", "typst": "typst"}
+
+
+def missing_packages(metrics: Sequence[str]) -> list[str]:
+    """The metrics among ``metrics`` whose package is not installed."""
+    return [m for m in metrics if m in METRIC_PACKAGES and importlib.util.find_spec(METRIC_PACKAGES[m]) is None]
 
 
 def normalise(text: str) -> str:

@@ -9,7 +9,6 @@ minutes of model conversion.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,6 @@ from lorakit.config.load import apply_oom_overlay, problem_list
 from lorakit.config.schema import RunConfig
 from lorakit.errors import ConfigError, DataError, LorakitError
 from lorakit.textfile import check_text
-
-# What each generated metric needs beyond lorakit's own dependencies.
-METRIC_PACKAGES = {"chrf": "sacrebleu", "typst": "typst"}
 
 
 class Problems:
@@ -143,7 +139,9 @@ def check_rows(cfg: RunConfig) -> None:
 
 def check_eval_metrics(metrics: Sequence[str], key: str = "train.eval_metrics") -> None:
     """Raises ConfigError naming the install when a metric's package is missing."""
-    for metric in metrics:
-        if metric in METRIC_PACKAGES and importlib.util.find_spec(METRIC_PACKAGES[metric]) is None:
-            raise ConfigError(f"{key}: {metric} needs the {METRIC_PACKAGES[metric]} package: "
-                              "pip install 'lorakit[eval]'")
+    from lorakit.infer.metrics import METRIC_PACKAGES, missing_packages
+
+    missing = missing_packages(metrics)
+    if missing:
+        raise ConfigError(f"{key}: {missing[0]} needs the {METRIC_PACKAGES[missing[0]]} package: "
+                          "pip install 'lorakit[eval]'")

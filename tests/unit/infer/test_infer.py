@@ -64,6 +64,22 @@ def test_text_inference_by_pieces_keeps_the_layout_and_matches_the_adapter(run, 
     assert converted == "\n\n".join(expected) + "\n"
 
 
+def test_eval_without_a_metric_package_says_so_before_generating(run, tmp_path, monkeypatch):
+    import importlib.util
+
+    import lorakit.infer.engines as engines
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sacrebleu"
+                        else real_find_spec(name, *a))
+    monkeypatch.setattr(engines, "open_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    write_jsonl(tmp_path / "dev.jsonl", [{"tex": "x = y", "typst": "x = y"}])
+    result = cli_run("eval", "tiny", "--data", tmp_path / "dev.jsonl", "--metrics", "exact,chrf")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "error: --metrics: chrf needs the sacrebleu package: pip install 'lorakit[eval]'")
+
+
 def test_eval_scores_adapter_and_base_and_records_them(run, tmp_path):
     cases = [{"tex": "x = y", "typst": "x = y"}, {"tex": "\\ sqrt x", "typst": "sqrt ( x )"}]
     write_jsonl(tmp_path / "dev.jsonl", cases)
