@@ -94,9 +94,19 @@ def plan_micro_batches(examples: Sequence[Example], micro_batch_size: int, packi
     return [[order[i : i + micro_batch_size]] for i in range(0, len(order), micro_batch_size)]
 
 
+def row_width(rows: Sequence[Row]) -> int:
+    """The width ``collate`` pads every row of a micro-batch to: its longest row's tokens."""
+    return max(sum(len(e) for e in row) for row in rows)
+
+
+def computed_tokens(rows: Sequence[Row]) -> int:
+    """Tokens the model runs on for this micro-batch (``collate(rows).num_computed``) without building it."""
+    return len(rows) * row_width(rows)
+
+
 def collate(rows: Sequence[Row], pad_id: int) -> Batch:
     """Lay each row's examples end to end; pad shorter rows at the end (their own 'example')."""
-    width = max(sum(len(e) for e in row) for row in rows)
+    width = row_width(rows)
     input_ids, position_ids, targets, segments = [], [], [], []
     num_tokens = num_targets = 0
     for row in rows:

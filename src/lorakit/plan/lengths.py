@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lorakit.config.schema import DataSection, TrainSection
-from lorakit.data.packing import collate
+from lorakit.data.packing import computed_tokens
 from lorakit.data.tokenize import Example
 from lorakit.train.plan import plan_steps
 
@@ -65,7 +65,7 @@ def measure_lengths(examples: Sequence[Example], train: TrainSection, data: Data
                     processes: int = 1) -> DataLengths:
     """The lengths of tokenised training examples, planned into steps as the run plans them."""
     steps = plan_steps(examples, train, data, processes)
-    largest = max(collate(rows, 0).num_computed for step in steps for rows in step.micro_batches)
+    largest = max(computed_tokens(rows) for step in steps for rows in step.micro_batches)
     return DataLengths(tuple(sorted((len(e) for e in examples), reverse=True)), data.packing,
                        train.micro_batch_size, data.max_length, largest)
 
