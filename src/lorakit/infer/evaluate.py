@@ -27,6 +27,9 @@ from lorakit.infer.load import LoadedAdapter
 log = logging.getLogger(__name__)
 
 LENGTH_RATIO = 1.5  # a reference is rarely longer than 1.5x its prompt (template included)
+# An answer twice its reference's tokens (+16) is wrong by exact match whatever follows; any tokenizer writes
+# a text in well under twice the tokens of its own encoding of it.
+REFERENCE_CAP = 1.0
 FIELD_PAIRS = (("input", "output"), ("tex", "typst"), ("source", "target"), ("question", "answer"))
 
 
@@ -99,8 +102,13 @@ def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bo
 
 
 def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[str], use_adapter: bool = True,
-          max_new_tokens: int = 256, batch_size: int = GENERATE_LANES) -> tuple[dict[str, float], list[str]]:
-    """The metrics in ``wanted`` for one model (the adapter, or its base alone), and its predictions."""
+          max_new_tokens: int = 256, batch_size: int = GENERATE_LANES,
+          cap_at_reference: bool = False) -> tuple[dict[str, float], list[str]]:
+    """The metrics in ``wanted`` for one model (the adapter, or its base alone), and its predictions.
+
+    ``cap_at_reference`` (in-training evaluations) stops an answer at ``REFERENCE_CAP`` times its reference's
+    tokens + 16: an answer that long cannot equal its reference, and an untrained adapter's answers that run
+    on no longer decide how long an evaluation takes."""
     results: dict[str, float] = {"cases": len(cases)}
     if "loss" in wanted:
         loss = eval_loss(adapter, cases, use_adapter)
@@ -111,7 +119,8 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
         predictions = generate_turns(adapter, [_turns(adapter, c) for c in cases], max_new_tokens=max_new_tokens,
                                      batch_size=batch_size, use_adapter=use_adapter, length_ratio=LENGTH_RATIO,
                                      on_batch=lambda done: log.info("%s: %d/%d generated", label, done, len(cases)),
-                                     tools=[c.tools for c in cases])
+                                     tools=[c.tools for c in cases],
+                                     caps=_reference_caps(adapter, cases) if cap_at_reference else None)
         references = [c.reference for c in cases]
         if "exact" in wanted:
             results["exact"] = round(m.exact_match(predictions, references), 4)
@@ -120,6 +129,11 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
         if "typst" in wanted:
             results["typst"] = round(m.typst_compile_rate(predictions), 4)
     return results, predictions
+
+
+def _reference_caps(adapter: LoadedAdapter, cases: Sequence[EvalCase]) -> list[int]:
+    return [int(REFERENCE_CAP * len(adapter.tokenizer(c.reference, add_special_tokens=False)["input_ids"])) + 16
+            for c in cases]
 
 
 def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, float]],

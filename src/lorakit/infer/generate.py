@@ -48,7 +48,7 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
                    temperature: float = 0.0, batch_size: int = GENERATE_LANES, use_adapter: bool = True, seed: int = 0,
                    on_batch: Callable[[int], None] | None = None, length_ratio: float | None = None,
                    tools: Sequence[list[dict[str, Any]] | None] | None = None, stop: Sequence[str] = (),
-                   padded: bool = False) -> list[str]:
+                   padded: bool = False, caps: Sequence[int] | None = None) -> list[str]:
     """The model's next assistant turn for each conversation, in order.
 
     Args:
@@ -61,12 +61,15 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
         tools: each conversation's tool definitions (None: none), rendered with its prompt.
         stop: texts that end an answer (left out of it), beside the model's end-of-turn tokens.
         padded: transformers' ``generate`` on fixed batches, as before the lane decoder (benchmarks).
+        caps: each conversation's own most new tokens, beside ``max_new_tokens`` and ``length_ratio``.
     """
     tools = tools or [None] * len(conversations)
     prompts = [adapter.encoder.prompt_ids(turns, row_tools) for turns, row_tools in zip(conversations, tools,
                                                                                           strict=True)]
     budgets = [min(max_new_tokens, int(length_ratio * len(p)) + 16) if length_ratio else max_new_tokens
                for p in prompts]
+    if caps is not None:
+        budgets = [min(budget, cap) for budget, cap in zip(budgets, caps, strict=True)]
     if hasattr(adapter.model, "generate_all"):  # the llama.cpp engine: one prompt at a time, its own budget
         if not use_adapter:
             raise ModelError("--base compares with the base model under --engine transformers only")

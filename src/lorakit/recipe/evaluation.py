@@ -81,7 +81,7 @@ class TrainingEvaluator:
         if generated and s.accelerator.is_main_process:
             with _EvalMode(s.model):
                 results, answers = score(self.adapter, self.cases, generated, max_new_tokens=s.cfg.data.max_length,
-                                         batch_size=GENERATE_LANES)
+                                         batch_size=GENERATE_LANES, cap_at_reference=True)
             metrics.update({f"eval_{name}": results[name] for name in generated})
             self._keep_answers(step, answers)
         return metrics

@@ -203,3 +203,20 @@ def test_a_tex_document_goes_formula_by_formula_and_a_txt_file_line_by_line(run,
     assert (tmp_path / "notes.typ").read_text() == (f"= Notes\nWe have ${answers[0]}$ and\n$ {answers[1]} $\n"
                                                      "the end.\n")
     assert "2 formula(s) converted by the adapter" in result.output
+
+
+def test_in_training_evaluation_cuts_an_answer_at_its_reference_length(run, monkeypatch):
+    import lorakit.infer.generate as generate
+    from lorakit.infer.evaluate import EvalCase, score
+    from lorakit.infer.load import load_adapter
+
+    budgets = []
+    real = generate._generate_torch
+    monkeypatch.setattr(generate, "_generate_torch", lambda a, p, b, o: budgets.append(b) or real(a, p, b, o))
+    adapter = load_adapter("tiny")
+    cases = [EvalCase("x = y", "x"), EvalCase("\\ sqrt x", "sqrt ( x ) + y")]
+    score(adapter, cases, ["exact"], max_new_tokens=20)
+    score(adapter, cases, ["exact"], max_new_tokens=20, cap_at_reference=True)
+    references = [len(adapter.tokenizer(c.reference, add_special_tokens=False)["input_ids"]) for c in cases]
+    assert references[1] + 16 > 20 > references[0] + 16  # one answer is capped, the other keeps max_new_tokens
+    assert budgets == [[20, 20], [references[0] + 16, 20]]
