@@ -99,6 +99,11 @@ class OomSection(Section):
 EvalMetric = Literal["loss", "exact", "chrf", "typst"]
 EVAL_METRICS: tuple[str, ...] = get_args(EvalMetric)
 GENERATED_METRICS = ("exact", "chrf", "typst")  # need the model to write its answers
+# A DPO run's evaluation of its held-out pairs, computed with ``loss`` (TRL's names, logged as eval_rewards/...).
+PREFERENCE_METRICS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
+# What a DPO step logs beside its loss (means over the step's pairs), under TRL's names.
+PAIR_STATS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+              "logps/rejected")
 
 
 def metric_key(name: str) -> str:
@@ -115,7 +120,30 @@ class EarlyStoppingSection(Section):
     min_delta: float = Field(0.0, ge=0, description="An improvement smaller than this does not count.")
 
 
+class DpoSection(Section):
+    """Direct preference optimisation (``train.method: dpo``), as TRL's DPOTrainer computes it."""
+
+    beta: float = Field(0.1, gt=0, description="How far the adapter may move from the reference: the inverse "
+                        "temperature of the preference loss (TRL's beta, LLaMA-Factory's pref_beta).")
+    loss: Literal["sigmoid", "ipo", "hinge"] = Field(
+        "sigmoid", description="sigmoid: DPO; ipo: IPO (log-ratios averaged over each answer's tokens, as TRL "
+        "does); hinge: SLiC's hinge loss.")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="The chance a pair's labels are flipped (conservative DPO, sigmoid loss "
+        "only): -(1-e) log s(b d) - e log s(-b d).")
+
+    @model_validator(mode="after")
+    def _smoothing_is_sigmoid(self) -> DpoSection:
+        if self.label_smoothing and self.loss != "sigmoid":
+            raise ValueError(f"dpo.label_smoothing applies to loss sigmoid only (loss is {self.loss})")
+        return self
+
+
 class TrainSection(Section):
+    method: Literal["sft", "dpo"] = Field(
+        "sft", description="sft: supervised fine-tuning on the answers; dpo: preference pairs (chosen/rejected), "
+        "with the dpo section's settings, the reference being the adapter as the run starts (the base model, or "
+        "lora.init_from's adapter).")
     epochs: float = Field(1.0, gt=0, description="Passes over the training data (fractions allowed).")
     max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps; 0 = use epochs.")
     micro_batch_size: int = Field(
@@ -214,6 +242,11 @@ class TrainSection(Section):
         if self.oom.auto_plan and self.memory_budget is None:
             raise ValueError("train.oom.auto_plan needs train.memory_budget (e.g. 8GiB)")
         metric = self.selection_metric.removeprefix("eval_")
+        if metric in PREFERENCE_METRICS:
+            if self.method != "dpo":
+                raise ValueError(f"{metric} is measured on preference pairs: set train.method: dpo, or choose "
+                                 f"one of {', '.join(self.eval_metrics)}")
+            metric = "loss"  # computed with the preference loss
         if (self.early_stopping or self.keeps != "last") and metric not in self.eval_metrics:
             raise ValueError(f"{metric} is not computed: add it to train.eval_metrics (now "
                              f"{', '.join(self.eval_metrics)}) or choose one of those")
@@ -304,12 +337,13 @@ class LaunchSection(Section):
 
 
 class RunConfig(Section):
-    """Everything one training run needs. Sections: model, lora, data, train, output, tracking, launch."""
+    """Everything one training run needs. Sections: model, lora, data, train, dpo, output, tracking, launch."""
 
     model: ModelSection
     lora: LoraSection = Field(default_factory=LoraSection)
     data: DataSection
     train: TrainSection = Field(default_factory=TrainSection)
+    dpo: DpoSection = Field(default_factory=DpoSection)
     output: OutputSection = Field(default_factory=OutputSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     launch: LaunchSection = Field(default_factory=LaunchSection)
@@ -325,6 +359,9 @@ class RunConfig(Section):
         if self.train.keeps != "last" and self.launch.strategy == "fsdp":
             raise ValueError(f"train.keep: {self.train.keeps} saves the best adapter as it is reached, which "
                              "fsdp's sharded model cannot do mid-run; use ddp")
+        if self.train.method == "dpo" and self.data.use == "chosen":
+            raise ValueError("data.use: chosen trains the chosen answers as supervised data; train.method: dpo "
+                             "trains on both sides of each pair: unset one of them")
         if self.launch.strategy == "fsdp" and (self.train.resumable or self.train.save_every):
             raise ValueError("launch.strategy fsdp keeps no resume state or checkpoints (the optimizer state is "
                              "sharded): unset train.resumable and train.save_every, or use ddp")

@@ -12,12 +12,13 @@ from typing import Any
 from lorakit.config.schema import DataSection
 from lorakit.data.formats import Turn, detect_format, get_format
 from lorakit.data.overflow import fit_length
+from lorakit.data.pairs import pair_dialogues
 from lorakit.data.prompt_shape import PromptShape, prompt_shape
 from lorakit.data.registry import Source, sources
 from lorakit.data.rows import RowPolicy, placeholders
 from lorakit.data.sources import ErrorCollector, read_records
 from lorakit.data.templates import resolve_template
-from lorakit.data.tokenize import Encoder, Example
+from lorakit.data.tokenize import Encoder, Example, Pair
 from lorakit.errors import DataError, DataRefusal
 
 log = logging.getLogger(__name__)
@@ -25,9 +26,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Conversation:
-    turns: list[Turn]
+    turns: list[Turn]  # a preference pair's: the prompt and its chosen answer
     where: str
     tools: list[dict[str, Any]] | None = None
+    rejected: list[Turn] | None = None  # a preference pair's prompt and rejected answer
 
 
 @dataclass
@@ -65,8 +67,8 @@ class SplitStats:
 
 @dataclass
 class Datasets:
-    train: list[Example]
-    eval: list[Example]
+    train: list[Example] | list[Pair]  # pairs under train.method dpo
+    eval: list[Example] | list[Pair]
     template_name: str
     stats: dict[str, SplitStats]
     prompt_shape: PromptShape | None = None  # how inference should wrap new input
@@ -74,8 +76,10 @@ class Datasets:
 
 
 def load_conversations(paths: Sequence[str | Path], data: DataSection | None = None,
-                       stats: SplitStats | None = None, per_file_cap: int | None = None) -> list[Conversation]:
+                       stats: SplitStats | None = None, per_file_cap: int | None = None,
+                       pairs: bool = False) -> list[Conversation]:
     """Read files (or registry datasets) and convert every row; bad rows are reported together, up to 20.
+    ``pairs`` (``train.method: dpo``) reads preference pairs, each a conversation with its ``rejected`` side.
 
     Raises:
         DataError: missing files, malformed rows (``path:line: what is wrong``) or no rows at all.
@@ -85,7 +89,7 @@ def load_conversations(paths: Sequence[str | Path], data: DataSection | None = N
     errors = ErrorCollector()
     conversations: list[Conversation] = []
     for source in sources(map(str, paths)):
-        read = _read_source(source, data, stats, errors)
+        read = _read_source(source, data, stats, errors, pairs)
         if source.entry is not None and source.entry.num_samples is not None:
             read = _sample(read, source.entry.num_samples, data.seed if data else 42)
         conversations += read[:per_file_cap] if per_file_cap else read
@@ -96,11 +100,11 @@ def load_conversations(paths: Sequence[str | Path], data: DataSection | None = N
 
 
 def _read_source(source: Source, data: DataSection | None, stats: SplitStats,
-                 errors: ErrorCollector) -> list[Conversation]:
-    fmt = data.format if data else "auto"
-    policy = RowPolicy.of(data)
+                 errors: ErrorCollector, pairs: bool = False) -> list[Conversation]:
+    fmt = "preference" if pairs else data.format if data else "auto"
+    policy = RowPolicy.of(data, pairs)
     options = replace(source.options, train_history=data.train_history if data else True)
-    file_format = None if fmt == "auto" else get_format(fmt)
+    file_format = None if fmt in ("auto", "preference") else get_format(fmt)
     ignored: set[str] = set()
     conversations = []
     for record in read_records(source.path, errors):
@@ -109,10 +113,14 @@ def _read_source(source: Source, data: DataSection | None, stats: SplitStats,
             if row is None:
                 stats.left_out[source.label] = stats.left_out.get(source.label, 0) + 1
                 continue
-            if file_format is None:
-                fmt = detect_format(row)
-                file_format = get_format(fmt)
-            dialogue = file_format(row, options)
+            rejected = None
+            if pairs:
+                dialogue, rejected = pair_dialogues(row, options)
+            else:
+                if file_format is None:
+                    fmt = detect_format(row)
+                    file_format = get_format(fmt)
+                dialogue = file_format(row, options)
         except DataRefusal as e:
             raise DataRefusal(f"{source.label}: {e}") from None
         except DataError as e:
@@ -123,7 +131,8 @@ def _read_source(source: Source, data: DataSection | None, stats: SplitStats,
         ignored |= dialogue.ignored
         for name in placeholders([t.content for t in dialogue.turns]):
             stats.placeholders[name] = stats.placeholders.get(name, 0) + 1
-        conversations.append(Conversation(dialogue.turns, record.where, dialogue.tools))
+        conversations.append(Conversation(dialogue.turns, record.where, dialogue.tools,
+                                          rejected.turns if rejected is not None else None))
     stats.formats[source.label] = fmt
     if ignored:  # a registry folder's files share one label
         stats.ignored[source.label] = sorted(ignored | set(stats.ignored.get(source.label, [])))
@@ -160,11 +169,51 @@ def encode_all(conversations: Sequence[Conversation], encoder: Encoder, data: Da
             stats.lengths.append(len(example))
             examples.append(example)
     errors.raise_if_any()
+    _refuse_overflow(data, stats)
+    return examples
+
+
+def encode_pairs(conversations: Sequence[Conversation], encoder: Encoder, data: DataSection,
+                 stats: SplitStats) -> list[Pair]:
+    """Tokenise both sides of each preference pair; a side longer than max_length is cut (truncate, split),
+    or its pair dropped (drop), or refused (error)."""
+    errors = ErrorCollector()
+    pairs = []
+    for conv in conversations:
+        stats.rows += 1
+        try:
+            sides = [Example(*encoder.encode(turns, conv.tools), conv.where)  # type: ignore[misc]
+                     for turns in (conv.turns, conv.rejected)]
+        except DataRefusal as e:
+            raise DataRefusal(f"{conv.where}: {e}") from None
+        except DataError as e:
+            errors.add(f"{conv.where}: {e}")
+            continue
+        pair = Pair(sides[0], sides[1], conv.where)
+        if pair.longest > data.max_length:
+            stats.overflow += 1
+            stats.first_overflow = stats.first_overflow or f"{conv.where} ({pair.longest} tokens)"
+            if data.on_overflow == "drop":
+                stats.dropped += 1
+                continue
+            if data.on_overflow != "error":
+                stats.truncated += 1
+                pair = pair.truncated(data.max_length)
+        if data.on_overflow != "error" and pair.num_trained == 0:
+            stats.dropped += 1  # a side with no answer token left to score
+            continue
+        stats.lengths.append(len(pair))
+        pairs.append(pair)
+    errors.raise_if_any()
+    _refuse_overflow(data, stats)
+    return pairs
+
+
+def _refuse_overflow(data: DataSection, stats: SplitStats) -> None:
     if data.on_overflow == "error" and stats.overflow:
         raise DataError(f"{stats.overflow} of {stats.rows} rows are longer than data.max_length={data.max_length}, "
                         f"first at {stats.first_overflow}; raise max_length or set data.on_overflow to "
                         "split, truncate or drop")
-    return examples
 
 
 def build_encoder(data: DataSection, tokenizer: Any) -> tuple[Encoder, str]:
@@ -188,23 +237,26 @@ def split_validation(conversations: list[Conversation], val_size: float,
             [c for i, c in enumerate(conversations) if i in held])
 
 
-def build_datasets(data: DataSection, tokenizer: Any) -> Datasets:
-    """Read, convert, split and tokenise the training and validation data of a config.
+def build_datasets(data: DataSection, tokenizer: Any, method: str = "sft") -> Datasets:
+    """Read, convert, split and tokenise the training and validation data of a config (``method`` dpo: as
+    preference pairs).
 
     Raises:
         DataError: anything wrong with the files or rows, and a training set left empty.
     """
     encoder, template_name = build_encoder(data, tokenizer)
     stats = {"train": SplitStats(), "eval": SplitStats()}
-    train_convs = load_conversations(data.train, data, stats["train"], data.max_samples_per_file)
+    pairs = method == "dpo"
+    train_convs = load_conversations(data.train, data, stats["train"], data.max_samples_per_file, pairs)
     if data.max_samples is not None:
         train_convs = train_convs[: data.max_samples]
     if data.eval:
-        eval_convs = load_conversations(data.eval, data, stats["eval"])
+        eval_convs = load_conversations(data.eval, data, stats["eval"], pairs=pairs)
     else:
         train_convs, eval_convs = split_validation(train_convs, data.val_size, data.seed)
-    train = encode_all(train_convs, encoder, data, stats["train"])
-    evals = encode_all(eval_convs, encoder, data, stats["eval"])
+    encode = encode_pairs if pairs else encode_all
+    train = encode(train_convs, encoder, data, stats["train"])
+    evals = encode(eval_convs, encoder, data, stats["eval"])
     if not train:
         raise DataError(f"no training examples left: all {stats['train'].rows} rows were dropped as longer than "
                         f"data.max_length={data.max_length} or without a trained token")

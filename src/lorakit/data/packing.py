@@ -11,6 +11,11 @@ rows of a packed micro-batch. Three examples A (3 tokens), B (2), C (3) in one r
     targets       a1 a2  · b1  · c1 c2  ·     each example's labels shifted within it: the last
                                               token of an example predicts nothing (·)
 
+A preference pair (``lorakit.data.tokenize.Pair``) is one item of a row: its chosen and rejected
+sequences follow each other as two examples, so a pair never crosses a row (or micro-batch) boundary, and
+each target records which sequence it scores (``target_sequence``: 2p for pair p's chosen, 2p+1 for its
+rejected) with the pairs' reference log-probabilities beside them.
+
 Each row also records its segments, ``[(0, 3), (3, 5), (5, 8)]`` here, so attention runs once per
 example (``lorakit.model.attention``); other attention implementations read the restarting
 position ids instead. Either way attention never crosses an example border, so packed and
@@ -25,9 +30,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lorakit.data.tokenize import IGNORE, Example
+from lorakit.data.tokenize import IGNORE, Example, Pair
 
-Row = list[Example]
+Row = list[Example] | list[Pair]
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,17 @@ class Batch:
     num_tokens: int  # real (non-pad) tokens
     num_targets: int  # tokens that count towards the loss
     segments: list[list[tuple[int, int]]]  # per row, [start, end) of each example and of the padding
+    target_sequence: list[int] | None = None  # pairs: each target's sequence, in target_index order
+    reference: list[float] | None = None  # pairs: the reference log-probability of each sequence
+
+    @property
+    def num_pairs(self) -> int:
+        return len(self.reference) // 2 if self.reference is not None else 0
+
+    @property
+    def loss_units(self) -> int:
+        """What a step's loss is the mean over: its pairs (DPO), else its supervised tokens."""
+        return self.num_pairs if self.reference is not None else self.num_targets
 
     @property
     def num_computed(self) -> int:
@@ -52,7 +68,10 @@ class Batch:
 
         width = len(self.targets[0])
         index = [r * width + c for r, row in enumerate(self.targets) for c, t in enumerate(row) if t != IGNORE]
-        return {
+        pairs = {} if self.reference is None else {
+            "target_sequence": torch.tensor(self.target_sequence, dtype=torch.long, device=device),
+            "reference": torch.tensor(self.reference, dtype=torch.float64, device=device)}
+        return {**pairs,
             "target_index": torch.tensor(index, dtype=torch.long, device=device),
             "input_ids": torch.tensor(self.input_ids, dtype=torch.long, device=device),
             "position_ids": torch.tensor(self.position_ids, dtype=torch.long, device=device),
@@ -104,6 +123,22 @@ def computed_tokens(rows: Sequence[Row]) -> int:
     return len(rows) * row_width(rows)
 
 
+def _sequences(row: Row) -> list[Example]:
+    """A row's examples, a pair's two sides one after the other."""
+    return [side for item in row for side in ((item.chosen, item.rejected) if isinstance(item, Pair) else (item,))]
+
+
+def _pair_facts(rows: Sequence[Row]) -> tuple[list[int], list[float]] | None:
+    """Each target's sequence number and each sequence's reference log-probability, for rows of pairs."""
+    pairs = [item for row in rows for item in row]
+    if not pairs or not isinstance(pairs[0], Pair):
+        return None
+    sequence = [number for number, side in enumerate(s for row in rows for s in _sequences(row))
+                for label in side.labels[1:] if label != IGNORE]
+    reference = [value for pair in pairs for value in (pair.reference or (0.0, 0.0))]
+    return sequence, reference
+
+
 def collate(rows: Sequence[Row], pad_id: int) -> Batch:
     """Lay each row's examples end to end; pad shorter rows at the end (their own 'example')."""
     width = row_width(rows)
@@ -114,7 +149,7 @@ def collate(rows: Sequence[Row], pad_id: int) -> Batch:
         pos: list[int] = []
         tgt: list[int] = []
         spans: list[tuple[int, int]] = []
-        for example in row:
+        for example in _sequences(row):
             spans.append((len(ids), len(ids) + len(example)))
             ids += example.input_ids
             pos += range(len(example))
@@ -128,4 +163,7 @@ def collate(rows: Sequence[Row], pad_id: int) -> Batch:
         position_ids.append(pos + list(range(pad)))
         targets.append(tgt + [IGNORE] * pad)
         num_targets += sum(t != IGNORE for t in tgt)
-    return Batch(input_ids, position_ids, targets, num_tokens, num_targets, segments)
+    facts = _pair_facts(rows)
+    if facts is None:
+        return Batch(input_ids, position_ids, targets, num_tokens, num_targets, segments)
+    return Batch(input_ids, position_ids, targets, num_tokens, num_targets, segments, *facts)

@@ -19,8 +19,8 @@ from lorakit.errors import DataError, DataRefusal
 
 MEDIA_FIELDS = ("images", "videos", "audios", "image", "video", "audio")
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-PREFERENCE_HINT = ("lorakit trains supervised fine-tuning, not DPO/ORPO/KTO; to train on the chosen answers "
-                   "set data.use: chosen")
+PREFERENCE_HINT = ("set train.method: dpo to train on the pairs, or data.use: chosen to train the chosen answers "
+                   "as supervised data")
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,14 @@ class RowPolicy:
     use: str | None = None  # "chosen": train the chosen side of preference pairs
     label_field: str | None = None  # keep only rows whose field is true
     replace: Mapping[str, str] = field(default_factory=dict)
+    pairs: bool = False  # train.method dpo: preference pairs are what is trained
 
     @classmethod
-    def of(cls, data: Any) -> RowPolicy:
+    def of(cls, data: Any, pairs: bool = False) -> RowPolicy:
         """The policy a DataSection asks for (``None``: the defaults)."""
         if data is None:
-            return cls()
-        return cls(data.use, data.label_field, dict(data.replace))
+            return cls(pairs=pairs)
+        return cls(data.use, data.label_field, dict(data.replace), pairs)
 
     def prepare(self, row: dict[str, Any]) -> dict[str, Any] | None:
         """The row to convert, or None when ``label_field`` leaves it out.
@@ -49,7 +50,7 @@ class RowPolicy:
                                   f"(the placeholders such as <image> would be trained as text); train on a copy "
                                   f"of the data without the {key!r} field, or without the rows that have it")
             row.pop(key, None)  # empty: nothing is lost
-        if "chosen" in row and "rejected" in row:
+        if "chosen" in row and "rejected" in row and not self.pairs:
             row = self._chosen(row)
         if "completions" in row and "labels" in row:
             raise DataRefusal("rows are stepwise supervision (completions/labels), which trains a process "

@@ -32,6 +32,37 @@ class Example:
     def num_trained(self) -> int:
         return sum(label != IGNORE for label in self.labels)
 
+    def truncated(self, max_length: int) -> Example:
+        return Example(self.input_ids[:max_length], self.labels[:max_length], self.where)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A preference pair (``train.method: dpo``): the prompt with the chosen answer and with the rejected one,
+    each labelled on its answer only. The two always travel together: one item of a row, one after the other.
+    ``reference`` holds the reference model's log-probabilities of the two answers once they are measured."""
+
+    chosen: Example
+    rejected: Example
+    where: str = ""
+    reference: tuple[float, float] | None = None
+
+    def __len__(self) -> int:
+        return len(self.chosen) + len(self.rejected)
+
+    @property
+    def num_trained(self) -> int:
+        return min(self.chosen.num_trained, self.rejected.num_trained)  # a side with nothing to score: no pair
+
+    @property
+    def longest(self) -> int:
+        return max(len(self.chosen), len(self.rejected))
+
+    def truncated(self, max_length: int) -> Pair:
+        """Each side cut to ``max_length`` tokens (TRL's max_length applies to each sequence)."""
+        return Pair(self.chosen.truncated(max_length), self.rejected.truncated(max_length), self.where,
+                    self.reference)
+
 
 class Encoder:
     """Render and tokenise turns the same way for training, checking and inference."""

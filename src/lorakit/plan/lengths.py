@@ -87,4 +87,4 @@ def read_lengths(cfg: Any) -> DataLengths:
     if resolved.gguf_file:
         raise ModelError(f"{cfg.model.name_or_path} is not converted yet, so its tokenizer cannot be read")
     tokenizer = load_tokenizer(resolved, cfg.model.revision)
-    return measure_lengths(build_datasets(cfg.data, tokenizer).train, cfg.train, cfg.data)
+    return measure_lengths(build_datasets(cfg.data, tokenizer, cfg.train.method).train, cfg.train, cfg.data)

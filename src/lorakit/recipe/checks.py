@@ -130,9 +130,10 @@ def check_rows(cfg: RunConfig) -> None:
     and before minutes of model conversion, not after."""
     from lorakit.data.dataset import load_conversations, split_validation
 
-    rows = load_conversations(cfg.data.train, cfg.data, per_file_cap=cfg.data.max_samples_per_file)
+    pairs = cfg.train.method == "dpo"
+    rows = load_conversations(cfg.data.train, cfg.data, per_file_cap=cfg.data.max_samples_per_file, pairs=pairs)
     if cfg.data.eval:
-        load_conversations(cfg.data.eval, cfg.data)
+        load_conversations(cfg.data.eval, cfg.data, pairs=pairs)
     else:
         split_validation(rows, cfg.data.val_size, cfg.data.seed)
 

@@ -72,7 +72,14 @@ class TrainingEvaluator:
 
         s, train = self.session, self.session.cfg.train
         metrics: dict[str, Any] = {}
-        if "loss" in train.eval_metrics:
+        if "loss" in train.eval_metrics and train.method == "dpo":
+            from lorakit.train.preference import evaluate_pairs
+
+            with s.accelerator.autocast():  # the preference loss, accuracy and margins of the held-out pairs
+                metrics.update(evaluate_pairs(s.trainable, s.datasets.eval, train.micro_batch_size,  # type: ignore[arg-type]
+                                              s.tokenizer.pad_token_id, train.loss_chunk_tokens, s.accelerator.device,
+                                              s.accelerator))
+        elif "loss" in train.eval_metrics:
             with s.accelerator.autocast():
                 metrics["eval_loss"] = evaluate_loss(s.trainable, s.datasets.eval, train.micro_batch_size,
                                                      s.tokenizer.pad_token_id, train.loss_chunk_tokens,

@@ -66,7 +66,7 @@ def finish_run(session: Session, result: LoopResult, best: BestAdapter) -> Train
         kept = _save_adapters(session, result, best, gathered)
         session.tokenizer.save_pretrained(run_dir)
         metrics = write_results(run_dir, train_metrics, eval_metrics)
-        plot_loss(run_dir / "training_loss.png", result.history, result.eval_history)
+        plot_loss(run_dir / "training_loss.png", result.history, result.eval_history, session.cfg.train.method)
         if result.status == "completed":
             (run_dir / STATE_FILE).unlink(missing_ok=True)  # the final adapter supersedes it
         session.run.end(result.outcome, metrics=metrics, adapter=kept)

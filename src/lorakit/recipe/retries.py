@@ -25,7 +25,9 @@ def train_with_retries(session: Session, setup: LoopSetup, resumed: LoopResult |
     """
     cfg, steps = session.cfg, session.steps
     settings = MemorySettings.of(cfg)
-    ladder = Ladder(list(cfg.train.oom.ladder), cfg.train.oom.allow_shorter, packing=cfg.data.packing)
+    # a DPO pair's reference log-probabilities were measured on whole answers: its rows are never cut shorter
+    shorter = cfg.train.oom.allow_shorter and cfg.train.method != "dpo"
+    ladder = Ladder(list(cfg.train.oom.ladder), shorter, packing=cfg.data.packing)
     if session.overlaid is not None:
         ladder.overlay = (MemorySettings.of(session.overlaid[0]), session.overlaid[1])
     if resumed is not None and attempts:

@@ -70,23 +70,28 @@ def open_session(loaded: LoadedConfig, run: RunFolder, extra_callbacks: list[Any
     accelerator = _accelerator(cfg)
     resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
     tokenizer = load_tokenizer(resolved, cfg.model.revision)
-    datasets = build_datasets(cfg.data, tokenizer)
+    datasets = build_datasets(cfg.data, tokenizer, cfg.train.method)
     cfg, first_change = _starting_config(cfg, resolved, run, accelerator, datasets.train, state)
     run.update(base_model=resolved.identity, base_model_path=resolved.path, template=datasets.template_name,
                data_formats={**datasets.stats["train"].formats, **datasets.stats["eval"].formats},
                data_stats={k: v.summary() for k, v in datasets.stats.items()},
                prompt_shape=datasets.prompt_shape.as_dict() if datasets.prompt_shape else None)
-    log.info("data: %d training and %d validation examples (%s template)", len(datasets.train),
-             len(datasets.eval), datasets.template_name)
-    steps = plan_steps(datasets.train, cfg.train, cfg.data, accelerator.num_processes)
-    if state is not None:  # the memory settings the out-of-memory ladder had reached
-        steps, cfg = _continue_with(steps, cfg, MemorySettings.from_dict(state["settings"]))
+    log.info("data: %d training and %d validation %s (%s template)", len(datasets.train), len(datasets.eval),
+             "pairs" if cfg.train.method == "dpo" else "examples", datasets.template_name)
+    planned = cfg  # the steps are cut as configured, then as the out-of-memory ladder of a resumed run cut them
+    if state is not None:
+        cfg = _continue_with(cfg, MemorySettings.from_dict(state["settings"]))
     model = _adapted_model(resolved, cfg, accelerator.device.type)
+    if cfg.train.method == "dpo":  # the reference is the model as it is now, before any step
+        from lorakit.recipe.reference import with_reference
+
+        datasets = with_reference(datasets, model, run, MemorySettings.of(cfg), tokenizer.pad_token_id,
+                                  accelerator.device, accelerator.is_main_process)
+    steps = _recut_for(plan_steps(datasets.train, planned.train, planned.data, accelerator.num_processes),
+                       planned, cfg)
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, len(steps))
-    from lorakit.train.loss import SupervisedLoss
-
-    trainable, optimizer = accelerator.prepare(SupervisedLoss(model), optimizer)
+    trainable, optimizer = accelerator.prepare(_loss_module(model, cfg), optimizer)
     callbacks = _callbacks(loaded, cfg, run, resolved, model, extra_callbacks) if accelerator.is_main_process else []
     run.update(total_steps=len(steps))
     return Session(run, cfg, loaded, resolved, accelerator, model, trainable, optimizer, scheduler, tokenizer,
@@ -134,11 +139,29 @@ def _starting_config(cfg: RunConfig, resolved: ResolvedModel, run: RunFolder, ac
     return planned.applied_to(cfg), first_change
 
 
-def _continue_with(steps: list[Step], cfg: RunConfig, settings: MemorySettings) -> tuple[list[Step], RunConfig]:
-    planned = MemorySettings.of(cfg)
-    if settings == planned:
-        return steps, cfg
-    return recut_steps(steps, planned, settings, cfg.data.packing), settings.applied_to(cfg)
+def _continue_with(cfg: RunConfig, settings: MemorySettings) -> RunConfig:
+    """The config with the memory settings a resumed run had reached."""
+    return cfg if settings == MemorySettings.of(cfg) else settings.applied_to(cfg)
+
+
+def _recut_for(steps: list[Step], planned: RunConfig, reached: RunConfig) -> list[Step]:
+    """Steps planned under ``planned``'s micro-batches, re-cut as the out-of-memory ladder had cut them.
+
+    Steps are always planned from the starting micro-batch, so a resumed run trains the same examples
+    in each step as the run it continues."""
+    before, after = MemorySettings.of(planned), MemorySettings.of(reached)
+    return steps if before == after else recut_steps(steps, before, after, planned.data.packing)
+
+
+def _loss_module(model: PeftModel, cfg: RunConfig) -> SupervisedLoss:
+    """What a step computes: the supervised loss, or the preference loss (train.method: dpo)."""
+    from lorakit.train.loss import SupervisedLoss
+
+    if cfg.train.method == "dpo":
+        from lorakit.train.preference import PreferenceLoss
+
+        return PreferenceLoss(model, cfg.dpo)
+    return SupervisedLoss(model)
 
 
 def _adapted_model(resolved: ResolvedModel, cfg: RunConfig, device_type: str) -> PeftModel:

@@ -17,16 +17,20 @@ def write_results(run_dir: Path, train_metrics: dict[str, Any], eval_metrics: di
     return combined
 
 
-def plot_loss(path: Path, history: list[dict[str, Any]], eval_history: list[dict[str, Any]]) -> None:
+def plot_loss(path: Path, history: list[dict[str, Any]], eval_history: list[dict[str, Any]],
+              method: str = "sft") -> None:
     """training_loss.png: training loss per step, and validation loss where it was measured; the task metrics
-    (eval_exact, eval_chrf, eval_typst...) in a second panel when the run measured any."""
+    (eval_exact, eval_chrf, eval_typst...; a DPO run's preference accuracy and margin) in a second panel when
+    the run measured any."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed, and no GUI toolkit imported
     import matplotlib.pyplot as plt
 
+    # a DPO run's log-probabilities and per-side rewards are on other scales: the card's table has them
     tasks = sorted({k for m in eval_history for k in m if k.startswith("eval_") and k != "eval_loss"
-                    and isinstance(m[k], (int, float))})
+                    and isinstance(m[k], (int, float)) and not k.startswith(("eval_logps/", "eval_rewards/c",
+                                                                             "eval_rewards/r"))})
     fig, axes = plt.subplots(1, 2 if tasks else 1, figsize=(12 if tasks else 7, 4), dpi=100, squeeze=False)
     ax = axes[0][0]
     if history:
@@ -36,8 +40,8 @@ def plot_loss(path: Path, history: list[dict[str, Any]], eval_history: list[dict
         ax.plot([m["step"] for m in with_loss], [m["eval_loss"] for m in with_loss], "o-", label="eval loss",
                 linewidth=1.5)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(path.parent.name)
+    ax.set_ylabel("DPO loss" if method == "dpo" else "loss")
+    ax.set_title(f"{path.parent.name} (DPO)" if method == "dpo" else path.parent.name)
     ax.grid(alpha=0.3)
     ax.legend()
     if tasks:

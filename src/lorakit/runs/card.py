@@ -101,9 +101,11 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
                  if kept.get("note") else "")
     samples_section = _samples(run_dir, metrics.get("best_step"))
     eval_section = "".join(_evaluation(e) for e in manifest.get("evaluations", []))
+    method = (f"preference pairs (**DPO**, {config['dpo']['loss']} loss, beta {config['dpo']['beta']})"
+              if train.get("method") == "dpo" else "supervised fine-tuning")
     return f"""# {run_dir.name}
 
-A LoRA adapter for **{base.get('name')}**, trained with lorakit {manifest['versions'].get('lorakit', '?')}.
+A LoRA adapter for **{base.get('name')}**, trained with lorakit {manifest['versions'].get('lorakit', '?')} by {method}.
 Status: **{manifest['status']}**.
 {parent_line}
 ## Data

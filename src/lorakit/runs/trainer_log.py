@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from lorakit.config.schema import PAIR_STATS
 from lorakit.schedule import due
 from lorakit.train.callbacks import eval_values
 
@@ -109,7 +110,8 @@ class JsonlMetrics:
                      "grad_norm": round(metrics["grad_norm"], 6),
                      "tokens_per_second": round(metrics["tokens_per_second"], 1),
                      "trained_tokens": metrics["trained_tokens"],
-                     **({"memory_gib": round(metrics["memory_gib"], 3)} if "memory_gib" in metrics else {})})
+                     **({"memory_gib": round(metrics["memory_gib"], 3)} if "memory_gib" in metrics else {}),
+                     **{name: round(metrics[name], 6) for name in PAIR_STATS if name in metrics}})
 
     def on_evaluate(self, metrics: dict[str, Any]) -> None:
         self._write({**self._base(metrics), **{k: round(v, 6) for k, v in eval_values(metrics).items()}})

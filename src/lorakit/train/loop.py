@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import torch
 
-from lorakit.config.schema import TrainSection
+from lorakit.config.schema import PAIR_STATS, TrainSection
 from lorakit.data.packing import collate
 from lorakit.errors import TrainingError
 from lorakit.outcome import Kind, Outcome
@@ -108,9 +108,12 @@ class Reporter:
         self.setup, self.result, self.total_steps = setup, result, total_steps
         self.pending: list[tuple[dict[str, Any], torch.Tensor]] = []
 
-    def add(self, metrics: dict[str, Any], loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+    def add(self, metrics: dict[str, Any], loss: torch.Tensor, grad_norm: torch.Tensor,
+            stats: torch.Tensor | None = None) -> None:
+        """One step's numbers; ``stats``: a preference step's means of ``PAIR_STATS``."""
         device = self.setup.accelerator.device
-        self.pending.append((metrics, torch.stack([loss, grad_norm.detach().float().to(device)])))
+        values = [loss.reshape(1), grad_norm.detach().float().to(device).reshape(1)]
+        self.pending.append((metrics, torch.cat(values + ([stats.float()] if stats is not None else []))))
         if self._due(metrics["step"]):
             self.flush()
 
@@ -124,14 +127,15 @@ class Reporter:
         """Report every pending step; raises TrainingError when a loss is NaN or infinite."""
         if not self.pending:
             return
-        values = torch.stack([v for _, v in self.pending]).tolist()  # the one host-device sync
+        values = [v.tolist() for v in torch.cat([v for _, v in self.pending]).split(
+            [len(v) for _, v in self.pending])]  # the one host-device sync
         reported = [metrics for metrics, _ in self.pending]
         self.pending.clear()
-        for metrics, (loss, grad_norm) in zip(reported, values, strict=True):
+        for metrics, (loss, grad_norm, *stats) in zip(reported, values, strict=True):
             if not math.isfinite(loss):
                 raise TrainingError(f"loss diverged at step {metrics['step']} (loss={loss}); lower train.lr or "
                                     "check the data")
-            metrics.update(loss=loss, grad_norm=grad_norm)
+            metrics.update(loss=loss, grad_norm=grad_norm, **dict(zip(PAIR_STATS, stats, strict=False)))
             self.result.history.append(metrics)
             for cb in self.setup.callbacks:
                 cb.on_step_end(metrics)
@@ -147,11 +151,13 @@ class Clock:
         return time.perf_counter() - self.start
 
 
-def train_step(setup: LoopSetup, step: Step, step_no: int, result: LoopResult) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(setup: LoopSetup, step: Step, step_no: int,
+               result: LoopResult) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One optimizer step over this process's share of the step's micro-batches.
 
     Returns:
-        The step's loss (summed over processes) and gradient norm, still on the device.
+        The step's loss (summed over processes), gradient norm and, for preference pairs, the means of
+        ``PAIR_STATS`` over the step's pairs; still on the device.
 
     Raises:
         StepOutOfMemory: this step ran out of memory; its partial gradients are dropped.
@@ -161,9 +167,10 @@ def train_step(setup: LoopSetup, step: Step, step_no: int, result: LoopResult) -
     batches = [collate(rows, setup.pad_id) for rows in step.micro_batches]
     step_tokens = sum(b.num_tokens for b in batches)
     batches = [b for b in batches if b.num_targets]  # nothing to learn, nothing to compute
-    n_targets = max(1, sum(b.num_targets for b in batches))
+    n_targets = max(1, sum(b.loss_units for b in batches))  # supervised tokens, or pairs (DPO)
     share = share_of(batches, acc)
     step_loss = torch.zeros((), dtype=torch.float32, device=acc.device)
+    step_stats: torch.Tensor | None = None
     budget = setup.fault_tokens
     try:
         for i, (batch, weight) in enumerate(share):
@@ -172,10 +179,14 @@ def train_step(setup: LoopSetup, step: Step, step_no: int, result: LoopResult) -
             # Only the last micro-batch of a step needs to synchronise gradients across processes.
             with acc.no_sync(loss_module) if i < len(share) - 1 else nullcontext():
                 with acc.autocast():  # bf16 on a GPU; nothing on the CPU
-                    loss = loss_module(batch.to_tensors(acc.device), train.loss_chunk_tokens) / n_targets
+                    out = loss_module(batch.to_tensors(acc.device), train.loss_chunk_tokens)
+                    loss, stats = out if isinstance(out, tuple) else (out, None)
+                    loss = loss / n_targets
                 # DDP and FSDP average gradients over processes; each process's sum is wanted.
                 acc.backward(loss * (weight * acc.num_processes))
             step_loss += loss.detach() * weight
+            if stats is not None:
+                step_stats = stats.detach() / n_targets * weight + (0 if step_stats is None else step_stats)
     except (RuntimeError, MemoryError) as e:
         if not is_out_of_memory(e):
             raise
@@ -189,7 +200,8 @@ def train_step(setup: LoopSetup, step: Step, step_no: int, result: LoopResult) -
     setup.optimizer.step()
     setup.scheduler.step()
     setup.optimizer.zero_grad(set_to_none=True)
-    return summed_over_processes(step_loss, acc), grad_norm
+    stats_sum = None if step_stats is None else summed_over_processes(step_stats, acc)
+    return summed_over_processes(step_loss, acc), grad_norm, stats_sum
 
 
 def _out_of_memory(setup: LoopSetup, step_no: int, error: BaseException, result: LoopResult) -> BaseException:
@@ -237,9 +249,9 @@ def run_loop(setup: LoopSetup, steps: Sequence[Step], resume: LoopResult | None 
             if _stop_agreed(setup, result):
                 _stop_here(setup, result, reporter, clock)
                 break
-            loss, grad_norm = train_step(setup, step, step_no, result)
+            loss, grad_norm, stats = train_step(setup, step, step_no, result)
             result.steps_done, result.rng_state = step_no, capture_rng()
-            reporter.add(_step_metrics(setup, result, step, total, clock), loss, grad_norm)
+            reporter.add(_step_metrics(setup, result, step, total, clock), loss, grad_norm, stats)
             _when_due(setup, result, step, total, reporter, clock)
         else:
             reporter.flush()

@@ -18,7 +18,7 @@ import torch
 from lorakit.model.attention import uses_segments
 
 
-def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+def chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                   softcap: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """float32 logits of one chunk, and tanh(z / cap) when soft-capped (kept for the gradient)."""
     logits = h @ weight.T
@@ -46,7 +46,7 @@ class _ChunkedHeadCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.shape[0], chunk_tokens):
             h = hidden[start : start + chunk_tokens]
             y = targets[start : start + chunk_tokens]
-            logits, capped = _chunk_logits(h, weight, bias, softcap)
+            logits, capped = chunk_logits(h, weight, bias, softcap)
             target_logits = logits.gather(1, y[:, None]).squeeze(1)
             # The softmax is built in the logits' own memory: with soft-capping a chunk holds two
             # [chunk x vocab] buffers at most, without it one (the chunk is the peak on Gemma's 262k rows).
@@ -123,6 +123,12 @@ def batch_loss(model: Any, batch: dict[str, torch.Tensor], chunk_tokens: int) ->
     The supervised positions are indexed with ``batch["target_index"]``, built on the host, so
     gathering them needs no device-to-host sync.
     """
+    hidden, targets, head, softcap = supervised_states(model, batch)
+    return chunked_head_loss(hidden, head, targets, chunk_tokens, softcap)
+
+
+def supervised_states(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Any, Any]:
+    """The decoder's hidden states at the batch's supervised positions, their targets, the head and soft-cap."""
     decoder, head, softcap = causal_lm_parts(model)
     extra = {"lorakit_segments": batch["segments"]} if uses_segments(model) else {}
     # No KV cache: with one, transformers skips the packed-sequence mask and attention would leak
@@ -132,7 +138,7 @@ def batch_loss(model: Any, batch: dict[str, torch.Tensor], chunk_tokens: int) ->
     index = batch["target_index"]
     hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
     targets = batch["targets"].reshape(-1).index_select(0, index)
-    return chunked_head_loss(hidden, head, targets, chunk_tokens, softcap)
+    return hidden, targets, head, softcap
 
 
 class SupervisedLoss(torch.nn.Module):

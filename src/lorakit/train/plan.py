@@ -111,7 +111,7 @@ def _recut(micro_batches: list[list[Row]], size: int, packing: bool) -> list[lis
 
 
 def _truncate(rows: list[Row], max_length: int) -> list[Row]:
-    cut = [[Example(e.input_ids[:max_length], e.labels[:max_length], e.where) for e in row] for row in rows]
+    cut = [[e.truncated(max_length) for e in row] for row in rows]
     return [[e for e in row if e.num_trained] for row in cut if any(e.num_trained for e in row)]
 
 

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lorakit.config.schema import TrackingSection
+from lorakit.config.schema import PAIR_STATS, TrackingSection
 from lorakit.errors import ConfigError
 from lorakit.redaction import redact
 from lorakit.train.callbacks import eval_values
@@ -19,6 +19,11 @@ from lorakit.train.callbacks import eval_values
 log = logging.getLogger(__name__)
 
 STEP_METRICS = ("loss", "lr", "grad_norm", "tokens_per_second")
+
+
+def step_values(metrics: dict[str, Any]) -> dict[str, float]:
+    """A step's tracked numbers: STEP_METRICS, and a DPO step's rewards and log-probabilities."""
+    return {name: metrics[name] for name in (*STEP_METRICS, *PAIR_STATS) if name in metrics}
 NEEDS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "failed": "FAILED"}
 
@@ -48,8 +53,8 @@ class TensorBoardLog:
         pass
 
     def on_step_end(self, metrics: dict[str, Any]) -> None:
-        for name in STEP_METRICS:
-            self.writer.add_scalar(f"train/{name}", metrics[name], metrics["step"])
+        for name, value in step_values(metrics).items():
+            self.writer.add_scalar(f"train/{name}", value, metrics["step"])
 
     def on_evaluate(self, metrics: dict[str, Any]) -> None:
         for name, value in eval_values(metrics).items():
@@ -95,7 +100,7 @@ class MlflowLog:
         pass
 
     def on_step_end(self, metrics: dict[str, Any]) -> None:
-        self._log({name: metrics[name] for name in STEP_METRICS}, metrics["step"])
+        self._log(step_values(metrics), metrics["step"])
 
     def on_evaluate(self, metrics: dict[str, Any]) -> None:
         self._log(eval_values(metrics), metrics["step"])

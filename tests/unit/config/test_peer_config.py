@@ -139,3 +139,30 @@ def test_the_one_table_of_peer_keys_names_real_lorakit_keys():
                              .model_dump()))
     assert not [row.lorakit for row in KEYS if row.lorakit not in known]
     assert copied("llamafactory")["lora_rank"] == copied("axolotl")["lora_r"] == "lora.r"
+
+
+@needs_peers
+def test_a_llamafactory_dpo_config_imports_as_a_dpo_run_on_its_ranking_dataset(tmp_path):
+    source = tmp_path / "llama3_lora_dpo.yaml"
+    source.write_text(yaml.safe_dump({
+        "model_name_or_path": "m", "stage": "dpo", "do_train": True, "finetuning_type": "lora", "lora_rank": 8,
+        "lora_target": "all", "pref_beta": 0.2, "pref_loss": "hinge", "dpo_label_smoothing": 0.0,
+        "dataset": "dpo_en_demo", "dataset_dir": str(PEERS), "cutoff_len": 2048, "learning_rate": 5e-6}))
+    imported = import_config(source, out=tmp_path / "out.yaml")
+    cfg = load_config(imported.out).config
+    assert (cfg.train.method, cfg.dpo.beta, cfg.dpo.loss) == ("dpo", 0.2, "hinge")
+    said = {line.key: line.outcome for line in imported.lines}
+    assert said["stage"] == said["pref_beta"] == said["pref_loss"] == "mapped"
+    pairs = load_conversations(cfg.data.train, cfg.data, pairs=True)
+    assert len(pairs) == 300 and all(p.rejected for p in pairs)
+
+
+def test_axolotl_rl_dpo_imports_as_a_dpo_run(tmp_path):
+    row = {"system": "be brief", "question": "2+2", "chosen": "4", "rejected": "5"}
+    (tmp_path / "orca.jsonl").write_text(json.dumps(row) + "\n")
+    source = tmp_path / "axolotl.yml"
+    source.write_text(yaml.safe_dump({"base_model": "m", "adapter": "lora", "rl": "ipo", "rl_beta": 0.3,
+                                      "datasets": [{"path": "orca.jsonl", "type": "chatml.intel"}]}))
+    cfg = load_config(import_config(source, "axolotl", out=tmp_path / "out.yaml").out).config
+    assert (cfg.train.method, cfg.dpo.loss, cfg.dpo.beta) == ("dpo", "ipo", 0.3)
+    assert load_conversations(cfg.data.train, cfg.data, pairs=True)[0].rejected[-1].content == "5"

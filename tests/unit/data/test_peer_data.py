@@ -144,7 +144,7 @@ def test_a_template_that_drops_tools_is_refused_once_by_name(tmp_path, tiny_toke
 @pytest.mark.parametrize(("row", "expected"), [
     ({"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what ?"}]},
                    {"role": "assistant", "content": "a cat"}]}, r"messages\[0\].content\[0\] is an image part"),
-    ({"prompt": "q", "chosen": "good", "rejected": "bad"}, "preference pairs .* set data.use: chosen"),
+    ({"prompt": "q", "chosen": "good", "rejected": "bad"}, "preference pairs .* train.method: dpo .* data.use: chosen"),
     ({"chosen": [{"role": "user", "content": "q"}], "rejected": []}, "preference pairs"),
     ({"prompt": "q", "completion": "a", "label": False}, "KTO .* set data.label_field: label"),
     ({"prompt": "q", "completions": ["a", "b"], "labels": [True, False]}, "stepwise supervision"),

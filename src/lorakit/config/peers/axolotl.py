@@ -30,7 +30,7 @@ def translate(raw: dict[str, Any], source: Path, out_dir: Path, dataset_dir: str
     handled = t.simple(raw, SIMPLE) | t.dropped_all(raw, DROPPED) | _adapter(t, raw)
     handled |= _datasets(t, raw, "datasets", "data.train", source, out_dir)
     handled |= _datasets(t, raw, "test_datasets", "data.eval", source, out_dir) | _rest(t, raw)
-    handled |= t.common(raw, "lr_scheduler")
+    handled |= t.common(raw, "lr_scheduler") | _preference(t, raw)
     for key in raw:
         if key not in handled:
             t.none(key, "lorakit has no setting for it")
@@ -85,3 +85,20 @@ def _rest(t: Translation, raw: dict[str, Any]) -> set[str]:
     if raw.get("train_on_inputs"):
         t.none("train_on_inputs", "lorakit trains the answers only (plain text rows are trained whole)")
     return {"chat_template", "train_on_inputs"}
+
+
+def _preference(t: Translation, raw: dict[str, Any]) -> set[str]:
+    """axolotl's ``rl: dpo`` (or ipo) with rl_beta (dpo_beta before it) and dpo_label_smoothing."""
+    rl = raw.get("rl")
+    if rl in ("dpo", "ipo"):
+        t.set("train.method", "dpo", "rl")
+        if rl == "ipo":
+            t.set("dpo.loss", "ipo", "rl")
+    elif rl:
+        t.none("rl", f"{rl}: lorakit trains supervised fine-tuning and DPO (rl: dpo, ipo)")
+    for key in ("rl_beta", "dpo_beta"):
+        if raw.get(key) is not None:
+            t.set("dpo.beta", float(raw[key]), key)
+    if raw.get("dpo_label_smoothing"):
+        t.set("dpo.label_smoothing", float(raw["dpo_label_smoothing"]), "dpo_label_smoothing")
+    return {"rl", "rl_beta", "dpo_beta", "dpo_label_smoothing"}

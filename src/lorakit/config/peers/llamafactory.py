@@ -64,10 +64,12 @@ def translate(raw: dict[str, Any], source: Path, out_dir: Path, dataset_dir: str
 
 def _method(t: Translation, raw: dict[str, Any]) -> set[str]:
     stage, kind = raw.get("stage", "sft"), raw.get("finetuning_type", "lora")
-    if stage != "sft":
-        t.none("stage", f"lorakit trains supervised fine-tuning only, not {stage}")
+    if stage == "dpo":
+        t.set("train.method", "dpo", "stage")
+    elif stage != "sft":
+        t.none("stage", f"lorakit trains supervised fine-tuning and DPO, not {stage}")
     elif "stage" in raw:
-        t.drop("stage", "lorakit trains supervised fine-tuning")
+        t.drop("stage", "lorakit trains supervised fine-tuning by default")
     if kind != "lora":
         t.none("finetuning_type", f"lorakit trains LoRA adapters only, not {kind}")
     elif "finetuning_type" in raw:
@@ -90,7 +92,23 @@ def _method(t: Translation, raw: dict[str, Any]) -> set[str]:
     if "template" in raw:
         _template(t, str(raw["template"]))
     return {"stage", "finetuning_type", "lora_target", "quantization_bit", "pure_bf16",
-            "disable_gradient_checkpointing", "template"}
+            "disable_gradient_checkpointing", "template"} | _preference(t, raw)
+
+
+def _preference(t: Translation, raw: dict[str, Any]) -> set[str]:
+    """LLaMA-Factory's DPO keys (pref_beta, pref_loss, dpo_label_smoothing, pref_ftx)."""
+    if "pref_beta" in raw:
+        t.set("dpo.beta", float(raw["pref_beta"]), "pref_beta")
+    loss = raw.get("pref_loss")
+    if loss in ("sigmoid", "ipo", "hinge"):
+        t.set("dpo.loss", loss, "pref_loss")
+    elif loss is not None:
+        t.none("pref_loss", f"{loss}: lorakit's DPO losses are sigmoid, ipo and hinge")
+    if raw.get("dpo_label_smoothing"):
+        t.set("dpo.label_smoothing", float(raw["dpo_label_smoothing"]), "dpo_label_smoothing")
+    if raw.get("pref_ftx"):
+        t.none("pref_ftx", "lorakit's DPO adds no supervised loss term to the preference loss")
+    return {"pref_beta", "pref_loss", "dpo_label_smoothing", "pref_ftx"}
 
 
 def _data(t: Translation, raw: dict[str, Any], source: Path, out_dir: Path, dataset_dir: str | None) -> set[str]:

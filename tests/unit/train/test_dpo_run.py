@@ -1,0 +1,97 @@
+"""DPO runs end to end on a tiny model: what the run folder says, resume after a stop or a kill, the
+out-of-memory ladder keeping the pairs of each step."""
+
+import json
+import signal
+
+import pytest
+import yaml
+
+from lorakit.config import load_config
+from lorakit.faults import ENV as FAULTS
+from lorakit.recipe.run import resume_training, run_training
+from tests.conftest import write_jsonl
+from tests.unit.cli.test_train import invoke, make_config
+from tests.unit.train.test_resume import SignalAt, assert_same_run
+
+SUMS = [("two", "two", "four", "five"), ("one", "two", "three", "six"), ("two", "one", "three", "seven"),
+        ("one", "one", "two", "nine"), ("three", "one", "four", "ten"), ("five", "one", "six", "red"),
+        ("two", "three", "five", "cat"), ("one", "three", "four", "dog")]
+PAIRS = [{"prompt": [{"role": "user", "content": f"what is {a} plus {b} ?"}],
+          "chosen": [{"role": "assistant", "content": good}], "rejected": [{"role": "assistant", "content": bad}]}
+         for a, b, good, bad in SUMS] * 2
+
+
+def dpo_config(tmp_path, model_dir, **train):
+    config = make_config(tmp_path, model_dir, train={"method": "dpo", "lr": 0.01, **train}, dpo={"beta": 0.2})
+    write_jsonl(tmp_path / "train.jsonl", PAIRS)  # make_config wrote alpaca rows; these are the pairs
+    data = yaml.safe_load(config.read_text())
+    data["data"]["val_size"] = 4
+    config.write_text(yaml.safe_dump(data))
+    return config
+
+
+def log_lines(run_dir):
+    return [json.loads(x) for x in (run_dir / "trainer_log.jsonl").read_text().splitlines()]
+
+
+def test_a_dpo_run_logs_trls_names_keeps_the_best_by_accuracy_and_says_it_is_dpo(tmp_path, tiny_model_dir):
+    config = dpo_config(tmp_path, tiny_model_dir, max_steps=6, log_every=1, eval_every=2, keep="best",
+                        best_metric="rewards/accuracies")
+    result = invoke("train", config)
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "tiny-v001"
+    lines = log_lines(run)
+    steps = [x for x in lines if "loss" in x]
+    evals = [x for x in lines if "eval_loss" in x]
+    assert {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+            "logps/rejected"} <= set(steps[0])
+    assert steps[0]["loss"] == pytest.approx(0.693147, abs=1e-5)  # log 2: the adapter starts as its reference
+    # at step 0 the adapter is its reference: no reward either way
+    assert evals[0]["current_steps"] == 0 and evals[0]["eval_rewards/margins"] == 0
+    assert evals[-1]["eval_rewards/accuracies"] > 0.5 and evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"]["train"]["method"] == "dpo"
+    assert manifest["metrics"]["best_metric"] == "eval_rewards/accuracies"
+    assert "by preference pairs (**DPO**, sigmoid loss, beta 0.2)" in (run / "README.md").read_text()
+    assert json.loads((run / "reference_logps.json").read_text())["train"]["pairs_sha256"]
+
+
+def test_sft_rows_under_dpo_are_one_line_and_no_run_folder(tmp_path, tiny_model_dir):
+    config = dpo_config(tmp_path, tiny_model_dir, max_steps=2)
+    write_jsonl(tmp_path / "train.jsonl", [{"instruction": "q", "output": "a"}] * 8)
+    result = invoke("train", config)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "rows are not preference pairs" in result.output.strip().splitlines()[-1]
+    assert not (tmp_path / "runs").exists()
+
+
+SETTINGS = {"max_steps": 8, "log_every": 1, "eval_every": 3, "resumable": True, "resume_every": 2}
+
+
+def test_a_stopped_dpo_run_resumes_to_the_uninterrupted_weights(tmp_path, tiny_model_dir):
+    config = dpo_config(tmp_path, tiny_model_dir, **SETTINGS)
+    whole = run_training(load_config(config))
+    stopped = run_training(load_config(config), callbacks=[SignalAt(3, signal.SIGINT)])
+    assert stopped.status == "interrupted"
+    resumed = resume_training(stopped.run_dir)
+    assert resumed.status == "completed"
+    assert_same_run(whole.run_dir, resumed.run_dir)  # weights, and every step's loss and eval loss
+
+
+def test_the_out_of_memory_ladder_keeps_the_pairs_of_each_step(tmp_path, tiny_model_dir, monkeypatch):
+    small = dpo_config(tmp_path, tiny_model_dir, micro_batch_size=1, grad_accum=4, epochs=2, log_every=1)
+    assert invoke("train", small).exit_code == 0
+    expected = [x for x in log_lines(tmp_path / "runs" / "tiny-v001") if "loss" in x]
+    monkeypatch.setenv(FAULTS, "oom-tokens:40")  # a micro-batch of 4 pairs does not fit, one of 2 may
+    squeezed = dpo_config(tmp_path, tiny_model_dir, micro_batch_size=4, grad_accum=1, epochs=2, log_every=1)
+    result = invoke("train", squeezed)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "runs" / "tiny-v002" / "manifest.json").read_text())
+    assert manifest["attempts"][1]["change"] == "micro_batch_size 4 -> 2, grad_accum 1 -> 2"
+    steps = [x for x in log_lines(tmp_path / "runs" / "tiny-v002") if "loss" in x]
+    assert [x["current_steps"] for x in steps] == [x["current_steps"] for x in expected]
+    for got, want in zip(steps, expected, strict=True):
+        # the same pairs per step, summed in another order; AdamW carries the rounding into later steps
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4, abs=1e-6)
+        assert got["rewards/accuracies"] == want["rewards/accuracies"]
