@@ -1,9 +1,12 @@
-"""``lorakit data check``."""
+"""``lorakit data check`` and ``lorakit data pairs``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from lorakit.cli.infer_cmd import device_option, engine_option, runs_dir_option
 from lorakit.config.schema import DataSection
 
 
@@ -56,3 +59,33 @@ def check_cmd(files: tuple[str, ...], config_file: str | None, model: str | None
     if report.example is not None:
         click.echo(f"\nfirst example (trained tokens between {TRAINED_OPEN} {TRAINED_CLOSE}):")
         click.echo(report.example)
+
+
+@data_group.command("pairs")
+@click.argument("run")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Rows with prompts and answers (any training format, or a registry's dataset_info.json#name).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The pairs file to write (JSONL).")
+@click.option("--metric", default="exact", show_default=True, type=click.Choice(["exact", "typst"]),
+              help="exact: an answer other than the file's is wrong; typst: an answer that does not compile.")
+@click.option("--limit", default=None, type=int, help="Only the first N rows.")
+@click.option("--max-new-tokens", default=256, show_default=True)
+@click.option("--batch-size", default=None, type=int, help="Answers generated together (default: the engine's).")
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@device_option
+@engine_option
+@runs_dir_option
+def pairs_cmd(run: str, data: Path, out: Path, metric: str, limit: int | None, max_new_tokens: int,
+              batch_size: int | None, force: bool, device: str, engine: str, runs_dir: Path) -> None:
+    """Preference pairs from a run's own mistakes: its greedy answer to each prompt of --data, and a pair
+    (chosen: the file's answer, rejected: the run's) for each one --metric judges wrong, for train.method: dpo.
+
+    \b
+    Example:
+        lorakit data pairs typst --data examples/typst/train.jsonl --out runs/typst-pairs.jsonl
+    """
+    from lorakit.infer.mined_pairs import MineOptions, mine_pairs
+
+    summary = mine_pairs(run, data, out, MineOptions(metric, limit, max_new_tokens, batch_size, device, engine,
+                                                     force), runs_dir)
+    click.echo(summary.line())
