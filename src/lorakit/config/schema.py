@@ -131,6 +131,9 @@ class DpoSection(Section):
     label_smoothing: float = Field(
         0.0, ge=0, lt=0.5, description="The chance a pair's labels are flipped (conservative DPO, sigmoid loss "
         "only): -(1-e) log s(b d) - e log s(-b d).")
+    sft_weight: float = Field(
+        0.0, ge=0, description="Add this times the chosen answer's mean token loss to each pair's loss "
+        "(LLaMA-Factory's pref_ftx, RPO): keeps the chosen answers likely while the pair's margin grows.")
 
     @model_validator(mode="after")
     def _smoothing_is_sigmoid(self) -> DpoSection:

@@ -4,8 +4,12 @@ Three shapes meet here: OpenAI/TRL messages (``role``/``content``, assistant ``t
 ``tool`` results, content as a list of parts), ShareGPT as LLaMA-Factory writes it
 (``from``/``value``, with ``function_call`` and ``observation`` turns), and any other key names a
 LLaMA-Factory registry declares through its ``tags``. Assistant turns are trained, their tool calls
-included; tool results never are. axolotl's per-message ``training`` (or ``weight: 0``) switches an
-assistant turn off.
+included; tool results never are. axolotl's per-message ``training`` (or ``weight: 0``) and
+LLaMA-Factory's ``loss_weight: 0`` switch an assistant turn off.
+
+LLaMA-Factory's newer message format writes content as parts with a ``value``: ``text``, ``reasoning``
+(an assistant's thinking, handed to the chat template as ``reasoning_content``) and ``tool_call`` (a JSON
+call), tool results as ``tool`` messages of text parts.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ MEDIA_PARTS = ("image", "image_url", "input_image", "audio", "input_audio", "aud
                "file")
 # Message keys handed to the chat template as they are; the template decides whether to show them.
 PASSED_KEYS = ("name", "tool_call_id")
-TRAINING_KEYS = ("training", "weight")
+TRAINING_KEYS = ("training", "weight", "loss_weight")
+REASONING = "reasoning_content"  # where chat templates with a thinking block read an assistant's reasoning
+CALL_PARTS = ("tool_call", "tool_calls", "function_call")
 
 
 @dataclass(frozen=True)
@@ -89,17 +95,50 @@ def _turn(message: Mapping[str, Any], where: str, tags: Tags) -> Turn:
     calls = tool_calls(message.get("tool_calls"), f"{where}.tool_calls")
     if role == CALL:  # the value is the call itself: {"name": ..., "arguments": ...} or a list of them
         role, calls, content = "assistant", _call_value(content, f"{where}.{tags.content}"), ""
+    reasoning = ""
+    if isinstance(content, list) and any(_kind(p) in ("reasoning", *CALL_PARTS) for p in content):
+        content, reasoning, part_calls = _value_parts(content, f"{where}.{tags.content}", role)
+        calls += part_calls
     text = _text(content, f"{where}.{tags.content}", allow_empty=bool(calls))
     extra = tuple((key, str(message[key])) for key in PASSED_KEYS if message.get(key) is not None)
+    extra += ((REASONING, reasoning),) if reasoning else ()
     return Turn(role, text, train=_trained(role, message, where), tool_calls=calls, extra=extra)
 
 
+def _kind(part: object) -> object:
+    return part.get("type") if isinstance(part, Mapping) else None
+
+
+def _value_parts(parts: list[Any], where: str, role: str) -> tuple[list[Any], str, tuple[Mapping[str, Any], ...]]:
+    """LLaMA-Factory's parts split: the text parts (read as any text part), the reasoning, the tool calls."""
+    text, reasoning, calls = [], "", []
+    for index, part in enumerate(parts):
+        kind, value = _kind(part), part.get("value") if isinstance(part, Mapping) else None
+        if kind == "reasoning" or kind in CALL_PARTS:
+            if role != "assistant":
+                raise DataError(f"{where}[{index}] is a {kind} part in a {role} turn; only assistant turns "
+                                "reason or call tools")
+            if not isinstance(value, str):
+                raise DataError(f"{where}[{index}].value must be a string")
+        if kind == "reasoning":
+            reasoning += value
+        elif kind in CALL_PARTS:
+            calls += _call_value(value, f"{where}[{index}].value")
+        else:
+            text.append(part)
+    return text, reasoning, tuple(calls)
+
+
 def _trained(role: str, message: Mapping[str, Any], where: str) -> bool:
+    weight = message.get("loss_weight")
+    if weight is not None and weight not in (0, 1):  # True and False are 1 and 0
+        raise DataError(f"{where}.loss_weight must be 0 (not trained) or 1 (trained) (got {weight!r}); "
+                        "lorakit trains a turn or leaves it out, it does not weight turns")
     flags = [bool(message[key]) for key in TRAINING_KEYS if key in message]
     if role != "assistant":
         if any(flags):
             raise DataError(f"{where}: only assistant turns can be trained (this one is {role}); "
-                            "remove its training/weight key")
+                            "remove its training, weight or loss_weight key")
         return False
     return all(flags)  # no flag: trained
 
@@ -118,6 +157,8 @@ def _part_text(part: object, where: str) -> str:
     kind = part.get("type") if isinstance(part, Mapping) else None
     if kind == "text" and isinstance(part.get("text"), str):
         return part["text"]
+    if kind == "text" and isinstance(part.get("value"), str):  # LLaMA-Factory's parts
+        return part["value"]
     if kind in MEDIA_PARTS:
         raise DataRefusal(f"{where} is an {kind} part: lorakit trains text models, so media cannot be trained; "
                           "train on a copy of the data without the media parts (or without the rows that have "

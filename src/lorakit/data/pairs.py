@@ -8,7 +8,8 @@ reads, so templates, system prompts, tools and tags behave exactly as they do fo
 - TRL, implicit prompt: ``chosen``/``rejected`` whole conversations (or texts) whose shared start is the prompt;
 - LLaMA-Factory ``ranking`` rows: ``chosen``/``rejected`` answers (a message, or a string) after
   ``conversations``/``messages`` (sharegpt) or ``instruction``/``input`` (alpaca), registry columns included;
-- axolotl's ``chatml.intel`` (Intel's orca_dpo_pairs): ``question`` (and ``system``) beside ``chosen``/``rejected``.
+- axolotl's ``chatml.intel`` (Intel's orca_dpo_pairs): ``question`` (and ``system``) beside ``chosen``/``rejected``;
+- LLaMA-Factory's newer rows: ``chosen_messages``/``rejected_messages``, two whole conversations.
 
 Only the chosen and rejected answers are scored: every turn before them, earlier assistant turns included,
 is prompt.
@@ -28,7 +29,7 @@ PAIR_NEEDS = ("a preference pair needs 'chosen' and 'rejected' answers beside it
 
 
 def is_pair(row: dict[str, Any]) -> bool:
-    return "chosen" in row and "rejected" in row
+    return ("chosen" in row and "rejected" in row) or ("chosen_messages" in row and "rejected_messages" in row)
 
 
 def pair_dialogues(row: dict[str, Any], options: FormatOptions) -> tuple[Dialogue, Dialogue]:
@@ -42,6 +43,8 @@ def pair_dialogues(row: dict[str, Any], options: FormatOptions) -> tuple[Dialogu
         raise DataRefusal(f"rows are not preference pairs (fields {sorted(row)}): train.method dpo trains on "
                           f"pairs; {PAIR_NEEDS}")
     row = dict(row)
+    if "chosen_messages" in row and "rejected_messages" in row:  # LLaMA-Factory's newer DPO rows
+        row["chosen"], row["rejected"] = row.pop("chosen_messages"), row.pop("rejected_messages")
     if "question" in row and not any(k in row for k in ("prompt", "instruction", "conversations", "messages")):
         row["instruction"] = row.pop("question")  # axolotl chatml.intel, Intel/orca_dpo_pairs
     if "prompt" not in row and isinstance(row["chosen"], list | str) and not _has_context(row):

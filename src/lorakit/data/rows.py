@@ -50,6 +50,8 @@ class RowPolicy:
                                   f"(the placeholders such as <image> would be trained as text); train on a copy "
                                   f"of the data without the {key!r} field, or without the rows that have it")
             row.pop(key, None)  # empty: nothing is lost
+        if "chosen_messages" in row and "rejected_messages" in row and not self.pairs:  # LLaMA-Factory's newer rows
+            row = {**row, "chosen": row.pop("chosen_messages"), "rejected": row.pop("rejected_messages")}
         if "chosen" in row and "rejected" in row and not self.pairs:
             row = self._chosen(row)
         if "completions" in row and "labels" in row:

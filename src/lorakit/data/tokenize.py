@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lorakit.data.messages import Turn
+from lorakit.data.messages import REASONING, Turn
 from lorakit.errors import DataError, DataRefusal
 
 IGNORE = -100
@@ -117,6 +117,7 @@ class Encoder:
                 trained.append(turns[-1].train)  # the end token belongs to the last segment
         else:
             self._check_tools(turns, tools)
+            self._check_reasoning(turns)
             text, spans = self._chat_text(turns, tools)
             ids, offsets = self._tokenize(text, add_special_tokens=False)
             trained = _mark(offsets, spans)
@@ -166,6 +167,23 @@ class Encoder:
                 "tool-calling rows cannot be trained as written; set data.template: chatml, gemma or plain "
                 "(lorakit's own templates render tools) or use a model whose chat template supports tools")
         self._tools_checked |= needed_now
+
+    def _check_reasoning(self, turns: Sequence[Turn]) -> None:
+        """Refuse, once, reasoning parts the template would drop without a word (it has no thinking block)."""
+        if "reasoning" in self._tools_checked or not any(key == REASONING for t in turns for key, _ in t.extra):
+            return
+        probe = [{"role": "user", "content": "probe question"},
+                 {"role": "assistant", "content": "probe answer", REASONING: "probe-reasoning"}]
+        try:
+            rendered = self.render(probe)
+        except Exception as e:  # templates raise their own errors for what they do not know
+            rendered = f"(fails: {str(e)[:80]})"
+        if "probe-reasoning" not in rendered:
+            raise DataRefusal(
+                f"the chat template ({self.template_name}) has no thinking block, so assistant turns with "
+                "reasoning parts cannot be trained as written; use a model whose chat template renders "
+                "reasoning_content (Qwen3, DeepSeek-R1 and others), or train on a copy without the reasoning parts")
+        self._tools_checked.add("reasoning")
 
     def _tokenize(self, text: str, add_special_tokens: bool) -> tuple[list[int], list[tuple[int, int]]]:
         encoded = self.tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)

@@ -12,6 +12,9 @@ With d = (logp_chosen - ref_chosen) - (logp_rejected - ref_rejected), per pair:
 - hinge:   relu(1 - beta d)
 - ipo:     (d' - 1 / (2 beta))^2, d' with each log-ratio divided by its answer's token count (as TRL does)
 
+plus, with ``sft_weight`` w, w times the chosen answer's mean token loss (LLaMA-Factory's pref_ftx), which keeps
+the chosen answers likely: on pairs that differ by a token or two, DPO alone lowers both sides' likelihood.
+
 and the logged rewards are beta times each side's log-ratio, under TRL's names (rewards/chosen,
 rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, logps/rejected).
 """
@@ -59,6 +62,8 @@ def pair_losses(policy: torch.Tensor, reference: torch.Tensor, counts: torch.Ten
     else:  # ipo
         per_token = chosen_ratio / counts[0::2].clamp(min=1) - rejected_ratio / counts[1::2].clamp(min=1)
         losses = (per_token - 1 / (2 * dpo.beta)) ** 2
+    if dpo.sft_weight:
+        losses = losses - dpo.sft_weight * policy[0::2] / counts[0::2].clamp(min=1)
     chosen_rewards, rejected_rewards = dpo.beta * chosen_ratio.detach(), dpo.beta * rejected_ratio.detach()
     stats = torch.stack([chosen_rewards, rejected_rewards, (chosen_rewards > rejected_rewards).float(),
                          chosen_rewards - rejected_rewards, policy[0::2].detach(), policy[1::2].detach()], dim=1)

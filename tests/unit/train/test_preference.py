@@ -108,3 +108,14 @@ def test_a_pair_is_one_item_of_a_row_and_its_targets_name_their_sequence():
     assert batch.segments == [[(0, 3), (3, 7), (7, 9), (9, 11)]]  # four sequences, none crossing another
     assert batch.target_sequence == [0, 0, 1, 1, 1, 2, 3]  # targets are labels[1:] of each sequence
     assert batch.reference == [-1.0, -2.0, -3.0, -4.0] and batch.loss_units == batch.num_pairs == 2
+
+
+def test_sft_weight_adds_the_chosen_answers_mean_token_loss():
+    from lorakit.train.preference import pair_losses
+
+    policy = torch.tensor([-1.0, -3.0, -2.0, -1.5])
+    reference = torch.tensor([-2.0, -2.0, -2.0, -2.0])
+    counts = torch.tensor([2, 3, 4, 1])
+    plain, _ = pair_losses(policy, reference, counts, DpoSection())
+    mixed, _ = pair_losses(policy, reference, counts, DpoSection(sft_weight=0.5))
+    torch.testing.assert_close(mixed - plain, 0.5 * torch.tensor([1.0 / 2, 2.0 / 4]))

@@ -107,7 +107,7 @@ def _preference(t: Translation, raw: dict[str, Any]) -> set[str]:
     if raw.get("dpo_label_smoothing"):
         t.set("dpo.label_smoothing", float(raw["dpo_label_smoothing"]), "dpo_label_smoothing")
     if raw.get("pref_ftx"):
-        t.none("pref_ftx", "lorakit's DPO adds no supervised loss term to the preference loss")
+        t.set("dpo.sft_weight", float(raw["pref_ftx"]), "pref_ftx")
     return {"pref_beta", "pref_loss", "dpo_label_smoothing", "pref_ftx"}
 
 
