@@ -44,7 +44,9 @@ class Batch:
     targets: list[list[int]]
     num_tokens: int  # real (non-pad) tokens
     num_targets: int  # tokens that count towards the loss
-    segments: list[list[tuple[int, int]]]  # per row, [start, end) of each example and of the padding
+    # per row, [start, end) of each example and of the padding; a pair's side sharing its prompt adds the
+    # prompt's [start, end), which it attends to as well
+    segments: list[list[tuple[int, ...]]]
     target_sequence: list[int] | None = None  # pairs: each target's sequence, in target_index order
     reference: list[float] | None = None  # pairs: the reference log-probability of each sequence
 
@@ -123,36 +125,66 @@ def computed_tokens(rows: Sequence[Row]) -> int:
     return len(rows) * row_width(rows)
 
 
-def _sequences(row: Row) -> list[Example]:
-    """A row's examples, a pair's two sides one after the other."""
-    return [side for item in row for side in ((item.chosen, item.rejected) if isinstance(item, Pair) else (item,))]
+@dataclass(frozen=True)
+class _Piece:
+    """A stretch of a row: an example, a side of a pair, or a pair's shared prompt (its ``context``)."""
+
+    example: Example
+    first_position: int = 0
+    context: int | None = None  # the piece (index in its row) whose keys this one also attends to
+    scored: bool = True  # a pair's side: its targets are numbered as one sequence
 
 
-def _pair_facts(rows: Sequence[Row]) -> tuple[list[int], list[float]] | None:
+def _pieces(row: Row, share_prompts: bool) -> list[_Piece]:
+    """A row's examples; a pair as its two sides, or as its shared prompt followed by the two sides, each
+    side starting with the prompt's last token (which predicts that side's first answer token)."""
+    pieces: list[_Piece] = []
+    for item in row:
+        if not isinstance(item, Pair):
+            pieces.append(_Piece(item))
+            continue
+        shared = item.shared_prompt if share_prompts else 0
+        if not shared:
+            pieces += [_Piece(item.chosen), _Piece(item.rejected)]
+            continue
+        context = len(pieces)
+        pieces.append(_Piece(Example(item.chosen.input_ids[:shared], [IGNORE] * shared), scored=False))
+        pieces += [_Piece(Example(side.input_ids[shared:], side.labels[shared:]), shared, context)
+                   for side in (item.chosen, item.rejected)]
+    return pieces
+
+
+def _pair_facts(rows: Sequence[Row], pieces: list[list[_Piece]]) -> tuple[list[int], list[float]] | None:
     """Each target's sequence number and each sequence's reference log-probability, for rows of pairs."""
     pairs = [item for row in rows for item in row]
     if not pairs or not isinstance(pairs[0], Pair):
         return None
-    sequence = [number for number, side in enumerate(s for row in rows for s in _sequences(row))
-                for label in side.labels[1:] if label != IGNORE]
+    sides = [piece.example for row in pieces for piece in row if piece.scored]
+    sequence = [number for number, side in enumerate(sides) for label in side.labels[1:] if label != IGNORE]
     reference = [value for pair in pairs for value in (pair.reference or (0.0, 0.0))]
     return sequence, reference
 
 
-def collate(rows: Sequence[Row], pad_id: int) -> Batch:
-    """Lay each row's examples end to end; pad shorter rows at the end (their own 'example')."""
-    width = row_width(rows)
+def collate(rows: Sequence[Row], pad_id: int, share_prompts: bool = False) -> Batch:
+    """Lay each row's examples end to end; pad shorter rows at the end (their own 'example').
+
+    ``share_prompts`` (segmented attention only): each pair's prompt is computed once, both sides attending to
+    it as context (a segment ``(start, end, context_start, context_end)``)."""
+    pieces = [_pieces(row, share_prompts) for row in rows]
+    width = max(sum(len(p.example) for p in row) for row in pieces)
     input_ids, position_ids, targets, segments = [], [], [], []
     num_tokens = num_targets = 0
-    for row in rows:
+    for row in pieces:
         ids: list[int] = []
         pos: list[int] = []
         tgt: list[int] = []
-        spans: list[tuple[int, int]] = []
-        for example in _sequences(row):
-            spans.append((len(ids), len(ids) + len(example)))
+        spans: list[tuple[int, ...]] = []
+        for piece in row:
+            example = piece.example
+            span = (len(ids), len(ids) + len(example))
+            spans.append(span if piece.context is None else (*span, *spans[piece.context][:2]))
             ids += example.input_ids
-            pos += range(len(example))
+            pos += range(piece.first_position, piece.first_position + len(example))
             tgt += [*example.labels[1:], IGNORE]
         num_tokens += len(ids)
         pad = width - len(ids)
@@ -163,7 +195,7 @@ def collate(rows: Sequence[Row], pad_id: int) -> Batch:
         position_ids.append(pos + list(range(pad)))
         targets.append(tgt + [IGNORE] * pad)
         num_targets += sum(t != IGNORE for t in tgt)
-    facts = _pair_facts(rows)
+    facts = _pair_facts(rows, pieces)
     if facts is None:
         return Batch(input_ids, position_ids, targets, num_tokens, num_targets, segments)
     return Batch(input_ids, position_ids, targets, num_tokens, num_targets, segments, *facts)

@@ -55,6 +55,19 @@ class Pair:
         return min(self.chosen.num_trained, self.rejected.num_trained)  # a side with nothing to score: no pair
 
     @property
+    def shared_prompt(self) -> int:
+        """Leading tokens both sides share and neither trains, less the last of them (each side keeps it to
+        predict its own first answer token): what a batch can compute once for both. 0: nothing to share."""
+        shared = 0
+        for (a, label_a), (b, label_b) in zip(zip(self.chosen.input_ids, self.chosen.labels, strict=True),
+                                              zip(self.rejected.input_ids, self.rejected.labels, strict=True),
+                                              strict=False):
+            if a != b or label_a != IGNORE or label_b != IGNORE:
+                break
+            shared += 1
+        return max(0, shared - 1)
+
+    @property
     def longest(self) -> int:
         return max(len(self.chosen), len(self.rejected))
 

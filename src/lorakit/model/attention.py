@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 SEGMENTED = "lorakit_segments"
-Segments = Sequence[Sequence[tuple[int, int]]]  # per row: the [start, end) of each example
+# per row: the [start, end) of each example, and of the context it continues, if any (a DPO pair's prompt)
+Segments = Sequence[Sequence[tuple[int, ...]]]
 
 
 def _window_mask(length: int, window: int, device: torch.device) -> torch.Tensor:
@@ -47,7 +48,10 @@ def segmented_attention(module: torch.nn.Module, query: torch.Tensor, key: torch
     rows = []
     for b, segments in enumerate(lorakit_segments):
         parts = []
-        for start, end in segments:
+        for start, end, *context in segments:
+            if context:
+                parts.append(_with_context(query, key, value, b, (start, end), context, sliding_window, scaling))
+                continue
             q, k, v = (t[b : b + 1, :, start:end] for t in (query, key, value))
             local = sliding_window is not None and end - start > sliding_window
             mask = _window_mask(end - start, sliding_window, query.device) if local else None
@@ -56,6 +60,23 @@ def segmented_attention(module: torch.nn.Module, query: torch.Tensor, key: torch
         rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
     out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
     return out.transpose(1, 2).contiguous(), None
+
+
+def _with_context(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, b: int, span: Sequence[int],
+                  context: Sequence[int], window: int | None, scaling: float | None) -> torch.Tensor:
+    """A segment that continues another (a DPO pair's side after its shared prompt): its queries see the
+    context's keys, then its own causally, as if the two were one sequence."""
+    (start, end), (c_start, c_end) = span, context
+    q = query[b : b + 1, :, start:end]
+    k, v = (torch.cat([t[b : b + 1, :, c_start:c_end], t[b : b + 1, :, start:end]], dim=2) for t in (key, value))
+    shift = c_end - c_start
+    q_pos = torch.arange(shift, shift + end - start, device=query.device)[:, None]
+    k_pos = torch.arange(shift + end - start, device=query.device)[None, :]
+    mask = q_pos >= k_pos
+    if window is not None:
+        mask &= q_pos - k_pos < window
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling,
+                                          enable_gqa=query.shape[1] != key.shape[1])
 
 
 def register() -> None:

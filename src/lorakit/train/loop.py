@@ -32,11 +32,12 @@ import torch
 from lorakit.config.schema import PAIR_STATS, TrainSection
 from lorakit.data.packing import collate
 from lorakit.errors import TrainingError
+from lorakit.model.attention import uses_segments
 from lorakit.outcome import Kind, Outcome
 from lorakit.schedule import due
 from lorakit.train.callbacks import Callback
 from lorakit.train.distributed import any_process, share_of, summed_over_processes
-from lorakit.train.loss import as_loss_module
+from lorakit.train.loss import as_loss_module, trained_model
 from lorakit.train.oom import (
     StepOutOfMemory,
     fault_token_budget,
@@ -164,7 +165,8 @@ def train_step(setup: LoopSetup, step: Step, step_no: int,
     """
     acc, train = setup.accelerator, setup.train
     loss_module = as_loss_module(setup.model)
-    batches = [collate(rows, setup.pad_id) for rows in step.micro_batches]
+    share = uses_segments(trained_model(loss_module))  # a DPO pair's prompt computed once for both sides
+    batches = [collate(rows, setup.pad_id, share) for rows in step.micro_batches]
     step_tokens = sum(b.num_tokens for b in batches)
     batches = [b for b in batches if b.num_targets]  # nothing to learn, nothing to compute
     n_targets = max(1, sum(b.loss_units for b in batches))  # supervised tokens, or pairs (DPO)

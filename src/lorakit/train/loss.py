@@ -163,3 +163,8 @@ def as_loss_module(model: Any) -> torch.nn.Module:
     """``model`` itself when it is a (wrapped) SupervisedLoss, else a SupervisedLoss around it."""
     inner = getattr(model, "module", model)  # DDP keeps the wrapped module there
     return model if isinstance(inner, SupervisedLoss) else SupervisedLoss(model)
+
+
+def trained_model(loss_module: torch.nn.Module) -> Any:
+    """The causal LM inside a (possibly DDP-wrapped) loss module."""
+    return getattr(loss_module, "module", loss_module).model

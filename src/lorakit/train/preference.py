@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from lorakit.config.schema import PAIR_STATS, DpoSection
 from lorakit.data.packing import collate
 from lorakit.data.tokenize import Pair
+from lorakit.model.attention import uses_segments
 from lorakit.train.distributed import share_of, summed_over_processes
 from lorakit.train.logprobs import chunked_head_logprobs
-from lorakit.train.loss import SupervisedLoss, supervised_states
+from lorakit.train.loss import SupervisedLoss, supervised_states, trained_model
 
 
 def sequence_logps(model: Any, batch: dict[str, Any], chunk_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +93,7 @@ def measure_reference(model: Any, pairs: Sequence[Pair], micro_batch_size: int, 
     measured: list[Pair] = []
     for start in range(0, len(pairs), micro_batch_size):
         group = list(pairs[start : start + micro_batch_size])
-        batch = collate([group], pad_id).to_tensors(device)
+        batch = collate([group], pad_id, uses_segments(model)).to_tensors(device)
         logps, _ = sequence_logps(model, batch, chunk_tokens)
         values = logps.double().tolist()
         measured += [replace(pair, reference=(values[2 * i], values[2 * i + 1])) for i, pair in enumerate(group)]
@@ -106,7 +107,8 @@ def evaluate_pairs(loss_module: PreferenceLoss, pairs: Sequence[Pair], micro_bat
     """Held-out pairs: eval_loss (the mean preference loss) and the mean of each of ``PAIR_STATS``."""
     was_training = loss_module.training
     loss_module.eval()
-    batches = [collate([list(pairs[start : start + micro_batch_size])], pad_id)
+    share = uses_segments(trained_model(loss_module))
+    batches = [collate([list(pairs[start : start + micro_batch_size])], pad_id, share)
                for start in range(0, len(pairs), micro_batch_size)]
     total = torch.zeros(2 + len(PAIR_STATS), dtype=torch.float32, device=device)  # loss, pairs, statistics
     for batch, weight in share_of(batches, accelerator):

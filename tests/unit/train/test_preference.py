@@ -119,3 +119,25 @@ def test_sft_weight_adds_the_chosen_answers_mean_token_loss():
     plain, _ = pair_losses(policy, reference, counts, DpoSection())
     mixed, _ = pair_losses(policy, reference, counts, DpoSection(sft_weight=0.5))
     torch.testing.assert_close(mixed - plain, 0.5 * torch.tensor([1.0 / 2, 2.0 / 4]))
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_a_shared_prompt_computes_what_two_whole_sequences_compute(kind):
+    from lorakit.model.attention import pick_attention
+    from lorakit.train.preference import sequence_logps
+
+    model = build_model(kind, sliding_window=6)  # Gemma's sliding layer: shorter than the sequences
+    model.config._attn_implementation = pick_attention(model.config, "cpu", torch.float32)
+    prompt = [2, 10, 11, 12, 13, 14, 15]
+    pairs = [Pair(Example([*prompt, 20, 21], [IGNORE] * 7 + [20, 21]),
+                  Example([*prompt, 22, 23, 24], [IGNORE] * 7 + [22, 23, 24]), reference=(0.0, 0.0)),
+             Pair(Example([2, 30, 20], [IGNORE, IGNORE, 20]), Example([2, 30, 31, 32], [IGNORE, IGNORE, 31, 32]),
+                  reference=(0.0, 0.0))]
+    assert [p.shared_prompt for p in pairs] == [6, 1]
+    whole = collate([pairs], pad_id=0)
+    shared = collate([pairs], pad_id=0, share_prompts=True)
+    assert shared.num_tokens == whole.num_tokens - 6 - 1 and shared.target_sequence == whole.target_sequence
+    expected, counts = sequence_logps(model, whole.to_tensors(), 4)
+    got, shared_counts = sequence_logps(model, shared.to_tensors(), 4)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)  # float32 sums in another order
+    assert shared_counts.tolist() == counts.tolist() == [2, 3, 1, 2]
