@@ -16,7 +16,7 @@ from typing import Any
 
 from lorakit.config.schema import DataSection, TrainSection
 from lorakit.data.packing import computed_tokens
-from lorakit.data.tokenize import Example
+from lorakit.data.tokenize import Example, Pair
 from lorakit.train.plan import plan_steps
 
 
@@ -29,6 +29,7 @@ class DataLengths:
     micro_batch_size: int  # the configured one, that ``largest`` was planned with
     max_length: int
     largest: int  # most tokens computed by one micro-batch of the run's planned steps
+    sequences: int = 1  # per training item: 2 for DPO pairs (each side up to max_length)
 
     @property
     def examples(self) -> int:
@@ -40,7 +41,7 @@ class DataLengths:
             return self.largest
         if self.packing:  # packed rows are nearly full: each costs max_length
             return min(micro_batch_size * max_length, sum(self.lengths))
-        return sum(min(n, max_length) for n in self.lengths[:micro_batch_size])
+        return sum(min(n, max_length * self.sequences) for n in self.lengths[:micro_batch_size])
 
     def largest_batch_within(self, tokens: int, max_length: int) -> int:
         """The largest micro-batch size whose largest micro-batch computes at most ``tokens``."""
@@ -48,7 +49,7 @@ class DataLengths:
             return tokens // max_length
         size, total = 0, 0
         for n in self.lengths:  # longest first: the worst micro-batch of each size
-            total += min(n, max_length)
+            total += min(n, max_length * self.sequences)
             if total > tokens:
                 break
             size += 1
@@ -57,7 +58,8 @@ class DataLengths:
         return size
 
     def describe(self) -> str:
-        return (f"{self.examples} examples, longest {self.lengths[0]} tokens, largest micro-batch "
+        items = "pairs (both sides)" if self.sequences == 2 else "examples"
+        return (f"{self.examples} {items}, longest {self.lengths[0]} tokens, largest micro-batch "
                 f"{self.largest} tokens")
 
 
@@ -66,8 +68,9 @@ def measure_lengths(examples: Sequence[Example], train: TrainSection, data: Data
     """The lengths of tokenised training examples, planned into steps as the run plans them."""
     steps = plan_steps(examples, train, data, processes)
     largest = max(computed_tokens(rows) for step in steps for rows in step.micro_batches)
+    pairs = bool(examples) and isinstance(examples[0], Pair)
     return DataLengths(tuple(sorted((len(e) for e in examples), reverse=True)), data.packing,
-                       train.micro_batch_size, data.max_length, largest)
+                       train.micro_batch_size, data.max_length, largest, 2 if pairs else 1)
 
 
 def read_lengths(cfg: Any) -> DataLengths:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from lorakit.config.describe import describe_fields
 from lorakit.config.load import read_config_file
-from lorakit.config.schema import RunConfig, metric_key
+from lorakit.config.schema import PREFERENCE_METRICS, RunConfig, metric_key
 from lorakit.errors import ConfigError
 
 RESERVED = ("metric", "direction", "sampler", "pruner", "seed")
@@ -79,6 +79,8 @@ def load_space(path: Path, config: RunConfig) -> SweepSpace:
         raise ConfigError(f"{path}: no config key to search; add one, e.g. 'lora.r: [16, 32]'")
     metric = metric_key(str(raw.get("metric", "eval_loss")))
     logged = [metric_key(m) for m in config.train.eval_metrics]
+    if config.train.method == "dpo" and "loss" in config.train.eval_metrics:  # held-out pairs' accuracy, margin
+        logged += [metric_key(m) for m in PREFERENCE_METRICS]
     if metric not in logged:
         choices = ", ".join(m.removeprefix("eval_") for m in logged)
         raise ConfigError(f"{path}: metric: no run logs {metric.removeprefix('eval_')!r} (the config's "

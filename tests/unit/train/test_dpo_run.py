@@ -95,3 +95,37 @@ def test_the_out_of_memory_ladder_keeps_the_pairs_of_each_step(tmp_path, tiny_mo
         # the same pairs per step, summed in another order; AdamW carries the rounding into later steps
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-4, abs=1e-6)
         assert got["rewards/accuracies"] == want["rewards/accuracies"]
+
+
+def test_a_sweep_over_beta_ranks_dpo_trials_by_held_out_preference_accuracy(tmp_path, tiny_model_dir):
+    from tests.unit.sweep.test_sweep import invoke as sweep_invoke
+    from tests.unit.sweep.test_sweep import space, trials_of
+
+    config = dpo_config(tmp_path, tiny_model_dir, max_steps=3, eval_every=1, log_every=1)
+    grid = space(tmp_path, **{"dpo.beta": [0.1, 0.5], "metric": "rewards/accuracies", "sampler": "grid",
+                              "pruner": "none"})
+    result = sweep_invoke("sweep", config, "--space", grid, "--name", "b")
+    assert result.exit_code == 0, result.output
+    rows = trials_of(tmp_path, "b")
+    assert sorted(r.params["dpo.beta"] for r in rows) == [0.1, 0.5] and all(r.state == "COMPLETE" for r in rows)
+    for row in rows:
+        manifest = json.loads((tmp_path / row.run_dir / "manifest.json").read_text())
+        assert manifest["config"]["dpo"]["beta"] == row.params["dpo.beta"]
+        assert manifest["config"]["train"]["method"] == "dpo"
+        evals = [x for x in log_lines(tmp_path / row.run_dir) if "eval_rewards/accuracies" in x]
+        assert row.value == max(x["eval_rewards/accuracies"] for x in evals[1:])  # the best trained evaluation
+
+
+def test_the_planner_prices_both_sides_of_each_pair(tmp_path, tiny_model_dir):
+    from lorakit.data.dataset import build_datasets
+    from lorakit.model.load import load_tokenizer
+    from lorakit.model.resolve import resolve_model
+    from lorakit.plan.lengths import read_lengths
+
+    cfg = load_config(dpo_config(tmp_path, tiny_model_dir, micro_batch_size=2, grad_accum=1)).config
+    lengths = read_lengths(cfg)
+    pairs = build_datasets(cfg.data, load_tokenizer(resolve_model(str(tiny_model_dir))), "dpo").train
+    assert lengths.lengths == tuple(sorted((len(p.chosen) + len(p.rejected) for p in pairs), reverse=True))
+    assert lengths.sequences == 2 and "pairs (both sides)" in lengths.describe()
+    # another micro-batch size: its four longest pairs, both sides each
+    assert lengths.tokens(4, cfg.data.max_length) == sum(lengths.lengths[:4])
