@@ -2,7 +2,7 @@
 
 A dataset folder's own ``lorakit.yaml`` may describe its data and its training, nothing else:
 
-- it may set ``data.*``, ``lora.*``, ``train.*``, ``output.name``, and ``model.name_or_path`` /
+- it may set ``data.*``, ``lora.*``, ``train.*``, ``dpo.*``, ``output.name``, and ``model.name_or_path`` /
   ``model.revision`` as a built-in model or a hub id;
 - every path it names (data files, a registry and the files the registry names, ``lora.init_from``,
   ``train.oom.overlay``, ``train.sample_prompts``) resolves inside the dataset folder after symlinks
@@ -24,11 +24,11 @@ from lorakit.config.load import flatten_keys, read_config_file
 from lorakit.errors import DataError
 
 DATASET_CONFIGS = ("lorakit.yaml", "lorakit.yml", "lorakit.toml")
-MAY_SET_SECTIONS = ("data", "lora", "train")
+MAY_SET_SECTIONS = ("data", "lora", "train", "dpo")
 MAY_SET_KEYS = ("output.name", "model.name_or_path", "model.revision")
 PATH_KEYS = ("data.train", "data.eval", "lora.init_from", "train.oom.overlay", "train.sample_prompts")
-RULE = ("a dataset folder may set data.*, lora.*, train.*, output.name and model.name_or_path (a built-in model or a "
-        "hub id); the workspace's config and overlays set the rest")
+RULE = ("a dataset folder may set data.*, lora.*, train.*, dpo.*, output.name and model.name_or_path (a built-in model "
+        "or a hub id); the workspace's config and overlays set the rest")
 
 
 def dataset_config(folder: Path) -> Path | None:

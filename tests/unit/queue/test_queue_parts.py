@@ -48,9 +48,9 @@ def test_an_older_state_file_reads_with_its_names_as_keys_and_an_unreadable_one_
 
 def test_a_dataset_config_may_set_its_data_and_training_only(tmp_path):
     own = tmp_path / "lorakit.yaml"
-    own.write_text("data: {max_length: 64}\nlora: {r: 4}\ntrain: {lr: 0.001}\noutput: {name: x}\n"
-                   "model: {name_or_path: HuggingFaceTB/SmolLM2-135M}\n")
-    assert check_dataset_config(own)["lora"] == {"r": 4}
+    own.write_text("data: {max_length: 64}\nlora: {r: 4}\ntrain: {lr: 0.001, method: dpo}\noutput: {name: x}\n"
+                   "model: {name_or_path: HuggingFaceTB/SmolLM2-135M}\ndpo: {beta: 0.3}\n")
+    assert check_dataset_config(own)["lora"] == {"r": 4} and check_dataset_config(own)["dpo"] == {"beta": 0.3}
     for text, key in [("tracking: {repos: {a: /x}}", "tracking.repos.a"), ("output: {dir: /x}", "output.dir"),
                       ("trainer: {command: rm}", "trainer.command"), ("model: {dtype: float32}", "model.dtype")]:
         own.write_text(text + "\n")
