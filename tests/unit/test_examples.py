@@ -146,3 +146,24 @@ def test_the_miss_table_counts_constructs_misses_and_space_only_misses():
     assert table.splitlines()[0] == "4 cases, 2 missed (50.0%); 1 of the misses differ only in spaces"
     assert "| `\\frac` | 2 | 50.0% | 2 | 100% | 1 |" in table
     assert "sqrt" not in table and "superscript" not in table  # never missed: not listed
+
+
+def test_the_dpo_stage_continues_the_quickstart_on_pairs_mined_from_its_training_data():
+    import json
+
+    from lorakit.data.dataset import load_conversations
+
+    typst = EXAMPLES / "typst"
+    cfg = load_config(typst / "dpo.yaml").config
+    quickstart = load_config(typst / "config.yaml").config
+    assert cfg.train.method == "dpo" and (cfg.lora.r, cfg.lora.alpha) == (quickstart.lora.r, quickstart.lora.alpha)
+    # the quickstart's run folder when both are trained from the repository's root
+    assert Path(cfg.lora.init_from).resolve() == (EXAMPLES.parent / "runs" / f"{quickstart.output.name}-v001")
+    labels = {r["prompt"][0]["content"]: r["completion"][0]["content"]
+              for r in map(json.loads, (typst / "train.jsonl").open())}
+    pairs = load_conversations(cfg.data.train, cfg.data, pairs=True)
+    assert len(pairs) >= 300
+    for pair in pairs:
+        prompt = pair.turns[0].content
+        assert pair.turns[-1].content == labels[prompt]  # chosen: the training label of that prompt
+        assert pair.rejected[-1].content != labels[prompt]  # rejected: the adapter's other answer
