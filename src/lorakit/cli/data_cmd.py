@@ -26,10 +26,11 @@ def check_cmd(files: tuple[str, ...], config_file: str | None, model: str | None
     \b
     Example:
         lorakit data check examples/typst/train.jsonl --config examples/typst/config.yaml
+        lorakit data check examples/typst/pairs.jsonl --config examples/typst/dpo.yaml
     """
     from lorakit.data.check import TRAINED_CLOSE, TRAINED_OPEN, check_data
 
-    data, tokenizer = None, None
+    data, tokenizer, pairs = None, None, False
     if config_file or model:
         from lorakit.model.load import load_tokenizer
         from lorakit.model.resolve import resolve_model
@@ -38,11 +39,11 @@ def check_cmd(files: tuple[str, ...], config_file: str | None, model: str | None
             from lorakit.config.load import load_config
 
             cfg = load_config(config_file).config
-            data, model = cfg.data, model or cfg.model.name_or_path
+            data, model, pairs = cfg.data, model or cfg.model.name_or_path, cfg.train.method == "dpo"
         else:
             data = DataSection(train=list(files))
         tokenizer = load_tokenizer(resolve_model(model))
-    report = check_data(files, data, tokenizer)
+    report = check_data(files, data, tokenizer, pairs)
     for path, fmt in report.formats.items():
         click.echo(f"{path}: format {fmt}")
     click.echo(f"rows: {report.rows}")

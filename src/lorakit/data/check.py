@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorakit.config.schema import DataSection
-from lorakit.data.dataset import SplitStats, build_encoder, encode_all, load_conversations
+from lorakit.data.dataset import SplitStats, build_encoder, encode_all, encode_pairs, load_conversations
 from lorakit.data.tokenize import IGNORE, Example
 
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
@@ -49,14 +49,16 @@ def render_trained_span(example: Example, tokenizer: Any) -> str:
     return "".join(pieces)
 
 
-def check_data(paths: Sequence[str], data: DataSection | None = None, tokenizer: Any = None) -> CheckReport:
-    """Detect formats and count rows; with a tokenizer, also token lengths and a rendered example.
+def check_data(paths: Sequence[str], data: DataSection | None = None, tokenizer: Any = None,
+               pairs: bool = False) -> CheckReport:
+    """Detect formats and count rows; with a tokenizer, also token lengths and a rendered example (``pairs``:
+    preference pairs, as ``train.method: dpo`` reads them; lengths are both sides', the example the chosen side).
 
     Raises:
         DataError: the same errors training would raise for these files.
     """
     loaded = SplitStats()
-    conversations = load_conversations(paths, data, loaded)
+    conversations = load_conversations(paths, data, loaded, pairs=pairs)
     report = CheckReport(loaded.formats, len(conversations), notes=loaded.notes())
     if tokenizer is None or data is None:
         return report
@@ -64,9 +66,14 @@ def check_data(paths: Sequence[str], data: DataSection | None = None, tokenizer:
     stats = SplitStats()
     # Measure every row at full length; over-length rows are counted, not cut, here.
     unlimited = data.model_copy(update={"max_length": 10**9, "on_overflow": "truncate", "stride": 0})
-    examples = encode_all(conversations, encoder, unlimited, stats)
+    if pairs:  # a pair is over the limit when one of its sides is
+        encoded = encode_pairs(conversations, encoder, unlimited, stats)
+        examples, longest = [p.chosen for p in encoded], [p.longest for p in encoded]
+    else:
+        examples = encode_all(conversations, encoder, unlimited, stats)
+        longest = stats.lengths
     report.max_length = data.max_length
-    stats.overflow = sum(length > data.max_length for length in stats.lengths)
+    stats.overflow = sum(length > data.max_length for length in longest)
     report.stats = stats
     report.percentiles = percentiles(stats.lengths)
     if examples:

@@ -44,3 +44,20 @@ def test_data_check_reports_bad_rows_by_line(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, "{bad"])
     result = CliRunner().invoke(cli, ["data", "check", str(path)])
     assert result.exit_code == 1 and "d.jsonl:2: malformed JSON" in result.output
+
+
+def test_data_check_reads_pairs_under_a_dpo_config_and_counts_a_pair_over_when_a_side_is(tmp_path, tiny_model_dir):
+    from tests.conftest import write_jsonl
+
+    config = make_config(tmp_path, tiny_model_dir, data={"max_length": 16}, train={"method": "dpo"})
+    prompt = [{"role": "user", "content": "what is two plus two ?"}]
+    write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": prompt, "chosen": [{"role": "assistant", "content": "four"}],
+         "rejected": [{"role": "assistant", "content": "five"}]},  # both sides fit; the pair does not
+        {"prompt": prompt, "chosen": [{"role": "assistant", "content": "four"}],
+         "rejected": [{"role": "assistant", "content": "five six seven eight nine ten"}]}])
+    result = CliRunner().invoke(cli, ["data", "check", str(tmp_path / "pairs.jsonl"), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "format preference" in result.output and "rows: 2" in result.output
+    assert "over max_length=16: 1 rows" in result.output  # the second pair's rejected side only
+    assert "⟦four <|im_end|>⟧" in result.output  # the chosen side shown
