@@ -129,3 +129,28 @@ def test_the_planner_prices_both_sides_of_each_pair(tmp_path, tiny_model_dir):
     assert lengths.sequences == 2 and "pairs (both sides)" in lengths.describe()
     # another micro-batch size: its four longest pairs, both sides each
     assert lengths.tokens(4, cfg.data.max_length) == sum(lengths.lengths[:4])
+
+
+def test_tensorboard_and_mlflow_get_the_rewards_under_trls_names(tmp_path, tiny_model_dir):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = dpo_config(tmp_path, tiny_model_dir, max_steps=3, log_every=1)
+    data = yaml.safe_load(config.read_text())
+    data["tracking"] = {"report_to": ["tensorboard", "mlflow"]}
+    config.write_text(yaml.safe_dump(data))
+    assert invoke("train", config).exit_code == 0
+    run = tmp_path / "runs" / "tiny-v001"
+    logged = {x["current_steps"]: x for x in log_lines(run) if "loss" in x}
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    record = json.loads((run / "manifest.json").read_text())["trackers"]["mlflow"]
+    client = MlflowClient(record["uri"])
+    for name in ("rewards/accuracies", "rewards/margins", "logps/chosen"):
+        board = {e.step: e.value for e in events.Scalars(f"train/{name}")}
+        flow = {m.step: m.value for m in client.get_metric_history(record["run_id"], name)}
+        assert board.keys() == flow.keys() == logged.keys()
+        # float32 in both trackers, six decimals in the log
+        assert all(board[s] == pytest.approx(logged[s][name], abs=1e-5) for s in logged)
+        assert all(flow[s] == pytest.approx(logged[s][name], abs=1e-5) for s in logged)
+    assert {e.step for e in events.Scalars("eval/rewards/accuracies")}  # held-out pairs too
