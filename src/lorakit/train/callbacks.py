@@ -45,8 +45,10 @@ class LogLines:
     def on_step_end(self, m: dict[str, Any]) -> None:
         if not due(m["step"], self.log_every) and m["step"] != m["total_steps"]:
             return
-        log.info("step %d/%d | loss %.4f | lr %.1e | %s tok/s | mem %.1f GiB | eta %s", m["step"], m["total_steps"],
-                 m["loss"], m["lr"], _si(m["tokens_per_second"]), m["memory_gib"], _hms(m["remaining_s"]))
+        pairs = (f" | acc {m['rewards/accuracies']:.2f} | margin {m['rewards/margins']:.3f}"  # a DPO step
+                 if "rewards/accuracies" in m else "")
+        log.info("step %d/%d | loss %.4f%s | lr %.1e | %s tok/s | mem %.1f GiB | eta %s", m["step"], m["total_steps"],
+                 m["loss"], pairs, m["lr"], _si(m["tokens_per_second"]), m["memory_gib"], _hms(m["remaining_s"]))
 
     def on_evaluate(self, m: dict[str, Any]) -> None:
         shown = " | ".join(f"{k} {v:.4f}" for k, v in eval_values(m).items())

@@ -41,6 +41,7 @@ def test_a_dpo_run_logs_trls_names_keeps_the_best_by_accuracy_and_says_it_is_dpo
                         best_metric="rewards/accuracies")
     result = invoke("train", config)
     assert result.exit_code == 0, result.output
+    assert "step 1/6 | loss 0.6931 | acc 0.00 | margin 0.000 | lr" in result.output  # the adapter is its reference
     run = tmp_path / "runs" / "tiny-v001"
     lines = log_lines(run)
     steps = [x for x in lines if "loss" in x]
