@@ -188,3 +188,22 @@ def test_sigterm_stops_at_a_safe_point_and_a_rerun_resumes_the_training(tmp_path
     uploaded = json.loads((server.root / "output" / "alpha-v1" / "manifest.json").read_text())
     assert uploaded["status"] == "completed" and uploaded["metrics"]["train_steps"] == 400
     assert uploaded["status_history"][3]["reason"] == f"resumed after step {stopped_at}"
+
+
+def test_a_dataset_folder_asking_for_dpo_is_trained_on_its_pairs_and_uploaded(tmp_path, server, workspace):
+    from tests.conftest import write_jsonl
+    from tests.unit.train.test_dpo_run import PAIRS
+
+    prefs = server.root / "training" / "prefs"
+    prefs.mkdir()
+    write_jsonl(prefs / "train.jsonl", PAIRS)
+    (prefs / "lorakit.yaml").write_text("train: {method: dpo}\ndpo: {beta: 0.2}\n")
+    result = queue(workspace, "--only", "prefs")
+    assert result.exit_code == 0, result.output
+    uploaded = server.root / "output" / "prefs-v1"
+    manifest = json.loads((uploaded / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["config"]["train"]["method"] == "dpo"
+    assert manifest["config"]["dpo"]["beta"] == 0.2 and (uploaded / "reference_logps.json").is_file()
+    steps = [json.loads(x) for x in (uploaded / "trainer_log.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert steps and all("rewards/accuracies" in s for s in steps)
+    assert state(tmp_path)["prefs"]["state"] == "cleaned" and not prefs.exists()  # deleted once verified
