@@ -122,9 +122,11 @@ CASES = [
     Case("data csv utf-16", ["train", "good.yaml", "--set", "data.train=d.csv"], "d.csv: looks like UTF-16", 1,
          {"d.csv": "instruction,output\na,b\n".encode("utf-16")}),
     Case("data preference pairs", ["train", "good.yaml", "--set", "data.train=d.jsonl"],
-         "d.jsonl: rows are preference pairs (chosen/rejected): lorakit trains supervised fine-tuning, not "
-         "DPO/ORPO/KTO; to train on the chosen answers set data.use: chosen", 1,
+         "d.jsonl: rows are preference pairs (chosen/rejected): set train.method: dpo to train on the pairs, or "
+         "data.use: chosen to train the chosen answers as supervised data", 1,
          {"d.jsonl": '{"prompt": "q", "chosen": "a", "rejected": "b"}\n' * 3}),
+    Case("dpo on sft rows", ["train", "good.yaml", "--set", "train.method=dpo", "--set", "data.train=d.jsonl"],
+         "d.jsonl: rows are not preference pairs", 1, {"d.jsonl": '{"instruction": "q", "output": "a"}\n' * 3}),
     Case("data kto label", ["train", "good.yaml", "--set", "data.train=d.jsonl"], "set data.label_field: label", 1,
          {"d.jsonl": '{"prompt": "q", "completion": "a", "label": false}\n' * 3}),
     Case("data images", ["train", "good.yaml", "--set", "data.train=d.jsonl"], "d.jsonl: rows have 'images'", 1,
