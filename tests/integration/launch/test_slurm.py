@@ -103,3 +103,17 @@ def test_sbatch_refusing_a_job_is_one_line_and_the_run_is_marked_failed(tmp_path
     assert result.output.startswith("error: sbatch refused") and result.output.count("\n") == 1
     (run,) = (tmp_path / "runs").iterdir()
     assert json.loads((run / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_a_dpo_run_trains_as_a_slurm_job(tmp_path, tiny_model_dir, monkeypatch):
+    from tests.unit.train.test_dpo_run import dpo_config
+
+    monkeypatch.chdir(tmp_path)
+    config = dpo_config(tmp_path, tiny_model_dir, max_steps=3, log_every=1)
+    run = submitted_run(invoke("submit", config, "--set", f"launch.slurm.python={sys.executable}").output,
+                        tmp_path / "runs")
+    manifest, state = wait_for(run, timeout=240)
+    assert state is not None and state.state == "COMPLETED", (state, (run / f"slurm-{state.job_id}.err").read_text())
+    assert manifest.data["config"]["train"]["method"] == "dpo" and (run / "reference_logps.json").is_file()
+    steps = [json.loads(x) for x in (run / "trainer_log.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert [s["current_steps"] for s in steps] == [1, 2, 3] and all("rewards/margins" in s for s in steps)
