@@ -26,20 +26,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from train_throughput import peak_rss_gib, trl_tokenizer, write_jsonl  # this script's folder: shared helpers
+
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "peers" / "llamafactory"
 STEP_PAIRS = 8
 BETA = 0.1
-
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def trl_rows(path: Path) -> list[dict]:
@@ -51,11 +48,6 @@ def trl_rows(path: Path) -> list[dict]:
         rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": row["chosen"]["value"]}],
                      "rejected": [{"role": "assistant", "content": row["rejected"]["value"]}]})
     return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def lorakit_pairs(model_path: str, rows_file: Path, max_length: int) -> list:
@@ -142,15 +134,10 @@ def worker_trl(args: argparse.Namespace, workdir: Path) -> dict:
     import torch
     from datasets import Dataset
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from lorakit.data.templates import resolve_template
-
-    tokenizer = AutoTokenizer.from_pretrained(args.model_path)
-    tokenizer.chat_template = resolve_template("auto", tokenizer)[1]  # the template lorakit uses too
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = trl_tokenizer(args.model_path)
     base = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, str(workdir / "init"), is_trainable=True)
     rows = [json.loads(x) for x in (workdir / "train-trl-order.jsonl").read_text().splitlines()]

@@ -152,19 +152,27 @@ def planned_peak_gib(cfg) -> float:
     return build_plan(PlanInputs.of(cfg, read_lengths(cfg)), "cpu").estimate.total / 2**30
 
 
+def trl_tokenizer(model_path: str):
+    """The model's tokenizer for TRL, with the chat template lorakit uses and a pad token."""
+    from transformers import AutoTokenizer
+
+    from lorakit.data.templates import resolve_template
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer.chat_template = resolve_template("auto", tokenizer)[1]  # the template lorakit uses too
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def worker_trl(args: argparse.Namespace, workdir: Path) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from lorakit.data.templates import resolve_template
-
-    tokenizer = AutoTokenizer.from_pretrained(args.model_path)
-    tokenizer.chat_template = resolve_template("auto", tokenizer)[1]  # the template lorakit uses too
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = trl_tokenizer(args.model_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=torch.float32)
 
     class Clock(TrainerCallback):

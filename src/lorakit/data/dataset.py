@@ -154,13 +154,10 @@ def encode_all(conversations: Sequence[Conversation], encoder: Encoder, data: Da
     examples = []
     for conv in conversations:
         stats.rows += 1
-        try:
-            ids, labels = encoder.encode(conv.turns, conv.tools)
-        except DataRefusal as e:
-            raise DataRefusal(f"{conv.where}: {e}") from None
-        except DataError as e:
-            errors.add(f"{conv.where}: {e}")
+        encoded = _encoded(encoder, conv, conv.turns, errors)
+        if encoded is None:
             continue
+        ids, labels = encoded
         plain = all(t.role == "text" for t in conv.turns)
         for example in fit_length(Example(ids, labels, conv.where), data, plain, stats):
             if data.on_overflow != "error" and example.num_trained == 0:
@@ -181,15 +178,11 @@ def encode_pairs(conversations: Sequence[Conversation], encoder: Encoder, data: 
     pairs = []
     for conv in conversations:
         stats.rows += 1
-        try:
-            sides = [Example(*encoder.encode(turns, conv.tools), conv.where)  # type: ignore[misc]
-                     for turns in (conv.turns, conv.rejected)]
-        except DataRefusal as e:
-            raise DataRefusal(f"{conv.where}: {e}") from None
-        except DataError as e:
-            errors.add(f"{conv.where}: {e}")
+        chosen = _encoded(encoder, conv, conv.turns, errors)
+        rejected = _encoded(encoder, conv, conv.rejected or [], errors) if chosen is not None else None
+        if chosen is None or rejected is None:
             continue
-        pair = Pair(sides[0], sides[1], conv.where)
+        pair = Pair(Example(*chosen, conv.where), Example(*rejected, conv.where), conv.where)
         if pair.longest > data.max_length:
             stats.overflow += 1
             stats.first_overflow = stats.first_overflow or f"{conv.where} ({pair.longest} tokens)"
@@ -207,6 +200,22 @@ def encode_pairs(conversations: Sequence[Conversation], encoder: Encoder, data: 
     errors.raise_if_any()
     _refuse_overflow(data, stats)
     return pairs
+
+
+def _encoded(encoder: Encoder, conv: Conversation, turns: list[Turn],
+             errors: ErrorCollector) -> tuple[list[int], list[int]] | None:
+    """``turns`` tokenised with their labels; None when the row is bad (collected in ``errors``).
+
+    Raises:
+        DataRefusal: the data cannot be trained as written (said once, naming the row).
+    """
+    try:
+        return encoder.encode(turns, conv.tools)
+    except DataRefusal as e:
+        raise DataRefusal(f"{conv.where}: {e}") from None
+    except DataError as e:
+        errors.add(f"{conv.where}: {e}")
+        return None
 
 
 def _refuse_overflow(data: DataSection, stats: SplitStats) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from lorakit.data.messages import REASONING, Turn
@@ -54,7 +55,7 @@ class Pair:
     def num_trained(self) -> int:
         return min(self.chosen.num_trained, self.rejected.num_trained)  # a side with nothing to score: no pair
 
-    @property
+    @cached_property  # read by every collate of the pair's micro-batch: computed once
     def shared_prompt(self) -> int:
         """Leading tokens both sides share and neither trains, less the last of them (each side keeps it to
         predict its own first answer token): what a batch can compute once for both. 0: nothing to share."""

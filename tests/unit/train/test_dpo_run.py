@@ -5,7 +5,6 @@ import json
 import signal
 
 import pytest
-import torch
 import yaml
 
 from lorakit.config import load_config
@@ -13,7 +12,7 @@ from lorakit.faults import ENV as FAULTS
 from lorakit.recipe.run import resume_training, run_training
 from tests.conftest import write_jsonl
 from tests.unit.cli.test_train import invoke, make_config
-from tests.unit.train.test_resume import SLOW_RUN, SignalAt, assert_same_run
+from tests.unit.train.test_resume import SignalAt, assert_same_run, kill_after_step_4
 
 SUMS = [("two", "two", "four", "five"), ("one", "two", "three", "six"), ("two", "one", "three", "seven"),
         ("one", "one", "two", "nine"), ("three", "one", "four", "ten"), ("five", "one", "six", "red"),
@@ -82,26 +81,14 @@ def test_a_stopped_dpo_run_resumes_to_the_uninterrupted_weights(tmp_path, tiny_m
 
 
 def test_a_killed_dpo_run_resumes_from_its_rolling_state_and_its_reference(tmp_path, tiny_model_dir):
-    import subprocess
-    import sys
-    import time
-
     from click.testing import CliRunner
 
     from lorakit.cli.main import cli
 
     config = dpo_config(tmp_path, tiny_model_dir, **SETTINGS)
     assert invoke("train", config).exit_code == 0  # tiny-v001: uninterrupted
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(config)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = tmp_path / "runs" / "tiny-v002"
-    deadline = time.monotonic() + 120
-    while not (run / "resume_state.pt").is_file() or \
-            torch.load(run / "resume_state.pt", weights_only=True)["steps_done"] < 4:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)  # polling a subprocess
-    proc.send_signal(signal.SIGKILL)  # no handler, no clean-up: the rolling state and the reference file survive
-    proc.wait()
+    kill_after_step_4(config, tmp_path, run)  # the rolling state and the reference file survive
     result = CliRunner().invoke(cli, ["train", "--resume", "tiny-v002"])
     assert result.exit_code == 0, result.output
     assert "reference log-probabilities read from reference_logps.json" in result.output

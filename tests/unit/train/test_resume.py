@@ -100,19 +100,24 @@ run_training(load_config(sys.argv[1]), callbacks=[Slow()])
 """
 
 
-def test_killed_run_resumes_from_its_rolling_state(tmp_path, tiny_model_dir):
-    config = make_config(tmp_path, tiny_model_dir, train=SETTINGS)
-    assert invoke("train", config).exit_code == 0  # tiny-v001: uninterrupted
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(config)], cwd=tmp_path,
+def kill_after_step_4(config, cwd, run):
+    """Train ``config`` slowly in a child process and SIGKILL it once its rolling state holds step 4."""
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(config)], cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run = tmp_path / "runs" / "tiny-v002"
     deadline = time.monotonic() + 120
     while not (run / "resume_state.pt").is_file() or \
             torch.load(run / "resume_state.pt", weights_only=True)["steps_done"] < 4:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.1)  # polling a subprocess
-    proc.send_signal(signal.SIGKILL)  # no handler, no clean-up: only the rolling state survives
+    proc.send_signal(signal.SIGKILL)  # no handler, no clean-up: only what is on disk survives
     proc.wait()
+
+
+def test_killed_run_resumes_from_its_rolling_state(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, train=SETTINGS)
+    assert invoke("train", config).exit_code == 0  # tiny-v001: uninterrupted
+    run = tmp_path / "runs" / "tiny-v002"
+    kill_after_step_4(config, tmp_path, run)
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"
     result = CliRunner().invoke(cli, ["train", "--resume", "tiny-v002"])
     assert result.exit_code == 0, result.output
