@@ -33,10 +33,12 @@ def queue_cmd(workspace: str, test: bool, overlays: tuple[str, ...], only: tuple
         for line in result.plan or ["nothing to do"]:
             click.echo(line)
         return
-    table = Table("dataset", "state", "time", "run folder", "remote", "error / note", box=None, pad_edge=False)
+    on_nodes = any(job.node for job in result.jobs)  # the ray executor: where each ran, not a local folder
+    table = Table("dataset", "state", "time", "node" if on_nodes else "run folder", "remote", "error / note",
+                  box=None, pad_edge=False)
     for job in result.jobs:  # names and errors come from outside: shown as text, never as rich markup
-        cells = [job.key, job.state, f"{job.seconds:.0f} s", job.run_dir or "-", job.remote_output or "-",
-                 "; ".join(x for x in (job.error, job.note) if x)]
+        cells = [job.key, job.state, f"{job.seconds:.0f} s", (job.node if on_nodes else job.run_dir) or "-",
+                 job.remote_output or "-", "; ".join(x for x in (job.error, job.note) if x)]
         table.add_row(*(escape(c) for c in cells))
     Console(width=200, soft_wrap=True).print(table)
     if result.stopped:

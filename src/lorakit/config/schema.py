@@ -327,6 +327,32 @@ class SlurmSection(Section):
     )
 
 
+class RaySection(Section):
+    """Where and with what a Ray task runs (``[queue] executor = "ray"``, ``lorakit sweep --executor ray``)."""
+
+    address: str = Field(
+        "auto", description="The Ray cluster: auto (the one started on this machine, or RAY_ADDRESS), or host:port "
+        "of its head.")
+    num_cpus: float = Field(1, ge=0, description="CPUs each task (one dataset, one sweep trial) reserves.")
+    num_gpus: float = Field(0, ge=0, description="GPUs each task reserves (training sees only those).")
+    memory: str | None = Field(None, description="Memory each task reserves, e.g. 16GB (Ray schedules by it).")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom resources each task needs, e.g. {a100 = 1}: only nodes started "
+        "with them (ray start --resources) take it.")
+    max_retries: int = Field(
+        3, ge=0, description="How often Ray runs a task again on another node when its node or worker dies.")
+    scratch: str = Field(
+        "/tmp/lorakit-ray", description="Folder on each node for a task's downloads and runs (deleted once the "
+        "result is uploaded and verified).")
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_memory_size(value)
+        return value
+
+
 class LaunchSection(Section):
     nproc: int = Field(
         1, ge=1,
@@ -337,6 +363,8 @@ class LaunchSection(Section):
         "ddp", description="ddp: each process holds the whole model; fsdp: the base model is sharded over GPUs."
     )
     slurm: SlurmSection = Field(default_factory=SlurmSection)
+    ray: RaySection = Field(default_factory=RaySection, description="lorakit sweep --executor ray: each trial a "
+                            "Ray task with these resources.")
 
 
 class RunConfig(Section):

@@ -23,12 +23,13 @@ lorakit's own arguments (``lorakit.remote.rclone``): no user flag can make them 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lorakit import faults
@@ -41,6 +42,10 @@ from lorakit.runs.manifest import created_at
 log = logging.getLogger(__name__)
 
 LORAKIT_MODEL = ("adapter_model.safetensors",)  # what a trained model is in lorakit's own runs
+# Uploaded first into a result folder by a job that runs on another machine (the ray executor): the job's claim,
+# recorded in the state before it was sent, so a retry of the job (its node died mid-upload) knows the folder as
+# its own and uploads there again instead of under a second name.
+CLAIM_FILE = "queue-claim.txt"
 
 
 class NotVerified(Exception):
@@ -66,7 +71,7 @@ def _common_hash(recorded: dict[str, Any], now: RemoteFile) -> bool:
     return any(k in now.hashes for k in recorded.get("hashes") or {})
 
 
-def _remove_empty_folders(top: Path) -> None:
+def remove_empty_folders(top: Path) -> None:
     """Remove the folders under ``top`` (and ``top``) that are empty, deepest first."""
     if not top.is_dir():
         return
@@ -125,6 +130,37 @@ class Keeper:
         except RemoteError as e:
             raise NotVerified(f"{remote} does not hold {run_dir.name} whole ({e})") from None
 
+    def verify_recorded(self, files: dict[str, dict[str, Any]], remote: str | None, content: str | None) -> None:
+        """``remote`` holds every file of a result made on another machine, each with the size and sha256 recorded
+        there before its local copy went (sha256 of the bytes downloaded now), a model file among them, and its
+        manifest says it was trained on exactly ``content``.
+
+        Raises:
+            NotVerified: why not.
+        """
+        if remote is None:
+            raise NotVerified("the result was never uploaded")
+        models = [f for f in files if any(PurePosixPath(f).match(p) for p in self.model_patterns)]
+        if not models or "manifest.json" not in files:
+            raise NotVerified(f"the record of {remote} holds no model file or no manifest")
+        try:
+            listed = {f.path: f for f in self.rclone.list_or_none(remote) or []}
+            for name in sorted(files, key=lambda f: (f not in models, f)):
+                if name not in listed or listed[name].size != files[name]["size"]:
+                    raise NotVerified(f"{remote} lacks {name} as it was uploaded")
+            digests = self.rclone.sha256_by_download(remote, sorted(files))
+            if differs := sorted(f for f in files if digests.get(f) != files[f]["sha256"]):
+                raise NotVerified(f"{remote}/{differs[0]} is not the file uploaded")
+            manifest = self.rclone.read_text(f"{remote}/manifest.json") or ""
+        except RemoteError as e:
+            raise NotVerified(f"{remote} cannot be checked ({e})") from None
+        if hashlib.sha256(manifest.encode()).hexdigest() != files["manifest.json"]["sha256"]:
+            raise NotVerified(f"{remote}/manifest.json changed while it was checked")
+        recorded = (json.loads(manifest).get("dataset") or {}).get("sha256")
+        if content is None or recorded != content:
+            raise NotVerified(f"{remote} was not trained on the data as downloaded (its manifest records "
+                              f"{(recorded or 'no dataset')[:12]}, the data is {(content or 'unknown')[:12]})")
+
     def verify_trained_on(self, run_dir: Path, content: str | None, what: str) -> None:
         """The run was trained on exactly ``content`` (a dataset as downloaded, or as it is now).
 
@@ -136,15 +172,19 @@ class Keeper:
             raise NotVerified(f"{run_dir.name} was not trained on {what} as it is (its manifest records "
                               f"{(recorded or 'no dataset')[:12]}, the data is {(content or 'unknown')[:12]})")
 
-    def owner(self, remote: str, run_id: str, recorded: bool) -> str:
+    def owner(self, remote: str, run_id: str, recorded: bool, claim: str | None = None) -> str:
         """Who holds the remote folder: "free" (nothing there), "ours" or "other".
 
         A folder without a manifest is ours only if this job recorded the name before uploading
-        to it (its own partial upload); anything else there belongs to someone else.
+        to it (its own partial upload); a folder whose claim file holds this job's ``claim`` is ours (an earlier
+        attempt of this job, on a node that died); anything else there belongs to someone else.
         """
         files = self.rclone.list_or_none(remote)
         if not files:
             return "free"
+        if claim is not None and any(f.path == CLAIM_FILE for f in files) and \
+                (self.rclone.read_text(f"{remote}/{CLAIM_FILE}") or "").strip() == claim:
+            return "ours"
         if not any(f.path == "manifest.json" for f in files):
             return "ours" if recorded else "other"
         try:
@@ -153,35 +193,37 @@ class Keeper:
             return "other"
         return "ours" if isinstance(there, dict) and run_identity(there) == run_id else "other"
 
-    def result_target(self, output: str, name: str, run_id: str, recorded: str | None) -> str:
+    def result_target(self, output: str, name: str, run_id: str, recorded: str | None,
+                      claim: str | None = None) -> str:
         """Where a result may go: the recorded target while it is still ours, else ``output/name``,
-        ``output/name-2``, ... the first that is free or already holds this very run."""
-        if recorded is not None and self.owner(recorded, run_id, recorded=True) != "other":
+        ``output/name-2``, ... the first that is free or already holds this very run (or this job's claim)."""
+        if recorded is not None and self.owner(recorded, run_id, recorded=True, claim=claim) != "other":
             return recorded
         for n in range(1, 10_000):
             candidate = f"{output}/{name}" if n == 1 else f"{output}/{name}-{n}"
-            if candidate != recorded and self.owner(candidate, run_id, recorded=False) != "other":
+            if candidate != recorded and self.owner(candidate, run_id, recorded=False, claim=claim) != "other":
                 return candidate
         raise RemoteError(f"no free result name for {name} under {output}")
 
     # -- deletions ----------------------------------------------------------------------------
     def delete_remote_data(self, root: str, files: list[str], recorded: dict[str, dict[str, Any]],
-                           run_dir: Path, result: str | None, content: str | None,
-                           intent: Callable[[list[str]], list[str]]) -> str | None:
+                           verify_copy: Callable[[], None], intent: Callable[[list[str]], list[str]]) -> str | None:
         """Delete the job's remote training files, all of them or none: only when the result is verified, was
         trained on exactly what was downloaded (``content``), and the remote dataset is provably as it was
         downloaded (the same files, each the same size and hashes, or on a remote without hashes the same sha256
         of its bytes downloaded again). A dataset that changed in any way is kept whole: its new content trains
         as a new result.
 
-        ``intent(files)`` records the files about to be deleted before the first goes and returns those recorded
-        by an earlier, interrupted deletion: their absence is lorakit's doing, not a change.
+        ``verify_copy()`` checks now that the result is on the remote, whole, trained on exactly the data as
+        downloaded (it raises NotVerified): ``verify_result`` + ``verify_trained_on`` against a local run, or
+        ``verify_recorded`` for a result made on another machine. ``intent(files)`` records the files about to be
+        deleted before the first goes and returns those recorded by an earlier, interrupted deletion: their absence
+        is lorakit's doing, not a change.
 
         Returns:
             None when the files were deleted; else how the dataset changed (it was kept, and said so).
         """
-        self.verify_result(run_dir, result)
-        self.verify_trained_on(run_dir, content, "the data as downloaded")
+        verify_copy()
         gone_before = set(intent([]))
         if (change := self._change(root, files, recorded, gone_before)) is not None:
             change += " since it was downloaded"
@@ -261,7 +303,7 @@ class Keeper:
         for path in unchanged:
             faults.reached("delete:local-data")  # :2 dies with one file deleted
             path.unlink(missing_ok=True)
-        _remove_empty_folders(folder)
+        remove_empty_folders(folder)
         left = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
         if left:
             log.warning("kept %s: it holds %d file(s) the queue did not download, or that changed since", folder,
@@ -277,7 +319,7 @@ class Keeper:
                     (run_dir / copy.name).read_bytes() == copy.read_bytes():
                 copy.unlink()
         shutil.rmtree(run_dir)
-        _remove_empty_folders(run_dir.parent)
+        remove_empty_folders(run_dir.parent)
 
     def delete_download(self, archive: Path, remote_root: str) -> bool:
         """Delete a downloaded (and unpacked) archive if its remote original is still there, identical.

@@ -21,10 +21,11 @@ from types import FrameType
 from lorakit import faults
 from lorakit.errors import DataError, LorakitError, QueueError, RemoteError
 from lorakit.external.trainer import TrainerKind
+from lorakit.launch.executor import Executor
 from lorakit.proc import Child
 from lorakit.queue.archives import unpack
 from lorakit.queue.jobs import discover, output_name
-from lorakit.queue.keep import Keeper, NotVerified, run_identity
+from lorakit.queue.keep import CLAIM_FILE, Keeper, NotVerified, run_identity
 from lorakit.queue.notices import recording_notices
 from lorakit.queue.state import FAILED, Job, QueueState, Source
 from lorakit.queue.training import JOB_FILES, JobFailed, QueueStopped, StillTraining, TrainingStage
@@ -158,7 +159,7 @@ class QueueRun:
         assert job.run_dir is not None and job.output_name is not None
         run_dir = Path(job.run_dir)
         target = self.keeper.result_target(output, job.output_name, run_identity(read_manifest(run_dir)),
-                                           job.upload_to)
+                                           job.upload_to, job.claim)
         if target != job.upload_to:
             if target != f"{output}/{job.output_name}":
                 job.note = f"{output}/{job.output_name} holds another run: uploaded as {target.rsplit('/', 1)[-1]}"
@@ -166,6 +167,9 @@ class QueueRun:
             job.upload_to = target
             self.state.save()
         faults.reached("before-upload")
+        if job.claim is not None:  # first, so that a retry on another node knows a half-uploaded folder as its own
+            (run_dir / CLAIM_FILE).write_text(job.claim + "\n", encoding="utf-8")
+            self.rclone.copy_file(str(run_dir / CLAIM_FILE), f"{target}/{CLAIM_FILE}")
         self.rclone.copy(str(run_dir), target, every_file)
         try:
             self.keeper.verify_result(run_dir, target)
@@ -182,6 +186,12 @@ class QueueRun:
             JobFailed: the result can be neither verified nor uploaded again; everything is kept.
         """
         cleanup, remote = self.ws.cleanup, self.ws.remote.training
+        if job.result_files is not None:  # trained and uploaded on another node, which deleted its own copies
+            if cleanup.remote_training and remote is not None and job.remote_files and not job.remote_deleted \
+                    and not job.remote_changed:
+                self._delete_remote_data(job, remote, lambda: self.keeper.verify_recorded(
+                    job.result_files or {}, job.remote_output, job.content))
+            return
         run_dir = Path(job.run_dir) if job.run_dir else self.outputs / job.key
         downloaded = Source(job.source).downloaded  # never a folder put into work_dir by hand
         data = self.work / job.folder
@@ -196,7 +206,12 @@ class QueueRun:
         self._ensure_result(job, run_dir)
         if todo["remote data"]:
             assert remote is not None
-            self._delete_remote_data(job, remote, run_dir)
+
+            def verify_copy() -> None:
+                self.keeper.verify_result(run_dir, job.remote_output)
+                self.keeper.verify_trained_on(run_dir, job.content, "the data as downloaded")
+
+            self._delete_remote_data(job, remote, verify_copy)
         if todo["local data"]:
             files: dict[Path, str | None] = {data / f: job.local_sha256.get(f) for f in job.local_files}
             if archive is not None:
@@ -206,7 +221,7 @@ class QueueRun:
         if todo["local run"]:
             self.keeper.delete_local_run(run_dir, job.remote_output, [run_dir.parent / f for f in JOB_FILES])
 
-    def _delete_remote_data(self, job: Job, remote: str, run_dir: Path) -> None:
+    def _delete_remote_data(self, job: Job, remote: str, verify_copy: Callable[[], None]) -> None:
         def intent(files: list[str]) -> list[str]:  # written before the first file goes
             if files:
                 job.deleting = files
@@ -214,8 +229,8 @@ class QueueRun:
             return job.deleting
 
         try:
-            change = self.keeper.delete_remote_data(remote, job.remote_files, job.remote_fingerprints, run_dir,
-                                                    job.remote_output, job.content, intent)
+            change = self.keeper.delete_remote_data(remote, job.remote_files, job.remote_fingerprints, verify_copy,
+                                                    intent)
         except NotVerified as e:  # no verified result of exactly this data: it is kept, and trained again
             change = str(e)
             log.warning("%s: kept the remote dataset: %s", job.key, change)
@@ -342,6 +357,10 @@ def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueRes
         run = QueueRun(ws, options, state, rclone)
         stopped = None
         with StopOnSignal(run.child) as stop:
+            if ws.queue.executor == Executor.RAY:
+                from lorakit.queue.ray_driver import run_on_ray
+
+                return QueueResult(selected, run_on_ray(run, selected, stop))
             stopped = _work_through(run, selected, stop)
             # With Slurm the first pass submits; later passes finish each job as its Slurm job ends.
             while stopped is None and any(j.state == "training" for j in selected):

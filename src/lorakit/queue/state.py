@@ -64,6 +64,12 @@ class Job:
     run_dir: str | None = None
     upload_to: str | None = None  # chosen and saved before the upload starts, so a retry reuses it
     remote_output: str | None = None  # set once the upload is verified
+    # The ray executor: the job's claim on its upload target (keep.CLAIM_FILE), the node that trained it, and each
+    # file of its result (size, sha256) as that node uploaded it: what the remote copy is checked against once the
+    # node's own copy is gone.
+    claim: str | None = None
+    node: str | None = None
+    result_files: dict[str, dict[str, Any]] | None = None
     note: str | None = None
     seconds: float = 0.0
     history: list[dict[str, str]] = field(default_factory=list)

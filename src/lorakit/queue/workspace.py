@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from lorakit.config.load import read_config_file
-from lorakit.config.schema import Section
+from lorakit.config.schema import RaySection, Section
 from lorakit.errors import ConfigError
 from lorakit.external.render import read_template
 from lorakit.external.trainer import (
@@ -91,9 +91,12 @@ class QueueSection(Section):
     executor: Executor = Field(
         Executor.LOCAL.value,
         description="local: train each dataset here, one after another; slurm: submit each dataset as its own "
-        "Slurm job (resources from the training config's launch.slurm) and upload each result as its job completes.",
+        "Slurm job (resources from the training config's launch.slurm) and upload each result as its job completes; "
+        "ray: each dataset a Ray task (download, train, upload on one node; resources from [queue.ray]).",
     )
     poll_seconds: float = Field(30, gt=0, description="With executor slurm: seconds between looks at the jobs.")
+    ray: RaySection = Field(default_factory=RaySection, description="With executor ray: the cluster, and what "
+                            "each dataset's task reserves on a node.")
     new_content: Literal["train", "wait"] = Field(
         "train", description="A dataset trained before whose remote folder now holds other files (new or "
         "changed): train: train them as a new result (uploaded beside the first, as <name>-<suffix>-2...); "
@@ -140,6 +143,9 @@ class Workspace(Section):
             raise ValueError("config (the base training config) is required with trainer.kind = lorakit")
         if self.queue.executor == Executor.SLURM and self.trainer.kind != TrainerKind.LORAKIT:
             raise ValueError("queue.executor = slurm submits lorakit training runs: it needs trainer.kind = lorakit")
+        if self.queue.executor == Executor.RAY and not (self.remote.training and self.remote.output):
+            raise ValueError("queue.executor = ray trains on other machines: it needs remote.training (where each "
+                             "node downloads from) and remote.output (where each node uploads to)")
         return self
 
 

@@ -55,6 +55,10 @@ def prepare(request: SweepRequest) -> tuple[Sweep, LoadedConfig, SweepSpace]:
                           "--trials or search fewer values")
     if request.executor == Executor.SLURM and shutil.which("sbatch") is None:
         raise LaunchError("--executor slurm: sbatch is not on PATH (no Slurm here); use --executor local")
+    if request.executor == Executor.RAY:
+        from lorakit.launch.ray import import_ray
+
+        import_ray()  # one line now when Ray is missing, before anything is written
     name = request.name or f"{base.run_name}-{Path(request.space_file).stem}"
     folder = (request.sweeps_dir / name).resolve()
     sweep = Sweep(name, str(folder), str(Path(request.config_file).resolve()),
@@ -108,6 +112,10 @@ def start(sweep: Sweep, base: LoadedConfig) -> None:
         from lorakit.sweep.slurm import run_slurm_workers
 
         run_slurm_workers(sweep, base.config.launch.slurm)
+    elif sweep.executor == Executor.RAY:
+        from lorakit.sweep.on_ray import run_ray_sweep
+
+        run_ray_sweep(sweep, base.config.launch.ray)
     elif sweep.workers == 1:
         work(sweep)
     else:

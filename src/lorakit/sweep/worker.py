@@ -41,7 +41,7 @@ def _me() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "job_id": os.environ.get("SLURM_JOB_ID")}
 
 
-def _alive(worker: dict[str, Any] | None) -> bool:
+def worker_alive(worker: dict[str, Any] | None) -> bool:
     """Whether the worker that holds a trial is still there (this machine's processes, or its Slurm job)."""
     if not worker:
         return False  # asked, but died before it said who it was (both happen under the lock)
@@ -74,7 +74,7 @@ def next_trial(study: Any, sweep: Sweep, space: SweepSpace) -> Job | None:
 
     trials = study.get_trials(deepcopy=False)
     running = [t for t in trials if t.state.name == "RUNNING"]
-    stale = [t for t in running if not _alive(t.user_attrs.get("worker"))]
+    stale = [t for t in running if not worker_alive(t.user_attrs.get("worker"))]
     if stale:
         frozen = stale[0]
         study._storage.set_trial_user_attr(frozen._trial_id, "worker", _me())
