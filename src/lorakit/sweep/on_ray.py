@@ -16,6 +16,7 @@ import fcntl
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -68,6 +69,7 @@ def trial_on_node(sweep: Sweep, host: str, port: int, trial_id: int, params: dic
     base = sweep.base_config()
     space = sweep.space(base.config)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the proxy, said once here
     study = optuna.load_study(study_name=sweep.name, storage=GrpcStorageProxy(host=host, port=port),
                               sampler=_sampler(space), pruner=_pruner(space))
     trial = optuna.trial.Trial(study, trial_id)

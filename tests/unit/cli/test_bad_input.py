@@ -212,6 +212,11 @@ CASES = [
     Case("workspace slurm command", ["queue", "ws.toml"], "queue.executor = slurm submits lorakit training runs",
          2, {"ws.toml": 'work_dir = "w"\n[trainer]\nkind = "command"\ncommand = "x"\nconfig = "t.toml"\n'
                         '[queue]\nexecutor = "slurm"\n'}),
+    Case("workspace ray without remote", ["queue", "ws.toml"], "queue.executor = ray trains on other machines: it "
+         "needs remote.training", 2, {"ws.toml": WS + '[queue]\nexecutor = "ray"\n'}),
+    Case("workspace ray memory", ["queue", "ws.toml"], "queue.ray.memory", 2,
+         {"ws.toml": WS + '[queue]\nexecutor = "ray"\n[queue.ray]\nmemory = "lots"\n'}),
+    Case("sweep ray resources", ["train", "good.yaml", "--set", "launch.ray.num_gpus=-1"], "launch.ray.num_gpus", 2),
     Case("workspace base config", ["queue", "ws.toml"], "config: file not found:", 2,
          {"ws.toml": 'work_dir = "work"\nconfig = "base.yaml"\n'}),
     Case("workspace overlay", ["queue", "ws.toml"], "overlays: file not found:", 2,
