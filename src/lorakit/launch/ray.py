@@ -30,7 +30,7 @@ def import_ray() -> Any:
 def _probe(address: str) -> None:
     """A host:port that does not answer is one line now, rather than Ray's minute of retries."""
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or "://" in address:
         return  # auto, ray://..., or a form Ray resolves itself
     try:
         socket.create_connection((host, int(port)), timeout=5).close()

@@ -23,6 +23,7 @@ class TrialRow:
     peak_gib: float | None
     run_dir: str | None
     reason: str
+    node: str | None = None  # --executor ray: the node that ran it (its run folder is on that node's disk)
 
 
 def trial_rows(sweep: Sweep) -> list[TrialRow]:
@@ -38,7 +39,8 @@ def trial_rows(sweep: Sweep) -> list[TrialRow]:
         attempts = manifest.get("attempts") or [{}]
         rows.append(TrialRow(t.number, t.state.name, t.value, dict(t.params), metrics.get("train_steps"),
                              metrics.get("train_runtime"), metrics.get("train_tokens_per_second"),
-                             attempts[-1].get("peak_memory_gib"), run, t.user_attrs.get("reason", "")))
+                             attempts[-1].get("peak_memory_gib"), run, t.user_attrs.get("reason", ""),
+                             t.user_attrs.get("node")))
     sign = -1 if space.direction == "maximize" else 1
     order = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3, "WAITING": 4}
     return sorted(rows, key=lambda r: (order.get(r.state, 5), sign * (r.value if r.value is not None else 0),
@@ -65,12 +67,14 @@ def _fmt(value: Any) -> str:
 
 def render_table(sweep: Sweep, rows: list[TrialRow], metric: str) -> str:
     keys = sorted({k for r in rows for k in r.params})
-    head = ["trial", metric.removeprefix("eval_"), *keys, "steps", "time (s)", "tok/s", "peak GiB", "status"]
+    on_nodes = any(r.node for r in rows)
+    head = ["trial", metric.removeprefix("eval_"), *keys, "steps", "time (s)", "tok/s", "peak GiB", "status",
+            *(["node"] if on_nodes else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [str(r.number), _fmt(r.value), *(_fmt(r.params.get(k)) for k in keys), _fmt(r.steps),
                  _fmt(r.seconds), _fmt(r.tokens_per_second), _fmt(r.peak_gib),
-                 r.state.lower() + (f": {r.reason}" if r.reason else "")]
+                 r.state.lower() + (f": {r.reason}" if r.reason else ""), *([_fmt(r.node)] if on_nodes else [])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -64,6 +64,8 @@ def test_four_trials_spread_over_both_workers_in_one_study(tmp_path, tiny_model_
             assert t.user_attrs["reason"] == f"pruned at step {max(t.intermediate_values)}", t.number
     assert sorted(finished_runs_by_trial(tmp_path)) == [0, 1, 2, 3]
     assert "running on node" in done.stdout + done.stderr
+    shown = ray_cluster.run([sys.executable, "-m", "lorakit", "sweep", "show", "s"], cwd=tmp_path, timeout=120)
+    assert shown.returncode == 0 and "| node |" in shown.stdout and "lorakit_node_b" in shown.stdout, shown.stdout
 
 
 def test_a_killed_driver_continues_with_each_trial_once(tmp_path, tiny_model_dir, ray_cluster):
