@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from lorakit.cli.main import cli
 from tests.conftest import ALPACA_ROWS, write_jsonl
-from tests.integration.queue.conftest import PASSWORD, remote_section
+from tests.integration.queue.conftest import PASSWORD, command_workspace, remote_section
 from tests.integration.ray.conftest import JOB_RESOURCE, needs_ray
 
 pytestmark = needs_ray
@@ -125,6 +125,26 @@ def test_a_worker_killed_mid_training_its_job_finishes_on_the_other(tmp_path, ns
         print(f"\nkilled node b during {on_b}'s training; the queue ended {after:.1f} s later")
     finally:
         ray_cluster.start_node("b")  # the next test has both workers again
+
+
+def test_an_external_trainer_runs_on_a_node_by_the_same_job_code(tmp_path, ns_server, ray_cluster):
+    two_datasets(ns_server.root)
+    (tmp_path / "train.py").write_text(
+        "import pathlib, sys\nout = pathlib.Path(sys.argv[1])\ndata = pathlib.Path(sys.argv[2])\n"
+        "rows = sum(1 for p in data.rglob('*.jsonl') for _ in p.open())\n"
+        "(out / 'lora.safetensors').write_bytes(b'w' * rows)\n")
+    ws = command_workspace(tmp_path, ns_server, f"{{python}} {tmp_path}/train.py {{output_dir}} {{dataset}}")
+    ws.write_text(ws.read_text().replace("[trainer]", f'[queue]\nexecutor = "ray"\n[queue.ray]\naddress = '
+                                          f'"{ray_cluster.address}"\nscratch = "{tmp_path / "scratch"}"\n'
+                                          f'resources = {{ {JOB_RESOURCE} = 1 }}\n\n[trainer]'))
+    done = run_queue(ray_cluster, tmp_path, ws)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in TWO:
+        uploaded = ns_server.root / "output" / f"{name}-v1"
+        assert (uploaded / "lora.safetensors").read_bytes() == b"w" * len(ALPACA_ROWS)  # trained on its dataset
+        assert json.loads((uploaded / "manifest.json").read_text())["status"] == "completed"
+        assert state(tmp_path)[name]["state"] == "cleaned" and state(tmp_path)[name]["node"]
+    assert not [p for p in (ns_server.root / "training").rglob("*") if p.is_file()]
 
 
 def test_an_unreachable_cluster_is_one_line(tmp_path, tiny_model_dir):
