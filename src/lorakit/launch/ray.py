@@ -89,6 +89,20 @@ class Node:
         return f"node {self.node_id[:8]} ({self.hostname}, {self.ip}){extra}"
 
 
+def keep_to_reserved_cpus() -> None:
+    """Inside a task: its training (here or in a child process) uses the CPUs Ray reserved for it, no more (Ray
+    would let every task on a node take every core, and two trainings on two cores then ran 5x slower)."""
+    import os
+
+    import ray
+
+    from lorakit.train.host import THREADS_ENV
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if cpus and cpus >= 1:
+        os.environ[THREADS_ENV] = str(int(cpus))
+
+
 def this_node() -> Node:
     """Inside a task: the node it runs on."""
     import ray

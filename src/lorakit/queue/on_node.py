@@ -75,11 +75,12 @@ def run_job(order: JobOrder) -> dict[str, Any]:
     Raises:
         QueueStopped, RemoteError: as with the local executor, the job cannot go on now (the driver stops).
     """
-    from lorakit.launch.ray import this_node
+    from lorakit.launch.ray import keep_to_reserved_cpus, this_node
     from lorakit.queue.runner import QueueOptions, QueueRun, StopOnSignal
     from lorakit.remote.rclone import Rclone
 
     node = this_node()
+    keep_to_reserved_cpus()
     sent = Job(**order.job)
     print(f"{sent.key}: running on {node.describe()}", flush=True)  # Ray shows it in the driver's output
     began = time.monotonic()

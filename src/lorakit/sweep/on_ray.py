@@ -61,10 +61,11 @@ def trial_on_node(sweep: Sweep, host: str, port: int, trial_id: int, params: dic
     import optuna
     from optuna.storages import GrpcStorageProxy
 
-    from lorakit.launch.ray import this_node
+    from lorakit.launch.ray import keep_to_reserved_cpus, this_node
     from lorakit.sweep.study import _pruner, _sampler
 
     node = this_node()
+    keep_to_reserved_cpus()
     os.chdir(sweep.working_directory)  # where the sweep's relative paths (data, output.dir) were resolved
     base = sweep.base_config()
     space = sweep.space(base.config)

@@ -25,6 +25,11 @@ def physical_cores() -> int:
     return max(1, usable // max(1, per_core))
 
 
+# Threads a training may use, set by whoever reserved CPUs for it (lorakit.launch.ray in a Ray task): tasks that
+# share a node each keep to their own share instead of every one taking every core.
+THREADS_ENV = "LORAKIT_THREADS"
+
+
 def tune_host() -> None:
     """One intra-op thread per physical core, the cores shared out among this node's training processes.
 
@@ -34,4 +39,7 @@ def tune_host() -> None:
     """
     import torch
 
+    if os.environ.get(THREADS_ENV, "").isdigit():  # the CPUs a scheduler reserved for this task (Ray)
+        torch.set_num_threads(max(1, int(os.environ[THREADS_ENV])))
+        return
     torch.set_num_threads(max(1, physical_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
