@@ -2,7 +2,13 @@
 
 import torch
 
-from lorakit.train.host import THREADS_ENV, physical_cores, tune_host
+from lorakit.train.host import THREADS_ENV, _count_cpu_list, physical_cores, tune_host
+
+
+def test_cpu_lists_are_counted():
+    assert _count_cpu_list("0-3,8") == 5
+    assert _count_cpu_list("7") == 1
+    assert physical_cores() >= 1
 
 
 def test_threads_are_the_reserved_cpus_else_a_share_of_the_cores(monkeypatch):
