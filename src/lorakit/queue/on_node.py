@@ -36,6 +36,7 @@ class JobOrder:
     files: dict[str, bytes]  # absolute path on the driver -> its bytes
     overlays: tuple[str, ...]
     job: dict[str, Any]  # the Job as the driver recorded it (claim, output name, upload target)
+    test: bool = False  # lorakit queue --test: delete nothing, not even the node's own copies
 
 
 def ship(ws: Workspace, overlays: tuple[str, ...]) -> dict[str, bytes]:
@@ -102,6 +103,7 @@ def run_job(order: JobOrder) -> dict[str, Any]:
             run.process(job, stop)  # through "uploaded": the record is taken before the node's copies go
         if job.state == "uploaded" and job.run_dir:
             record = result_record(Path(job.run_dir))
+        if record is not None and not order.test:
             try:
                 run.clean(job)
                 state.path.unlink()  # the driver holds the job's record; this one was the node's scratch

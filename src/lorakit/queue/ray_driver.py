@@ -41,7 +41,7 @@ def _send(run: QueueRun, job: Job, task: Any, ws: dict[str, Any], files: dict[st
     target = run.keeper.result_target(run.ws.remote.output, name, run_id=claim, recorded=job.upload_to, claim=claim)
     if job.state != "training" or (job.output_name, job.upload_to, job.claim) != (name, target, claim):
         run.state.move(job, "training", output_name=name, upload_to=target, claim=claim)
-    order = JobOrder(ws, files, run.options.overlays, asdict(job))
+    order = JobOrder(ws, files, run.options.overlays, asdict(job), run.options.test)
     log.info("%s: sent to the Ray cluster (result to %s)", job.key, target)
     return task.remote(order)
 

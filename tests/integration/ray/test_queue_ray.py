@@ -127,6 +127,21 @@ def test_a_worker_killed_mid_training_its_job_finishes_on_the_other(tmp_path, ns
         ray_cluster.start_node("b")  # the next test has both workers again
 
 
+def test_test_mode_on_ray_deletes_nothing_and_a_later_run_cleans_up(tmp_path, ns_server, tiny_model_dir,
+                                                                      ray_cluster):
+    two_datasets(ns_server.root)
+    ws = ray_workspace(tmp_path, ns_server, tiny_model_dir, ray_cluster)
+    done = ray_cluster.run([sys.executable, "-m", "lorakit", "queue", str(ws), "--test"], cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert all(job["state"] == "uploaded" for job in state(tmp_path).values())
+    assert len(list((ns_server.root / "training").rglob("*.jsonl"))) == 2  # the remote datasets stay
+    assert len(list((tmp_path / "scratch").glob("*/*/outputs/*/*/adapter_model.safetensors"))) == 2  # and the nodes'
+    done = run_queue(ray_cluster, tmp_path, ws)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert all(job["state"] == "cleaned" for job in state(tmp_path).values())
+    assert_each_result_once(ns_server, TWO)  # checked against the nodes' records, then the datasets deleted
+
+
 def test_an_external_trainer_runs_on_a_node_by_the_same_job_code(tmp_path, ns_server, ray_cluster):
     two_datasets(ns_server.root)
     (tmp_path / "train.py").write_text(
