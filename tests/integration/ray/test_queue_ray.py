@@ -65,7 +65,7 @@ def assert_each_result_once(server, names):
 
 def test_two_datasets_train_at_once_on_two_workers(tmp_path, ns_server, tiny_model_dir, ray_cluster):
     two_datasets(ns_server.root)
-    ws = ray_workspace(tmp_path, ns_server, tiny_model_dir, ray_cluster, max_steps=20)
+    ws = ray_workspace(tmp_path, ns_server, tiny_model_dir, ray_cluster, max_steps=300)
     began = time.monotonic()
     done = run_queue(ray_cluster, tmp_path, ws)
     both = time.monotonic() - began
@@ -89,13 +89,13 @@ def test_two_datasets_train_at_once_on_two_workers(tmp_path, ns_server, tiny_mod
     time.sleep(1.5)  # the server's directory cache (1 s) expires, so its listing shows the new folders
     alone = tmp_path / "alone"
     alone.mkdir()
-    ws = ray_workspace(alone, ns_server, tiny_model_dir, ray_cluster, max_steps=20, resources={"lorakit_node_a": 1})
+    ws = ray_workspace(alone, ns_server, tiny_model_dir, ray_cluster, max_steps=300, resources={"lorakit_node_a": 1})
     began = time.monotonic()
     done = run_queue(ray_cluster, alone, ws)
     one = time.monotonic() - began
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert all("lorakit_node_a" in job["node"] for job in state(alone).values())
-    print(f"\ntwo datasets: {both:.1f} s on two workers, {one:.1f} s on one")
+    print(f"\ntwo datasets of 300 steps: {both:.1f} s on two workers, {one:.1f} s on one")
 
 
 def test_a_worker_killed_mid_training_its_job_finishes_on_the_other(tmp_path, ns_server, tiny_model_dir,
@@ -122,7 +122,9 @@ def test_a_worker_killed_mid_training_its_job_finishes_on_the_other(tmp_path, ns
         assert_each_result_once(ns_server, TWO)  # no second name, no dataset left or deleted twice
         claim = (ns_server.root / "output" / f"{on_b}-v1" / "queue-claim.txt").read_text().strip()
         assert claim == jobs[on_b]["claim"]
-        print(f"\nkilled node b during {on_b}'s training; the queue ended {after:.1f} s later")
+        spans = {n: (lambda t: (t[1] - t[0]).total_seconds())(training_interval(jobs[n])) for n in TWO}
+        print(f"\nkilled node b during {on_b}'s training; the queue ended {after:.1f} s later; sent to trained: "
+              + ", ".join(f"{n} {spans[n]:.1f} s" for n in TWO))
     finally:
         ray_cluster.start_node("b")  # the next test has both workers again
 
