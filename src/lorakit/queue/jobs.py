@@ -213,3 +213,29 @@ def write_job_config(ws: Workspace, dataset: Path, target: Path, overlays: tuple
     final = flatten_keys(with_absolute_paths(load_config(ws.config, [*layers, *overlays], overrides).config))
     kept = flatten_keys(redact(final))
     return target, [f"{key}={json.dumps(value)}" for key, value in final.items() if kept[key] != value]
+
+
+def plan_lines(ws: Workspace, overlays: tuple[str, ...], test: bool, jobs: list[Job]) -> list[str]:
+    """lorakit queue --dry-run: what each job would do next, one line each."""
+    lines = []
+    for job in jobs:
+        if job.done:
+            lines.append(f"{job.key}: done (cleaned)")
+            continue
+        if job.source == Source.CLASH:
+            lines.append(f"{job.key}: skipped: {job.error}")
+            continue
+        name = job.output_name or output_name(ws, job, list(overlays))
+        steps = []
+        if not job.reached("downloaded") and job.source != Source.LOCAL:
+            steps.append(f"download {', '.join(f'{ws.remote.training}/{f}' for f in job.remote_files)}")
+        if not job.reached("unpacked") and job.source == Source.ARCHIVE:
+            steps.append("unpack")
+        if not job.reached("trained"):
+            steps.append(f"train as {name}")
+        if not job.reached("uploaded") and ws.remote.output:
+            steps.append(f"upload to {ws.remote.output}/{name}")
+        if not test and ws.cleanup.any:
+            steps.append("clean up")
+        lines.append(f"{job.key} [{job.state}]: " + "; ".join(steps))
+    return lines

@@ -24,7 +24,7 @@ from lorakit.external.trainer import TrainerKind
 from lorakit.launch.executor import Executor
 from lorakit.proc import Child
 from lorakit.queue.archives import unpack
-from lorakit.queue.jobs import discover, output_name
+from lorakit.queue.jobs import discover, output_name, plan_lines
 from lorakit.queue.keep import CLAIM_FILE, Keeper, NotVerified, run_identity
 from lorakit.queue.notices import recording_notices
 from lorakit.queue.state import FAILED, Job, QueueState, Source
@@ -353,7 +353,7 @@ def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueRes
                              f"{', '.join(j.key for j in jobs) or 'none'})")
         selected = [j for j in jobs if not options.only or j.key in options.only or j.name in options.only]
         if options.dry_run:
-            return QueueResult(selected, plan=_plan(ws, options, selected))
+            return QueueResult(selected, plan=plan_lines(ws, options.overlays, options.test, selected))
         run = QueueRun(ws, options, state, rclone)
         stopped = None
         with StopOnSignal(run.child) as stop:
@@ -383,28 +383,3 @@ def _work_through(run: QueueRun, jobs: list[Job], stop: StopOnSignal) -> str | N
         if stop.reason:
             return f"stopped by {stop.reason}; run the queue again to continue"
     return None
-
-
-def _plan(ws: Workspace, options: QueueOptions, jobs: list[Job]) -> list[str]:
-    lines = []
-    for job in jobs:
-        if job.done:
-            lines.append(f"{job.key}: done (cleaned)")
-            continue
-        if job.source == Source.CLASH:
-            lines.append(f"{job.key}: skipped: {job.error}")
-            continue
-        name = job.output_name or output_name(ws, job, list(options.overlays))
-        steps = []
-        if not job.reached("downloaded") and job.source != Source.LOCAL:
-            steps.append(f"download {', '.join(f'{ws.remote.training}/{f}' for f in job.remote_files)}")
-        if not job.reached("unpacked") and job.source == Source.ARCHIVE:
-            steps.append("unpack")
-        if not job.reached("trained"):
-            steps.append(f"train as {name}")
-        if not job.reached("uploaded") and ws.remote.output:
-            steps.append(f"upload to {ws.remote.output}/{name}")
-        if not options.test and ws.cleanup.any:
-            steps.append("clean up")
-        lines.append(f"{job.key} [{job.state}]: " + "; ".join(steps))
-    return lines
