@@ -90,6 +90,13 @@ def trained_on(run_dir: Path) -> str | None:
         return None
 
 
+def _check_trained_on(recorded: str | None, content: str | None, result: str, what: str) -> None:
+    """``result``'s manifest records exactly ``content``, else NotVerified naming both."""
+    if content is None or recorded != content:
+        raise NotVerified(f"{result} was not trained on {what} (its manifest records "
+                          f"{(recorded or 'no dataset')[:12]}, the data is {(content or 'unknown')[:12]})")
+
+
 @dataclass
 class Keeper:
     """Every deletion the queue makes, each after its own check."""
@@ -143,23 +150,22 @@ class Keeper:
         models = [f for f in files if any(PurePosixPath(f).match(p) for p in self.model_patterns)]
         if not models or "manifest.json" not in files:
             raise NotVerified(f"the record of {remote} holds no model file or no manifest")
+        others = sorted(f for f in files if f != "manifest.json")
         try:
             listed = {f.path: f for f in self.rclone.list_or_none(remote) or []}
             for name in sorted(files, key=lambda f: (f not in models, f)):
                 if name not in listed or listed[name].size != files[name]["size"]:
                     raise NotVerified(f"{remote} lacks {name} as it was uploaded")
-            digests = self.rclone.sha256_by_download(remote, sorted(files))
-            if differs := sorted(f for f in files if digests.get(f) != files[f]["sha256"]):
-                raise NotVerified(f"{remote}/{differs[0]} is not the file uploaded")
+            # The manifest is read once: its bytes are both compared and the record of what it was trained on.
             manifest = self.rclone.read_text(f"{remote}/manifest.json") or ""
+            digests = {"manifest.json": hashlib.sha256(manifest.encode()).hexdigest(),
+                       **self.rclone.sha256_by_download(remote, others)}
         except RemoteError as e:
             raise NotVerified(f"{remote} cannot be checked ({e})") from None
-        if hashlib.sha256(manifest.encode()).hexdigest() != files["manifest.json"]["sha256"]:
-            raise NotVerified(f"{remote}/manifest.json changed while it was checked")
-        recorded = (json.loads(manifest).get("dataset") or {}).get("sha256")
-        if content is None or recorded != content:
-            raise NotVerified(f"{remote} was not trained on the data as downloaded (its manifest records "
-                              f"{(recorded or 'no dataset')[:12]}, the data is {(content or 'unknown')[:12]})")
+        if differs := sorted(f for f in files if digests.get(f) != files[f]["sha256"]):
+            raise NotVerified(f"{remote}/{differs[0]} is not the file uploaded")
+        _check_trained_on((json.loads(manifest).get("dataset") or {}).get("sha256"), content, remote,
+                          "the data as downloaded")
 
     def verify_trained_on(self, run_dir: Path, content: str | None, what: str) -> None:
         """The run was trained on exactly ``content`` (a dataset as downloaded, or as it is now).
@@ -167,10 +173,7 @@ class Keeper:
         Raises:
             NotVerified: it was not (or nothing says so): ``what`` has no trained copy.
         """
-        recorded = trained_on(run_dir)
-        if content is None or recorded != content:
-            raise NotVerified(f"{run_dir.name} was not trained on {what} as it is (its manifest records "
-                              f"{(recorded or 'no dataset')[:12]}, the data is {(content or 'unknown')[:12]})")
+        _check_trained_on(trained_on(run_dir), content, run_dir.name, f"{what} as it is")
 
     def owner(self, remote: str, run_id: str, recorded: bool, claim: str | None = None) -> str:
         """Who holds the remote folder: "free" (nothing there), "ours" or "other".

@@ -12,7 +12,6 @@ remote dataset is the driver's decision.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -115,4 +114,4 @@ def run_job(order: JobOrder) -> dict[str, Any]:
     job.seconds = round(time.monotonic() - began, 1)
     if job.state == FAILED:
         log.error("%s: failed on %s: %s", job.key, node.describe(), job.error)
-    return {"job": asdict(job), "node": node.describe(), "result_files": record, "pid": os.getpid()}
+    return {"job": asdict(job), "node": node.describe(), "result_files": record}

@@ -186,19 +186,20 @@ class QueueRun:
             JobFailed: the result can be neither verified nor uploaded again; everything is kept.
         """
         cleanup, remote = self.ws.cleanup, self.ws.remote.training
+        downloaded = Source(job.source).downloaded  # never a folder put into work_dir by hand
+        remote_data = (cleanup.remote_training and downloaded and remote is not None and bool(job.remote_files)
+                       and not job.remote_deleted and not job.remote_changed)
         if job.result_files is not None:  # trained and uploaded on another node, which deleted its own copies
-            if cleanup.remote_training and remote is not None and job.remote_files and not job.remote_deleted \
-                    and not job.remote_changed:
+            if remote_data:
+                assert remote is not None
                 self._delete_remote_data(job, remote, lambda: self.keeper.verify_recorded(
                     job.result_files or {}, job.remote_output, job.content))
             return
         run_dir = Path(job.run_dir) if job.run_dir else self.outputs / job.key
-        downloaded = Source(job.source).downloaded  # never a folder put into work_dir by hand
         data = self.work / job.folder
         archive = self.archive_path(job) if job.source == Source.ARCHIVE else None
         local_copies = data.exists() or (archive is not None and archive.exists())
-        todo = {"remote data": cleanup.remote_training and downloaded and remote is not None and bool(job.remote_files)
-                and not job.remote_deleted and not job.remote_changed,
+        todo = {"remote data": remote_data,
                 "local data": cleanup.local_data and downloaded and local_copies,
                 "local run": cleanup.local_output and run_dir.is_dir()}
         if not any(todo.values()):

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.queue.conftest import PASSWORD, fill_training
+from tests.integration.queue.conftest import PASSWORD, fill_training, free_port
 
 NODES = ("a", "b")
 JOB_RESOURCE = "lorakit_job"
@@ -42,13 +41,8 @@ def _skip_reason() -> str | None:
     return None
 
 
-needs_ray = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SKIP_REASON = _skip_reason()
+needs_ray = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 
 
 @dataclass
@@ -130,8 +124,8 @@ def _descendants(pid: int) -> list[int]:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    if (reason := _skip_reason()) is not None:
-        pytest.skip(reason)
+    if SKIP_REASON is not None:
+        pytest.skip(SKIP_REASON)
     holder = subprocess.Popen(["unshare", "--net", "sleep", "100000"])
     time.sleep(0.2)  # unshare has created the namespace once it execs sleep
     temp = Path(tempfile.mkdtemp(prefix="lkray", dir="/tmp"))  # Ray's socket paths must stay short
