@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorakit.config.schema import EVAL_METRICS, GENERATED_METRICS
 from lorakit.data.dataset import Conversation
@@ -23,6 +23,9 @@ from lorakit.infer.convert import read_jsonl
 from lorakit.infer.engines import Engine
 from lorakit.infer.generate import GENERATE_LANES, generate_turns
 from lorakit.infer.load import LoadedAdapter
+
+if TYPE_CHECKING:
+    from lorakit.infer.drafts import GreedyStarts
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +106,13 @@ def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bo
 
 def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[str], use_adapter: bool = True,
           max_new_tokens: int = 256, batch_size: int = GENERATE_LANES,
-          cap_at_reference: bool = False) -> tuple[dict[str, float], list[str]]:
+          cap_at_reference: bool = False, starts: GreedyStarts | None = None) -> tuple[dict[str, float], list[str]]:
     """The metrics in ``wanted`` for one model (the adapter, or its base alone), and its predictions.
 
     ``cap_at_reference`` (in-training evaluations) stops an answer at ``REFERENCE_CAP`` times its reference's
     tokens + 16: an answer that long cannot equal its reference, and an untrained adapter's answers that run
-    on no longer decide how long an evaluation takes."""
+    on no longer decide how long an evaluation takes. ``starts``: the answers' starts a loss pass of the same
+    model proved (``infer.drafts``), decoded from where they end."""
     results: dict[str, float] = {"cases": len(cases)}
     if "loss" in wanted:
         loss = eval_loss(adapter, cases, use_adapter)
@@ -120,7 +124,8 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
                                      batch_size=batch_size, use_adapter=use_adapter, length_ratio=LENGTH_RATIO,
                                      on_batch=lambda done: log.info("%s: %d/%d generated", label, done, len(cases)),
                                      tools=[c.tools for c in cases],
-                                     caps=_reference_caps(adapter, cases) if cap_at_reference else None)
+                                     caps=_reference_caps(adapter, cases) if cap_at_reference else None,
+                                     starts=starts)
         references = [c.reference for c in cases]
         if "exact" in wanted:
             results["exact"] = round(m.exact_match(predictions, references), 4)

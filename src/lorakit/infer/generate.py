@@ -6,11 +6,14 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorakit.data.formats import Turn
 from lorakit.errors import ModelError
 from lorakit.infer.load import LoadedAdapter
+
+if TYPE_CHECKING:
+    from lorakit.infer.drafts import GreedyStarts
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,8 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
                    temperature: float = 0.0, batch_size: int = GENERATE_LANES, use_adapter: bool = True, seed: int = 0,
                    on_batch: Callable[[int], None] | None = None, length_ratio: float | None = None,
                    tools: Sequence[list[dict[str, Any]] | None] | None = None, stop: Sequence[str] = (),
-                   padded: bool = False, caps: Sequence[int] | None = None) -> list[str]:
+                   padded: bool = False, caps: Sequence[int] | None = None,
+                   starts: GreedyStarts | None = None) -> list[str]:
     """The model's next assistant turn for each conversation, in order.
 
     Args:
@@ -62,6 +66,8 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
         stop: texts that end an answer (left out of it), beside the model's end-of-turn tokens.
         padded: transformers' ``generate`` on fixed batches, as before the lane decoder (benchmarks).
         caps: each conversation's own most new tokens, beside ``max_new_tokens`` and ``length_ratio``.
+        starts: greedy answers' starts proven by a teacher-forced pass of the same model (``infer.drafts``):
+            greedy only, decoded from where they end.
     """
     tools = tools or [None] * len(conversations)
     prompts = [adapter.encoder.prompt_ids(turns, row_tools) for turns, row_tools in zip(conversations, tools,
@@ -76,7 +82,8 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
         new_ids = adapter.model.generate_all(prompts, adapter.stop_ids, budgets, temperature, seed, on_batch,
                                              batch_size)
     else:
-        new_ids = _generate_torch(adapter, prompts, budgets, GenerateOptions(
+        known = [starts.after(p) if starts is not None and temperature <= 0 else [] for p in prompts]
+        new_ids = _generate_torch(adapter, prompts, budgets, known, GenerateOptions(
             temperature, batch_size, use_adapter, seed, on_batch, length_ratio, max_new_tokens, stop, padded))
     return [cut_at_stop(adapter.tokenizer.decode(ids, skip_special_tokens=True), stop).strip() for ids in new_ids]
 
@@ -109,7 +116,7 @@ def causal_lm(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _generate_torch(adapter: LoadedAdapter, prompts: list[list[int]], budgets: list[int],
+def _generate_torch(adapter: LoadedAdapter, prompts: list[list[int]], budgets: list[int], known: list[list[int]],
                     options: GenerateOptions) -> list[list[int]]:
     import torch
 
@@ -119,7 +126,7 @@ def _generate_torch(adapter: LoadedAdapter, prompts: list[list[int]], budgets: l
         return []
     stop_ids = adapter.stop_ids
     pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else stop_ids[0]
-    requests = [Request(p, b) for p, b in zip(prompts, budgets, strict=True)]
+    requests = [Request(p, b, k) for p, b, k in zip(prompts, budgets, known, strict=True)]
     lm = causal_lm(adapter.model)
     context = merged(adapter) if options.use_adapter else adapter.model.disable_adapter()
     with torch.inference_mode(), context:

@@ -29,6 +29,13 @@ ADMIT_GROUP = 16
 class Request:
     prompt: list[int]
     budget: int  # new tokens at most
+    # tokens known to start the greedy answer (``infer.drafts``): prefilled with the prompt, never decoded
+    known: list[int] = field(default_factory=list)
+
+    @property
+    def start(self) -> list[int]:
+        """What the lane is prefilled with: the prompt and the known start of its answer."""
+        return self.prompt + self.known
 
 
 @dataclass
@@ -159,10 +166,19 @@ class LaneDecoder:
         self.requests, self.pick, self.finished = requests, pick, finished
         self.stop_ids, self.pad_id = set(stop_ids), pad_id
         self.device = next(model.parameters()).device
+        self.answers: list[list[int]] = [[] for _ in requests]
+        # a request with no budget has the empty answer, one whose known tokens end it has those: neither
+        # takes a lane
+        settled = {i: known_answer(r, self.stop_ids, finished) for i, r in enumerate(requests)}
+        for i, answer in settled.items():
+            self.answers[i] = answer or []
+        self.queue = sorted((i for i, answer in settled.items() if answer is None),
+                            key=lambda i: -len(requests[i].start))
+        decoded = [requests[i] for i in self.queue] or list(requests)
         # a prompt ends at its group's widest prompt's column (left padding), then its answer follows
-        columns = max(len(r.prompt) for r in requests) + max(r.budget for r in requests) + 1
+        columns = max(len(r.start) for r in decoded) + max(r.budget - len(r.known) for r in decoded) + 1
         per_lane = kv_bytes_per_token(model.config, model.dtype.itemsize) * columns
-        self.lanes = max(1, min(lanes, len(requests), cache_budget(self.device) // per_lane))
+        self.lanes = max(1, min(lanes, len(decoded), cache_budget(self.device) // per_lane))
         self.cache = LaneCache(self.lanes, columns)
         self.filled = torch.zeros((self.lanes, columns), dtype=torch.bool, device=self.device)  # written columns
         self.column = torch.zeros(self.lanes, dtype=torch.long, device=self.device)  # each lane's next column
@@ -171,10 +187,6 @@ class LaneDecoder:
         self.busy: dict[int, Lane] = {}
         self.waiting: list[int] = []  # lanes prefilled, their first token not picked yet
         self.waiting_hidden: list[Any] = []  # their prompts' last hidden states
-        # a request with no budget has the empty answer and never takes a lane
-        self.queue = sorted((i for i, r in enumerate(requests) if r.budget > 0),
-                            key=lambda i: -len(requests[i].prompt))
-        self.answers: list[list[int]] = [[] for _ in requests]
         self.prefix = 0
 
     def run(self, on_done: Callable[[int], None] | None = None) -> list[list[int]]:
@@ -182,7 +194,7 @@ class LaneDecoder:
         if not self.queue:
             return self.answers
         self._prefix()
-        done = reported = 0
+        done, reported = len(self.requests) - len(self.queue), 0  # the settled ones count as done
         while self.queue or self.busy:
             free = [slot for slot in range(self.lanes) if slot not in self.busy]
             # newcomers wait until an eighth of the lanes is free: a prefill of eight prompts costs little more
@@ -202,7 +214,7 @@ class LaneDecoder:
         hidden state gives the first answer token."""
         import torch
 
-        prompts = [self.requests[i].prompt for i in self.queue]
+        prompts = [self.requests[i].start for i in self.queue]
         shared = prompts[0][: min(len(p) for p in prompts) - 1]
         for prompt in prompts:
             while prompt[: len(shared)] != shared:
@@ -226,7 +238,7 @@ class LaneDecoder:
         for every newcomer of the group."""
         import torch
 
-        rests = [self.requests[i].prompt[self.prefix :] for i in taken]
+        rests = [self.requests[i].start[self.prefix :] for i in taken]
         width = max(len(r) for r in rests)
         ids = torch.full((len(slots), width), self.pad_id, dtype=torch.long, device=self.device)
         real = torch.zeros((len(slots), self.prefix + width), dtype=torch.bool, device=self.device)
@@ -243,9 +255,9 @@ class LaneDecoder:
         self.filled[rows] = False
         self.filled[rows, : self.prefix + width] = real
         self.column[rows] = self.prefix + width
-        self.position[rows] = torch.tensor([len(self.requests[i].prompt) for i in taken], device=self.device)
+        self.position[rows] = torch.tensor([len(self.requests[i].start) for i in taken], device=self.device)
         for slot, request in zip(slots, taken, strict=True):
-            self.busy[slot] = Lane(request)
+            self.busy[slot] = Lane(request, list(self.requests[request].known))
         self.waiting += slots
         self.waiting_hidden.append(hidden[:, -1])
 
@@ -312,6 +324,20 @@ class LaneDecoder:
         """Its length budget reached, or a stop text in its answer."""
         return (len(lane.tokens) >= self.requests[lane.request].budget
                 or (self.finished is not None and self.finished(lane.tokens)))
+
+
+def known_answer(request: Request, stop_ids: set[int],
+                 finished: Callable[[list[int]], bool] | None) -> list[int] | None:
+    """The whole answer when the request's known tokens already end it (a stop token, its budget, a stop
+    text: wherever decoding them one by one would have stopped), else None: the rest is to be decoded."""
+    if request.budget <= 0:
+        return []
+    for count, token in enumerate(request.known, 1):
+        if token in stop_ids:
+            return request.known[: count - 1]
+        if count >= request.budget or (finished is not None and finished(request.known[:count])):
+            return request.known[:count]
+    return None
 
 
 # Greedy picks the first largest logit of each row in two passes over chunks of this many, a tenth of

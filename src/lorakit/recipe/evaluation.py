@@ -72,7 +72,18 @@ class TrainingEvaluator:
 
         s, train = self.session, self.session.cfg.train
         metrics: dict[str, Any] = {}
-        if "loss" in train.eval_metrics and train.method == "dpo":
+        generated = [m for m in train.eval_metrics if m in GENERATED_METRICS]
+        starts = None
+        if "loss" in train.eval_metrics and generated and train.method != "dpo" and s.accelerator.num_processes == 1:
+            from lorakit.infer.drafts import loss_and_greedy_starts
+
+            # one pass gives the loss and, from the same logits, the answers' starts greedy decoding would
+            # write: the generation below decodes only past them
+            with s.accelerator.autocast(), _EvalMode(s.model):
+                metrics["eval_loss"], starts = loss_and_greedy_starts(
+                    s.model, s.datasets.eval, train.micro_batch_size, s.tokenizer.pad_token_id,
+                    train.loss_chunk_tokens, s.accelerator.device)
+        elif "loss" in train.eval_metrics and train.method == "dpo":
             from lorakit.train.preference import evaluate_pairs
 
             with s.accelerator.autocast():  # the preference loss, accuracy and margins of the held-out pairs
@@ -84,11 +95,10 @@ class TrainingEvaluator:
                 metrics["eval_loss"] = evaluate_loss(s.trainable, s.datasets.eval, train.micro_batch_size,
                                                      s.tokenizer.pad_token_id, train.loss_chunk_tokens,
                                                      s.accelerator.device, s.accelerator)
-        generated = [m for m in train.eval_metrics if m in GENERATED_METRICS]
         if generated and s.accelerator.is_main_process:
             with _EvalMode(s.model):
                 results, answers = score(self.adapter, self.cases, generated, max_new_tokens=s.cfg.data.max_length,
-                                         batch_size=GENERATE_LANES, cap_at_reference=True)
+                                         batch_size=GENERATE_LANES, cap_at_reference=True, starts=starts)
             metrics.update({f"eval_{name}": results[name] for name in generated})
             self._keep_answers(step, answers)
         return metrics

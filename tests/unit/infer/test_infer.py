@@ -212,7 +212,7 @@ def test_in_training_evaluation_cuts_an_answer_at_its_reference_length(run, monk
 
     budgets = []
     real = generate._generate_torch
-    monkeypatch.setattr(generate, "_generate_torch", lambda a, p, b, o: budgets.append(b) or real(a, p, b, o))
+    monkeypatch.setattr(generate, "_generate_torch", lambda a, p, b, k, o: budgets.append(b) or real(a, p, b, k, o))
     adapter = load_adapter("tiny")
     cases = [EvalCase("x = y", "x"), EvalCase("\\ sqrt x", "sqrt ( x ) + y")]
     score(adapter, cases, ["exact"], max_new_tokens=20)

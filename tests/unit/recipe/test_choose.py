@@ -191,3 +191,41 @@ def test_a_generated_metric_without_its_package_is_one_line_with_the_install(tmp
                                           r"'lorakit\[eval\]'"):
         run_training(load_config(config))
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_evaluation_decodes_past_the_starts_its_loss_pass_proved(tmp_path, tiny_model_dir, monkeypatch):
+    """The validation loss and the answers' proven starts come from one pass; the decoder is handed those starts,
+    and the answers kept are the ones ``lorakit eval`` writes for the same adapter and cases."""
+    import lorakit.infer.drafts as drafts
+    import lorakit.infer.generate as generate
+    import lorakit.recipe.evaluation as evaluation
+    from lorakit.infer.evaluate import score
+    from lorakit.infer.load import load_adapter
+
+    passes, handed, scored = [], [], []
+    real_pass, real_decode = drafts.loss_and_greedy_starts, generate._generate_torch
+
+    def loss_pass(*args, **kwargs):
+        passes.append(real_pass(*args, **kwargs))
+        return passes[-1]
+
+    def scoring(adapter, cases, *args, **kwargs):
+        scored.append(cases)
+        return score(adapter, cases, *args, **kwargs)
+
+    monkeypatch.setattr(drafts, "loss_and_greedy_starts", loss_pass)
+    monkeypatch.setattr(evaluation, "score", scoring)
+    monkeypatch.setattr(generate, "_generate_torch",
+                        lambda a, p, b, k, o: handed.append((p, k)) or real_decode(a, p, b, k, o))
+    config = make_config(tmp_path, tiny_model_dir, data=EVAL,
+                         train={"max_steps": 2, "eval_every": 2, "eval_metrics": ["loss", "exact"]})
+    outcome = run_training(load_config(config))
+
+    evals = [r for r in log_of(outcome.run_dir) if "eval_loss" in r]
+    assert len(passes) == len(evals) == len(handed) == 2  # steps 0 and 2: one pass each, its starts used
+    for (_, starts), (prompts, known) in zip(passes, handed, strict=True):
+        assert known == [starts.after(p) for p in prompts]
+    last = [json.loads(x) for x in (outcome.run_dir / "val_answers" / "step-000002.jsonl").read_text().splitlines()]
+    adapter = load_adapter(outcome.run_dir.name, outcome.run_dir.parent)
+    _, alone = score(adapter, scored[-1], ["exact"], max_new_tokens=256, cap_at_reference=True)
+    assert [r["output"] for r in last] == alone

@@ -1,0 +1,98 @@
+"""Greedy starts from a loss pass: the decoder skips what the pass proved and still writes greedy's answers."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from lorakit.data.tokenize import IGNORE, Example
+from lorakit.infer.drafts import GreedyStarts, loss_and_greedy_starts
+from lorakit.infer.lanes import LaneDecoder, Request, greedy
+from tests.conftest import build_model
+
+STOP = 1
+
+
+@pytest.fixture(params=["llama", "gemma3"])
+def model(request):
+    # float64: the pass over prompt + answer and the token-by-token decoder then differ by ~1e-16, far below any
+    # gap between two logits of a random model, so every comparison below is exact on any version.
+    return build_model(request.param, softcap=30.0 if request.param == "gemma3" else None,
+                       sliding_window=128).double().eval()
+
+
+def prompts(vocab: int, count: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[2] + [rng.randrange(3, vocab) for _ in range(rng.randint(4, 12))] for _ in range(count)]
+
+
+def decode(model, requests: list[Request], lanes: int = 4) -> tuple[list[list[int]], int]:
+    """The answers, and how many decode steps it took."""
+    import torch
+
+    steps = []
+    with torch.inference_mode():
+        decoder = LaneDecoder(model, requests, [STOP], 0, lanes, greedy)
+        original = decoder._step
+        decoder._step = lambda: steps.append(1) or original()
+        return decoder.run(), len(steps)
+
+
+def example(prompt: list[int], answer: list[int]) -> Example:
+    """A training example: the prompt unsupervised, the answer supervised."""
+    return Example(prompt + answer, [IGNORE] * len(prompt) + answer)
+
+
+def test_known_starts_give_the_same_answers_in_fewer_steps(model):
+    asked = prompts(model.config.vocab_size, 8, seed=1)
+    plain, plain_steps = decode(model, [Request(p, 20) for p in asked])
+    # known: none, a part, the whole answer without its end, the whole answer with the stop token
+    known = [answer[: [0, 3, len(answer), len(answer)][i % 4]] + ([STOP] if i % 4 == 3 else [])
+             for i, answer in enumerate(plain)]
+    got, steps = decode(model, [Request(p, 20, k) for p, k in zip(asked, known, strict=True)])
+    assert got == plain
+    assert steps < plain_steps
+
+
+def test_known_tokens_past_the_budget_end_the_answer_there(model):
+    asked = prompts(model.config.vocab_size, 3, seed=2)
+    plain, _ = decode(model, [Request(p, 4) for p in asked])
+    longer, _ = decode(model, [Request(p, 12) for p in asked])
+    got, steps = decode(model, [Request(p, 4, a) for p, a in zip(asked, longer, strict=True)])
+    assert got == plain
+    assert steps == 0 or any(len(a) < 4 for a in longer)  # a known answer that reaches its budget is not decoded
+
+
+def test_the_loss_pass_proves_greedy_up_to_the_first_other_token(model):
+    import torch
+
+    from lorakit.train.evaluate import evaluate_loss
+
+    asked = prompts(model.config.vocab_size, 6, seed=3)
+    answers, _ = decode(model, [Request(p, 10) for p in asked])
+    assert all(len(a) >= 3 for a in answers[1:3])  # (the seed's answers: long enough to leave at their 3rd token)
+    ended = [[*a, STOP] if len(a) < 10 else a for a in answers]
+    # a reference equal to greedy's answer (its end included), one that leaves it at its 3rd token, one at its 1st
+    other = [3 + (t - 2) % (model.config.vocab_size - 3) for t in (ended[1][2], ended[2][0])]  # not t, not a stop
+    references = [ended[0], [*ended[1][:2], other[0]], [other[1], *ended[2][1:]], *ended[3:]]
+    examples = [example(p, r) for p, r in zip(asked, references, strict=True)]
+    loss, starts = loss_and_greedy_starts(model, examples, 4, 0, 7, torch.device("cpu"))
+
+    assert starts.after(asked[0]) == ended[0]
+    assert starts.after(asked[1]) == ended[1][:2]
+    assert starts.after(asked[2]) == []
+    assert starts.after([2, 3, 3, 3]) == []  # no sequence begins with it
+    # the decoder given those starts writes the answers it writes alone
+    got, _ = decode(model, [Request(p, 10, starts.after(p)) for p in asked])
+    assert got == answers
+    # both sum float32 logits (the head's chunks are cast to float32) in another order: ~1e-7 apart
+    assert loss == pytest.approx(evaluate_loss(model, examples, 4, 0, 7, torch.device("cpu")), rel=1e-6)
+
+
+def test_the_longest_start_wins_among_sequences_with_the_same_prompt():
+    starts = GreedyStarts([([5, 6, 7, 8], [False, False, True, False]),
+                           ([5, 6, 7, 9, 10], [False, False, True, True, True]),
+                           ([5, 7, 7, 9, 10], [False, True, True, True, True])])
+    assert starts.after([5, 6]) == [7, 9, 10]
+    assert starts.after([5, 6, 7, 9, 10]) == []
