@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 # Answers decoded at once by default. Gemma-3 270M on 2 CPU cores: the 660 dev formulas in 128 s with 32
 # lanes, 104 s with 64, 93 s with 96 or 128 (docs/benchmarks.md). The decoder takes fewer when their keys and
-# values would pass lanes.CACHE_BYTES (TinyLlama at a 4k-token context: 23 lanes).
+# values would pass lane_cache.CACHE_BYTES (TinyLlama at a 4k-token context: 23 lanes).
 GENERATE_LANES = 96
 
 
