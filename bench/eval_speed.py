@@ -4,7 +4,8 @@ Each row scores the same run on the same cases, greedy, in this process, one aft
 
 - baseline: transformers' ``generate`` on fixed batches of ``--baseline-batch`` (the adapter merged), the path
   before the lane decoder: every row of a batch runs until the longest answer of the batch ends;
-- transformers with the lane decoder (continuous batching, ``--lanes`` answers at once);
+- transformers with the lane decoder (continuous batching, ``--lanes`` answers at once), without and with
+  drafts from the text (``infer.lookup``: the tail's few lanes check several tokens a step);
 - llama.cpp on the run's GGUF exports (``--quants``), ``--llama-batch`` sequences per decode step.
 
 It prints seconds, formulas/s, generated tokens/s, exact match and the speed-up over the baseline, then how
@@ -73,10 +74,18 @@ def main() -> None:
     adapter = load_adapter(args.run, args.runs_dir, device="cpu")
     baseline = f"transformers generate, batches of {args.baseline_batch} (before)"
     rows[baseline] = timed_run(adapter, cases, args.baseline_batch, args.max_new_tokens, padded=True)
-    lanes = f"transformers, {args.lanes} lanes (continuous batching)"
+    import lorakit.infer.lanes as lane_decoder
+
+    drafting, lane_decoder.DRAFT_ROWS = lane_decoder.DRAFT_ROWS, 0
+    undrafted = f"transformers, {args.lanes} lanes, no drafts"
+    rows[undrafted] = timed_run(adapter, cases, args.lanes, args.max_new_tokens)
+    lane_decoder.DRAFT_ROWS = drafting
+    lanes = f"transformers, {args.lanes} lanes, drafts from the text (the default)"
     rows[lanes] = timed_run(adapter, cases, args.lanes, args.max_new_tokens)
     compared = differences(adapter, cases, rows[baseline]["predictions"], rows[lanes]["predictions"],
                            args.max_new_tokens)
+    drafts_changed = sum(a != b for a, b in zip(rows[undrafted]["predictions"], rows[lanes]["predictions"],
+                                                strict=True))
     del adapter
     with tempfile.TemporaryDirectory() as folder:
         for quant in [q for q in args.quants.split(",") if q]:
@@ -93,6 +102,7 @@ def main() -> None:
         print(f"| {label} | {row['seconds']:.0f} | {row['per_s']:.2f} | {row['tokens_per_s']:.0f} | "
               f"{row['exact']:.1%} | {base / row['seconds']:.2f}x |")
     print(f"\n{compared}")
+    print(f"{drafts_changed} of {len(cases)} answers differ between the lanes with and without drafts")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ class LaneCache:
       once and kept;
     - a prefill copies the prefix into the newcomers' slots, writes the rest of their prompts after it, and
       attends to both;
-    - a decode step writes one column per busy lane (each at its own column) and attends to every column.
+    - a decode step writes a few columns per busy lane (its last token and the tokens drafted after it, each
+      lane at its own columns) and attends to every column.
     """
 
     def __init__(self, lanes: int, columns: int) -> None:
@@ -31,7 +32,7 @@ class LaneCache:
         self.prefix_length = 0
         self.mode = "prefix"
         self.rows: Any = None  # the lanes of this step
-        self.write_at: Any = None  # decode: each row's column
+        self.write_at: Any = None  # decode: each row's columns [rows, tokens]
         self.read_to = 0  # decode: columns 0..read_to are returned
 
     def prefill(self, rows: Any) -> None:
@@ -54,8 +55,9 @@ class LaneCache:
             keys[self.rows, :, start:end] = key_states
             values[self.rows, :, start:end] = value_states
             return keys[self.rows, :, :end], values[self.rows, :, :end]
-        keys[self.rows, :, self.write_at] = key_states[:, :, 0]
-        values[self.rows, :, self.write_at] = value_states[:, :, 0]
+        # [rows, 1] with [rows, tokens] index [rows, tokens, heads, dim]: the states with tokens before heads
+        keys[self.rows[:, None], :, self.write_at] = key_states.transpose(1, 2)
+        values[self.rows[:, None], :, self.write_at] = value_states.transpose(1, 2)
         if self.rows.numel() == self.lanes:  # every lane busy: a view, no copy
             return keys[:, :, : self.read_to], values[:, :, : self.read_to]
         return keys[self.rows, :, : self.read_to], values[self.rows, :, : self.read_to]

@@ -8,6 +8,11 @@ queue at once: its prompt is prefilled alone (with the other newcomers of that s
 the next decode step runs every busy lane together. Prompts are taken longest first, so the long answers start
 early and the last steps are not one long answer running alone.
 
+Two things let a lane take more than one token a step, greedy only: tokens already known to start its answer
+(``Request.known``, from a loss pass that checked the reference: ``drafts``) are prefilled with its prompt, and
+in the tail, when few lanes are left, a lane runs tokens drafted from its own text (``lookup``) after its last
+one and keeps them for as long as each is the pick after the one before.
+
 Greedy answers equal ``generate``'s token for token up to float rounding: the same positions (counted from each
 prompt's first token), the same causal mask, the padding columns masked out.
 """
@@ -19,9 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorakit.infer.lane_cache import LaneCache, cache_budget, kv_bytes_per_token
+from lorakit.infer.lookup import lookup_draft
 
 # Newcomers prefilled in one forward pass at most: more rows pad more (lengths differ) for little gain.
 ADMIT_GROUP = 16
+# Greedy decode steps check drafted tokens (``lookup``) while under half the lanes decode and their tokens,
+# padded to the longest draft, stay under this many rows: a step reads every weight once (Gemma-3 270M: about
+# 66 ms on 2 cores) and each row adds about 1.5 ms, so in an evaluation's tail (its few, longest answers) a
+# drafted token costs little and each one kept saves a step.
+DRAFT_ROWS = 64
+DRAFT_MOST = 8  # tokens drafted after a lane's last one at most
+DRAFT_REST = 4  # steps a lane whose draft went wrong at its first token decodes without drafting
 
 
 @dataclass
@@ -41,6 +54,20 @@ class Request:
 class Lane:
     request: int  # index into the requests
     tokens: list[int] = field(default_factory=list)
+    # tokens its next draft may have: doubled after a draft kept whole, cut to what was kept otherwise (a
+    # drafted token costs a row of the step whether kept or not); at 0 the lane rests, then tries 1 again
+    allowed: int = 2
+    resting: int = 0
+
+    def learn(self, drafted: int, kept: int) -> None:
+        """After a step: ``kept`` of the ``drafted`` tokens were greedy's picks."""
+        if not drafted:
+            self.resting = max(0, self.resting - 1)
+            if not self.allowed and not self.resting:
+                self.allowed = 1
+            return
+        self.allowed = min(DRAFT_MOST, 2 * drafted) if kept == drafted else kept
+        self.resting = 0 if self.allowed else DRAFT_REST
 
 
 # Config keys of models whose causal-LM head does more than the output matrix and Gemma's soft-capping.
@@ -94,7 +121,8 @@ class LaneDecoder:
                             key=lambda i: -len(requests[i].start))
         decoded = [requests[i] for i in self.queue] or list(requests)
         # a prompt ends at its group's widest prompt's column (left padding), then its answer follows
-        columns = max(len(r.start) for r in decoded) + max(r.budget - len(r.known) for r in decoded) + 1
+        columns = (max(len(r.start) for r in decoded) + max(r.budget - len(r.known) for r in decoded) + 1
+                   + DRAFT_MOST)  # a lane near its budget still writes its step's drafted columns
         per_lane = kv_bytes_per_token(model.config, model.dtype.itemsize) * columns
         self.lanes = max(1, min(lanes, len(decoded), cache_budget(self.device) // per_lane))
         self.cache = LaneCache(self.lanes, columns)
@@ -106,6 +134,7 @@ class LaneDecoder:
         self.waiting: list[int] = []  # lanes prefilled, their first token not picked yet
         self.waiting_hidden: list[Any] = []  # their prompts' last hidden states
         self.prefix = 0
+        self.drafting = pick is greedy  # a drafted token is kept when it is the pick: greedy's rule only
 
     def run(self, on_done: Callable[[int], None] | None = None) -> list[list[int]]:
         """Every request's new tokens (the stop token left out), in the requests' order."""
@@ -180,40 +209,89 @@ class LaneDecoder:
         self.waiting_hidden.append(hidden[:, -1])
 
     def _step(self) -> int:
-        """The next token of every busy lane: the decoding ones run one token through the body, the waiting
-        ones bring their prompt's last hidden state; one head for all."""
+        """The next tokens of every busy lane: the decoding ones run their last token (and the tokens drafted
+        after it) through the body, the waiting ones bring their prompt's last hidden state; one head for all.
+        Returns how many answers ended."""
         import torch
 
         decoding = sorted(set(self.busy) - set(self.waiting))
+        drafts = self._drafts(decoding)
         hidden = list(self.waiting_hidden)
         if decoding:
-            hidden.insert(0, self._decode(torch.tensor(decoding, device=self.device)))
-        slots = decoding + self.waiting
+            hidden.insert(0, self._decode(decoding, drafts))
+        picks = self.pick(self._logits(torch.cat(hidden))).tolist()
+        # each lane's picks: after its last token, then after each of its drafted tokens
+        proposed, start = {}, 0
+        for slot, draft in zip(decoding + self.waiting, drafts + [[]] * len(self.waiting), strict=True):
+            proposed[slot] = (draft, picks[start : start + len(draft) + 1])
+            start += len(draft) + 1
+        kept = {slot: _kept(draft, picked) for slot, (draft, picked) in proposed.items()}
+        for slot, draft in zip(decoding, drafts, strict=True):
+            self.busy[slot].learn(len(draft), len(kept[slot]) - 1)
+        if decoding:
+            self._advance(decoding, [len(kept[slot]) for slot in decoding], len(max(drafts, key=len)) + 1)
         self.waiting, self.waiting_hidden = [], []
-        return self._emit(torch.tensor(slots, device=self.device), self.pick(self._logits(torch.cat(hidden))))
+        return self._emit(kept)
 
-    def _decode(self, rows: Any) -> Any:
-        """One token through the body for the lanes ``rows``; their last hidden states.
+    def _drafts(self, decoding: list[int]) -> list[list[int]]:
+        """Each decoding lane's draft (``lookup``) when the step runs those lanes alone and their tokens, padded
+        to the longest draft, stay under ``DRAFT_ROWS``; never past a lane's budget."""
+        room = DRAFT_ROWS // max(1, len(decoding)) - 1
+        if not self.drafting or room <= 0 or 2 * len(decoding) >= self.lanes:
+            return [[] for _ in decoding]
+        drafts = []
+        for slot in decoding:
+            lane = self.busy[slot]
+            request = self.requests[lane.request]
+            most = min(room, lane.allowed, request.budget - len(lane.tokens) - 1)
+            drafts.append(lookup_draft(request.prompt + lane.tokens, most))
+        return drafts
 
-        While at least half the lanes decode, every lane runs (the others on a throw-away token written at
-        their next column, which their next real token overwrites): the cache is then read in place, where a
+    def _decode(self, decoding: list[int], drafts: list[list[int]]) -> Any:
+        """Each decoding lane's last token and its draft through the body (written at the lane's next columns);
+        the hidden states of those tokens, lane after lane.
+
+        While at least half the lanes decode, every lane runs (the others on throw-away tokens written at
+        their next columns, which their next real tokens overwrite): the cache is then read in place, where a
         subset would copy every layer's keys and values at every step."""
         import torch
 
-        run_all = 2 * rows.numel() >= self.lanes
+        rows = torch.tensor(decoding, device=self.device)
+        width = len(max(drafts, key=len)) + 1
+        run_all = 2 * len(decoding) >= self.lanes
         run = torch.arange(self.lanes, device=self.device) if run_all else rows
-        write_at = self.column[run]
-        self.filled[rows, self.column[rows]] = True
+        inputs = torch.full((run.numel(), width), self.pad_id, dtype=torch.long, device=self.device)
+        inputs[:, 0] = self.last[run]
+        for row, draft in zip(decoding if run_all else range(len(decoding)), drafts, strict=True):
+            inputs[row, 1 : 1 + len(draft)] = torch.tensor(draft, device=self.device)
+        steps = torch.arange(width, device=self.device)
+        write_at = self.column[run][:, None] + steps  # [run, width]
         read_to = int(write_at.max()) + 1
-        mask = self.filled[run, :read_to].clone()
-        mask[torch.arange(run.numel(), device=self.device), write_at] = True  # a throw-away row sees its own
+        columns = torch.arange(read_to, device=self.device)
+        # each token sees the lane's written columns, and its own and the step's earlier ones
+        this_step = (columns >= write_at[:, :1, None]) & (columns <= write_at[:, :, None])
+        mask = self.filled[run, :read_to][:, None, :] | this_step
         self.cache.decode(run, write_at, read_to)
-        out = self.body(input_ids=self.last[run][:, None], attention_mask=mask[:, None, None],
-                        position_ids=self.position[run][:, None], cache=self.cache, use_cache=True)
-        self.column[rows] += 1
-        self.position[rows] += 1
-        last = out.last_hidden_state[:, -1]
-        return last[rows] if run_all else last
+        positions = self.position[run][:, None] + steps
+        out = self.body(input_ids=inputs, attention_mask=mask[:, None], position_ids=positions, cache=self.cache,
+                        use_cache=True).last_hidden_state
+        lengths = torch.tensor([len(d) for d in drafts], device=self.device)
+        real = steps[None] <= lengths[:, None]  # a lane's last token and its own draft, not the padding
+        return (out[rows] if run_all else out)[real]
+
+    def _advance(self, decoding: list[int], kept: list[int], width: int) -> None:
+        """After a step: the columns of each lane's last token and of its drafted tokens that were kept hold
+        its cache now; the rest of the step's columns are free again."""
+        import torch
+
+        rows = torch.tensor(decoding, device=self.device)
+        counts = torch.tensor(kept, device=self.device)  # tokens kept: the drafted ones matched, and one more
+        offsets = torch.arange(width, device=self.device)
+        written = self.column[rows][:, None] + offsets
+        valid = offsets[None] < counts[:, None]
+        self.filled[rows[:, None].expand_as(written)[valid], written[valid]] = True
+        self.column[rows] += counts
+        self.position[rows] += counts
 
     def _logits(self, hidden: Any) -> Any:
         """The causal LM's head: the output matrix, and Gemma's soft-capping where the config has it."""
@@ -224,24 +302,36 @@ class LaneDecoder:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
-    def _emit(self, rows: Any, tokens: Any) -> int:
-        """Append each lane's new token; free the lanes whose answer ended. Returns how many ended."""
-        self.last[rows] = tokens
+    def _emit(self, kept: dict[int, list[int]]) -> int:
+        """Append each lane's new tokens (up to where its answer ends); free the lanes whose answer ended.
+        Returns how many ended."""
         ended = 0
-        for slot, token in zip(rows.tolist(), tokens.tolist(), strict=True):
+        for slot, tokens in kept.items():
             lane = self.busy[slot]
-            if token not in self.stop_ids:
-                lane.tokens.append(token)
-            if token in self.stop_ids or self._complete(lane):
-                self.answers[lane.request] = lane.tokens
-                del self.busy[slot]
-                ended += 1
+            self.last[slot] = tokens[-1]
+            for token in tokens:
+                if token not in self.stop_ids:
+                    lane.tokens.append(token)
+                if token in self.stop_ids or self._complete(lane):
+                    self.answers[lane.request] = lane.tokens
+                    del self.busy[slot]
+                    ended += 1
+                    break
         return ended
 
     def _complete(self, lane: Lane) -> bool:
         """Its length budget reached, or a stop text in its answer."""
         return (len(lane.tokens) >= self.requests[lane.request].budget
                 or (self.finished is not None and self.finished(lane.tokens)))
+
+
+def _kept(draft: list[int], picked: list[int]) -> list[int]:
+    """The tokens a step gives a lane: greedy's picks for as long as each drafted token was the pick before it,
+    and the pick after the last matching one (the pick where the draft went wrong)."""
+    matched = 0
+    while matched < len(draft) and picked[matched] == draft[matched]:
+        matched += 1
+    return picked[: matched + 1]
 
 
 def known_answer(request: Request, stop_ids: set[int],

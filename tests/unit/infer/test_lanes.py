@@ -124,3 +124,49 @@ def test_answers_beyond_the_sliding_window_go_to_generate():
     model.config._attn_implementation = "eager"  # eager adds the mask as numbers: not the decoder's boolean one
     assert not fits_lanes(model, [Request(list(range(3, 13)), 6)])
 
+
+
+def test_drafted_tokens_change_no_answer_and_save_steps(model, monkeypatch):
+    """The last few lanes check tokens drafted from their own text (``lookup``) in the step they decode anyway:
+    the answers are the plain decoder's, token for token, in fewer steps. A random model's greedy answers
+    repeat themselves within a few tokens, which is what drafts from the text predict."""
+    import torch
+
+    import lorakit.infer.lanes as lanes
+
+    # six short answers and two long ones: the long ones finish alone, as an evaluation's tail does
+    requests = requests_with_shared_start(model.config.vocab_size, 8, seed=5)
+    requests = [Request(r.prompt, 40 if i < 2 else 2) for i, r in enumerate(requests)]
+    counted = {"steps": 0, "kept": 0}
+    real_step, real_kept = LaneDecoder._step, lanes._kept
+
+    def step(self):
+        counted["steps"] += 1
+        return real_step(self)
+
+    def kept(draft, picked):
+        tokens = real_kept(draft, picked)
+        counted["kept"] += len(tokens) - 1
+        return tokens
+
+    monkeypatch.setattr(LaneDecoder, "_step", step)
+    monkeypatch.setattr(lanes, "_kept", kept)
+    with torch.inference_mode():
+        monkeypatch.setattr(lanes, "DRAFT_ROWS", 0)
+        plain = LaneDecoder(model, requests, [], 0, 8, greedy).run()
+        plain_steps = counted["steps"]
+        monkeypatch.setattr(lanes, "DRAFT_ROWS", 64)
+        drafted = LaneDecoder(model, requests, [], 0, 8, greedy).run()
+    assert drafted == plain == [alone(model, r, []) for r in requests]
+    drafted_steps = counted["steps"] - plain_steps
+    assert counted["kept"] > 0 and drafted_steps < plain_steps
+
+
+def test_a_draft_is_what_followed_the_latest_match_of_the_last_tokens():
+    from lorakit.infer.lookup import lookup_draft
+
+    assert lookup_draft([1, 2, 3, 4, 1, 2], 3) == [3, 4, 1]
+    assert lookup_draft([5, 1, 2, 9, 7, 1, 2, 8, 5, 1, 2], 2) == [9, 7]  # three tokens matched before two
+    assert lookup_draft([1, 2, 8, 1, 2, 6, 1, 2], 2) == [6, 1]  # the latest of two matches
+    assert lookup_draft([1, 2, 3], 3) == []  # nothing earlier to match
+    assert lookup_draft([1, 2, 1], 0) == []
