@@ -86,11 +86,14 @@ def _turns(adapter: LoadedAdapter, case: EvalCase) -> list[Turn]:
     return adapter.shape.turns(case.prompt) if isinstance(case.prompt, str) else case.prompt
 
 
-def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bool = True) -> float:
-    """Mean next-token loss of the references given their prompts (teacher forcing)."""
+def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bool = True,
+              with_starts: bool = False) -> tuple[float, GreedyStarts | None]:
+    """Mean next-token loss of the references given their prompts (teacher forcing), and with ``with_starts``
+    the greedy answers' starts the same pass proves (``infer.drafts``)."""
     from contextlib import nullcontext
 
     from lorakit.data.tokenize import Example
+    from lorakit.infer.drafts import loss_and_greedy_starts
     from lorakit.train.evaluate import evaluate_loss
 
     examples = []
@@ -101,7 +104,9 @@ def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bo
         examples.append(Example(ids[: adapter.max_length], labels[: adapter.max_length]))
     pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else adapter.stop_ids[0]
     with nullcontext() if use_adapter else adapter.model.disable_adapter():
-        return evaluate_loss(adapter.model, examples, 8, pad, 256, adapter.device)
+        if with_starts:
+            return loss_and_greedy_starts(adapter.model, examples, 8, pad, 256, adapter.device)
+        return evaluate_loss(adapter.model, examples, 8, pad, 256, adapter.device), None
 
 
 def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[str], use_adapter: bool = True,
@@ -114,11 +119,14 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
     on no longer decide how long an evaluation takes. ``starts``: the answers' starts a loss pass of the same
     model proved (``infer.drafts``), decoded from where they end."""
     results: dict[str, float] = {"cases": len(cases)}
-    if "loss" in wanted:
-        loss = eval_loss(adapter, cases, use_adapter)
+    generating = any(name in wanted for name in GENERATED_METRICS)
+    if "loss" in wanted:  # the transformers engine's pass also proves where greedy answers follow the references
+        loss, proved = eval_loss(adapter, cases, use_adapter,
+                                 with_starts=generating and not hasattr(adapter.model, "generate_all"))
         results.update(loss=round(loss, 4), perplexity=round(m.perplexity(loss), 3))
+        starts = starts or proved
     predictions: list[str] = []
-    if any(name in wanted for name in GENERATED_METRICS):
+    if generating:
         label = adapter.name if use_adapter else "base model"
         predictions = generate_turns(adapter, [_turns(adapter, c) for c in cases], max_new_tokens=max_new_tokens,
                                      batch_size=batch_size, use_adapter=use_adapter, length_ratio=LENGTH_RATIO,

@@ -220,3 +220,23 @@ def test_in_training_evaluation_cuts_an_answer_at_its_reference_length(run, monk
     references = [len(adapter.tokenizer(c.reference, add_special_tokens=False)["input_ids"]) for c in cases]
     assert references[1] + 16 > 20 > references[0] + 16  # one answer is capped, the other keeps max_new_tokens
     assert budgets == [[20, 20], [references[0] + 16, 20]]
+
+
+def test_eval_with_loss_decodes_only_past_what_its_loss_pass_proved(run, monkeypatch):
+    """``lorakit eval --metrics loss,...``: the loss pass proves where the greedy answers follow the references,
+    and the decoder starts there. References equal to the adapter's own answers: every answer is proven whole,
+    and the predictions are the ones decoded without the pass."""
+    import lorakit.infer.generate as generate
+    from lorakit.infer.evaluate import EvalCase, score
+    from lorakit.infer.load import load_adapter
+
+    adapter = load_adapter("tiny")
+    prompts = ["x = y", "\\ sqrt x", "a + b"]
+    _, answers = score(adapter, [EvalCase(p, "?") for p in prompts], ["exact"], max_new_tokens=12)
+    handed = []
+    real = generate._generate_torch
+    monkeypatch.setattr(generate, "_generate_torch", lambda a, p, b, k, o: handed.append(k) or real(a, p, b, k, o))
+    results, again = score(adapter, [EvalCase(p, a) for p, a in zip(prompts, answers, strict=True)],
+                           ["loss", "exact"], max_new_tokens=12)
+    assert again == answers and results["exact"] == 1.0
+    assert all(handed[0])  # every answer's start proven by the pass, handed to the decoder
