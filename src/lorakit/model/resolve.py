@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lorakit.digest import file_sha256 as sha256_file  # the one way to hash a file, under its older name
 from lorakit.errors import ModelError
+from lorakit.model.tokenizer_files import save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        save_tokenizer(tokenizer, staging)
         try:
             staging.rename(target)
         except OSError:  # another process converted it first; theirs is as good as ours

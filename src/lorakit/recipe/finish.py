@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorakit.model.tokenizer_files import save_tokenizer
 from lorakit.outcome import Outcome
 from lorakit.recipe.evaluation import BEST_DIR, BestAdapter, swapped
 from lorakit.recipe.session import Session
@@ -64,7 +65,7 @@ def finish_run(session: Session, result: LoopResult, best: BestAdapter) -> Train
         # PEFT edits an existing README.md (a resumed run's card) and warns about its metadata; ours replaces it.
         (run_dir / "README.md").unlink(missing_ok=True)
         kept = _save_adapters(session, result, best, gathered)
-        session.tokenizer.save_pretrained(run_dir)
+        save_tokenizer(session.tokenizer, run_dir)
         metrics = write_results(run_dir, train_metrics, eval_metrics)
         plot_loss(run_dir / "training_loss.png", result.history, result.eval_history, session.cfg.train.method)
         if result.status == "completed":

@@ -43,3 +43,29 @@ def test_attention_soft_capping_falls_back_to_eager():
     from lorakit.model.attention import pick_attention
 
     assert pick_attention(Gemma2Config(attn_logit_softcapping=50.0), "cpu", __import__("torch").float32) == "eager"
+
+
+@pytest.mark.parametrize("build", ["build_tokenizer", "build_bpe_tokenizer"])
+def test_a_saved_tokenizer_loads_back_the_same_with_its_added_tokens_listed(tmp_path, build):
+    """save_tokenizer writes the added tokens into tokenizer_config.json (transformers 5 leaves them out, and a
+    load without them parses the whole tokenizer.json again to find them); the tokenizer loaded back encodes
+    and decodes every text the same and has the same added and special tokens."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    import tests.conftest as fixtures
+    from lorakit.model.tokenizer_files import save_tokenizer
+
+    tokenizer = getattr(fixtures, build)()
+    save_tokenizer(tokenizer, tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert {int(i): t["content"] for i, t in config["added_tokens_decoder"].items()} == {
+        i: t.content for i, t in tokenizer.added_tokens_decoder.items()}
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    texts = [" ".join(fixtures.WORDS), "<|im_start|>user\nhello<|im_end|>", "".join(fixtures.SPECIALS) + " x"]
+    for text in texts:
+        assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+        assert loaded.decode(tokenizer(text)["input_ids"]) == tokenizer.decode(tokenizer(text)["input_ids"])
+    assert loaded.added_tokens_decoder == tokenizer.added_tokens_decoder
+    assert loaded.all_special_ids == tokenizer.all_special_ids

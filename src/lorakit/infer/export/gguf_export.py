@@ -18,6 +18,7 @@ from lorakit.infer.export.arch import architecture
 from lorakit.infer.export.gguf_model import QUANTS, GgufMetadata, read_lorakit_fields, write_model_gguf
 from lorakit.infer.export.lora_gguf import write_adapter_gguf
 from lorakit.infer.export.modelfile import modelfile_text
+from lorakit.model.tokenizer_files import save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def export_gguf(ref: str, out: Path | None = None, quant: str = "f16", adapter_o
     config = adapter.model.get_base_model().config
     arch = architecture(config)
     with tempfile.TemporaryDirectory() as tokenizer_dir:
-        adapter.tokenizer.save_pretrained(tokenizer_dir)
+        save_tokenizer(adapter.tokenizer, tokenizer_dir)
         meta = metadata(adapter, Path(tokenizer_dir), adapter.name)
         base_path = None
         if adapter_only:

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from lorakit.errors import RunError
+from lorakit.model.tokenizer_files import save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def export_merged(ref: str, out: Path, dtype: str = "float32", runs_dir: Path = 
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         merged.save_pretrained(staging, safe_serialization=True)
-        adapter.tokenizer.save_pretrained(staging)
+        save_tokenizer(adapter.tokenizer, staging)
         if out.is_dir():
             out.rmdir()  # empty, checked above
         staging.rename(out)
