@@ -28,10 +28,10 @@ from lorakit.infer.lookup import lookup_draft
 
 # Newcomers prefilled in one forward pass at most: more rows pad more (lengths differ) for little gain.
 ADMIT_GROUP = 16
-# Greedy decode steps check drafted tokens (``lookup``) while under half the lanes decode and their tokens,
-# padded to the longest draft, stay under this many rows: a step reads every weight once (Gemma-3 270M: about
-# 66 ms on 2 cores) and each row adds about 1.5 ms, so in an evaluation's tail (its few, longest answers) a
-# drafted token costs little and each one kept saves a step.
+# Greedy decode steps check drafted tokens (``lookup``) while the step's tokens, padded to the longest draft,
+# stay under this many rows: a step reads every weight once (Gemma-3 270M: about 66 ms on 2 cores) and each row
+# adds about 1.5 ms, so with few lanes (one prompt, an evaluation's last and longest answers) a drafted token
+# costs little and each one kept saves a step.
 DRAFT_ROWS = 64
 DRAFT_MOST = 8  # tokens drafted after a lane's last one at most
 DRAFT_REST = 4  # steps a lane whose draft went wrong at its first token decodes without drafting
@@ -234,10 +234,11 @@ class LaneDecoder:
         return self._emit(kept)
 
     def _drafts(self, decoding: list[int]) -> list[list[int]]:
-        """Each decoding lane's draft (``lookup``) when the step runs those lanes alone and their tokens, padded
-        to the longest draft, stay under ``DRAFT_ROWS``; never past a lane's budget."""
-        room = DRAFT_ROWS // max(1, len(decoding)) - 1
-        if not self.drafting or room <= 0 or 2 * len(decoding) >= self.lanes:
+        """Each decoding lane's draft (``lookup``) while the step's rows, padded to the longest draft, stay under
+        ``DRAFT_ROWS`` (every lane runs while half of them decode: ``_decode``); never past a lane's budget."""
+        rows = self.lanes if 2 * len(decoding) >= self.lanes else len(decoding)
+        room = DRAFT_ROWS // max(1, rows) - 1
+        if not self.drafting or room <= 0:
             return [[] for _ in decoding]
         drafts = []
         for slot in decoding:

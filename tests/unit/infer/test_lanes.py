@@ -170,3 +170,22 @@ def test_a_draft_is_what_followed_the_latest_match_of_the_last_tokens():
     assert lookup_draft([1, 2, 8, 1, 2, 6, 1, 2], 2) == [6, 1]  # the latest of two matches
     assert lookup_draft([1, 2, 3], 3) == []  # nothing earlier to match
     assert lookup_draft([1, 2, 1], 0) == []
+
+
+def test_one_prompt_alone_checks_drafts_too(model, monkeypatch):
+    """One lane (``lorakit infer`` of one text): its steps have room for drafted tokens from the start."""
+    import torch
+
+    import lorakit.infer.lanes as lanes
+
+    request = Request(requests_with_shared_start(model.config.vocab_size, 1, seed=6)[0].prompt, 40)
+    steps = []
+    real_step = LaneDecoder._step
+    monkeypatch.setattr(LaneDecoder, "_step", lambda self: steps.append(1) or real_step(self))
+    with torch.inference_mode():
+        drafted = LaneDecoder(model, [request], [], 0, 1, greedy).run()
+        drafted_steps = len(steps)
+        monkeypatch.setattr(lanes, "DRAFT_ROWS", 0)
+        plain = LaneDecoder(model, [request], [], 0, 1, greedy).run()
+    assert drafted == plain == [alone(model, request, [])]
+    assert len(steps) - drafted_steps == 40 > drafted_steps  # plain: one step a token
