@@ -221,22 +221,21 @@ class LaneDecoder:
             hidden.insert(0, self._decode(decoding, drafts))
         picks = self.pick(self._logits(torch.cat(hidden))).tolist()
         # each lane's picks: after its last token, then after each of its drafted tokens
-        proposed, start = {}, 0
+        kept, start = {}, 0
         for slot, draft in zip(decoding + self.waiting, drafts + [[]] * len(self.waiting), strict=True):
-            proposed[slot] = (draft, picks[start : start + len(draft) + 1])
+            kept[slot] = _kept(draft, picks[start : start + len(draft) + 1])
             start += len(draft) + 1
-        kept = {slot: _kept(draft, picked) for slot, (draft, picked) in proposed.items()}
         for slot, draft in zip(decoding, drafts, strict=True):
             self.busy[slot].learn(len(draft), len(kept[slot]) - 1)
         if decoding:
-            self._advance(decoding, [len(kept[slot]) for slot in decoding], len(max(drafts, key=len)) + 1)
+            self._advance(decoding, [len(kept[slot]) for slot in decoding])
         self.waiting, self.waiting_hidden = [], []
         return self._emit(kept)
 
     def _drafts(self, decoding: list[int]) -> list[list[int]]:
         """Each decoding lane's draft (``lookup``) while the step's rows, padded to the longest draft, stay under
         ``DRAFT_ROWS`` (every lane runs while half of them decode: ``_decode``); never past a lane's budget."""
-        rows = self.lanes if 2 * len(decoding) >= self.lanes else len(decoding)
+        rows = self.lanes if self._runs_all(decoding) else len(decoding)
         room = DRAFT_ROWS // max(1, rows) - 1
         if not self.drafting or room <= 0:
             return [[] for _ in decoding]
@@ -259,7 +258,7 @@ class LaneDecoder:
 
         rows = torch.tensor(decoding, device=self.device)
         width = len(max(drafts, key=len)) + 1
-        run_all = 2 * len(decoding) >= self.lanes
+        run_all = self._runs_all(decoding)
         run = torch.arange(self.lanes, device=self.device) if run_all else rows
         inputs = torch.full((run.numel(), width), self.pad_id, dtype=torch.long, device=self.device)
         inputs[:, 0] = self.last[run]
@@ -280,14 +279,18 @@ class LaneDecoder:
         real = steps[None] <= lengths[:, None]  # a lane's last token and its own draft, not the padding
         return (out[rows] if run_all else out)[real]
 
-    def _advance(self, decoding: list[int], kept: list[int], width: int) -> None:
+    def _runs_all(self, decoding: list[int]) -> bool:
+        """Whether a decode step runs every lane (``_decode``)."""
+        return 2 * len(decoding) >= self.lanes
+
+    def _advance(self, decoding: list[int], kept: list[int]) -> None:
         """After a step: the columns of each lane's last token and of its drafted tokens that were kept hold
         its cache now; the rest of the step's columns are free again."""
         import torch
 
         rows = torch.tensor(decoding, device=self.device)
         counts = torch.tensor(kept, device=self.device)  # tokens kept: the drafted ones matched, and one more
-        offsets = torch.arange(width, device=self.device)
+        offsets = torch.arange(max(kept), device=self.device)
         written = self.column[rows][:, None] + offsets
         valid = offsets[None] < counts[:, None]
         self.filled[rows[:, None].expand_as(written)[valid], written[valid]] = True
@@ -306,10 +309,14 @@ class LaneDecoder:
     def _emit(self, kept: dict[int, list[int]]) -> int:
         """Append each lane's new tokens (up to where its answer ends); free the lanes whose answer ended.
         Returns how many ended."""
+        import torch
+
+        slots = list(kept)
+        self.last[torch.tensor(slots, device=self.device)] = torch.tensor([kept[s][-1] for s in slots],
+                                                                           device=self.device)
         ended = 0
         for slot, tokens in kept.items():
             lane = self.busy[slot]
-            self.last[slot] = tokens[-1]
             for token in tokens:
                 if token not in self.stop_ids:
                     lane.tokens.append(token)
