@@ -6,7 +6,9 @@ the longest run of such tokens after a prompt is therefore the start of the prom
 (speculative decoding, with the reference as the draft). The lane decoder prefills that start with the prompt
 and decodes only the rest, and an answer equal to its reference, end-of-turn token included, is not decoded
 at all. On a trained adapter most answers share a long start with their reference, so an evaluation's
-generation shrinks to the tokens where the adapter goes its own way.
+generation shrinks to the tokens where the adapter goes its own way. Past that point the reference still
+guides: an answer that differs in a token or two often goes on as its reference does, so the decoder drafts
+from the reference's text too (``Request.hint``), and keeps a drafted token only where greedy picks it.
 
 The answers are greedy's own up to float rounding: the pass runs all of prompt + reference at once where the
 decoder runs one token at a time, so a near tie between two logits could break the other way (the same
@@ -42,6 +44,13 @@ class GreedyStarts:
             if end - len(prompt) > len(best):
                 best = ids[len(prompt) : end]
         return best
+
+    def reference(self, prompt: Sequence[int]) -> list[int]:
+        """Every token after ``prompt`` in the first sequence that begins with it (its reference, end-of-turn
+        token included), proven or not: where the greedy answer leaves it, the decoder drafts from it
+        (``lookup``). Empty when no sequence begins with it."""
+        numbers = self._beginning_with(prompt)
+        return self.sequences[numbers[0]][0][len(prompt) :] if numbers else []
 
     def _beginning_with(self, prompt: Sequence[int]) -> list[int]:
         length = len(prompt)

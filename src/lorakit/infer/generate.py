@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from lorakit.data.formats import Turn
 from lorakit.errors import ModelError
+from lorakit.infer.lanes import Request
 from lorakit.infer.load import LoadedAdapter
 
 if TYPE_CHECKING:
@@ -82,8 +83,10 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
         new_ids = adapter.model.generate_all(prompts, adapter.stop_ids, budgets, temperature, seed, on_batch,
                                              batch_size)
     else:
-        known = [starts.after(p) if starts is not None and temperature <= 0 else [] for p in prompts]
-        new_ids = _generate_torch(adapter, prompts, budgets, known, GenerateOptions(
+        guide = starts if temperature <= 0 else None  # proven starts are greedy's
+        requests = [Request(p, b, guide.after(p), guide.reference(p)) if guide else Request(p, b)
+                    for p, b in zip(prompts, budgets, strict=True)]
+        new_ids = _generate_torch(adapter, requests, GenerateOptions(
             temperature, batch_size, use_adapter, seed, on_batch, length_ratio, max_new_tokens, stop, padded))
     return [cut_at_stop(adapter.tokenizer.decode(ids, skip_special_tokens=True), stop).strip() for ids in new_ids]
 
@@ -116,22 +119,20 @@ def causal_lm(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _generate_torch(adapter: LoadedAdapter, prompts: list[list[int]], budgets: list[int], known: list[list[int]],
-                    options: GenerateOptions) -> list[list[int]]:
+def _generate_torch(adapter: LoadedAdapter, requests: list[Request], options: GenerateOptions) -> list[list[int]]:
     import torch
 
-    from lorakit.infer.lanes import LaneDecoder, Request, fits_lanes, greedy, sampler
+    from lorakit.infer.lanes import LaneDecoder, fits_lanes, greedy, sampler
 
-    if not prompts:
+    if not requests:
         return []
     stop_ids = adapter.stop_ids
     pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else stop_ids[0]
-    requests = [Request(p, b, k) for p, b, k in zip(prompts, budgets, known, strict=True)]
     lm = causal_lm(adapter.model)
     context = merged(adapter) if options.use_adapter else adapter.model.disable_adapter()
     with torch.inference_mode(), context:
         if options.padded or not fits_lanes(lm, requests):
-            return _generate_padded(adapter, prompts, pad, options)
+            return _generate_padded(adapter, [r.prompt for r in requests], pad, options)
         pick = greedy if options.temperature <= 0 else sampler(options.temperature, options.seed)
         decoder = LaneDecoder(lm, requests, stop_ids, pad, options.batch_size, pick,
                               stop_check(adapter.tokenizer, options.stop))

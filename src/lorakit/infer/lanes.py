@@ -10,8 +10,9 @@ early and the last steps are not one long answer running alone.
 
 Two things let a lane take more than one token a step, greedy only: tokens already known to start its answer
 (``Request.known``, from a loss pass that checked the reference: ``drafts``) are prefilled with its prompt, and
-in the tail, when few lanes are left, a lane runs tokens drafted from its own text (``lookup``) after its last
-one and keeps them for as long as each is the pick after the one before.
+in the tail, when few lanes are left, a lane runs tokens drafted from its own text and its reference, when an
+evaluation gives one (``lookup``, ``Request.hint``), after its last one and keeps them for as long as each is the
+pick after the one before.
 
 Greedy answers equal ``generate``'s token for token up to float rounding: the same positions (counted from each
 prompt's first token), the same causal mask, the padding columns masked out.
@@ -43,6 +44,8 @@ class Request:
     budget: int  # new tokens at most
     # tokens known to start the greedy answer (``infer.drafts``): prefilled with the prompt, never decoded
     known: list[int] = field(default_factory=list)
+    # tokens the answer may repeat past its known start (its reference): drafts are looked up in them too
+    hint: list[int] = field(default_factory=list)
 
     @property
     def start(self) -> list[int]:
@@ -244,7 +247,7 @@ class LaneDecoder:
             lane = self.busy[slot]
             request = self.requests[lane.request]
             most = min(room, lane.allowed, request.budget - len(lane.tokens) - 1)
-            drafts.append(lookup_draft(request.prompt + lane.tokens, most))
+            drafts.append(lookup_draft(request.prompt + request.hint + lane.tokens, most))
         return drafts
 
     def _decode(self, decoding: list[int], drafts: list[list[int]]) -> Any:

@@ -2,7 +2,9 @@
 tokens occurred, in its prompt or earlier in the answer.
 
 A conversion copies much of its input (names, numbers, operators), and an answer that loops repeats itself; in
-both, what followed the same tokens before is a good guess of what comes next. The lane decoder checks such a
+both, what followed the same tokens before is a good guess of what comes next. In an evaluation the reference
+is looked up too (put between the prompt and the answer: an answer that left it a token ago often goes on as it
+does). The lane decoder checks such a
 guess in the step it decodes anyway (``lanes``): the guess only decides how many tokens a step can keep, never
 which.
 """

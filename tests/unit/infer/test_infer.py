@@ -212,7 +212,8 @@ def test_in_training_evaluation_cuts_an_answer_at_its_reference_length(run, monk
 
     budgets = []
     real = generate._generate_torch
-    monkeypatch.setattr(generate, "_generate_torch", lambda a, p, b, k, o: budgets.append(b) or real(a, p, b, k, o))
+    monkeypatch.setattr(generate, "_generate_torch",
+                        lambda a, r, o: budgets.append([q.budget for q in r]) or real(a, r, o))
     adapter = load_adapter("tiny")
     cases = [EvalCase("x = y", "x"), EvalCase("\\ sqrt x", "sqrt ( x ) + y")]
     score(adapter, cases, ["exact"], max_new_tokens=20)
@@ -235,7 +236,8 @@ def test_eval_with_loss_decodes_only_past_what_its_loss_pass_proved(run, monkeyp
     _, answers = score(adapter, [EvalCase(p, "?") for p in prompts], ["exact"], max_new_tokens=12)
     handed = []
     real = generate._generate_torch
-    monkeypatch.setattr(generate, "_generate_torch", lambda a, p, b, k, o: handed.append(k) or real(a, p, b, k, o))
+    monkeypatch.setattr(generate, "_generate_torch",
+                        lambda a, r, o: handed.append([q.known for q in r]) or real(a, r, o))
     results, again = score(adapter, [EvalCase(p, a) for p, a in zip(prompts, answers, strict=True)],
                            ["loss", "exact"], max_new_tokens=12)
     assert again == answers and results["exact"] == 1.0

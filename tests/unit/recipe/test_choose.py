@@ -216,15 +216,17 @@ def test_an_evaluation_decodes_past_the_starts_its_loss_pass_proved(tmp_path, ti
     monkeypatch.setattr(drafts, "loss_and_greedy_starts", loss_pass)
     monkeypatch.setattr(evaluation, "score", scoring)
     monkeypatch.setattr(generate, "_generate_torch",
-                        lambda a, p, b, k, o: handed.append((p, k)) or real_decode(a, p, b, k, o))
+                        lambda a, r, o: handed.append(r) or real_decode(a, r, o))
     config = make_config(tmp_path, tiny_model_dir, data=EVAL,
                          train={"max_steps": 2, "eval_every": 2, "eval_metrics": ["loss", "exact"]})
     outcome = run_training(load_config(config))
 
     evals = [r for r in log_of(outcome.run_dir) if "eval_loss" in r]
     assert len(passes) == len(evals) == len(handed) == 2  # steps 0 and 2: one pass each, its starts used
-    for (_, starts), (prompts, known) in zip(passes, handed, strict=True):
-        assert known == [starts.after(p) for p in prompts]
+    for (_, starts), requests in zip(passes, handed, strict=True):  # the proven starts, the references as hints
+        assert [(r.known, r.hint) for r in requests] == [(starts.after(r.prompt), starts.reference(r.prompt))
+                                                         for r in requests]
+        assert all(r.hint for r in requests)
     last = [json.loads(x) for x in (outcome.run_dir / "val_answers" / "step-000002.jsonl").read_text().splitlines()]
     adapter = load_adapter(outcome.run_dir.name, outcome.run_dir.parent)
     _, alone = score(adapter, scored[-1], ["exact"], max_new_tokens=256, cap_at_reference=True)
