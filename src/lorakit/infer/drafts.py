@@ -17,7 +17,8 @@ difference as between a batched and a lone prompt in ``lanes``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,69 +26,155 @@ from lorakit.data.tokenize import IGNORE, Example
 
 
 @dataclass
-class GreedyStarts:
-    """Sequences of a teacher-forced pass and, per token, whether greedy decoding picks it after the tokens
-    before it (False where the pass did not score the token)."""
+class Scored:
+    """One sequence of a teacher-forced pass: its ids and, per position, greedy's pick there (the first largest
+    logit after the tokens before it; None where the pass ran no head)."""
 
-    sequences: list[tuple[list[int], list[bool]]]
+    ids: list[int]
+    picks: list[int | None]
+    # every attention layer's (keys, values) for the sequence's tokens up to its first token that is not
+    # greedy's pick (the tokens a lane decoding its answer would hold before its last one); None: not kept
+    states: list[tuple[Any, Any]] | None = None
+
+    def proven_end(self, start: int) -> int:
+        """Where the run of greedy's own tokens from ``start`` on ends."""
+        end = start
+        while end < len(self.ids) and self.picks[end] == self.ids[end]:
+            end += 1
+        return end
+
+
+@dataclass
+class GreedyStarts:
+    """The sequences of a teacher-forced pass, each with greedy's pick at every scored token."""
+
+    sequences: list[Scored]
     _by_start: dict[int, dict[tuple[int, ...], list[int]]] = field(default_factory=dict, repr=False)
 
     def after(self, prompt: Sequence[int]) -> list[int]:
         """The longest proven start of ``prompt``'s greedy answer: the tokens after the prompt in a sequence
-        that begins with it, for as long as each is greedy's pick. Empty when no sequence begins with it."""
-        best: list[int] = []
-        for number in self._beginning_with(prompt):
-            ids, picked = self.sequences[number]
-            end = len(prompt)
-            while end < len(ids) and picked[end]:
-                end += 1
-            if end - len(prompt) > len(best):
-                best = ids[len(prompt) : end]
-        return best
+        that begins with it, for as long as each is greedy's pick, and then greedy's pick where the sequence
+        leaves it. Empty when no sequence begins with it."""
+        best = self._best(prompt)
+        if best is None:
+            return []
+        scored = self.sequences[best]
+        end = scored.proven_end(len(prompt))
+        pick = scored.picks[end] if end < len(scored.ids) else None
+        return scored.ids[len(prompt) : end] + ([pick] if pick is not None else [])
 
     def reference(self, prompt: Sequence[int]) -> list[int]:
-        """Every token after ``prompt`` in the first sequence that begins with it (its reference, end-of-turn
-        token included), proven or not: where the greedy answer leaves it, the decoder drafts from it
-        (``lookup``). Empty when no sequence begins with it."""
+        """Every token after ``prompt`` in the sequence ``after`` reads (its reference, end-of-turn token
+        included), proven or not: where the greedy answer leaves it, the decoder drafts from it (``lookup``).
+        Empty when no sequence begins with it."""
+        best = self._best(prompt)
+        return self.sequences[best].ids[len(prompt) :] if best is not None else []
+
+    def states(self, prompt: Sequence[int]) -> list[tuple[Any, Any]] | None:
+        """The keys and values the pass computed for ``prompt`` + ``after(prompt)`` but its last token, when
+        kept: a lane filled with them decodes on from that token without a prefill."""
+        best = self._best(prompt)
+        if best is None or self.sequences[best].states is None:
+            return None
+        states = self.sequences[best].states
+        known = self.after(prompt)
+        return states if known and states[0][0].shape[-2] == len(prompt) + len(known) - 1 else None
+
+    def _best(self, prompt: Sequence[int]) -> int | None:
+        """The sequence beginning with ``prompt`` whose proven run after it is the longest (the first of
+        equals)."""
         numbers = self._beginning_with(prompt)
-        return self.sequences[numbers[0]][0][len(prompt) :] if numbers else []
+        return max(numbers, key=lambda n: self.sequences[n].proven_end(len(prompt))) if numbers else None
 
     def _beginning_with(self, prompt: Sequence[int]) -> list[int]:
         length = len(prompt)
         if length not in self._by_start:
             index: dict[tuple[int, ...], list[int]] = {}
-            for number, (ids, _) in enumerate(self.sequences):
-                if len(ids) > length:
-                    index.setdefault(tuple(ids[:length]), []).append(number)
+            for number, scored in enumerate(self.sequences):
+                if len(scored.ids) > length:
+                    index.setdefault(tuple(scored.ids[:length]), []).append(number)
             self._by_start[length] = index
         return self._by_start[length].get(tuple(prompt), [])
 
 
 def loss_and_greedy_starts(model: Any, examples: Sequence[Example], micro_batch_size: int, pad_id: int,
-                           chunk_tokens: int, device: Any) -> tuple[float, GreedyStarts]:
+                           chunk_tokens: int, device: Any, keep_states: int = 0) -> tuple[float, GreedyStarts]:
     """The mean next-token loss over every supervised token of ``examples`` (``train.evaluate.evaluate_loss``'s
     figure, on one process) and the greedy starts its logits prove.
 
-    ``model`` is the causal LM as the decoder will run it (an adapter in eval mode, merged or not alike)."""
+    ``model`` is the causal LM as the decoder will run it (an adapter in eval mode, merged or not alike).
+    ``keep_states``: the first this many examples (the ones to be generated) keep their proven starts' keys and
+    values, within ``lane_cache.CACHE_BYTES``."""
     import torch
 
     from lorakit.data.packing import collate
+    from lorakit.infer.lane_cache import cache_budget
 
     summed, count = 0.0, 0
-    sequences: list[tuple[list[int], list[bool]]] = []
+    sequences: list[Scored] = []
+    budget = cache_budget(device) if keep_states else 0
     with torch.no_grad():
         for start in range(0, len(examples), micro_batch_size):
             group = list(examples[start : start + micro_batch_size])
             batch = collate([group], pad_id)
-            loss, agrees = (_scored(model, batch.to_tensors(device), chunk_tokens) if batch.num_targets
-                            else (0.0, []))
+            keeping = start < keep_states and budget > 0
+            with kept_keys_values(model) if keeping else nullcontext() as kept:
+                loss, picks = (_scored(model, batch.to_tensors(device), chunk_tokens) if batch.num_targets
+                               else (0.0, []))
             summed, count = summed + loss, count + batch.num_targets
-            sequences += _per_example(group, agrees)
+            scored = _per_example(group, picks)
+            if kept:
+                budget -= _keep_states(scored[: keep_states - start], kept)
+            sequences += scored
     return summed / max(1, count), GreedyStarts(sequences)
 
 
-def _scored(model: Any, batch: dict[str, Any], chunk_tokens: int) -> tuple[float, list[bool]]:
-    """Summed cross-entropy of the batch's supervised tokens, and whether greedy picks each (in target order)."""
+@contextmanager
+def kept_keys_values(model: Any) -> Iterator[dict[int, tuple[Any, Any]]]:
+    """The keys and values every attention layer computes in the forward calls inside, by layer index (the
+    last call's): the attention function the model's config names is wrapped for the while."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = getattr(lm.config, "_attn_implementation", None)
+    kept: dict[int, tuple[Any, Any]] = {}
+    if name not in ALL_ATTENTION_FUNCTIONS:  # eager attention is the modeling file's own function: none kept
+        yield kept
+        return
+    attend = ALL_ATTENTION_FUNCTIONS[name]
+
+    def keeping(module: Any, query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(module, "layer_idx", None) is not None:
+            kept[module.layer_idx] = (key, value)
+        return attend(module, query, key, value, *args, **kwargs)
+
+    ALL_ATTENTION_FUNCTIONS[name] = keeping  # this instance's own entry, over the registered one
+    try:
+        yield kept
+    finally:
+        del ALL_ATTENTION_FUNCTIONS[name]
+
+
+def _keep_states(group: list[Scored], kept: dict[int, tuple[Any, Any]]) -> int:
+    """Give each sequence of a packed row (``collate``: end to end in row 0) its proven start's keys and
+    values, cut from the row's and copied; returns the bytes kept."""
+    layers = [kept[index] for index in sorted(kept)]
+    if not layers or layers[0][0].shape[0] != 1:
+        return 0
+    used, offset = 0, 0
+    for scored in group:
+        first = next((j for j, pick in enumerate(scored.picks) if pick is not None), len(scored.ids))
+        end = scored.proven_end(first)
+        if end < len(scored.ids):  # its answer is decoded on from there; a whole proven answer is not decoded
+            scored.states = [(k[0, :, offset : offset + end].clone(), v[0, :, offset : offset + end].clone())
+                             for k, v in layers]
+            used += sum(k.nbytes + v.nbytes for k, v in scored.states)
+        offset += len(scored.ids)
+    return used
+
+
+def _scored(model: Any, batch: dict[str, Any], chunk_tokens: int) -> tuple[float, list[int]]:
+    """Summed cross-entropy of the batch's supervised tokens, and greedy's pick at each (in target order)."""
     import torch
 
     from lorakit.infer.lanes import greedy
@@ -95,23 +182,25 @@ def _scored(model: Any, batch: dict[str, Any], chunk_tokens: int) -> tuple[float
 
     hidden, targets, head, softcap = supervised_states(model, batch)
     summed = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    agrees: list[bool] = []
+    picks: list[int] = []
     for start in range(0, hidden.shape[0], chunk_tokens):
         logits, _ = chunk_logits(hidden[start : start + chunk_tokens], head.weight, head.bias, softcap)
         wanted = targets[start : start + chunk_tokens]
-        agrees += (greedy(logits) == wanted).tolist()  # the decoder's own pick: the first largest logit
+        picks += greedy(logits).tolist()  # the decoder's own pick: the first largest logit
         summed += (torch.logsumexp(logits, dim=-1) - logits.gather(1, wanted[:, None]).squeeze(1)).sum()
-    return float(summed), agrees
+    return float(summed), picks
 
 
-def _per_example(group: Sequence[Example], agrees: list[bool]) -> list[tuple[list[int], list[bool]]]:
-    """Each example's ids with, per token, whether greedy picked it (``collate``'s target order: example by
+def _per_example(group: Sequence[Example], picks: list[int]) -> list[Scored]:
+    """Each example's ids with greedy's pick at each scored position (``collate``'s target order: example by
     example, token ``j`` scored at position ``j - 1`` where its label is not ignored)."""
-    flags = iter(agrees)
+    flow = iter(picks)
     out = []
     for example in group:
-        picked = [False]
+        at: list[int | None] = [None]
         for token, label in zip(example.input_ids[1:], example.labels[1:], strict=True):
-            picked.append(label != IGNORE and next(flags) and label == token)
-        out.append((list(example.input_ids), picked))
+            at.append(next(flow) if label != IGNORE else None)
+            if label != IGNORE and label != token:  # a label other than the input: not a teacher-forced token
+                at[-1] = None
+        out.append(Scored(list(example.input_ids), at))
     return out

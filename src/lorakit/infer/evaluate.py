@@ -105,7 +105,8 @@ def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bo
     pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else adapter.stop_ids[0]
     with nullcontext() if use_adapter else adapter.model.disable_adapter():
         if with_starts:
-            return loss_and_greedy_starts(adapter.model, examples, 8, pad, 256, adapter.device)
+            return loss_and_greedy_starts(adapter.model, examples, 8, pad, 256, adapter.device,
+                                          keep_states=len(examples))
         return evaluate_loss(adapter.model, examples, 8, pad, 256, adapter.device), None
 
 

@@ -84,7 +84,7 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
                                              batch_size)
     else:
         guide = starts if temperature <= 0 else None  # proven starts are greedy's
-        requests = [Request(p, b, guide.after(p), guide.reference(p)) if guide else Request(p, b)
+        requests = [Request(p, b, guide.after(p), guide.reference(p), guide.states(p)) if guide else Request(p, b)
                     for p, b in zip(prompts, budgets, strict=True)]
         new_ids = _generate_torch(adapter, requests, GenerateOptions(
             temperature, batch_size, use_adapter, seed, on_batch, length_ratio, max_new_tokens, stop, padded))

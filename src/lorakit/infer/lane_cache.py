@@ -41,6 +41,14 @@ class LaneCache:
     def decode(self, rows: Any, write_at: Any, read_to: int) -> None:
         self.mode, self.rows, self.write_at, self.read_to = "decode", rows, write_at, read_to
 
+    def restore(self, row: int, states: list[tuple[Any, Any]], dtype: Any) -> None:
+        """Write one lane's keys and values, computed elsewhere ([kv heads, tokens, head dim] per layer), at its
+        first columns."""
+        for layer_idx, (key, value) in enumerate(states):
+            keys, values = self._buffers(layer_idx, key[None].to(dtype))
+            keys[row, :, : key.shape[1]] = key
+            values[row, :, : value.shape[1]] = value
+
     def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any, **kwargs: Any) -> Any:
         if self.mode == "prefix":
             self.prefix_keys[layer_idx], self.prefix_values[layer_idx] = key_states, value_states

@@ -46,6 +46,9 @@ class Request:
     known: list[int] = field(default_factory=list)
     # tokens the answer may repeat past its known start (its reference): drafts are looked up in them too
     hint: list[int] = field(default_factory=list)
+    # every layer's (keys, values) [kv heads, tokens, head dim] of ``start`` but its last token, computed by
+    # the loss pass: the lane is filled with them instead of a prefill, and decodes on from that last token
+    states: list[tuple[Any, Any]] | None = None
 
     @property
     def start(self) -> list[int]:
@@ -114,6 +117,7 @@ class LaneDecoder:
         self.requests, self.pick, self.finished = requests, pick, finished
         self.stop_ids, self.pad_id = set(stop_ids), pad_id
         self.device = next(model.parameters()).device
+        self.dtype = model.dtype
         self.answers: list[list[int]] = [[] for _ in requests]
         # a request with no budget has the empty answer, one whose known tokens end it has those: neither
         # takes a lane
@@ -164,7 +168,9 @@ class LaneDecoder:
         hidden state gives the first answer token."""
         import torch
 
-        prompts = [self.requests[i].start for i in self.queue]
+        prompts = [self.requests[i].start for i in self.queue if self.requests[i].states is None]
+        if not prompts:
+            return
         shared = prompts[0][: min(len(p) for p in prompts) - 1]
         for prompt in prompts:
             while prompt[: len(shared)] != shared:
@@ -180,8 +186,25 @@ class LaneDecoder:
         """Prefill the next prompts into ``slots``, sixteen at a time (the queue is sorted by length, so a
         group pads little)."""
         taken = [self.queue.pop(0) for _ in slots]
+        filled = [(slot, i) for slot, i in zip(slots, taken, strict=True) if self.requests[i].states is not None]
+        for slot, i in filled:
+            self._restore(slot, i)
+        slots = [slot for slot, i in zip(slots, taken, strict=True) if self.requests[i].states is None]
+        taken = [i for i in taken if self.requests[i].states is None]
         for start in range(0, len(slots), ADMIT_GROUP):
             self._prefill(slots[start : start + ADMIT_GROUP], taken[start : start + ADMIT_GROUP])
+
+    def _restore(self, slot: int, request: int) -> None:
+        """Fill ``slot`` with the keys and values the loss pass computed for the request's start but its last
+        token; that token runs in the next decode step, as any decoding lane's last token does."""
+        start = self.requests[request].start
+        written = len(start) - 1
+        self.cache.restore(slot, self.requests[request].states, self.dtype)
+        self.filled[slot] = False
+        self.filled[slot, :written] = True
+        self.column[slot] = self.position[slot] = written
+        self.last[slot] = start[-1]
+        self.busy[slot] = Lane(request, list(self.requests[request].known))
 
     def _prefill(self, slots: list[int], taken: list[int]) -> None:
         """In each slot: the shared prefix, a gap (masked), the rest of the prompt, ending at the same column

@@ -82,7 +82,7 @@ class TrainingEvaluator:
             with s.accelerator.autocast(), _EvalMode(s.model):
                 metrics["eval_loss"], starts = loss_and_greedy_starts(
                     s.model, s.datasets.eval, train.micro_batch_size, s.tokenizer.pad_token_id,
-                    train.loss_chunk_tokens, s.accelerator.device)
+                    train.loss_chunk_tokens, s.accelerator.device, keep_states=len(self.cases))
         elif "loss" in train.eval_metrics and train.method == "dpo":
             from lorakit.train.preference import evaluate_pairs
 

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from lorakit.data.tokenize import IGNORE, Example
-from lorakit.infer.drafts import GreedyStarts, loss_and_greedy_starts
+from lorakit.infer.drafts import GreedyStarts, Scored, loss_and_greedy_starts
 from lorakit.infer.lanes import LaneDecoder, Request, greedy
 from tests.conftest import build_model
 
@@ -98,20 +98,50 @@ def test_the_loss_pass_proves_greedy_up_to_the_first_other_token(model):
     loss, starts = loss_and_greedy_starts(model, examples, 4, 0, 7, torch.device("cpu"))
 
     assert starts.after(asked[0]) == ended[0]
-    assert starts.after(asked[1]) == ended[1][:2]
-    assert starts.after(asked[2]) == []
+    assert starts.after(asked[1]) == ended[1][:3]  # the proven start, then greedy's pick where the reference leaves
+    assert starts.after(asked[2]) == ended[2][:1]
     assert starts.after([2, 3, 3, 3]) == []  # no sequence begins with it
     assert starts.reference(asked[1]) == references[1] and starts.reference([2, 3, 3, 3]) == []
     # the decoder given those starts writes the answers it writes alone
     got, _ = decode(model, [Request(p, 10, starts.after(p)) for p in asked])
     assert got == answers
+    assert starts.states(asked[1]) is None  # not kept unless asked for
     # both sum float32 logits (the head's chunks are cast to float32) in another order: ~1e-7 apart
     assert loss == pytest.approx(evaluate_loss(model, examples, 4, 0, 7, torch.device("cpu")), rel=1e-6)
 
 
 def test_the_longest_start_wins_among_sequences_with_the_same_prompt():
-    starts = GreedyStarts([([5, 6, 7, 8], [False, False, True, False]),
-                           ([5, 6, 7, 9, 10], [False, False, True, True, True]),
-                           ([5, 7, 7, 9, 10], [False, True, True, True, True])])
+    starts = GreedyStarts([Scored([5, 6, 7, 8], [None, None, 7, 4]),
+                           Scored([5, 6, 7, 9, 10], [None, None, 7, 9, 10]),
+                           Scored([5, 7, 7, 9, 10], [None, 7, 7, 9, 10])])
     assert starts.after([5, 6]) == [7, 9, 10]
+    assert starts.reference([5, 6]) == [7, 9, 10]
+    assert starts.after([5, 6, 7]) == [9, 10]
     assert starts.after([5, 6, 7, 9, 10]) == []
+    # a start that leaves its sequence ends with greedy's pick there
+    assert GreedyStarts([Scored([5, 6, 7, 8], [None, None, 7, 4])]).after([5, 6]) == [7, 4]
+
+
+def test_lanes_filled_with_the_loss_pass_keys_and_values_decode_the_same_answers_without_a_prefill(model):
+    """The pass's keys and values of each answer's proven start (``keep_states``) fill the lanes: no prompt is
+    prefilled, and every answer is greedy's own."""
+    import torch
+
+    asked = prompts(model.config.vocab_size, 6, seed=6)
+    answers, _ = decode(model, [Request(p, 10) for p in asked])
+    assert all(len(a) >= 4 for a in answers)  # (the seed's answers: long enough to be left at their 4th token)
+    # references that leave greedy's answer at its 1st, 2nd, ... token: every answer is decoded on from there
+    references = [[*a[:i % 4], 3 + (a[i % 4] - 2) % (model.config.vocab_size - 3), *a[i % 4 + 1 :]]
+                  for i, a in enumerate(answers)]
+    examples = [example(p, r) for p, r in zip(asked, references, strict=True)]
+    _, starts = loss_and_greedy_starts(model, examples, 4, 0, 7, torch.device("cpu"), keep_states=5)
+    requests = [Request(p, 10, starts.after(p), starts.reference(p), starts.states(p)) for p in asked]
+    assert [r.states is not None for r in requests] == [True] * 5 + [False]  # the first five kept
+    assert all(r.states[0][0].shape[-2] == len(r.start) - 1 for r in requests[:5])
+    prefilled = []
+    with torch.inference_mode():
+        decoder = LaneDecoder(model, requests, [STOP], 0, 4, greedy)
+        original = decoder._prefill
+        decoder._prefill = lambda slots, taken: prefilled.extend(taken) or original(slots, taken)
+        assert decoder.run() == answers
+    assert prefilled == [5]  # only the one without kept states
