@@ -178,17 +178,41 @@ def _scored(model: Any, batch: dict[str, Any], chunk_tokens: int) -> tuple[float
     import torch
 
     from lorakit.infer.lanes import greedy
-    from lorakit.train.loss import chunk_logits, supervised_states
+    from lorakit.train.loss import supervised_states
 
     hidden, targets, head, softcap = supervised_states(model, batch)
     summed = torch.zeros((), dtype=torch.float32, device=hidden.device)
     picks: list[int] = []
     for start in range(0, hidden.shape[0], chunk_tokens):
-        logits, _ = chunk_logits(hidden[start : start + chunk_tokens], head.weight, head.bias, softcap)
+        logits = _capped_logits(hidden[start : start + chunk_tokens], head, softcap)
         wanted = targets[start : start + chunk_tokens]
-        picks += greedy(logits).tolist()  # the decoder's own pick: the first largest logit
-        summed += (torch.logsumexp(logits, dim=-1) - logits.gather(1, wanted[:, None]).squeeze(1)).sum()
+        picked = greedy(logits)  # the decoder's own pick: the first largest logit
+        picks += picked.tolist()
+        chosen = logits.gather(1, wanted[:, None]).squeeze(1)
+        summed += (_logsumexp_(logits, picked) - chosen).sum()
     return float(summed), picks
+
+
+def _capped_logits(hidden: Any, head: Any, softcap: float | None) -> Any:
+    """float32 logits of a chunk, soft-capped in place where the model caps them (``train.loss.chunk_logits``'s
+    values without the copy it keeps for a gradient)."""
+    import torch
+
+    logits = hidden @ head.weight.T
+    if logits.dtype != torch.float32:
+        logits = logits.float()
+    if head.bias is not None:
+        logits += head.bias.float()
+    if softcap:
+        logits.div_(softcap).tanh_().mul_(softcap)
+    return logits
+
+
+def _logsumexp_(logits: Any, picks: Any) -> Any:
+    """Each row's log-sum-exp, its maximum read at greedy's pick instead of searched again; overwrites
+    ``logits`` (three passes over the chunk, where ``torch.logsumexp`` makes five and a copy)."""
+    top = logits.gather(1, picks[:, None])
+    return logits.sub_(top).exp_().sum(dim=-1).log_() + top.squeeze(1)
 
 
 def _per_example(group: Sequence[Example], picks: list[int]) -> list[Scored]:
