@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from lorakit.digest import file_sha256 as sha256_file  # the one way to hash a file, under its older name
+# re-exported: the one way to hash a file, under its older name
+from lorakit.digest import file_sha256 as sha256_file  # noqa: F401
 from lorakit.errors import ModelError
+from lorakit.model.digest_memo import remembered_sha256
 from lorakit.model.tokenizer_files import save_tokenizer
 
 log = logging.getLogger(__name__)
@@ -127,7 +129,7 @@ def check_model_reference(name_or_path: str) -> ModelSource:
 
 
 def _resolve_gguf(gguf: Path, name: str, convert: bool) -> ResolvedModel:
-    digest = sha256_file(gguf)
+    digest = remembered_sha256(gguf, cache_root())
     target = cache_root() / digest[:16]
     identity = {"name": name, "source": ModelSource.GGUF.value, "file": str(gguf), "sha256": digest}
     if not (target / "config.json").is_file():
