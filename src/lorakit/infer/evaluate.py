@@ -112,13 +112,15 @@ def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bo
 
 def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[str], use_adapter: bool = True,
           max_new_tokens: int = 256, batch_size: int = GENERATE_LANES,
-          cap_at_reference: bool = False, starts: GreedyStarts | None = None) -> tuple[dict[str, float], list[str]]:
+          cap_at_reference: bool = False, starts: GreedyStarts | None = None,
+          earlier: Sequence[str] | None = None) -> tuple[dict[str, float], list[str]]:
     """The metrics in ``wanted`` for one model (the adapter, or its base alone), and its predictions.
 
     ``cap_at_reference`` (in-training evaluations) stops an answer at ``REFERENCE_CAP`` times its reference's
     tokens + 16: an answer that long cannot equal its reference, and an untrained adapter's answers that run
     on no longer decide how long an evaluation takes. ``starts``: the answers' starts a loss pass of the same
-    model proved (``infer.drafts``), decoded from where they end."""
+    model proved (``infer.drafts``), decoded from where they end. ``earlier``: the cases' answers of an earlier
+    evaluation, drafted from (``generate_turns``)."""
     results: dict[str, float] = {"cases": len(cases)}
     generating = any(name in wanted for name in GENERATED_METRICS)
     if "loss" in wanted:  # the transformers engine's pass also proves where greedy answers follow the references
@@ -134,7 +136,7 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
                                      on_batch=lambda done: log.info("%s: %d/%d generated", label, done, len(cases)),
                                      tools=[c.tools for c in cases],
                                      caps=_reference_caps(adapter, cases) if cap_at_reference else None,
-                                     starts=starts)
+                                     starts=starts, earlier=earlier)
         references = [c.reference for c in cases]
         if "exact" in wanted:
             results["exact"] = round(m.exact_match(predictions, references), 4)

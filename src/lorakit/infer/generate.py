@@ -53,7 +53,7 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
                    on_batch: Callable[[int], None] | None = None, length_ratio: float | None = None,
                    tools: Sequence[list[dict[str, Any]] | None] | None = None, stop: Sequence[str] = (),
                    padded: bool = False, caps: Sequence[int] | None = None,
-                   starts: GreedyStarts | None = None) -> list[str]:
+                   starts: GreedyStarts | None = None, earlier: Sequence[str] | None = None) -> list[str]:
     """The model's next assistant turn for each conversation, in order.
 
     Args:
@@ -69,6 +69,8 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
         caps: each conversation's own most new tokens, beside ``max_new_tokens`` and ``length_ratio``.
         starts: greedy answers' starts proven by a teacher-forced pass of the same model (``infer.drafts``):
             greedy only, decoded from where they end.
+        earlier: each conversation's answer from an earlier evaluation of a nearby adapter (a training run's
+            previous one): greedy decoding drafts from it, and keeps a drafted token only where it is the pick.
     """
     tools = tools or [None] * len(conversations)
     prompts = [adapter.encoder.prompt_ids(turns, row_tools) for turns, row_tools in zip(conversations, tools,
@@ -83,12 +85,25 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
         new_ids = adapter.model.generate_all(prompts, adapter.stop_ids, budgets, temperature, seed, on_batch,
                                              batch_size)
     else:
-        guide = starts if temperature <= 0 else None  # proven starts are greedy's
-        requests = [Request(p, b, guide.after(p), guide.reference(p), guide.states(p)) if guide else Request(p, b)
-                    for p, b in zip(prompts, budgets, strict=True)]
+        requests = [Request(p, b) for p, b in zip(prompts, budgets, strict=True)]
+        if temperature <= 0:  # proven starts and drafts are greedy's
+            guide_requests(requests, starts, [adapter.tokenizer.encode(a, add_special_tokens=False)
+                                              for a in earlier] if earlier else None)
         new_ids = _generate_torch(adapter, requests, GenerateOptions(
             temperature, batch_size, use_adapter, seed, on_batch, length_ratio, max_new_tokens, stop, padded))
     return [cut_at_stop(adapter.tokenizer.decode(ids, skip_special_tokens=True), stop).strip() for ids in new_ids]
+
+
+def guide_requests(requests: list[Request], starts: GreedyStarts | None, earlier: Sequence[list[int]] | None) -> None:
+    """Give each greedy request what is known of its answer: the start a loss pass proved (with that pass's keys
+    and values), and as drafts its reference past that start and an earlier answer to the same prompt."""
+    for number, request in enumerate(requests):
+        if starts is not None:
+            request.known = starts.after(request.prompt)
+            request.hint = starts.reference(request.prompt)
+            request.states = starts.states(request.prompt)
+        if earlier is not None:
+            request.hint = request.hint + list(earlier[number])
 
 
 @dataclass

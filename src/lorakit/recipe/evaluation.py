@@ -58,6 +58,7 @@ class TrainingEvaluator:
     session: Session
     cases: list[EvalCase]
     adapter: LoadedAdapter
+    earlier: list[str] | None = None  # the last evaluation's answers
 
     @classmethod
     def of(cls, session: Session) -> TrainingEvaluator | None:
@@ -97,10 +98,13 @@ class TrainingEvaluator:
                                                      s.accelerator.device, s.accelerator)
         if generated and s.accelerator.is_main_process:
             with _EvalMode(s.model):
+                # the last evaluation's answers as drafts: from one evaluation to the next most answers change little
                 results, answers = score(self.adapter, self.cases, generated, max_new_tokens=s.cfg.data.max_length,
-                                         batch_size=GENERATE_LANES, cap_at_reference=True, starts=starts)
+                                         batch_size=GENERATE_LANES, cap_at_reference=True, starts=starts,
+                                         earlier=self.earlier)
             metrics.update({f"eval_{name}": results[name] for name in generated})
             self._keep_answers(step, answers)
+            self.earlier = answers
         return metrics
 
     def _keep_answers(self, step: int, answers: list[str]) -> None:

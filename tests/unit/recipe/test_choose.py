@@ -195,7 +195,8 @@ def test_a_generated_metric_without_its_package_is_one_line_with_the_install(tmp
 
 def test_an_evaluation_decodes_past_the_starts_its_loss_pass_proved(tmp_path, tiny_model_dir, monkeypatch):
     """The validation loss and the answers' proven starts come from one pass; the decoder is handed those starts,
-    and the answers kept are the ones ``lorakit eval`` writes for the same adapter and cases."""
+    the references and the last evaluation's answers to draft from, and the answers kept are the ones
+    ``lorakit eval`` writes for the same adapter and cases."""
     import lorakit.infer.drafts as drafts
     import lorakit.infer.generate as generate
     import lorakit.recipe.evaluation as evaluation
@@ -223,11 +224,16 @@ def test_an_evaluation_decodes_past_the_starts_its_loss_pass_proved(tmp_path, ti
 
     evals = [r for r in log_of(outcome.run_dir) if "eval_loss" in r]
     assert len(passes) == len(evals) == len(handed) == 2  # steps 0 and 2: one pass each, its starts used
-    for (_, starts), requests in zip(passes, handed, strict=True):  # the proven starts, the references as hints
-        assert [(r.known, r.hint) for r in requests] == [(starts.after(r.prompt), starts.reference(r.prompt))
-                                                         for r in requests]
-        assert all(r.hint for r in requests)
-    last = [json.loads(x) for x in (outcome.run_dir / "val_answers" / "step-000002.jsonl").read_text().splitlines()]
+    first = [json.loads(x) for x in (outcome.run_dir / "val_answers" / "step-000000.jsonl").read_text().splitlines()]
     adapter = load_adapter(outcome.run_dir.name, outcome.run_dir.parent)
+    earlier = [[], [adapter.tokenizer.encode(r["output"], add_special_tokens=False) for r in first]]
+    for (_, starts), requests, answers in zip(passes, handed, earlier, strict=True):
+        # the proven starts; the references, then (from the second evaluation on) the last answers as drafts
+        assert [(r.known, r.hint) for r in requests] == [
+            (starts.after(r.prompt), starts.reference(r.prompt) + (answers[i] if answers else []))
+            for i, r in enumerate(requests)]
+        assert all(r.hint for r in requests)
+    assert any(earlier[1])
+    last = [json.loads(x) for x in (outcome.run_dir / "val_answers" / "step-000002.jsonl").read_text().splitlines()]
     _, alone = score(adapter, scored[-1], ["exact"], max_new_tokens=256, cap_at_reference=True)
     assert [r["output"] for r in last] == alone
