@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lorakit.infer.lanes import LaneDecoder, Request, greedy
+from lorakit.infer.lanes import LaneDecoder, Request
+from lorakit.infer.picks import greedy
 from tests.conftest import build_model
 from tests.unit.infer.test_lanes import alone, requests_with_shared_start
 

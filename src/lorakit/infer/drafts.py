@@ -177,7 +177,7 @@ def _scored(model: Any, batch: dict[str, Any], chunk_tokens: int) -> tuple[float
     """Summed cross-entropy of the batch's supervised tokens, and greedy's pick at each (in target order)."""
     import torch
 
-    from lorakit.infer.lanes import greedy
+    from lorakit.infer.picks import greedy
     from lorakit.train.loss import supervised_states
 
     hidden, targets, head, softcap = supervised_states(model, batch)

@@ -137,7 +137,8 @@ def causal_lm(model: Any) -> Any:
 def _generate_torch(adapter: LoadedAdapter, requests: list[Request], options: GenerateOptions) -> list[list[int]]:
     import torch
 
-    from lorakit.infer.lanes import LaneDecoder, fits_lanes, greedy, sampler
+    from lorakit.infer.lanes import LaneDecoder, fits_lanes
+    from lorakit.infer.picks import greedy, sampler
 
     if not requests:
         return []

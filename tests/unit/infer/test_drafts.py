@@ -8,7 +8,8 @@ import pytest
 
 from lorakit.data.tokenize import IGNORE, Example
 from lorakit.infer.drafts import GreedyStarts, Scored, loss_and_greedy_starts
-from lorakit.infer.lanes import LaneDecoder, Request, greedy
+from lorakit.infer.lanes import LaneDecoder, Request
+from lorakit.infer.picks import greedy
 from tests.conftest import build_model
 
 STOP = 1

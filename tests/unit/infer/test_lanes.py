@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from lorakit.infer.lanes import LaneDecoder, Request, fits_lanes, greedy, sampler
+from lorakit.infer.lanes import LaneDecoder, Request, fits_lanes
+from lorakit.infer.picks import greedy, sampler
 from tests.conftest import build_model
 
 
