@@ -45,7 +45,8 @@ class LaneCache:
         """Write one lane's keys and values, computed elsewhere ([kv heads, tokens, head dim] per layer), at its
         first columns."""
         for layer_idx, (key, value) in enumerate(states):
-            keys, values = self._buffers(layer_idx, key[None].to(dtype))
+            key, value = key.to(dtype), value.to(dtype)
+            keys, values = self._buffers(layer_idx, key[None])
             keys[row, :, : key.shape[1]] = key
             values[row, :, : value.shape[1]] = value
 

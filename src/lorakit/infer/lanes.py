@@ -9,7 +9,8 @@ the next decode step runs every busy lane together. Prompts are taken longest fi
 early and the last steps are not one long answer running alone.
 
 Two things let a lane take more than one token a step, greedy only: tokens already known to start its answer
-(``Request.known``, from a loss pass that checked the reference: ``drafts``) are prefilled with its prompt, and
+(``Request.known``, from a loss pass that checked the reference: ``drafts``) are prefilled with its prompt, or
+not run at all where that pass kept their keys and values (``Request.states``), and
 in the tail, when few lanes are left, a lane runs tokens drafted from its own text and its reference, when an
 evaluation gives one (``lookup``, ``Request.hint``), after its last one and keeps them for as long as each is the
 pick after the one before.
@@ -184,16 +185,18 @@ class LaneDecoder:
         self.prefix = len(shared)
 
     def _admit(self, slots: list[int]) -> None:
-        """Prefill the next prompts into ``slots``, sixteen at a time (the queue is sorted by length, so a
-        group pads little)."""
-        taken = [self.queue.pop(0) for _ in slots]
-        filled = [(slot, i) for slot, i in zip(slots, taken, strict=True) if self.requests[i].states is not None]
-        for slot, i in filled:
-            self._restore(slot, i)
-        slots = [slot for slot, i in zip(slots, taken, strict=True) if self.requests[i].states is None]
-        taken = [i for i in taken if self.requests[i].states is None]
-        for start in range(0, len(slots), ADMIT_GROUP):
-            self._prefill(slots[start : start + ADMIT_GROUP], taken[start : start + ADMIT_GROUP])
+        """Fill ``slots`` with the next requests: from their kept keys and values where they have them, else by
+        prefilling their prompts sixteen at a time (the queue is sorted by length, so a group pads little)."""
+        prefills = []
+        for slot in slots:
+            request = self.queue.pop(0)
+            if self.requests[request].states is not None:
+                self._restore(slot, request)
+            else:
+                prefills.append((slot, request))
+        for start in range(0, len(prefills), ADMIT_GROUP):
+            group = prefills[start : start + ADMIT_GROUP]
+            self._prefill([slot for slot, _ in group], [request for _, request in group])
 
     def _restore(self, slot: int, request: int) -> None:
         """Fill ``slot`` with the keys and values the loss pass computed for the request's start but its last
