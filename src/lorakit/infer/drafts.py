@@ -55,11 +55,10 @@ class GreedyStarts:
         """The longest proven start of ``prompt``'s greedy answer: the tokens after the prompt in a sequence
         that begins with it, for as long as each is greedy's pick, and then greedy's pick where the sequence
         leaves it. Empty when no sequence begins with it."""
-        best = self._best(prompt)
-        if best is None:
+        found = self._found(prompt)
+        if found is None:
             return []
-        scored = self.sequences[best]
-        end = scored.proven_end(len(prompt))
+        scored, end = found
         pick = scored.picks[end] if end < len(scored.ids) else None
         return scored.ids[len(prompt) : end] + ([pick] if pick is not None else [])
 
@@ -67,24 +66,30 @@ class GreedyStarts:
         """Every token after ``prompt`` in the sequence ``after`` reads (its reference, end-of-turn token
         included), proven or not: where the greedy answer leaves it, the decoder drafts from it (``lookup``).
         Empty when no sequence begins with it."""
-        best = self._best(prompt)
-        return self.sequences[best].ids[len(prompt) :] if best is not None else []
+        found = self._found(prompt)
+        return found[0].ids[len(prompt) :] if found is not None else []
 
     def states(self, prompt: Sequence[int]) -> list[tuple[Any, Any]] | None:
-        """The keys and values the pass computed for ``prompt`` + ``after(prompt)`` but its last token, when
-        kept: a lane filled with them decodes on from that token without a prefill."""
-        best = self._best(prompt)
-        if best is None or self.sequences[best].states is None:
+        """The keys and values the pass computed for ``prompt`` + ``after(prompt)`` but its last token (the
+        tokens up to where the sequence leaves greedy's answer), when kept: a lane filled with them decodes on
+        from that token without a prefill."""
+        found = self._found(prompt)
+        if found is None or found[0].states is None:
             return None
-        states = self.sequences[best].states
-        known = self.after(prompt)
-        return states if known and states[0][0].shape[-2] == len(prompt) + len(known) - 1 else None
+        scored, end = found
+        left = end < len(scored.ids) and scored.picks[end] is not None  # after() ends with greedy's own pick
+        # kept up to where the run from the sequence's first scored token ends: this run only in a single turn
+        return scored.states if left and scored.states[0][0].shape[-2] == end else None
 
-    def _best(self, prompt: Sequence[int]) -> int | None:
+    def _found(self, prompt: Sequence[int]) -> tuple[Scored, int] | None:
         """The sequence beginning with ``prompt`` whose proven run after it is the longest (the first of
-        equals)."""
+        equals), and where that run ends."""
         numbers = self._beginning_with(prompt)
-        return max(numbers, key=lambda n: self.sequences[n].proven_end(len(prompt))) if numbers else None
+        if not numbers:
+            return None
+        ends = [self.sequences[n].proven_end(len(prompt)) for n in numbers]
+        best = max(range(len(numbers)), key=ends.__getitem__)
+        return self.sequences[numbers[best]], ends[best]
 
     def _beginning_with(self, prompt: Sequence[int]) -> list[int]:
         length = len(prompt)

@@ -10,9 +10,9 @@ every other comparison lorakit makes (datasets, results, the queue) hashes the b
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from lorakit.atomic import write_json_atomic
 from lorakit.digest import file_sha256
 
 MEMO = "digests.json"
@@ -50,8 +50,6 @@ def _write(memo: Path, data: dict) -> None:
     """Atomically (another process may read it meanwhile); a cache that cannot be written is only slower."""
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        staging = memo.with_name(f".{memo.name}.{os.getpid()}")
-        staging.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        staging.replace(memo)
+        write_json_atomic(memo, data)
     except OSError:
         pass

@@ -7,13 +7,12 @@ every change, so a reader never sees half a file, even if the run is killed mid-
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lorakit.atomic import write_json_atomic
 from lorakit.outcome import Kind, Outcome
 from lorakit.redaction import redact
 
@@ -24,18 +23,6 @@ UNFINISHED = ("created", "submitted", "running")  # a run in one of these has no
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Manifest:
