@@ -112,16 +112,18 @@ def loss_and_greedy_starts(model: Any, examples: Sequence[Example], micro_batch_
     values, within ``lane_cache.CACHE_BYTES``."""
     import torch
 
-    from lorakit.data.packing import collate
+    from lorakit.data.packing import collate, shared_prompt
     from lorakit.infer.lane_cache import cache_budget
+    from lorakit.model.attention import uses_segments
 
     summed, count = 0.0, 0
     sequences: list[Scored] = []
     budget = cache_budget(device) if keep_states else 0
+    share = uses_segments(model)  # a prompt the group's examples all begin with: computed once
     with torch.no_grad():
         for start in range(0, len(examples), micro_batch_size):
             group = list(examples[start : start + micro_batch_size])
-            batch = collate([group], pad_id)
+            batch = collate([group], pad_id, share)
             keeping = start < keep_states and budget > 0
             with kept_keys_values(model) if keeping else nullcontext() as kept:
                 loss, picks = (_scored(model, batch.to_tensors(device), chunk_tokens) if batch.num_targets
@@ -129,7 +131,8 @@ def loss_and_greedy_starts(model: Any, examples: Sequence[Example], micro_batch_
             summed, count = summed + loss, count + batch.num_targets
             scored = _per_example(group, picks)
             if kept:
-                budget -= _keep_states(scored[: keep_states - start], kept)
+                shared = shared_prompt(group) if share else 0
+                budget -= _keep_states(scored[: keep_states - start], kept, shared)
             sequences += scored
     return summed / max(1, count), GreedyStarts(sequences)
 
@@ -160,21 +163,25 @@ def kept_keys_values(model: Any) -> Iterator[dict[int, tuple[Any, Any]]]:
         del ALL_ATTENTION_FUNCTIONS[name]
 
 
-def _keep_states(group: list[Scored], kept: dict[int, tuple[Any, Any]]) -> int:
-    """Give each sequence of a packed row (``collate``: end to end in row 0) its proven start's keys and
-    values, cut from the row's and copied; returns the bytes kept."""
+def _keep_states(group: list[Scored], kept: dict[int, tuple[Any, Any]], shared: int) -> int:
+    """Give each sequence of a packed row (``collate``: end to end in row 0, after the ``shared`` prompt tokens
+    they all begin with, if computed once) its proven start's keys and values, cut from the row's and copied;
+    returns the bytes kept."""
+    import torch
+
     layers = [kept[index] for index in sorted(kept)]
     if not layers or layers[0][0].shape[0] != 1:
         return 0
-    used, offset = 0, 0
+    used, offset = 0, shared
     for scored in group:
         first = next((j for j, pick in enumerate(scored.picks) if pick is not None), len(scored.ids))
         end = scored.proven_end(first)
         if end < len(scored.ids):  # its answer is decoded on from there; a whole proven answer is not decoded
-            scored.states = [(k[0, :, offset : offset + end].clone(), v[0, :, offset : offset + end].clone())
-                             for k, v in layers]
+            own = slice(offset, offset + end - shared)
+            scored.states = [(torch.cat([k[0, :, :shared], k[0, :, own]], dim=1),
+                              torch.cat([v[0, :, :shared], v[0, :, own]], dim=1)) for k, v in layers]
             used += sum(k.nbytes + v.nbytes for k, v in scored.states)
-        offset += len(scored.ids)
+        offset += len(scored.ids) - shared
     return used
 
 

@@ -12,8 +12,9 @@ import torch
 
 from lorakit.data.packing import collate
 from lorakit.data.tokenize import Example
+from lorakit.model.attention import uses_segments
 from lorakit.train.distributed import share_of, summed_over_processes
-from lorakit.train.loss import as_loss_module
+from lorakit.train.loss import as_loss_module, trained_model
 
 
 @torch.no_grad()
@@ -23,7 +24,8 @@ def evaluate_loss(model: Any, examples: Sequence[Example], micro_batch_size: int
     loss_module = as_loss_module(model)
     was_training = loss_module.training
     loss_module.eval()
-    batches = [b for b in (collate([list(examples[start : start + micro_batch_size])], pad_id)
+    share = uses_segments(trained_model(loss_module))  # a prompt a batch's examples all begin with: computed once
+    batches = [b for b in (collate([list(examples[start : start + micro_batch_size])], pad_id, share)
                            for start in range(0, len(examples), micro_batch_size)) if b.num_targets]
     total = torch.zeros(2, dtype=torch.float32, device=device)  # summed loss, target count
     for batch, weight in share_of(batches, accelerator):

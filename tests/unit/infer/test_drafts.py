@@ -146,3 +146,41 @@ def test_lanes_filled_with_the_loss_pass_keys_and_values_decode_the_same_answers
         decoder._prefill = lambda slots, taken: prefilled.extend(taken) or original(slots, taken)
         assert decoder.run() == answers
     assert prefilled == [5]  # only the one without kept states
+
+
+def test_a_prompt_the_examples_share_is_computed_once_and_kept_with_each_answers_keys_and_values(model, monkeypatch):
+    """With segmented attention the loss pass lays the instruction every prompt begins with once per group
+    (``collate``'s ``share_prompts``); each answer's kept keys and values still begin with it, so the lanes
+    decode greedy's answers with no prefill, and the loss is the one of the whole sequences."""
+    import torch
+
+    import lorakit.data.packing as packing
+    from lorakit.model.attention import pick_attention
+
+    model.config._attn_implementation = pick_attention(model.config, "cpu", torch.float64)
+    instruction = [2, 5, 6, 7, 8, 9, 10, 11]
+    asked = [instruction + p[1:] for p in prompts(model.config.vocab_size, 6, seed=8)]
+    answers, _ = decode(model, [Request(p, 10) for p in asked])
+    assert all(len(a) >= 4 for a in answers)  # (the seed's answers: long enough to be left at their 4th token)
+    references = [[*a[:i % 4], 3 + (a[i % 4] - 2) % (model.config.vocab_size - 3), *a[i % 4 + 1 :]]
+                  for i, a in enumerate(answers)]
+    examples = [example(p, r) for p, r in zip(asked, references, strict=True)]
+    assert packing.shared_prompt(examples[:4]) >= len(instruction) - 1  # computed once in the first group
+
+    loss, starts = loss_and_greedy_starts(model, examples, 4, 0, 7, torch.device("cpu"), keep_states=6)
+    requests = [Request(p, 10, starts.after(p), starts.reference(p), starts.states(p)) for p in asked]
+    prefilled = []
+    with torch.inference_mode():
+        decoder = LaneDecoder(model, requests, [STOP], 0, 4, greedy)
+        original = decoder._prefill
+        decoder._prefill = lambda slots, taken: prefilled.extend(taken) or original(slots, taken)
+        assert decoder.run() == answers
+    assert prefilled == []
+
+    monkeypatch.setattr(packing, "MIN_SHARED_SAVING", 2.0)  # never shared: every sequence laid whole
+    whole_loss, whole = loss_and_greedy_starts(model, examples, 4, 0, 7, torch.device("cpu"), keep_states=6)
+    assert loss == pytest.approx(whole_loss, rel=1e-12)  # float64 sums in another order
+    for p in asked:
+        for (k, v), (whole_k, whole_v) in zip(starts.states(p), whole.states(p), strict=True):
+            torch.testing.assert_close(k, whole_k, rtol=1e-12, atol=1e-12)  # float64, as above
+            torch.testing.assert_close(v, whole_v, rtol=1e-12, atol=1e-12)

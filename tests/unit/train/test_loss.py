@@ -73,6 +73,38 @@ def test_packed_batch_equals_examples_run_one_at_a_time(kind, attention):
         torch.testing.assert_close(grad, single_grads[name], rtol=1e-5, atol=1e-5 * scale, msg=name)
 
 
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_a_prompt_the_examples_share_computed_once_gives_the_same_loss_and_gradients(kind):
+    """The instruction every example of a row begins with, laid once (``share_prompts``), each example attending
+    to it: the loss and adapter gradients of the row laid whole. The third example is longer than the tiny
+    Gemma-3's sliding window (16), so the window is counted from the shared prompt as well."""
+    from peft import LoraConfig, get_peft_model
+
+    model = build_model(kind, softcap=5.0 if kind == "gemma3" else None)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    register()
+    model.get_base_model().set_attn_implementation(SEGMENTED)
+    instruction = [2, 5, 6, 7, 8, 9]
+    answers = [[30, 31], [32, 33, 34], list(range(20, 40))]
+    examples = [Example([*instruction, 10 + i, *a], [IGNORE] * 7 + a) for i, a in enumerate(answers)]
+
+    def loss_and_grads(share):
+        model.zero_grad()
+        batch = collate([examples], 0, share_prompts=share)
+        loss = batch_loss(model, batch.to_tensors(), 4)
+        loss.backward()
+        return batch, loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    whole, whole_loss, whole_grads = loss_and_grads(False)
+    shared, shared_loss, shared_grads = loss_and_grads(True)
+    assert shared.num_computed == whole.num_computed - 2 * 5  # the instruction but its last token: once, not 3 times
+    # the same float32 sums in another order (the shared prompt's keys computed in a shorter row): rounding only
+    torch.testing.assert_close(shared_loss, whole_loss, rtol=1e-5, atol=1e-5)
+    for name, grad in shared_grads.items():
+        scale = whole_grads[name].abs().max().item()  # 1e-5 of the gradient's scale: float32 rounding, as above
+        torch.testing.assert_close(grad, whole_grads[name], rtol=1e-5, atol=1e-5 * scale, msg=name)
+
+
 def test_segmented_attention_is_used_only_when_segments_are_passed():
     """Generation and padded batches (no segments) go through the stock masked SDPA path."""
     register()
