@@ -180,6 +180,11 @@ def test_a_prompt_the_examples_share_is_computed_once_and_kept_with_each_answers
     monkeypatch.setattr(packing, "MIN_SHARED_SAVING", 2.0)  # never shared: every sequence laid whole
     whole_loss, whole = loss_and_greedy_starts(model, examples, 4, 0, 7, torch.device("cpu"), keep_states=6)
     assert loss == pytest.approx(whole_loss, rel=1e-12)  # float64 sums in another order
+    monkeypatch.undo()  # the validation loss of a training run shares the prompt too, and gives the same figure
+    from lorakit.train.evaluate import evaluate_loss
+
+    # both sum float32 logits (the head's chunks are cast to float32) in another order: ~1e-7 apart
+    assert evaluate_loss(model, examples, 4, 0, 7, torch.device("cpu")) == pytest.approx(whole_loss, rel=1e-6)
     for p in asked:
         for (k, v), (whole_k, whole_v) in zip(starts.states(p), whole.states(p), strict=True):
             torch.testing.assert_close(k, whole_k, rtol=1e-12, atol=1e-12)  # float64, as above
