@@ -36,7 +36,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lorakit.data.tokenize import IGNORE, Example, Pair
+from lorakit.data.tokenize import IGNORE, Example, Pair, untrained_common_start
 
 Row = list[Example] | list[Pair]
 # A row's shared prompt is computed once only where that saves this share of the row's tokens: each example
@@ -155,14 +155,7 @@ def shared_prompt(examples: Sequence[Example]) -> int:
     batch can compute once for the whole row. 0 where that would save under ``MIN_SHARED_SAVING`` of its tokens."""
     if len(examples) < 2:
         return 0
-    first, others = examples[0], examples[1:]
-    shared = 0
-    for j, token in enumerate(first.input_ids):
-        if first.labels[j] != IGNORE or any(len(e) <= j or e.input_ids[j] != token or e.labels[j] != IGNORE
-                                            for e in others):
-            break
-        shared += 1
-    shared = max(0, shared - 1)
+    shared = max(0, untrained_common_start(examples) - 1)
     saved = shared * (len(examples) - 1)
     return shared if shared and saved >= MIN_SHARED_SAVING * sum(len(e) for e in examples) else 0
 

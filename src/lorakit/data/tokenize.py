@@ -37,6 +37,16 @@ class Example:
         return Example(self.input_ids[:max_length], self.labels[:max_length], self.where)
 
 
+def untrained_common_start(examples: Sequence[Example]) -> int:
+    """How many leading tokens all of ``examples`` share with none of them trained."""
+    first, others = examples[0], examples[1:]
+    for j, token in enumerate(first.input_ids):
+        if first.labels[j] != IGNORE or any(len(e) <= j or e.input_ids[j] != token or e.labels[j] != IGNORE
+                                            for e in others):
+            return j
+    return len(first)
+
+
 @dataclass(frozen=True)
 class Pair:
     """A preference pair (``train.method: dpo``): the prompt with the chosen answer and with the rejected one,
@@ -59,14 +69,7 @@ class Pair:
     def shared_prompt(self) -> int:
         """Leading tokens both sides share and neither trains, less the last of them (each side keeps it to
         predict its own first answer token): what a batch can compute once for both. 0: nothing to share."""
-        shared = 0
-        for (a, label_a), (b, label_b) in zip(zip(self.chosen.input_ids, self.chosen.labels, strict=True),
-                                              zip(self.rejected.input_ids, self.rejected.labels, strict=True),
-                                              strict=False):
-            if a != b or label_a != IGNORE or label_b != IGNORE:
-                break
-            shared += 1
-        return max(0, shared - 1)
+        return max(0, untrained_common_start([self.chosen, self.rejected]) - 1)
 
     @property
     def longest(self) -> int:

@@ -112,7 +112,7 @@ def loss_and_greedy_starts(model: Any, examples: Sequence[Example], micro_batch_
     values, within ``lane_cache.CACHE_BYTES``."""
     import torch
 
-    from lorakit.data.packing import collate, shared_prompt
+    from lorakit.data.packing import collate
     from lorakit.infer.lane_cache import cache_budget
     from lorakit.model.attention import uses_segments
 
@@ -131,8 +131,7 @@ def loss_and_greedy_starts(model: Any, examples: Sequence[Example], micro_batch_
             summed, count = summed + loss, count + batch.num_targets
             scored = _per_example(group, picks)
             if kept:
-                shared = shared_prompt(group) if share else 0
-                budget -= _keep_states(scored[: keep_states - start], kept, shared)
+                budget -= _keep_states(scored[: keep_states - start], kept, batch.segments[0])
             sequences += scored
     return summed / max(1, count), GreedyStarts(sequences)
 
@@ -163,25 +162,26 @@ def kept_keys_values(model: Any) -> Iterator[dict[int, tuple[Any, Any]]]:
         del ALL_ATTENTION_FUNCTIONS[name]
 
 
-def _keep_states(group: list[Scored], kept: dict[int, tuple[Any, Any]], shared: int) -> int:
-    """Give each sequence of a packed row (``collate``: end to end in row 0, after the ``shared`` prompt tokens
-    they all begin with, if computed once) its proven start's keys and values, cut from the row's and copied;
-    returns the bytes kept."""
+def _keep_states(group: list[Scored], kept: dict[int, tuple[Any, Any]], spans: Sequence[tuple[int, ...]]) -> int:
+    """Give each sequence of a packed row its proven start's keys and values, cut from the row's and copied;
+    returns the bytes kept. ``spans``: the row's segments as ``collate`` laid them, each sequence's
+    ``[start, end)``, and the prompt it continues where one was computed once for them all."""
     import torch
 
     layers = [kept[index] for index in sorted(kept)]
     if not layers or layers[0][0].shape[0] != 1:
         return 0
-    used, offset = 0, shared
-    for scored in group:
+    own_spans = [span for span in spans if len(span) == 4] or list(spans)  # past the shared prompt's own segment
+    used = 0
+    for scored, (start, _, *context) in zip(group, own_spans, strict=False):  # group: the first of the row's
         first = next((j for j, pick in enumerate(scored.picks) if pick is not None), len(scored.ids))
         end = scored.proven_end(first)
         if end < len(scored.ids):  # its answer is decoded on from there; a whole proven answer is not decoded
-            own = slice(offset, offset + end - shared)
-            scored.states = [(torch.cat([k[0, :, :shared], k[0, :, own]], dim=1),
-                              torch.cat([v[0, :, :shared], v[0, :, own]], dim=1)) for k, v in layers]
+            head = slice(*context) if context else slice(0, 0)
+            own = slice(start, start + end - (head.stop - head.start))
+            scored.states = [(torch.cat([k[0, :, head], k[0, :, own]], dim=1),
+                              torch.cat([v[0, :, head], v[0, :, own]], dim=1)) for k, v in layers]
             used += sum(k.nbytes + v.nbytes for k, v in scored.states)
-        offset += len(scored.ids) - shared
     return used
 
 

@@ -45,6 +45,24 @@ def example(prompt: list[int], answer: list[int]) -> Example:
     return Example(prompt + answer, [IGNORE] * len(prompt) + answer)
 
 
+def leaving_at_their_first_tokens(answers: list[list[int]], vocab: int) -> list[list[int]]:
+    """References that leave greedy's answer at its 1st, 2nd, 3rd, 4th, 1st, ... token (another token there,
+    not a stop): every answer is decoded on from there."""
+    return [[*a[: i % 4], 3 + (a[i % 4] - 2) % (vocab - 3), *a[i % 4 + 1 :]] for i, a in enumerate(answers)]
+
+
+def decode_counting_prefills(model, requests: list[Request]) -> tuple[list[list[int]], list[int]]:
+    """The answers, and the requests the decoder prefilled (the others it filled from their kept states)."""
+    import torch
+
+    prefilled: list[int] = []
+    with torch.inference_mode():
+        decoder = LaneDecoder(model, requests, [STOP], 0, 4, greedy)
+        original = decoder._prefill
+        decoder._prefill = lambda slots, taken: prefilled.extend(taken) or original(slots, taken)
+        return decoder.run(), prefilled
+
+
 def test_known_starts_give_the_same_answers_in_fewer_steps(model):
     asked = prompts(model.config.vocab_size, 8, seed=1)
     plain, plain_steps = decode(model, [Request(p, 20) for p in asked])
@@ -131,20 +149,14 @@ def test_lanes_filled_with_the_loss_pass_keys_and_values_decode_the_same_answers
     asked = prompts(model.config.vocab_size, 6, seed=6)
     answers, _ = decode(model, [Request(p, 10) for p in asked])
     assert all(len(a) >= 4 for a in answers)  # (the seed's answers: long enough to be left at their 4th token)
-    # references that leave greedy's answer at its 1st, 2nd, ... token: every answer is decoded on from there
-    references = [[*a[:i % 4], 3 + (a[i % 4] - 2) % (model.config.vocab_size - 3), *a[i % 4 + 1 :]]
-                  for i, a in enumerate(answers)]
+    references = leaving_at_their_first_tokens(answers, model.config.vocab_size)
     examples = [example(p, r) for p, r in zip(asked, references, strict=True)]
     _, starts = loss_and_greedy_starts(model, examples, 4, 0, 7, torch.device("cpu"), keep_states=5)
     requests = [Request(p, 10, starts.after(p), starts.reference(p), starts.states(p)) for p in asked]
     assert [r.states is not None for r in requests] == [True] * 5 + [False]  # the first five kept
     assert all(r.states[0][0].shape[-2] == len(r.start) - 1 for r in requests[:5])
-    prefilled = []
-    with torch.inference_mode():
-        decoder = LaneDecoder(model, requests, [STOP], 0, 4, greedy)
-        original = decoder._prefill
-        decoder._prefill = lambda slots, taken: prefilled.extend(taken) or original(slots, taken)
-        assert decoder.run() == answers
+    got, prefilled = decode_counting_prefills(model, requests)
+    assert got == answers
     assert prefilled == [5]  # only the one without kept states
 
 
@@ -162,19 +174,14 @@ def test_a_prompt_the_examples_share_is_computed_once_and_kept_with_each_answers
     asked = [instruction + p[1:] for p in prompts(model.config.vocab_size, 6, seed=8)]
     answers, _ = decode(model, [Request(p, 10) for p in asked])
     assert all(len(a) >= 4 for a in answers)  # (the seed's answers: long enough to be left at their 4th token)
-    references = [[*a[:i % 4], 3 + (a[i % 4] - 2) % (model.config.vocab_size - 3), *a[i % 4 + 1 :]]
-                  for i, a in enumerate(answers)]
+    references = leaving_at_their_first_tokens(answers, model.config.vocab_size)
     examples = [example(p, r) for p, r in zip(asked, references, strict=True)]
     assert packing.shared_prompt(examples[:4]) >= len(instruction) - 1  # computed once in the first group
 
     loss, starts = loss_and_greedy_starts(model, examples, 4, 0, 7, torch.device("cpu"), keep_states=6)
     requests = [Request(p, 10, starts.after(p), starts.reference(p), starts.states(p)) for p in asked]
-    prefilled = []
-    with torch.inference_mode():
-        decoder = LaneDecoder(model, requests, [STOP], 0, 4, greedy)
-        original = decoder._prefill
-        decoder._prefill = lambda slots, taken: prefilled.extend(taken) or original(slots, taken)
-        assert decoder.run() == answers
+    got, prefilled = decode_counting_prefills(model, requests)
+    assert got == answers
     assert prefilled == []
 
     monkeypatch.setattr(packing, "MIN_SHARED_SAVING", 2.0)  # never shared: every sequence laid whole
