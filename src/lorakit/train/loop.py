@@ -280,8 +280,18 @@ def _step_metrics(setup: LoopSetup, result: LoopResult, step: Step, total: int, 
     return {"step": result.steps_done, "total_steps": total, "epoch": step.epoch,
             "lr": setup.scheduler.get_last_lr()[0], "trained_tokens": result.trained_tokens,
             "tokens_per_second": result.tokens_per_second(elapsed), "elapsed_s": elapsed,
-            "remaining_s": elapsed / result.steps_done * (total - result.steps_done),
+            "remaining_s": result.remaining_seconds(elapsed, total, _evaluations_from(setup, result.steps_done, total)),
             "memory_gib": peak_memory_gib(setup.accelerator.device)}
+
+
+def _evaluations_from(setup: LoopSetup, first: int, total: int) -> int:
+    """How many evaluations steps ``first``..``total`` end with: one every ``eval_every`` steps, and the one
+    after the last step."""
+    if setup.evaluate is None or first > total:
+        return 0
+    every = setup.train.eval_every
+    periodic = (total - 1) // every - (max(first, 1) - 1) // every if every else 0  # due at first..total-1
+    return periodic + 1
 
 
 def _when_due(setup: LoopSetup, result: LoopResult, step: Step, total: int, reporter: Reporter,
@@ -314,9 +324,9 @@ def _evaluate(setup: LoopSetup, result: LoopResult, step_no: int, epoch: float, 
     metrics = setup.evaluate(step_no)
     result.eval_seconds += time.perf_counter() - began
     elapsed = clock.elapsed()
-    record = {"step": step_no, "total_steps": total, "epoch": epoch, **metrics, "elapsed_s": elapsed,
-              "remaining_s": elapsed / max(1, step_no) * (total - step_no)}
+    record = {"step": step_no, "total_steps": total, "epoch": epoch, **metrics, "elapsed_s": elapsed}
     result.eval_history.append(record)
+    record["remaining_s"] = result.remaining_seconds(elapsed, total, _evaluations_from(setup, step_no + 1, total))
     for cb in setup.callbacks:
         cb.on_evaluate(record)
     if result.selection is not None and result.selection.observe(step_no, record) and setup.save_best is not None:

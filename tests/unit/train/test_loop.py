@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -139,6 +140,25 @@ def test_trainer_log_has_a_line_per_logged_step_and_eval(tmp_path):
     for r in records:
         assert {"current_steps", "total_steps", "epoch", "percentage", "elapsed_time", "remaining_time"} <= set(r)
     assert {"loss", "lr", "tokens_per_second"} <= set(records[1])
+
+
+def test_the_time_left_counts_the_steps_at_their_own_pace_and_each_evaluation_still_due(monkeypatch):
+    # a clock that only the optimizer steps (1 s each, as their schedule moves) and the evaluations (100 s each) move
+    now = [0.0]
+    monkeypatch.setattr("lorakit.train.loop.time", SimpleNamespace(perf_counter=lambda: now[0]))
+    _, setup, steps = loop_setup(eval_every=4)  # 6 steps, evaluated at 0, 4 and 6
+    measure = setup.evaluate
+    setup.evaluate = lambda step: (now.__setitem__(0, now[0] + 100), measure(step))[1]
+    step_schedule = setup.scheduler.step  # once an optimizer step
+    setup.scheduler.step = lambda: (now.__setitem__(0, now[0] + 1), step_schedule())[1]
+    seen = []
+    setup.callbacks = [SimpleNamespace(on_train_begin=lambda total: None, on_train_end=lambda status: None,
+                                       on_step_end=lambda m: seen.append(("step", m["step"], m["remaining_s"])),
+                                       on_evaluate=lambda m: seen.append(("eval", m["step"], m["remaining_s"])))]
+    run_loop(setup, steps)
+    # steps left x 1 s, and 100 s for each evaluation at or after the step (at step 1: those at 4 and 6)
+    assert seen == [("eval", 0, 200), ("step", 1, 205), ("step", 2, 204), ("step", 3, 203), ("step", 4, 202),
+                    ("eval", 4, 102), ("step", 5, 101), ("step", 6, 100), ("eval", 6, 0)]
 
 
 def test_each_process_takes_its_share_of_a_step_and_every_example_is_seen_once_per_epoch():
