@@ -155,7 +155,8 @@ def _reference_caps(adapter: LoadedAdapter, cases: Sequence[EvalCase]) -> list[i
 def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, float]],
            predictions: dict[str, list[str]], cases: Sequence[EvalCase], engine: str = Engine.TRANSFORMERS) -> None:
     """Save results into the run's eval_results.json, manifest and model card, and predictions beside them
-    (under their own names for llama.cpp, so they sit next to the transformers figures)."""
+    (under their own names for llama.cpp, so they sit next to the transformers figures). An evaluation that
+    generated nothing (``--metrics loss``) leaves the predictions an earlier one wrote as they are."""
     from lorakit.runs.catalog import is_run
     from lorakit.runs.folder import RunFolder
     from lorakit.runs.manifest import write_json_atomic
@@ -166,11 +167,13 @@ def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, floa
     path = folder / "eval_results.json"
     existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     write_json_atomic(path, {**existing, key: results})
-    out = folder / "eval" / f"{stem}.jsonl"
-    out.parent.mkdir(exist_ok=True)
-    lines = [{"reference": c.reference, **{label: preds[i] for label, preds in predictions.items()}}
-             for i, c in enumerate(cases)]
-    out.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    generated = {label: preds for label, preds in predictions.items() if preds}
+    if generated:
+        out = folder / "eval" / f"{stem}.jsonl"
+        out.parent.mkdir(exist_ok=True)
+        lines = [{"reference": c.reference, **{label: preds[i] for label, preds in generated.items()}}
+                 for i, c in enumerate(cases)]
+        out.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
     if is_run(folder):
         RunFolder.open(folder).add_evaluation(str(data), engine, results)
 

@@ -100,6 +100,18 @@ def test_eval_scores_adapter_and_base_and_records_them(run, tmp_path):
     assert "## Evaluation on" in (run / "README.md").read_text()
 
 
+def test_eval_of_the_loss_alone_records_it_and_keeps_the_answers_an_earlier_evaluation_wrote(run, tmp_path):
+    write_jsonl(tmp_path / "dev.jsonl", [{"tex": "x = y", "typst": "x = y"}, {"tex": "\\ sqrt x", "typst": "sqrt x"}])
+    answers = cli_run("eval", "tiny", "--data", tmp_path / "dev.jsonl", "--metrics", "exact", "--max-new-tokens", 4)
+    assert answers.exit_code == 0, answers.output
+    predictions = (run / "eval" / "dev.jsonl").read_text()
+    loss = cli_run("eval", "tiny", "--data", tmp_path / "dev.jsonl", "--metrics", "loss", "--base")
+    assert loss.exit_code == 0, loss.output
+    saved = json.loads((run / "eval_results.json").read_text())["eval_dev"]
+    assert set(saved["adapter"]) == set(saved["base"]) == {"cases", "loss", "perplexity"}
+    assert (run / "eval" / "dev.jsonl").read_text() == predictions  # the earlier answers, not emptied
+
+
 def test_merged_export_equals_base_plus_adapter(run, tmp_path):
     from transformers import AutoModelForCausalLM
 
