@@ -108,10 +108,12 @@ def mark_template_tokens(tokenizer: Any, model: Path, template: str) -> None:
     tokens again: a tokenizer rebuilt from a GGUF by transformers may split them into characters."""
     import gguf
 
-    reader = gguf.GGUFReader(model)
-    tokens, types = reader.fields["tokenizer.ggml.tokens"], reader.fields["tokenizer.ggml.token_type"]
+    from lorakit.infer.export.gguf_fields import read_fields
+
+    fields = read_fields(model, lambda key: key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type"))
+    tokens, types = fields["tokenizer.ggml.tokens"].value, fields["tokenizer.ggml.token_type"].value
     control = (gguf.TokenType.CONTROL, gguf.TokenType.USER_DEFINED)
-    wanted = [text for text, kind in zip(tokens.contents(), types.contents(), strict=True)
+    wanted = [text for text, kind in zip(tokens, types, strict=True)
               if kind in control and text and text in template]
     if wanted:
         tokenizer.add_special_tokens({"additional_special_tokens": wanted}, replace_extra_special_tokens=False)

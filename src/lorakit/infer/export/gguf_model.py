@@ -111,11 +111,10 @@ def write_model_gguf(path: Path, state: dict[str, Any], config: Any, arch: Archi
 
 def read_lorakit_fields(path: Path) -> dict[str, Any]:
     """The ``lorakit.*``, ``general.*`` and chat template fields of a GGUF written by lorakit (or any GGUF)."""
-    import gguf
+    from lorakit.infer.export.gguf_fields import read_fields
 
-    reader = gguf.GGUFReader(path)
     wanted = ("lorakit.", "general.", "tokenizer.chat_template")
-    fields = {k: f.contents() for k, f in reader.fields.items() if k.startswith(wanted)}
+    fields = {key: field.value for key, field in read_fields(path, lambda key: key.startswith(wanted)).items()}
     if "lorakit.prompt_shape" in fields:
         fields["lorakit.prompt_shape"] = json.loads(fields["lorakit.prompt_shape"])
     return fields

@@ -19,18 +19,18 @@ def copy_tokenizer(writer: Any, source: Path, vocab_size: int) -> bool:
     """Copy every ``tokenizer.*`` field of ``source``; False (nothing written) when its vocabulary differs."""
     import gguf
 
-    reader = gguf.GGUFReader(source)
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    if tokens is None or len(tokens.data) != vocab_size:
+    from lorakit.infer.export.gguf_fields import read_fields
+
+    fields = read_fields(source, lambda key: key.startswith("tokenizer.") and key not in OWN_KEYS)
+    tokens = fields.get("tokenizer.ggml.tokens")
+    if tokens is None or len(tokens.value) != vocab_size:
         return False
-    for key, field in reader.fields.items():
-        if not key.startswith("tokenizer.") or key in OWN_KEYS:
-            continue
-        value_type = field.types[0]
-        if value_type == gguf.GGUFValueType.ARRAY:
-            writer.add_key_value(key, field.contents(), value_type, sub_type=field.types[-1])
+    for key, field in fields.items():
+        kind = gguf.GGUFValueType(field.kind)
+        if kind == gguf.GGUFValueType.ARRAY:
+            writer.add_key_value(key, field.value, kind, sub_type=gguf.GGUFValueType(field.item_kind))
         else:
-            writer.add_key_value(key, field.contents(), value_type)
+            writer.add_key_value(key, field.value, kind)
     return True
 
 
