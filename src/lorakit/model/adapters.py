@@ -105,6 +105,27 @@ def _describe(identity: dict[str, Any]) -> str:
     return f"{identity.get('name', '?')}{revision}{digest}"
 
 
+def check_target_modules(model: Any, targets: str | list[str]) -> None:
+    """Every name in ``lora.target_modules`` names a module of the model (PEFT refuses a list none of whose
+    names match with a traceback, and adapts fewer layers than asked, without a word, when only some match).
+
+    Raises:
+        ModelError: the names that match nothing, and the model's linear layers to choose from.
+    """
+    import torch
+
+    if targets == "all-linear":
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(name == t or name.endswith(f".{t}") for name in names)]
+    if missing:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                         if isinstance(module, torch.nn.Linear) and name != "lm_head"})
+        raise ModelError(f"lora.target_modules: {', '.join(missing)} {'names' if len(missing) == 1 else 'name'} "
+                         f"no module of this model; its linear layers are {', '.join(linear)} "
+                         "(or set all-linear)")
+
+
 def attach_adapter(model: Any, section: LoraSection) -> Any:
     """Wrap the base model with a trainable adapter: fresh, or loaded from ``lora.init_from``.
 
@@ -117,6 +138,7 @@ def attach_adapter(model: Any, section: LoraSection) -> Any:
     from peft import PeftModel, get_peft_model
 
     if section.init_from is None:
+        check_target_modules(model, section.target_modules)
         peft_model = get_peft_model(model, build_lora_config(section))
     else:
         try:

@@ -16,10 +16,11 @@ from lorakit.config.load import LoadedConfig
 from lorakit.config.memory import MemorySettings
 from lorakit.errors import LorakitError, OutOfMemoryError, RunError
 from lorakit.outcome import Kind, Outcome
+from lorakit.recipe.checks import before_start
 from lorakit.recipe.evaluation import BestAdapter, Sampler, TrainingEvaluator
 from lorakit.recipe.finish import TrainOutcome, finish_run
 from lorakit.recipe.retries import train_with_retries
-from lorakit.recipe.session import Session, open_session
+from lorakit.recipe.session import Session, TokenizedData, open_session, tokenize_data
 from lorakit.recipe.start import data_hashes, start_run
 from lorakit.runs.folder import RunFolder
 from lorakit.train.distributed import process_rank
@@ -48,11 +49,15 @@ def run_training(loaded: LoadedConfig, command_line: Sequence[str] | None = None
         The run folder, how training ended, and the final metrics.
 
     Raises:
-        LorakitError: a data, model or training problem; the run is marked failed with the reason.
+        LorakitError: a data, model or training problem. One found before training (a path, a row, the model,
+            a row its chat template cannot render) leaves no run folder; one after marks the run failed with
+            the reason.
     """
-    run = start_run(loaded, command_line if command_line is not None else sys.argv, record=record)
+    before_start(loaded.config)
+    data = tokenize_data(loaded.config)  # a row the chat template cannot render fails before the run folder
+    run = start_run(loaded, command_line if command_line is not None else sys.argv, record=record, checked=True)
     log.info("run folder: %s (config sha256 %s)", run.path, loaded.sha256[:12])
-    return _marking_failures(run, lambda: _train(loaded, run, callbacks, judge=judge))
+    return _marking_failures(run, lambda: _train(loaded, run, callbacks, judge=judge, data=data))
 
 
 def resume_training(run_dir: Path, command_line: Sequence[str] | None = None,
@@ -127,12 +132,13 @@ def _marking_failures(run: RunFolder, train: Callable[[], TrainOutcome]) -> Trai
 
 
 def _train(loaded: LoadedConfig, run: RunFolder, extra_callbacks: Sequence[Any],
-           state: dict[str, Any] | None = None, judge: Judge | None = None) -> TrainOutcome:
+           state: dict[str, Any] | None = None, judge: Judge | None = None,
+           data: TokenizedData | None = None) -> TrainOutcome:
     from lorakit.train.loop import LoopSetup
     from lorakit.train.select import Selection
     from lorakit.train.stop import StopRequest
 
-    session = open_session(loaded, run, list(extra_callbacks), state)
+    session = open_session(loaded, run, list(extra_callbacks), state, data)
     best = BestAdapter(session)
     evaluate = TrainingEvaluator.of(session)
     setup = LoopSetup(session.trainable, session.optimizer, session.scheduler, session.accelerator,

@@ -56,21 +56,42 @@ class Session:
         return self.run.path
 
 
-def open_session(loaded: LoadedConfig, run: RunFolder, extra_callbacks: list[Any],
-                 state: dict[str, Any] | None) -> Session:
-    """Check, read the data, load the model and wire the callbacks, for a new run or (``state``) a resumed one."""
+@dataclass(frozen=True)
+class TokenizedData:
+    """The base model's files (converted once where need be), its tokenizer, and the data tokenized with it."""
+    resolved: ResolvedModel
+    tokenizer: Any
+    datasets: Datasets
+
+
+def tokenize_data(cfg: RunConfig) -> TokenizedData:
+    """Find the model and tokenize the data as the run will: a row its chat template cannot render (tool calls,
+    reasoning) fails here, which ``run_training`` calls before the run folder exists.
+
+    Raises:
+        ModelError, DataError: as ``resolve_model``, ``load_tokenizer`` and ``build_datasets`` do.
+    """
     from lorakit.data.dataset import build_datasets
     from lorakit.model.load import load_tokenizer
     from lorakit.model.resolve import resolve_model
+
+    resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
+    tokenizer = load_tokenizer(resolved, cfg.model.revision)
+    return TokenizedData(resolved, tokenizer, build_datasets(cfg.data, tokenizer, cfg.train.method))
+
+
+def open_session(loaded: LoadedConfig, run: RunFolder, extra_callbacks: list[Any],
+                 state: dict[str, Any] | None, data: TokenizedData | None = None) -> Session:
+    """Check, read the data (unless ``data`` has it), load the model and wire the callbacks, for a new run or
+    (``state``) a resumed one."""
     from lorakit.train.optim import build_optimizer, build_scheduler
 
     cfg = loaded.config
     overlaid = before_loading(cfg)  # cheap checks before minutes of model conversion
     tune_host()
     accelerator = _accelerator(cfg)
-    resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
-    tokenizer = load_tokenizer(resolved, cfg.model.revision)
-    datasets = build_datasets(cfg.data, tokenizer, cfg.train.method)
+    data = data or tokenize_data(cfg)
+    resolved, tokenizer, datasets = data.resolved, data.tokenizer, data.datasets
     cfg, first_change = _starting_config(cfg, resolved, run, accelerator, datasets.train, state)
     run.update(base_model=resolved.identity, base_model_path=resolved.path, template=datasets.template_name,
                data_formats={**datasets.stats["train"].formats, **datasets.stats["eval"].formats},

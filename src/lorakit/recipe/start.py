@@ -34,13 +34,15 @@ def data_hashes(refs: Sequence[str]) -> dict[str, str]:
 
 
 def start_run(loaded: LoadedConfig, command_line: Sequence[str], trains_here: bool = True,
-              record: dict[str, Any] | None = None) -> RunFolder:
+              record: dict[str, Any] | None = None, checked: bool = False) -> RunFolder:
     """Create the run folder with its config files and a first manifest, once ``recipe.checks.before_start`` passed.
 
     ``record``: more fields for the first manifest (a sweep's trial, the queue's dataset fingerprint).
+    ``checked``: the caller ran ``before_start`` itself (and more), so it is not run twice.
     """
     cfg = loaded.config
-    before_start(cfg, trains_here)
+    if not checked:
+        before_start(cfg, trains_here)
     copies = [*cfg.tracking.copy_files, *([cfg.train.sample_prompts] if cfg.train.sample_prompts else [])]
     run = RunFolder.create(
         Path(cfg.output.dir), loaded.run_name,
