@@ -106,8 +106,10 @@ def open_session(loaded: LoadedConfig, run: RunFolder, extra_callbacks: list[Any
     if cfg.train.method == "dpo":  # the reference is the model as it is now, before any step
         from lorakit.recipe.reference import with_reference
 
+        trained = _items_in(plan_steps(datasets.train, planned.train, planned.data, accelerator.num_processes))
         datasets = with_reference(datasets, model, run, MemorySettings.of(cfg), tokenizer.pad_token_id,
-                                  accelerator.device, accelerator.is_main_process)
+                                  accelerator.device, accelerator.is_main_process,
+                                  {i for i, pair in enumerate(datasets.train) if id(pair) in trained})
     steps = _recut_for(plan_steps(datasets.train, planned.train, planned.data, accelerator.num_processes),
                        planned, cfg)
     optimizer = build_optimizer(model, cfg.train)
@@ -117,6 +119,11 @@ def open_session(loaded: LoadedConfig, run: RunFolder, extra_callbacks: list[Any
     run.update(total_steps=len(steps))
     return Session(run, cfg, loaded, resolved, accelerator, model, trainable, optimizer, scheduler, tokenizer,
                    datasets, steps, callbacks, overlaid, first_change)
+
+
+def _items_in(steps: list[Step]) -> set[int]:
+    """The ids of the examples or pairs the steps hold (the planner places the dataset's own objects)."""
+    return {id(item) for step in steps for rows in step.micro_batches for row in rows for item in row}
 
 
 def _accelerator(cfg: RunConfig) -> Accelerator:

@@ -170,3 +170,21 @@ def test_tensorboard_and_mlflow_get_the_rewards_under_trls_names(tmp_path, tiny_
         assert all(board[s] == pytest.approx(logged[s][name], abs=1e-5) for s in logged)
         assert all(flow[s] == pytest.approx(logged[s][name], abs=1e-5) for s in logged)
     assert {e.step for e in events.Scalars("eval/rewards/accuracies")}  # held-out pairs too
+
+
+def test_only_the_pairs_the_steps_train_on_are_measured_and_a_stopped_run_resumes_with_them(tmp_path,
+                                                                                             tiny_model_dir):
+    # 12 training pairs, 4 a step (2 x 2): 2 steps train on 8 of them, the other 4 are in no step
+    settings = {**SETTINGS, "max_steps": 2, "eval_every": 0, "resume_every": 1}
+    config = dpo_config(tmp_path, tiny_model_dir, **settings)
+    whole = run_training(load_config(config))
+    saved = json.loads((whole.run_dir / "reference_logps.json").read_text())
+    assert [v is None for v in saved["train"]["logps"]].count(True) == 4 and len(saved["train"]["logps"]) == 12
+    assert all(v is not None for v in saved["eval"]["logps"])
+    first = next(x for x in log_lines(whole.run_dir) if "loss" in x)
+    assert first["loss"] == pytest.approx(0.693147, abs=1e-5)  # each trained pair's reference is the model's
+    stopped = run_training(load_config(config), callbacks=[SignalAt(1, signal.SIGINT)])
+    assert stopped.status == "interrupted"
+    resumed = resume_training(stopped.run_dir)  # reads the reference back, the nulls included
+    assert resumed.status == "completed"
+    assert_same_run(whole.run_dir, resumed.run_dir, steps=2)
