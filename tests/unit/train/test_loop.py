@@ -146,11 +146,16 @@ def test_the_time_left_counts_the_steps_at_their_own_pace_and_each_evaluation_st
     # a clock that only the optimizer steps (1 s each, as their schedule moves) and the evaluations (100 s each) move
     now = [0.0]
     monkeypatch.setattr("lorakit.train.loop.time", SimpleNamespace(perf_counter=lambda: now[0]))
+
+    def taking(seconds, call):
+        def timed(*args):
+            now[0] += seconds
+            return call(*args)
+        return timed
+
     _, setup, steps = loop_setup(eval_every=4)  # 6 steps, evaluated at 0, 4 and 6
-    measure = setup.evaluate
-    setup.evaluate = lambda step: (now.__setitem__(0, now[0] + 100), measure(step))[1]
-    step_schedule = setup.scheduler.step  # once an optimizer step
-    setup.scheduler.step = lambda: (now.__setitem__(0, now[0] + 1), step_schedule())[1]
+    setup.evaluate = taking(100, setup.evaluate)
+    setup.scheduler.step = taking(1, setup.scheduler.step)  # once an optimizer step
     seen = []
     setup.callbacks = [SimpleNamespace(on_train_begin=lambda total: None, on_train_end=lambda status: None,
                                        on_step_end=lambda m: seen.append(("step", m["step"], m["remaining_s"])),
@@ -162,8 +167,6 @@ def test_the_time_left_counts_the_steps_at_their_own_pace_and_each_evaluation_st
 
 
 def test_each_process_takes_its_share_of_a_step_and_every_example_is_seen_once_per_epoch():
-    from types import SimpleNamespace
-
     from lorakit.train.distributed import share_of
 
     data = DataSection(train=["unused"])
