@@ -64,7 +64,8 @@ def with_reference(datasets: Datasets, model: Any, run: RunFolder, settings: Any
                     for name, pairs in splits.items()}
         if is_main:
             write_json_atomic(path, {name: {"pairs_sha256": hashes[name],
-                                            "logps": [p.reference and list(p.reference) for p in pairs]}
+                                            "logps": [None if p.reference is None else list(p.reference)
+                                                      for p in pairs]}
                                      for name, pairs in measured.items()})
         counts = {name: sum(p.reference is not None for p in pairs) for name, pairs in measured.items()}
         rest = len(measured["train"]) - counts["train"]
