@@ -126,6 +126,31 @@ def check_target_modules(model: Any, targets: str | list[str]) -> None:
                          "(or set all-linear)")
 
 
+def check_target_modules_of(model_path: str, section: LoraSection, revision: str | None = None) -> None:
+    """``check_target_modules`` before any weight is read: on the model built from its config.json on the meta
+    device (no memory, a few milliseconds once transformers' model code is imported, which training imports
+    anyway), so a typo fails before the run folder exists.
+
+    A config transformers cannot build this way is left to the check after loading.
+
+    Raises:
+        ModelError: as ``check_target_modules``.
+    """
+    if section.init_from is not None or section.target_modules == "all-linear":
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(model_path, revision=revision)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+    except Exception as e:  # an architecture this cannot build is checked once its weights load
+        log.debug("lora.target_modules checked after loading: %s has no meta-device build (%s)", model_path, e)
+        return
+    check_target_modules(skeleton, section.target_modules)
+
+
 def attach_adapter(model: Any, section: LoraSection) -> Any:
     """Wrap the base model with a trainable adapter: fresh, or loaded from ``lora.init_from``.
 

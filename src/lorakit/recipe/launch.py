@@ -58,8 +58,17 @@ def submit_run(loaded: LoadedConfig, command_line: list[str], dry_run: bool = Fa
 def train_processes(loaded: LoadedConfig, command_line: list[str],
                     record: dict[str, Any] | None = None) -> TrainOutcome:
     """Create the run folder (``record``: more manifest fields), train it with ``launch.nproc`` processes, and
-    report how it ended."""
-    run_dir = start_run(loaded, command_line, record=record).path
+    report how it ended.
+
+    The data is tokenized here first, as ``run_training`` does, though each process tokenizes it again: a row
+    the chat template refuses or a module-name typo fails with no run folder (seconds, against a run's minutes).
+    """
+    from lorakit.recipe.checks import before_start
+    from lorakit.recipe.session import prepare_data
+
+    before_start(loaded.config)
+    prepare_data(loaded.config)
+    run_dir = start_run(loaded, command_line, record=record, checked=True).path
     log.info("run folder: %s; starting %d training processes", run_dir, loaded.config.launch.nproc)
     return run_processes(run_dir, loaded.config.launch.nproc)
 

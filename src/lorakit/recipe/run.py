@@ -20,7 +20,7 @@ from lorakit.recipe.checks import before_start
 from lorakit.recipe.evaluation import BestAdapter, Sampler, TrainingEvaluator
 from lorakit.recipe.finish import TrainOutcome, finish_run
 from lorakit.recipe.retries import train_with_retries
-from lorakit.recipe.session import Session, TokenizedData, open_session, tokenize_data
+from lorakit.recipe.session import Session, TokenizedData, open_session, prepare_data
 from lorakit.recipe.start import data_hashes, start_run
 from lorakit.runs.folder import RunFolder
 from lorakit.train.distributed import process_rank
@@ -54,7 +54,7 @@ def run_training(loaded: LoadedConfig, command_line: Sequence[str] | None = None
             the reason.
     """
     before_start(loaded.config)
-    data = tokenize_data(loaded.config)  # a row the chat template cannot render fails before the run folder
+    data = prepare_data(loaded.config)  # a module-name typo or a row the template refuses: no run folder
     run = start_run(loaded, command_line if command_line is not None else sys.argv, record=record, checked=True)
     log.info("run folder: %s (config sha256 %s)", run.path, loaded.sha256[:12])
     return _marking_failures(run, lambda: _train(loaded, run, callbacks, judge=judge, data=data))

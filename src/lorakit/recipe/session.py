@@ -64,18 +64,22 @@ class TokenizedData:
     datasets: Datasets
 
 
-def tokenize_data(cfg: RunConfig) -> TokenizedData:
-    """Find the model and tokenize the data as the run will: a row its chat template cannot render (tool calls,
-    reasoning) fails here, which ``run_training`` calls before the run folder exists.
+def prepare_data(cfg: RunConfig) -> TokenizedData:
+    """Find the model, check ``lora.target_modules`` against its architecture and tokenize the data as the run
+    will: what needs the model's files but not its weights, so ``run_training`` and ``lorakit train --nproc``
+    call it before the run folder exists (a typo in a module name, a row the chat template cannot render).
 
     Raises:
-        ModelError, DataError: as ``resolve_model``, ``load_tokenizer`` and ``build_datasets`` do.
+        ModelError, DataError: as ``resolve_model``, ``check_target_modules``, ``load_tokenizer`` and
+            ``build_datasets`` do.
     """
     from lorakit.data.dataset import build_datasets
+    from lorakit.model.adapters import check_target_modules_of
     from lorakit.model.load import load_tokenizer
     from lorakit.model.resolve import resolve_model
 
     resolved = resolve_model(cfg.model.name_or_path, cfg.model.revision)
+    check_target_modules_of(resolved.path, cfg.lora, cfg.model.revision)
     tokenizer = load_tokenizer(resolved, cfg.model.revision)
     return TokenizedData(resolved, tokenizer, build_datasets(cfg.data, tokenizer, cfg.train.method))
 
@@ -90,7 +94,7 @@ def open_session(loaded: LoadedConfig, run: RunFolder, extra_callbacks: list[Any
     overlaid = before_loading(cfg)  # cheap checks before minutes of model conversion
     tune_host()
     accelerator = _accelerator(cfg)
-    data = data or tokenize_data(cfg)
+    data = data or prepare_data(cfg)
     resolved, tokenizer, datasets = data.resolved, data.tokenizer, data.datasets
     cfg, first_change = _starting_config(cfg, resolved, run, accelerator, datasets.train, state)
     run.update(base_model=resolved.identity, base_model_path=resolved.path, template=datasets.template_name,

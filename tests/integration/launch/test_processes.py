@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from lorakit.cli.main import cli
 from tests.unit.cli.test_train import invoke, make_config
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="torchrun's launcher as used on Linux")
@@ -68,6 +70,18 @@ def test_two_processes_train_what_one_process_trains_with_the_same_effective_bat
     b_one = torch.cat([v.flatten() for k, v in sorted(weights_one.items()) if "lora_B" in k])
     b_two = torch.cat([weights_two[k].flatten() for k in sorted(weights_one) if "lora_B" in k])
     assert (b_two - b_one).norm() < 1e-3 * b_one.norm()
+
+
+def test_a_bad_row_or_module_name_fails_before_any_folder_or_process(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = make_config(tmp_path, tiny_model_dir, data={"max_length": 3, "on_overflow": "error"})
+    too_long = CliRunner().invoke(cli, ["train", str(config), "--nproc", "2"])
+    assert too_long.exit_code == 1 and "max_length=3" in too_long.output
+    typo = CliRunner().invoke(cli, ["train", str(config), "--nproc", "2", "--set", "data.max_length=64",
+                                    "--set", "lora.target_modules=[qv_proj]"])
+    assert typo.exit_code == 1 and "lora.target_modules: qv_proj names no module" in typo.output
+    assert "Traceback" not in too_long.output + typo.output
+    assert not (tmp_path / "runs").exists()
 
 
 def test_fsdp_on_cpus_is_one_line_and_marks_the_run_failed(tmp_path, tiny_model_dir):

@@ -165,15 +165,21 @@ def test_failed_run_is_marked_failed_with_its_reason(tmp_path, tiny_model_dir):
     too_long = CliRunner().invoke(cli, ["train", str(make_config(tmp_path, tiny_model_dir,
                                                                  data={"max_length": 3, "on_overflow": "error"}))])
     assert too_long.exit_code == 1 and "max_length=3" in too_long.output and not (tmp_path / "runs").exists()
-    # a layer name the model lacks is found once its weights are loaded: the run is marked failed with the reason
+    # so is a layer name the model lacks (checked on the model built from its config, no weights read)
     typo = CliRunner().invoke(cli, ["train", str(make_config(tmp_path, tiny_model_dir,
                                                              lora={"target_modules": ["q_proj", "qv_proj"]}))])
     assert typo.exit_code == 1 and "Traceback" not in typo.output
     assert typo.output.strip().splitlines()[-1] == (
         "error: lora.target_modules: qv_proj names no module of this model; its linear layers are down_proj, "
         "gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj (or set all-linear)")
+    assert not (tmp_path / "runs").exists()
+    # a loss that blows up is found while training: the run is marked failed with the reason
+    diverged = CliRunner().invoke(cli, ["train", str(make_config(tmp_path, tiny_model_dir,
+                                                                 train={"lr": 1e30, "max_grad_norm": 0.0}))])
+    assert diverged.exit_code == 1 and "Traceback" not in diverged.output
+    assert "error: loss diverged at step" in diverged.output.strip().splitlines()[-1]
     manifest = json.loads((tmp_path / "runs" / "tiny-v001" / "manifest.json").read_text())
-    assert manifest["status"] == "failed" and "qv_proj names no module" in manifest["status_history"][-1]["reason"]
+    assert manifest["status"] == "failed" and "loss diverged" in manifest["status_history"][-1]["reason"]
 
 
 def test_ctrl_c_saves_the_adapter_so_far_and_marks_the_run_interrupted(tmp_path, tiny_model_dir):

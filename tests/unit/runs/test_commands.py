@@ -51,9 +51,10 @@ def test_list_show_and_diff_a_pair_of_runs(tmp_path, tiny_model_dir, repo):  # n
 def test_clean_removes_only_failed_runs_without_adapter_or_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
     config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 2})
     assert invoke("train", config).exit_code == 0  # v001 completed
-    # two runs that fail once their folder exists (a bad row would fail before: no folder)
-    assert run("train", config, "--set", "lora.target_modules=[qv_proj]").exit_code == 1
-    assert run("train", config, "--set", "lora.target_modules=[qv_proj]").exit_code == 1
+    # two runs that fail once their folder exists, their loss blown up (a bad row or module name: no folder)
+    diverging = ["--set", "train.lr=1e30", "--set", "train.max_grad_norm=0"]
+    assert run("train", config, *diverging).exit_code == 1
+    assert run("train", config, *diverging).exit_code == 1
     runs = tmp_path / "runs"
     (runs / "tiny-v003" / "checkpoints" / "checkpoint-1").mkdir(parents=True)  # a failed run that saved one
     shutil.copytree(runs / "tiny-v001", runs / "tiny-v004")
