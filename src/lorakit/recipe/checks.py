@@ -92,11 +92,13 @@ def before_loading(cfg: RunConfig) -> tuple[RunConfig, str] | None:
 
 def _machine_checks(problems: Problems, cfg: RunConfig) -> None:
     from lorakit.model.load import check_quantization
+    from lorakit.train.distributed import check_strategy
     from lorakit.train.trackers import check_trackers
 
     problems.check(check_quantization, cfg.model)
     problems.check(check_trackers, cfg.tracking)
     problems.check(check_eval_metrics, cfg.train.eval_metrics)
+    problems.check(check_strategy, cfg.launch.strategy, cfg.launch.nproc)
 
 
 def check_files_exist(key: str, paths: Sequence[str]) -> None:

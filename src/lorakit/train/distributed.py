@@ -20,6 +20,22 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+FSDP_NEEDS_GPUS = "launch.strategy: fsdp needs GPUs (accelerate shards a model over GPUs only); use ddp on CPUs"
+
+
+def check_strategy(strategy: str, nproc: int) -> None:
+    """Before a run folder is made for ``lorakit train --nproc``: fsdp on a machine without GPUs is refused.
+
+    Raises:
+        ConfigError: as ``distributed_options`` would in every process.
+    """
+    if strategy == "fsdp" and nproc > 1:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(FSDP_NEEDS_GPUS)
+
+
 def distributed_options(strategy: str) -> dict[str, Any]:
     """Accelerator keyword arguments for ``launch.strategy`` in this process's environment.
 
@@ -30,8 +46,7 @@ def distributed_options(strategy: str) -> dict[str, Any]:
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError("launch.strategy: fsdp needs GPUs (accelerate shards a model over GPUs only); "
-                              "use ddp on CPUs")
+            raise ConfigError(FSDP_NEEDS_GPUS)
         from accelerate.utils import FullyShardedDataParallelPlugin
 
         # The adapter is small; the frozen base is what is worth sharding, layer by layer.
