@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from lorakit.runs.catalog import add_note, clean_runs, find_run, list_runs, read_manifest
+from lorakit.runs.catalog import add_note, clean_runs, find_run, list_runs, read_manifest, where_runs_are
 from lorakit.runs.history import diff_runs, lineage
 from lorakit.runs.manifest import STATUSES
 
@@ -46,6 +46,13 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def no_runs_in(runs_dir: Path) -> str:
+    """What an empty --dir says, with the folders below it that hold runs (a deeper output.dir)."""
+    holders = where_runs_are(runs_dir)
+    return f"no runs in {runs_dir}/" + (f"; run folders are in {', '.join(map(str, holders))}: give --dir"
+                                        if holders else "")
+
+
 @click.group("runs")
 def runs_group() -> None:
     """Look after the runs in an output folder."""
@@ -64,7 +71,7 @@ def list_cmd(runs_dir: Path, status: str | None, sweep: str | None, as_json: boo
         click.echo(json.dumps([r.as_dict() for r in runs], indent=2))
         return
     if not runs:
-        click.echo(f"no runs in {runs_dir}/" + (f" with status {status}" if status else ""))
+        click.echo(no_runs_in(runs_dir) + (f" with status {status}" if status else ""))
         return
     table = table_of("run", "status", "base model", "data", "steps", "train loss", "eval loss", "created", "size")
     for r in runs:
@@ -140,7 +147,7 @@ def clean_cmd(runs_dir: Path, dry_run: bool) -> None:
     """Remove failed or interrupted runs that hold no adapter and no checkpoint (LORAKIT_NO_CLEAN=1: never)."""
     decisions = clean_runs(runs_dir, dry_run)
     if not decisions:
-        click.echo(f"no runs in {runs_dir}/")
+        click.echo(no_runs_in(runs_dir))
     for d in decisions:
         click.echo(f"{d.run}: {d.reason}")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from lorakit.cli.options import layered_config_options
-from lorakit.cli.runs_cmd import cell, runs_dir_option, show, table_of
+from lorakit.cli.runs_cmd import cell, no_runs_in, runs_dir_option, show, table_of
 from lorakit.config.load import load_config
 from lorakit.runs.catalog import find_run, run_dirs
 
@@ -74,6 +74,9 @@ def status_cmd(run: str | None, runs_dir: Path, as_json: bool) -> None:
     rows = [job_row(d) for d in folders]
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo(no_runs_in(runs_dir).replace("no runs", "no submitted runs", 1))
         return
     table = table_of("run", "job", "slurm", "status", "step", "loss", "eval loss", "remaining")
     for r in rows:

@@ -7,6 +7,7 @@ model (a GGUF conversion takes a minute), so a mistake costs as little time as p
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,8 +141,11 @@ def _accelerator(cfg: RunConfig) -> Accelerator:
     on_gpu = torch.cuda.is_available()
     # Base weights in bf16/fp16 on a GPU, the adapter in float32 (PEFT upcasts it), matmuls under autocast.
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(pick_dtype(cfg.model.dtype, "cuda"), "no")
-    accelerator = Accelerator(cpu=not on_gpu, mixed_precision=precision if on_gpu else "no",
-                              **distributed_options(cfg.launch.strategy))
+    with warnings.catch_warnings():
+        # accelerate warns that it set each CPU process's threads to cores / processes: tune_host set the same
+        warnings.filterwarnings("ignore", message="OMP_NUM_THREADS/MKL_NUM_THREADS unset")
+        accelerator = Accelerator(cpu=not on_gpu, mixed_precision=precision if on_gpu else "no",
+                                  **distributed_options(cfg.launch.strategy))
     if accelerator.num_processes > 1:
         log.info("%d processes (%s, %s backend), %d micro-batches per process per step", accelerator.num_processes,
                  cfg.launch.strategy, accelerator.state.backend, cfg.train.grad_accum)

@@ -56,8 +56,17 @@ def find_run(ref: str, runs_dir: Path) -> Path:
     versions = versions_of(ref, runs_dir)
     if versions:
         return versions[-1]
-    raise RunError(f"no run {ref!r}: not a run folder, and nothing of that name in {runs_dir}/ "
-                   "(lorakit runs list shows what there is)")
+    deeper = [found for holder in where_runs_are(runs_dir) if (found := _run_in(ref, holder))]
+    where = (f"; found {', '.join(map(str, deeper))}: give its path" if deeper
+             else " (lorakit runs list shows what there is)")
+    raise RunError(f"no run {ref!r}: not a run folder, and nothing of that name in {runs_dir}/{where}")
+
+
+def _run_in(ref: str, folder: Path) -> Path | None:
+    if is_run(folder / ref):
+        return folder / ref
+    versions = versions_of(ref, folder)
+    return versions[-1] if versions else None
 
 
 def run_dirs(runs_dir: Path) -> list[Path]:
@@ -72,6 +81,37 @@ def run_dirs(runs_dir: Path) -> list[Path]:
         else:
             found.extend(d for d in child.iterdir() if d.is_dir() and is_run(d))
     return sorted(found, key=lambda d: (d.name, str(d)))
+
+
+def where_runs_are(runs_dir: Path) -> list[Path]:
+    """When ``runs_dir`` holds no run: the folders below it (below the working directory if it does not exist)
+    that hold runs, where to point ``--dir`` when output.dir is deeper, as in an imported LLaMA-Factory
+    config's ``saves/<model>/lora/<name>-v001``."""
+    if run_dirs(runs_dir):
+        return []
+    return folders_holding_runs(runs_dir if runs_dir.is_dir() else Path("."))
+
+
+def folders_holding_runs(top: Path, depth: int = 4, visits: int = 2000) -> list[Path]:
+    """The folders below ``top`` (``depth`` levels and ``visits`` folders at most, never inside a run) that
+    hold run folders."""
+    found: list[Path] = []
+    level = [top]
+    for _ in range(depth + 1):
+        below = []
+        for folder in (f for f in level if f.is_dir() and not is_run(f)):
+            visits -= 1
+            if visits < 0:
+                return sorted(found)
+            try:
+                children = [d for d in folder.iterdir() if d.is_dir() and not d.is_symlink()]
+            except OSError:  # a folder this user may not read
+                continue
+            if folder != top and any(is_run(d) for d in children):
+                found.append(folder)
+            below.extend(children)
+        level = below
+    return sorted(found)
 
 
 def versions_of(name: str, runs_dir: Path) -> list[Path]:

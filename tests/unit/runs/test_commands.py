@@ -89,3 +89,23 @@ def test_note_goes_to_manifest_and_model_card(tmp_path, tiny_model_dir):
     card = (tmp_path / "runs" / "tiny-v001" / "README.md").read_text()
     assert "## Notes" in card and "r=16 beat r=8 on eval" in card and "second thought" in card
     assert run("runs", "note", "tiny-v009", "x").output.startswith("error: no run 'tiny-v009'")
+
+
+def test_runs_deeper_than_the_runs_folder_are_pointed_to(tmp_path, monkeypatch):
+    # an imported LLaMA-Factory config writes its runs to output.dir saves/<model>/lora
+    monkeypatch.chdir(tmp_path)
+    holder = tmp_path / "saves" / "qwen3-4b" / "lora"
+    for name in ("sft-v001", "sft-v002", "sft-v002/checkpoints/inner-v001"):  # nothing inside a run is a holder
+        (holder / name).mkdir(parents=True)
+        (holder / name / "manifest.json").write_text("{}")
+    expected = "run folders are in saves/qwen3-4b/lora: give --dir"
+    assert run("runs", "list").output.strip() == f"no runs in runs/; {expected}"  # runs/ does not exist
+    assert run("runs", "list", "--dir", "saves").output.strip() == f"no runs in saves/; {expected}"
+    assert run("status").output.strip() == f"no submitted runs in runs/; {expected}"
+    shown = run("runs", "show", "sft")
+    assert shown.exit_code == 1 and "Traceback" not in shown.output
+    assert shown.output.strip() == ("error: no run 'sft': not a run folder, and nothing of that name in runs/; "
+                                    "found saves/qwen3-4b/lora/sft-v002: give its path")
+    assert "lorakit runs list shows what there is" in run("runs", "show", "other").output
+    assert run("runs", "list", "--dir", "saves/qwen3-4b/lora", "--status", "failed").output.strip() == (
+        "no runs in saves/qwen3-4b/lora/ with status failed")  # runs there: no pointer elsewhere
