@@ -77,8 +77,12 @@ def run_processes(run_dir: Path, nproc: int) -> TrainOutcome:
     """Train an existing run folder (new, or to resume) with ``nproc`` processes on this machine; how it ended.
 
     Raises:
+        RunError: the run is still training (checked here, before processes that would fail and mark it failed).
         TrainingError: a process failed; the run is marked failed with the reason it gave.
     """
+    from lorakit.runs.control import check_not_training
+
+    check_not_training(run_dir)
     run = start_processes(run_dir, nproc)
     return TrainOutcome(run_dir, run.outcome, run.data.get("metrics", {}))
 

@@ -68,10 +68,13 @@ def resume_training(run_dir: Path, command_line: Sequence[str] | None = None,
     run would have reached.
 
     Raises:
-        RunError: the run completed already, has no resume state, or its data files changed.
+        RunError: the run completed already, is still training, has no resume state, or its data files changed.
     """
+    from lorakit.runs.control import check_not_training
     from lorakit.train.resume import load_resume_state
 
+    if process_rank() == 0:  # the other processes of a --nproc resume find rank 0 training it already
+        check_not_training(run_dir)
     run = RunFolder.open(run_dir, writable=process_rank() == 0)
     if run.status == "completed":
         raise RunError(f"{run_dir.name} completed already; to train it further start a new run with "

@@ -12,6 +12,8 @@ from typing import Any
 from lorakit.errors import RunError
 from lorakit.runs.manifest import MANIFEST_FILE, created_at
 from lorakit.runs.naming import version_of
+from lorakit.runs.process import shown_status
+from lorakit.runs.trainer_log import TrainerLog
 
 RESUME_FILE = "resume_state.pt"  # lorakit.train.resume.STATE_FILE, named here without importing torch
 NO_CLEAN_ENV = "LORAKIT_NO_CLEAN"
@@ -160,15 +162,20 @@ class RunSummary:
         return dict(self.__dict__)
 
 
+def steps_text(run_dir: Path, manifest: dict[str, Any]) -> str:
+    """``done/total``; while a run trains (or after it crashed) done is its log's last step."""
+    done, total = (manifest.get("metrics") or {}).get("train_steps"), manifest.get("total_steps")
+    if done is None and manifest.get("status") == "running":
+        done = max((e.get("current_steps", 0) for e in TrainerLog.of(run_dir).read()), default=None)
+    return f"{done if done is not None else '-'}/{total if total is not None else '-'}"
+
+
 def summarise(run_dir: Path) -> RunSummary:
     m = read_manifest(run_dir)
     metrics = m.get("metrics") or {}
     data = list(m.get("data_files") or {})
-    done = metrics.get("train_steps")
-    total = m.get("total_steps")
-    steps = f"{done if done is not None else '-'}/{total if total is not None else '-'}"
-    return RunSummary(name=run_dir.name, path=str(run_dir), status=m.get("status", "?"),
-                      base_model=_base_model(m), data=", ".join(Path(d).name for d in data) or "-", steps=steps,
+    return RunSummary(name=run_dir.name, path=str(run_dir), status=shown_status(m), base_model=_base_model(m),
+                      data=", ".join(Path(d).name for d in data) or "-", steps=steps_text(run_dir, m),
                       train_loss=metrics.get("train_loss"), eval_loss=metrics.get("eval_loss"),
                       created=created_at(m), size_bytes=folder_size(run_dir))
 

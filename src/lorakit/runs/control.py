@@ -1,8 +1,8 @@
 """Stopping a run that trains on this machine, from another process (``lorakit runs stop``, the dashboard).
 
-The training process records itself (host, pid, and the kernel's start time of that pid, which tells it from a
-later process given the same number) when it starts; a stop sends it SIGINT, exactly as Ctrl+C in its terminal:
-it finishes the step, saves the adapter so far and its resume state, and marks the run interrupted.
+The training process records itself when it starts (``runs.process``); a stop sends it SIGINT, exactly as Ctrl+C
+in its terminal: it finishes the step, saves the adapter so far and its resume state, and marks the run
+interrupted.
 """
 
 from __future__ import annotations
@@ -11,25 +11,10 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import Any
 
 from lorakit.errors import RunError
 from lorakit.runs.catalog import read_manifest
-
-
-def this_process() -> dict[str, Any]:
-    """What ``RunFolder.start`` records, so another process can find this one again."""
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "started": _start_time(pid)}
-
-
-def _start_time(pid: int) -> str | None:
-    # Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot (Linux).
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+from lorakit.runs.process import process_alive
 
 
 def stop_run(run_dir: Path) -> int:
@@ -49,7 +34,21 @@ def stop_run(run_dir: Path) -> int:
         raise RunError(f"{run_dir.name} trains on {process.get('host')}: stop it there (a Slurm job: lorakit "
                        "cancel)")
     pid = int(process["pid"])
-    if _start_time(pid) is None or (process.get("started") and _start_time(pid) != process["started"]):
+    if not process_alive(process):
         raise RunError(f"{run_dir.name}: its training process {pid} is gone (killed without saying how it ended?)")
     os.kill(pid, signal.SIGINT)
     return pid
+
+
+def check_not_training(run_dir: Path) -> None:
+    """Before a run is resumed: its own training process must not be running still (two processes training one
+    folder write over each other's adapter, resume state and manifest).
+
+    Raises:
+        RunError: it is still training on this machine; stop it first.
+    """
+    manifest = read_manifest(run_dir)
+    process = manifest.get("process") or {}
+    if manifest.get("status") == "running" and process_alive(process):
+        raise RunError(f"{run_dir.name} is training now (process {process['pid']} on this machine); stop it first "
+                       f"(lorakit runs stop {run_dir}), then resume it")

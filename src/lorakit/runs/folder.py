@@ -31,9 +31,9 @@ from typing import Any
 
 from lorakit.outcome import Kind, Outcome
 from lorakit.runs.card import refresh_card, write_card
-from lorakit.runs.control import this_process
 from lorakit.runs.manifest import UNFINISHED, Manifest, now
 from lorakit.runs.naming import allocate_pattern_dir, allocate_run_dir
+from lorakit.runs.process import this_process
 from lorakit.runs.trainer_log import TrainerLog
 
 

@@ -15,8 +15,9 @@ from typing import Any
 
 from lorakit.config.load import flatten_keys
 from lorakit.outcome import Outcome
-from lorakit.runs.catalog import folder_size
+from lorakit.runs.catalog import folder_size, has_checkpoint, steps_text
 from lorakit.runs.manifest import MANIFEST_FILE, created_at, outcome_of
+from lorakit.runs.process import CRASHED, shown_status
 from lorakit.runs.trainer_log import TrainerLog
 
 # The config keys a person looks at first (the rest is one click or `--json` away).
@@ -37,14 +38,17 @@ class RunView:
     created: str = ""
     duration_s: float | None = None
     size_bytes: int = 0
+    crashed: str | None = None  # why a run marked running is not (its process is gone), said for people
 
     @property
     def status(self) -> str:
+        if self.crashed:
+            return CRASHED
         return self.outcome.status if self.outcome else "unreadable"
 
     @property
     def reason(self) -> str:
-        return self.outcome.reason if self.outcome else (self.unreadable or "")
+        return self.crashed or (self.outcome.reason if self.outcome else (self.unreadable or ""))
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -73,8 +77,7 @@ class RunView:
 
     @property
     def steps(self) -> str:
-        done, total = self.metrics.get("train_steps"), self.manifest.get("total_steps")
-        return f"{done if done is not None else '-'}/{total if total is not None else '-'}"
+        return steps_text(self.path, self.manifest)
 
     @property
     def best(self) -> tuple[str, int, float] | None:
@@ -115,18 +118,34 @@ def read_run(run_dir: Path, with_size: bool = True) -> RunView:
     view.manifest = manifest
     view.name = str(manifest.get("name") or run_dir.name)
     view.created = created_at(manifest)
-    view.duration_s = _duration(manifest)
+    view.crashed = crash_reason(run_dir, manifest)
+    view.duration_s = _duration(manifest, _last_write(run_dir) if view.crashed else None)
     if with_size:
         view.size_bytes = folder_size(run_dir)
     return view
 
 
-def _duration(manifest: dict[str, Any]) -> float | None:
-    """From the first start to how it ended (a run still training: to now)."""
+def crash_reason(run_dir: Path, manifest: dict[str, Any]) -> str | None:
+    """For a run marked running whose process on this machine is gone: what happened and what to do."""
+    if shown_status(manifest) != CRASHED:
+        return None
+    pid = (manifest.get("process") or {}).get("pid")
+    then = (f"lorakit train --resume {run_dir} continues it from its resume state" if has_checkpoint(run_dir)
+            else "it kept no resume state (train.resumable)")
+    return f"its training process {pid} is gone without a word, killed or out of memory; {then}"
+
+
+def _last_write(run_dir: Path) -> datetime | None:
+    times = [f.stat().st_mtime for f in (run_dir / MANIFEST_FILE, TrainerLog.of(run_dir).path) if f.is_file()]
+    return datetime.fromtimestamp(max(times), timezone.utc) if times else None
+
+
+def _duration(manifest: dict[str, Any], crashed_at: datetime | None = None) -> float | None:
+    """From the first start to how it ended (a run still training: to now; a crashed one: to its last write)."""
     history = manifest.get("status_history") or []
     try:
         started = next(datetime.fromisoformat(h["at"]) for h in history if h.get("status") == "running")
-        ended = (datetime.now(timezone.utc) if manifest.get("status") == "running"
+        ended = ((crashed_at or datetime.now(timezone.utc)) if manifest.get("status") == "running"
                  else datetime.fromisoformat(history[-1]["at"]))
     except (StopIteration, KeyError, ValueError, TypeError):
         return None

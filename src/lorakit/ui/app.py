@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from lorakit.errors import LorakitError
 from lorakit.runs.manifest import MANIFEST_FILE
+from lorakit.runs.process import CRASHED
 from lorakit.runs.summary import VAL_ANSWERS_DIR, files, log_entries, read_run, samples, size_text
 from lorakit.runs.trainer_log import TrainerLog
 from lorakit.ui.catalog import Sources, item_id, read_queue, read_sweep, run_rows
@@ -163,8 +164,8 @@ def _read(path: Path) -> str:
 
 
 def _log_tail(run_dir: Path, status: str, lines: int = 20) -> list[str]:
-    """The last lines a failed run's trainer or Slurm job wrote (trainer.log, slurm-*.err/out)."""
-    if status != "failed":
+    """The last lines a failed or crashed run's trainer or Slurm job wrote (trainer.log, slurm-*.err/out)."""
+    if status not in ("failed", CRASHED):
         return []
     for name in ("trainer.log", *sorted(p.name for p in run_dir.glob("slurm-*.err")),
                  *sorted(p.name for p in run_dir.glob("slurm-*.out"))):
@@ -202,7 +203,9 @@ async def _follow(request: Request, run_dir: Path, offset: int) -> Any:
                 if line.strip():
                     yield f"event: line\ndata: {line}\n\n"
         changed = manifest.stat().st_mtime_ns if manifest.is_file() else None
-        if changed != seen:  # the manifest is read again only when it was written again
+        # the manifest is read again when it was written again, or while it says running: a process killed
+        # without a word writes nothing, and only a fresh look sees it gone
+        if changed != seen or status == "running":
             seen, now = changed, read_run(run_dir, with_size=False).status
             if now != status:
                 status = now

@@ -206,6 +206,26 @@ def test_a_live_run_grows_survives_a_reload_and_stops_from_the_page(page, tmp_pa
     assert history[-1]["status"] == "interrupted"
 
 
+def test_a_run_killed_without_a_word_turns_crashed_on_the_open_page(page, tmp_path, tiny_model_dir):
+    child = training(tmp_path, tiny_model_dir, steps=100_000)
+    run = tmp_path / "runs" / "live-v001"
+    try:
+        wait_for(lambda: status_of(run) == "running" and (run / "trainer_log.jsonl").is_file(), 120, "training")
+        with Dashboard([tmp_path / "runs"]) as url:
+            page.goto(f"{url}/run/{item_id(run)}")
+            wait_for(lambda: page.inner_text("#status") == "running", 20, "the page to show running")
+            child.kill()  # SIGKILL: the process writes nothing more, its manifest still says running
+            child.wait(timeout=60)
+            wait_for(lambda: page.inner_text("#status") == "crashed", 10, "the page to show crashed, unreloaded")
+            assert page.is_disabled("#stop")
+            page.goto(url)
+            assert page.get_attribute("tr[data-name='live-v001']", "data-status") == "crashed"
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert status_of(run) == "running"  # shown crashed; the manifest is as the process left it
+
+
 def test_sweep_and_queue_pages_render_from_what_is_on_disk(page, tmp_path):
     run = fake_run(tmp_path / "outputs" / "cats", "cats-v1")
     work = tmp_path / "work"
