@@ -1,6 +1,6 @@
 """Find the base model: a local folder, a hub id, a .gguf file, or a built-in name.
 
-A GGUF is de-quantised by transformers, which takes a minute or more; lorakit does it once and
+A GGUF is de-quantised by transformers, which takes most of a minute; lorakit does it once and
 keeps the result as a plain safetensors folder under ``~/.cache/lorakit/models/<sha256>``
 (``LORAKIT_CACHE`` moves it), so every later run loads in seconds.
 """
@@ -12,10 +12,12 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 # re-exported: the one way to hash a file, under its older name
 from lorakit.digest import file_sha256 as sha256_file  # noqa: F401
@@ -144,12 +146,13 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to safetensors once (cached in %s); this takes a minute", gguf.name, target)
+    log.info("converting %s to safetensors once (cached in %s); this takes under a minute", gguf.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        with _one_gguf_reader():
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # The weights are already plain float32; the GGUF marker only stops save_pretrained.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -163,3 +166,27 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     except Exception as e:
         shutil.rmtree(staging, ignore_errors=True)
         raise ModelError(f"could not convert {gguf} to safetensors: {e}") from e
+
+
+@contextmanager
+def _one_gguf_reader() -> Iterator[None]:
+    """transformers opens the GGUF three times for one conversion (tokenizer, config, weights), and each
+    ``gguf.GGUFReader`` builds a numpy view of every vocabulary string: about 18 s each for Gemma-3's 262,144 on
+    2 cores. While converting, one reader per file serves all three (transformers imports the class from
+    ``gguf`` at each call, so the swap reaches it; readers only read)."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], Any] = {}
+
+    def reader(path: str | os.PathLike[str], mode: str = "r") -> Any:
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original

@@ -308,3 +308,31 @@ def test_eval_on_llama_cpp_is_recorded_beside_the_transformers_figures(trained, 
     assert {"eval_dev", "eval_dev.llamacpp"} <= set(recorded)
     loss = cli_run("eval", "tiny-v001", "--data", tmp_path / "dev.jsonl", "--metrics", "loss", "--engine", "llama.cpp")
     assert loss.exit_code == 1 and "loss and --base need --engine transformers" in loss.output
+
+
+def test_a_gguf_base_is_converted_reading_its_file_once(trained, tmp_path, monkeypatch):
+    # transformers opens a GGUF for the tokenizer, the config and the weights; lorakit's conversion serves the three
+    # from one reader (each one builds a view of every vocabulary string: 18 s apiece on Gemma-3)
+    import gguf
+    from transformers import AutoModelForCausalLM
+
+    from lorakit.model.resolve import resolve_model
+
+    out = tmp_path / "merged-f16.gguf"
+    assert cli_run("export", trained, "--gguf", "--out", out).exit_code == 0
+    original, opened = gguf.GGUFReader, []
+
+    class CountingReader(original):
+        def __init__(self, path, *args, **kwargs):
+            opened.append(Path(path))
+            super().__init__(path, *args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", CountingReader)
+    monkeypatch.setenv("LORAKIT_CACHE", str(tmp_path / "cache"))
+    converted = resolve_model(str(out))
+    assert opened == [out] and gguf.GGUFReader is CountingReader  # one reader, and the class put back after
+    ids = torch.tensor([build_bpe_tokenizer()(PREFIX + "x ^ 2")["input_ids"]])
+    direct = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name, dtype=torch.float32)
+    cached = AutoModelForCausalLM.from_pretrained(converted.path, dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(cached(ids).logits, direct(ids).logits)  # the same weights as transformers' own reading
