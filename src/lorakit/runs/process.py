@@ -32,8 +32,16 @@ def process_alive(process: dict[str, Any]) -> bool | None:
     """Whether the recorded process still runs: None when this machine cannot tell (another host, no pid)."""
     if not process.get("pid") or process.get("host") != socket.gethostname():
         return None
-    now = start_time(int(process["pid"]))
-    return now is not None and (not process.get("started") or now == process["started"])
+    pid = int(process["pid"])
+    if process.get("started") is None:  # recorded without /proc (macOS): the pid alone, though it may be reused
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's process has that number now
+            return True
+        return True
+    return start_time(pid) == process["started"]
 
 
 def shown_status(manifest: dict[str, Any]) -> str:

@@ -31,8 +31,9 @@ def test_a_killed_run_shows_crashed_and_a_live_one_is_never_resumed_twice(tmp_pa
                 "\n") >= 3 and (folder / RESUME_FILE).is_file()):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
             time.sleep(0.2)  # polling a subprocess, not waiting for time to pass in the code under test
-        listed = json.loads(run("runs", "list", "--json").output)
-        assert listed[0]["status"] == "running" and int(listed[0]["steps"].split("/")[0]) >= 3
+        logged = max(json.loads(line)["current_steps"] for line in (folder / "trainer_log.jsonl").open())
+        listed = json.loads(run("runs", "list", "--json").output)  # the steps so far, from the log: it trains on
+        assert listed[0]["status"] == "running" and int(listed[0]["steps"].split("/")[0]) >= logged >= 1
         before = (folder / "manifest.json").read_text()
 
         second = run("train", "--resume", "tiny-v001")  # would write over the live run's adapter and state
@@ -52,3 +53,20 @@ def test_a_killed_run_shows_crashed_and_a_live_one_is_never_resumed_twice(tmp_pa
                      "of memory; lorakit train --resume runs/tiny-v001 continues it from its resume state)")
     stop = run("runs", "stop", "tiny-v001")
     assert stop.exit_code == 1 and "is gone" in stop.output
+
+
+def test_a_process_is_alive_by_its_pid_and_start_time_and_unknown_elsewhere():
+    import os
+    import socket
+
+    from lorakit.runs.process import process_alive, this_process
+
+    me = this_process()
+    assert process_alive(me) is True
+    assert process_alive({**me, "started": "1"}) is False  # the same number, a different (later) process
+    assert process_alive({**me, "host": socket.gethostname() + "-other"}) is None  # another machine cannot tell
+    assert process_alive({**me, "started": None}) is True  # recorded without /proc: the pid alone
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert process_alive({"host": socket.gethostname(), "pid": gone.pid, "started": None}) is False
+    assert process_alive({"host": socket.gethostname(), "pid": os.getpid()}) is True
