@@ -224,7 +224,9 @@ def clean_runs(runs_dir: Path, dry_run: bool = False) -> list[CleanDecision]:
         raise RunError(f"{NO_CLEAN_ENV}={os.environ[NO_CLEAN_ENV]}: runs clean removes nothing")
     decisions = []
     for run_dir in run_dirs(runs_dir):
-        status = read_manifest(run_dir).get("status", "?")
+        # a crashed run is kept: its process is gone by what this machine can see, which is not proof enough
+        # to delete (a process in another PID namespace under the same host name looks gone)
+        status = shown_status(read_manifest(run_dir))
         if status not in ("failed", "interrupted", "cancelled"):
             decisions.append(CleanDecision(run_dir.name, False, f"kept: {status}"))
         elif held := worth_keeping(run_dir):

@@ -53,6 +53,7 @@ def test_a_killed_run_shows_crashed_and_a_live_one_is_never_resumed_twice(tmp_pa
                      "of memory; lorakit train --resume runs/tiny-v001 continues it from its resume state)")
     stop = run("runs", "stop", "tiny-v001")
     assert stop.exit_code == 1 and "is gone" in stop.output
+    assert run("runs", "clean").output.strip() == "tiny-v001: kept: crashed" and folder.is_dir()
 
 
 def test_a_process_is_alive_by_its_pid_and_start_time_and_unknown_elsewhere():
