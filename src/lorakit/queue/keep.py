@@ -38,6 +38,7 @@ from lorakit.remote.rclone import HARD_DELETE, Rclone, RemoteFile
 from lorakit.runs.catalog import model_files, read_manifest, worth_keeping
 from lorakit.runs.fingerprint import file_sha256
 from lorakit.runs.manifest import created_at
+from lorakit.runs.process import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -346,13 +347,18 @@ class Keeper:
         """Delete a run folder that never completed and holds nothing worth keeping.
 
         Returns:
-            False when it was kept: it completed, or holds a model file, a checkpoint, a resume state or sample
-            images (the rule of ``lorakit runs clean``).
+            False when it was kept: it completed, still trains (or this machine cannot tell that it stopped), or
+            holds a model file, a checkpoint, a resume state or sample images (the rule of ``lorakit runs clean``).
         """
         try:
-            status = read_manifest(run_dir).get("status")
+            manifest = read_manifest(run_dir)
+            status = manifest.get("status")
         except Exception:  # an unreadable manifest: not ours to judge
-            status = None
+            manifest, status = {}, None
+        if status == "running" and process_alive(manifest.get("process") or {}) is not False:
+            # a trainer a killed queue left behind finishes its step and saves before it exits
+            log.warning("kept %s: its training process still runs, or runs where this machine cannot see", run_dir)
+            return False
         if status in (None, "completed") or (held := worth_keeping(run_dir)):
             log.warning("kept %s: it holds %s (left for you to look at)", run_dir,
                         "a completed run" if status == "completed" else held or "an unreadable manifest")

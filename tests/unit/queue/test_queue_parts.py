@@ -71,3 +71,30 @@ def test_paths_must_stay_inside_the_dataset_folder_after_links(tmp_path):
     for path in (str(tmp_path / "secret.jsonl"), str(folder / ".." / "secret.jsonl"), str(folder / "link.jsonl")):
         with pytest.raises(DataError, match="is outside the dataset folder"):
             check_inside(folder, "data.train", [path], "lorakit.yaml")
+
+
+def test_an_unfinished_run_is_discarded_only_once_its_process_is_gone(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from lorakit.queue.keep import Keeper
+    from lorakit.runs.process import this_process
+
+    keeper = Keeper(rclone=None, model_patterns=("*.safetensors",))  # discarding a local run asks no remote
+
+    def run_folder(name: str, process: dict):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"status": "running", "process": process}))
+        (folder / "trainer_log.jsonl").write_text("")  # nothing worth keeping: no model file, no resume state
+        return folder
+
+    live = run_folder("live-v1", this_process())  # a trainer a killed queue left behind, still saving
+    elsewhere = run_folder("elsewhere-v1", {**this_process(), "host": socket.gethostname() + "-other"})
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    dead = run_folder("dead-v1", {"host": socket.gethostname(), "pid": ended.pid, "started": None})
+    assert keeper.discard_unfinished_run(live) is False and live.is_dir()
+    assert keeper.discard_unfinished_run(elsewhere) is False and elsewhere.is_dir()
+    assert keeper.discard_unfinished_run(dead) is True and not dead.exists()
