@@ -84,7 +84,8 @@ def resolve_model(name_or_path: str, revision: str | None = None, convert: bool 
     (``gguf_file``), which is enough to read the model's config.
 
     Raises:
-        ModelError: a built-in model's package is missing, or a path does not exist.
+        ModelError: a built-in model's package is missing, a path does not exist, or a hub model is neither
+            cached nor reachable.
     """
     kind = check_model_reference(name_or_path)
     if kind == ModelSource.BUILTIN:
@@ -94,8 +95,40 @@ def resolve_model(name_or_path: str, revision: str | None = None, convert: bool 
         return _resolve_gguf(path, name=path.name, convert=convert)
     if kind == ModelSource.LOCAL:
         return ResolvedModel(str(path), {"name": str(path.resolve()), "source": ModelSource.LOCAL.value})
+    commit = hub_commit(name_or_path, revision)
     return ResolvedModel(name_or_path, {"name": name_or_path, "source": ModelSource.HUB.value,
-                                        "revision": revision or "main"})
+                                        "revision": revision or "main", "commit": commit})
+
+
+def hub_commit(name: str, revision: str | None) -> str:
+    """The commit a hub id resolves to: from this machine's Hugging Face cache when it holds the model's config (no
+    network asked), else from the hub's model info (one request).
+
+    A hub that cannot be reached fails here in a second and one line, where transformers would retry file by
+    file for most of a minute (on a compute node without internet, longer).
+
+    Raises:
+        ModelError: the model is not cached and the hub cannot be reached, or it has no such model or revision.
+    """
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return Path(hf_hub_download(name, "config.json", revision=revision, local_files_only=True)).parent.name
+    except LocalEntryNotFoundError:
+        pass
+    try:
+        return str(HfApi().model_info(name, revision=revision).sha)
+    except RepositoryNotFoundError:
+        raise ModelError(f"model.name_or_path: no model {name} on the Hugging Face hub (a private one needs "
+                         "HF_TOKEN)") from None
+    except RevisionNotFoundError:
+        raise ModelError(f"model.revision: {name} has no revision {revision!r}") from None
+    except Exception as e:  # offline, DNS, proxy, timeout: each library words it differently
+        reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
+        raise ModelError(f"model.name_or_path: {name} is not in this machine's Hugging Face cache and the hub "
+                         f"cannot be reached ({reason}); download it where there is a network (hf download "
+                         f"{name}) and copy the cache here, or give a local folder") from None
 
 
 def check_model_reference(name_or_path: str) -> ModelSource:

@@ -1,3 +1,8 @@
+import ast
+import os
+import subprocess
+import sys
+
 import pytest
 
 from lorakit.errors import ModelError
@@ -20,9 +25,34 @@ def test_folder_without_config_is_rejected(tmp_path):
         resolve_model(str(tmp_path))
 
 
-def test_hub_ids_pass_through_with_their_revision():
-    resolved = resolve_model("org/model", revision="abc")
-    assert resolved.path == "org/model" and resolved.identity["revision"] == "abc"
+def resolve_offline(tmp_path, name: str) -> subprocess.CompletedProcess:
+    # huggingface_hub reads HF_HOME and HF_HUB_OFFLINE when imported: a fresh process, never the network
+    code = f"from lorakit.model.resolve import resolve_model; print(resolve_model({name!r}, 'main').identity)"
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_a_cached_hub_model_resolves_to_its_commit_without_the_network(tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--org--model"  # the Hugging Face cache's own layout
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    done = resolve_offline(tmp_path, "org/model")
+    assert done.returncode == 0, done.stderr
+    assert ast.literal_eval(done.stdout.strip()) == {"name": "org/model", "source": "hub", "revision": "main",
+                                                     "commit": commit}
+
+
+def test_a_hub_model_neither_cached_nor_reachable_is_one_line_at_once(tmp_path):
+    done = resolve_offline(tmp_path, "org/missing")
+    assert done.returncode == 1 and "Traceback" in done.stderr  # raised as a ModelError: the CLI prints it as one line
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("lorakit.errors.ModelError: model.name_or_path: org/missing is not in this machine's "
+                           "Hugging Face cache and the hub cannot be reached (OfflineModeIsEnabled")
+    assert line.endswith("download it where there is a network (hf download org/missing) and copy the cache "
+                         "here, or give a local folder")
 
 
 def test_builtin_model_without_its_package_says_how_to_install(monkeypatch):
