@@ -16,20 +16,28 @@ def data_group() -> None:
 
 
 @data_group.command("check")
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1)
 @click.option("--config", "config_file", default=None,
-              help="Take the model (tokenizer), template and max_length from this config.")
+              help="Take the model (tokenizer), template and max_length from this config (and, with no FILE, "
+                   "the data files it trains on).")
 @click.option("--model", default=None, help="Tokenize with this model's tokenizer (default settings).")
 def check_cmd(files: tuple[str, ...], config_file: str | None, model: str | None) -> None:
     """Show format, rows, token lengths and one example with its trained span, without training.
 
     \b
     Example:
+        lorakit data check --config examples/typst/config.yaml      # the data the config trains on
         lorakit data check examples/typst/train.jsonl --config examples/typst/config.yaml
         lorakit data check examples/typst/pairs.jsonl --config examples/typst/dpo.yaml
     """
     from lorakit.data.check import TRAINED_CLOSE, TRAINED_OPEN, check_data
 
+    configs = [f for f in files if Path(f).suffix.lower() in (".yaml", ".yml", ".toml")]
+    if configs and not config_file:
+        raise click.UsageError(f"{configs[0]} is a config, not data: lorakit data check --config {configs[0]} "
+                               "checks the data it trains on")
+    if not files and not config_file:
+        raise click.UsageError("give the data FILEs, or --config CONFIG to check the data it trains on")
     data, tokenizer, pairs = None, None, False
     if config_file or model:
         from lorakit.model.load import load_tokenizer
@@ -40,6 +48,7 @@ def check_cmd(files: tuple[str, ...], config_file: str | None, model: str | None
 
             cfg = load_config(config_file).config
             data, model, pairs = cfg.data, model or cfg.model.name_or_path, cfg.train.method == "dpo"
+            files = files or (*cfg.data.train, *cfg.data.eval)
         else:
             data = DataSection(train=list(files))
         tokenizer = load_tokenizer(resolve_model(model))

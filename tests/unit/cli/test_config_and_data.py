@@ -33,6 +33,18 @@ def test_data_check_reports_format_lengths_and_the_trained_span(tmp_path, tiny_m
     assert "⟦paris <|im_end|>⟧" in result.output
 
 
+def test_data_check_of_a_config_alone_checks_the_data_it_trains_on(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, data={"max_length": 20})
+    alone = CliRunner().invoke(cli, ["data", "check", "--config", str(config)])
+    given = CliRunner().invoke(cli, ["data", "check", str(tmp_path / "train.jsonl"), "--config", str(config)])
+    assert alone.exit_code == 0 and alone.output.startswith("train.jsonl: format alpaca\n")  # data.train
+    assert alone.output.splitlines()[1:] == given.output.splitlines()[1:]  # the same file, named as the config does
+    mistaken = CliRunner().invoke(cli, ["data", "check", str(config)])  # the config given as if it were data
+    assert mistaken.exit_code == 2 and "Traceback" not in mistaken.output
+    assert f"{config} is a config, not data: lorakit data check --config {config} checks" in mistaken.output
+    assert "--config CONFIG" in CliRunner().invoke(cli, ["data", "check"]).output
+
+
 def test_data_check_without_a_tokenizer_still_counts_rows(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, {"text": "b"}])
     result = CliRunner().invoke(cli, ["data", "check", str(path)])
