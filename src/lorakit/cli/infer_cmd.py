@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,12 +38,13 @@ device_option = click.option("--device", default="auto", show_default=True,
 @click.option("--batch-size", default=None, type=int,
               help="Answers generated together. Default: 96 (transformers), 32 (llama.cpp).")
 @click.option("--stop", multiple=True, help="A text that ends an answer (left out); may be repeated.")
+@click.option("--force", is_flag=True, help="Replace an existing --output file.")
 @engine_option
 @lora_option
 @runs_dir_option
 def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunking: bool, unit: str,
               max_new_tokens: int | None, temperature: float, input_field: str | None, batch_size: int | None,
-              stop: tuple[str, ...], engine: str, lora: Path | None, runs_dir: Path) -> None:
+              stop: tuple[str, ...], force: bool, engine: str, lora: Path | None, runs_dir: Path) -> None:
     """Run an adapter (a run folder or name, or any PEFT adapter folder) on a file.
 
     \b
@@ -61,6 +63,8 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
     is_jsonl = input_path.endswith(".jsonl")
     if input_path != "-" and not Path(input_path).is_file():
         raise DataError(f"--input: file not found: {input_path}")
+    if output_path != "-":
+        check_output(Path(output_path), None if input_path == "-" else Path(input_path), force)
     text = sys.stdin.read() if input_path == "-" else read_text(Path(input_path), DataError)
     if not text.strip():
         raise DataError(f"{input_path if input_path != '-' else 'stdin'}: the input is empty")
@@ -83,8 +87,32 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
     if output_path == "-":
         click.echo(result, nl=not result.endswith("\n"))
     else:
-        Path(output_path).write_text(result, encoding="utf-8")
+        write_whole(Path(output_path), result)
         click.echo(f"wrote {output_path}", err=True)
+
+
+def check_output(output: Path, source: Path | None, force: bool) -> None:
+    """Before any model loads: the output is not the input, and replaces an existing file only when asked.
+
+    Raises:
+        DataError: which, and what to do.
+    """
+    from lorakit.errors import DataError
+
+    if not output.exists():
+        return
+    if source is not None and os.path.samefile(output, source):
+        raise DataError(f"--output {output} is the --input file: the answers would replace what they answer; "
+                        "write them to another file")
+    if not force:
+        raise DataError(f"--output {output} exists; give --force to replace it, or another file")
+
+
+def write_whole(path: Path, text: str) -> None:
+    """``text`` into ``path`` all at once: a stop half way leaves the file as it was, never half written."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
 
 
 @click.command("chat")

@@ -46,6 +46,23 @@ def test_batch_jsonl_round_trip_keeps_rows_in_order(run, tmp_path):
     assert all(isinstance(r["output"], str) for r in out)
 
 
+def test_an_output_file_is_replaced_only_when_asked_and_never_the_input(run, tmp_path):
+    (tmp_path / "one.txt").write_text("x = y\n")
+    (tmp_path / "mine.typ").write_text("someone's notes\n")
+    args = ("infer", "tiny", "--input", tmp_path / "one.txt", "--max-new-tokens", 4)
+    kept = cli_run(*args, "--output", tmp_path / "mine.typ")
+    assert kept.exit_code == 1 and kept.output.strip().splitlines()[-1] == (
+        f"error: --output {tmp_path / 'mine.typ'} exists; give --force to replace it, or another file")
+    assert (tmp_path / "mine.typ").read_text() == "someone's notes\n"
+    itself = cli_run(*args, "--output", tmp_path / "one.txt", "--force")  # --force does not make it the input
+    assert itself.exit_code == 1 and "is the --input file" in itself.output
+    assert (tmp_path / "one.txt").read_text() == "x = y\n"
+    replaced = cli_run(*args, "--output", tmp_path / "mine.typ", "--force")
+    assert replaced.exit_code == 0, replaced.output
+    assert (tmp_path / "mine.typ").read_text() != "someone's notes\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
 def test_text_inference_by_pieces_keeps_the_layout_and_matches_the_adapter(run, tmp_path):
     from lorakit.infer.generate import generate
     from lorakit.infer.load import load_adapter
