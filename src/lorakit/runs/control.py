@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lorakit.errors import RunError
 from lorakit.runs.catalog import read_manifest
-from lorakit.runs.process import process_alive
+from lorakit.runs.process import process_alive, this_process
 
 
 def stop_run(run_dir: Path) -> int:
@@ -42,13 +42,14 @@ def stop_run(run_dir: Path) -> int:
 
 def check_not_training(run_dir: Path) -> None:
     """Before a run is resumed: its own training process must not be running still (two processes training one
-    folder write over each other's adapter, resume state and manifest).
+    folder write over each other's adapter, resume state and manifest). This process is not another one: a run it
+    started and left unfinished (a sweep worker's trial, a test's simulated kill) is resumed here.
 
     Raises:
         RunError: it is still training on this machine; stop it first.
     """
     manifest = read_manifest(run_dir)
     process = manifest.get("process") or {}
-    if manifest.get("status") == "running" and process_alive(process):
+    if manifest.get("status") == "running" and process_alive(process) and process != this_process():
         raise RunError(f"{run_dir.name} is training now (process {process['pid']} on this machine); stop it first "
                        f"(lorakit runs stop {run_dir}), then resume it")
