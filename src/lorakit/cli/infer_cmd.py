@@ -87,7 +87,9 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
     if output_path == "-":
         click.echo(result, nl=not result.endswith("\n"))
     else:
-        write_whole(Path(output_path), result)
+        from lorakit.atomic import write_text_atomic
+
+        write_text_atomic(Path(output_path), result)  # a stop half way leaves the file as it was
         click.echo(f"wrote {output_path}", err=True)
 
 
@@ -106,13 +108,6 @@ def check_output(output: Path, source: Path | None, force: bool) -> None:
                         "write them to another file")
     if not force:
         raise DataError(f"--output {output} exists; give --force to replace it, or another file")
-
-
-def write_whole(path: Path, text: str) -> None:
-    """``text`` into ``path`` all at once: a stop half way leaves the file as it was, never half written."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
 
 
 @click.command("chat")
