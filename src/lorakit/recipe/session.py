@@ -21,7 +21,7 @@ from lorakit.recipe.checks import before_loading
 from lorakit.runs.folder import RunFolder
 from lorakit.train.callbacks import Callback
 from lorakit.train.host import tune_host
-from lorakit.train.plan import Step, plan_steps, recut_steps
+from lorakit.train.plan import Step, plan_steps, recut_steps, with_epoch_cadence
 
 if TYPE_CHECKING:
     import torch
@@ -117,6 +117,7 @@ def open_session(loaded: LoadedConfig, run: RunFolder, extra_callbacks: list[Any
                                   {i for i, pair in enumerate(datasets.train) if id(pair) in trained})
     steps = _recut_for(plan_steps(datasets.train, planned.train, planned.data, accelerator.num_processes),
                        planned, cfg)
+    cfg = cfg.model_copy(update={"train": with_epoch_cadence(cfg.train, steps)})
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, len(steps))
     trainable, optimizer = accelerator.prepare(_loss_module(model, cfg), optimizer)

@@ -60,6 +60,21 @@ def plan_steps(examples: Sequence[Example], train: TrainSection, data: DataSecti
     return steps
 
 
+def with_epoch_cadence(train: TrainSection, steps: Sequence[Step]) -> TrainSection:
+    """``train.evals_per_epoch`` and ``saves_per_epoch`` turned into ``eval_every`` and ``save_every`` for these
+    steps: the steps of an epoch divided by the count, rounded up (4 a 125-step epoch: every 32 steps, so the
+    fourth is the one at the epoch's end), at least 1."""
+    if not steps or not (train.evals_per_epoch or train.saves_per_epoch):
+        return train
+    per_epoch = round(1 / steps[0].epoch)  # the first step ends 1/N of the way through the first epoch
+    update: dict[str, Any] = {"evals_per_epoch": None, "saves_per_epoch": None}
+    if train.evals_per_epoch:
+        update["eval_every"] = max(1, math.ceil(per_epoch / train.evals_per_epoch))
+    if train.saves_per_epoch:
+        update["save_every"] = max(1, math.ceil(per_epoch / train.saves_per_epoch))
+    return train.model_copy(update=update)
+
+
 @dataclass
 class LoopResult:
     steps_done: int
@@ -97,7 +112,6 @@ class LoopResult:
     @property
     def final_loss(self) -> float | None:
         return self.history[-1]["loss"] if self.history else None
-
 
 
 def _split(rows: list[Row]) -> list[list[Row]]:

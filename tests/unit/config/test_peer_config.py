@@ -70,11 +70,13 @@ def test_axolotl_config_imports_with_its_dataset_and_format(tmp_path):
         "lora_target_linear": True, "datasets": [{"path": "data.jsonl", "type": "alpaca"}],
         "sequence_len": 512, "sample_packing": True, "micro_batch_size": 2, "gradient_accumulation_steps": 4,
         "num_epochs": 2, "learning_rate": 2e-4, "lr_scheduler": "cosine", "optimizer": "adamw_bnb_8bit",
-        "bf16": "auto", "wandb_project": "x", "output_dir": "./outputs/lora-out"}))
+        "bf16": "auto", "wandb_project": "x", "output_dir": "./outputs/lora-out", "evals_per_epoch": 4,
+        "saves_per_epoch": 1}))
     imported = import_config(source, out=tmp_path / "out.yaml")
     assert imported.peer == "axolotl"
     cfg = load_config(imported.out).config
     assert (cfg.lora.r, cfg.lora.alpha, cfg.model.quantization) == (32, 16, "nf4")
+    assert (cfg.train.evals_per_epoch, cfg.train.saves_per_epoch) == (4, 1)  # resolved to steps once the data is read
     assert cfg.data.format == "alpaca" and cfg.data.packing and cfg.data.max_length == 512
     assert Path(cfg.data.train[0]).resolve() == (tmp_path / "data.jsonl").resolve()
     wandb = next(line for line in imported.lines if line.key == "wandb_project")

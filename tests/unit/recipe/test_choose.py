@@ -81,6 +81,20 @@ def test_early_stopping_ends_the_run_with_its_reason_and_keeps_the_best_adapter_
     assert "The adapter here is the **best** one, from step 4" in (run / "README.md").read_text()
 
 
+def test_evaluations_and_checkpoints_per_epoch_fall_where_axolotl_puts_them(tmp_path, tiny_model_dir, scripted_eval):
+    scripted_eval.update(dict.fromkeys(range(20), 1.0))
+    config = make_config(tmp_path, tiny_model_dir, data={**EVAL, "packing": False},
+                         train={"epochs": 2, "evals_per_epoch": 2, "saves_per_epoch": 2})
+    outcome = run_training(load_config(config))
+    manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
+    assert manifest["total_steps"] == 10  # 18 rows, 4 a step: 5 steps an epoch, which 2 do not divide
+    evals = [r["current_steps"] for r in log_of(outcome.run_dir) if "eval_loss" in r]
+    assert evals == [0, 3, 6, 9, 10]  # every ceil(5 / 2) = 3 steps, and the end
+    assert sorted(p.name for p in (outcome.run_dir / "checkpoints").iterdir()) == [
+        "checkpoint-3", "checkpoint-6", "checkpoint-9"]
+    assert manifest["config"]["train"]["evals_per_epoch"] == 2  # the run records what was asked
+
+
 def test_when_no_trained_step_beats_the_untrained_adapter_the_last_one_is_kept_and_said(tmp_path, tiny_model_dir,
                                                                                       scripted_eval):
     scripted_eval.update({0: 1.0, 2: 1.5, 4: 1.2, 6: 1.1})  # the untrained adapter (step 0) is the baseline

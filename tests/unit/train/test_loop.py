@@ -12,7 +12,7 @@ from lorakit.runs.trainer_log import JsonlMetrics
 from lorakit.train.evaluate import evaluate_loss
 from lorakit.train.loop import LoopSetup, run_loop
 from lorakit.train.optim import build_optimizer, build_scheduler
-from lorakit.train.plan import plan_steps
+from lorakit.train.plan import plan_steps, with_epoch_cadence
 from tests.conftest import build_model
 
 EXAMPLES = [Example([2, 10 + i, 20 + i, 30, 31, 1], [IGNORE, IGNORE, 20 + i, 30, 31, 1]) for i in range(12)]
@@ -164,6 +164,21 @@ def test_the_time_left_counts_the_steps_at_their_own_pace_and_each_evaluation_st
     # steps left x 1 s, and 100 s for each evaluation at or after the step (at step 1: those at 4 and 6)
     assert seen == [("eval", 0, 200), ("step", 1, 205), ("step", 2, 204), ("step", 3, 203), ("step", 4, 202),
                     ("eval", 4, 102), ("step", 5, 101), ("step", 6, 100), ("eval", 6, 0)]
+
+
+@pytest.mark.parametrize(("examples", "settings", "eval_every", "save_every"), [
+    (12, {"epochs": 2, "evals_per_epoch": 4, "saves_per_epoch": 1}, 3, 12),  # 12 steps an epoch
+    (9, {"epochs": 1, "evals_per_epoch": 4}, 3, 0),  # 9 / 4 rounded up, as the Hugging Face trainer takes 1/4
+    (12, {"max_steps": 5, "evals_per_epoch": 2, "saves_per_epoch": 12}, 6, 1),  # an epoch is 12 steps though 5 run
+    (12, {"epochs": 1, "eval_every": 5}, 5, 0),  # nothing per epoch: as configured
+])
+def test_evaluations_and_saves_per_epoch_become_steps_of_the_planned_epoch(examples, settings, eval_every,
+                                                                           save_every):
+    train = TrainSection(micro_batch_size=1, grad_accum=1, **settings)
+    steps = plan_steps(EXAMPLES[:examples], train, DataSection(train=["unused"]))
+    resolved = with_epoch_cadence(train, steps)
+    assert (resolved.eval_every, resolved.save_every) == (eval_every, save_every)
+    assert (resolved.evals_per_epoch, resolved.saves_per_epoch) == (None, None)
 
 
 def test_each_process_takes_its_share_of_a_step_and_every_example_is_seen_once_per_epoch():

@@ -75,6 +75,8 @@ KEYS: tuple[PeerKey, ...] = (
     PeerKey("train.log_every", ("logging_steps",), ("logging_steps",)),
     PeerKey("train.save_every", ("save_steps",), ("save_steps",)),
     PeerKey("train.eval_every", ("eval_steps",), ("eval_steps",)),
+    PeerKey("train.saves_per_epoch", axolotl=("saves_per_epoch",)),
+    PeerKey("train.evals_per_epoch", axolotl=("evals_per_epoch",)),
     PeerKey("train.save_total_limit", ("save_total_limit",), ("save_total_limit",)),
     # tracking and output
     PeerKey("tracking.report_to", ("report_to",), note="a list of tensorboard, mlflow; for none leave it out",
