@@ -83,6 +83,37 @@ def test_axolotl_config_imports_with_its_dataset_and_format(tmp_path):
     assert wandb.outcome == "no equivalent"
 
 
+@pytest.mark.parametrize(("peer", "cadence", "expected"), [
+    ("llamafactory", {"eval_steps": 0.25, "save_steps": 0.5, "num_train_epochs": 1.0},
+     {"evals_per_epoch": 4, "saves_per_epoch": 2}),
+    ("llamafactory", {"eval_steps": 0.0833}, {"evals_per_epoch": 4}),  # a twelfth of the default 3 epochs
+    ("axolotl", {"eval_steps": 0.1, "num_epochs": 2}, {"evals_per_epoch": 5}),
+    ("axolotl", {"eval_steps": 25, "save_steps": 100}, {"eval_every": 25, "save_every": 100}),
+])
+def test_eval_and_save_steps_import_as_steps_or_as_a_count_an_epoch(tmp_path, peer, cadence, expected):
+    (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    base = ({"model_name_or_path": "m", "finetuning_type": "lora", "dataset": "data.jsonl", "val_size": 0.1}
+            if peer == "llamafactory" else {"base_model": "m", "adapter": "lora", "datasets": [{"path": "data.jsonl"}],
+                                            "val_set_size": 0.1})
+    source = tmp_path / "peer.yaml"
+    source.write_text(yaml.safe_dump({**base, **cadence}))
+    train = load_config(import_config(source, peer, out=tmp_path / "out.yaml").out).config.train
+    assert {key: getattr(train, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize("cadence", [{"eval_steps": 0.3}, {"eval_steps": 0.25, "max_steps": 100}])
+def test_a_share_of_the_steps_that_is_no_whole_count_an_epoch_is_reported_not_guessed(tmp_path, cadence):
+    (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    source = tmp_path / "axolotl.yml"
+    source.write_text(yaml.safe_dump({"base_model": "m", "adapter": "lora", "datasets": [{"path": "data.jsonl"}],
+                                      "val_set_size": 0.1, **cadence}))
+    imported = import_config(source, "axolotl", out=tmp_path / "out.yaml")
+    line = next(line for line in imported.lines if line.key == "eval_steps")
+    assert line.outcome == "no equivalent" and "train.evals_per_epoch" in line.detail
+    train = load_config(imported.out).config.train
+    assert (train.eval_every, train.evals_per_epoch) == (0, None)
+
+
 def test_axolotl_target_modules_given_as_one_string(tmp_path):
     source = tmp_path / "axolotl.yml"
     (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")

@@ -52,6 +52,7 @@ def translate(raw: dict[str, Any], source: Path, out_dir: Path, dataset_dir: str
     handled = t.simple(raw, SIMPLE) | t.dropped_all(raw, DROPPED)
     handled |= _method(t, raw) | _data(t, raw, source, out_dir, dataset_dir) | _output(t, raw)
     handled |= _training(t, raw) | t.common(raw, "lr_scheduler_type")
+    handled |= t.cadence(raw, float(raw.get("num_train_epochs", DEFAULTS["train.epochs"][0])))
     for key in raw:
         if key not in handled:
             t.none(key, "lorakit has no setting for it")

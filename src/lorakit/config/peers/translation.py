@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,3 +87,26 @@ class Translation:
         if raw.get("warmup_steps"):
             self.none("warmup_steps", "lorakit warms up for a share of the steps: set train.warmup_ratio")
         return {"output_dir", scheduler_key, "warmup_steps"}
+
+    def cadence(self, raw: dict[str, Any], epochs: float) -> set[str]:
+        """eval_steps and save_steps: a number of steps, or (below 1, as the Hugging Face trainer reads it) a share
+        of the run's steps, which is lorakit's evals_per_epoch (saves_per_epoch) where it makes a whole number of
+        them an epoch."""
+        for key, every, per_epoch in (("eval_steps", "train.eval_every", "train.evals_per_epoch"),
+                                      ("save_steps", "train.save_every", "train.saves_per_epoch")):
+            value = raw.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, int | float) or value <= 0:
+                self.none(key, f"{value!r}: not a number of steps")
+            elif value >= 1:
+                self.set(every, math.ceil(value), key)
+            elif not raw.get("max_steps") and _whole(times := 1 / (value * epochs)):
+                self.set(per_epoch, round(times), key, f"a share {value} of the run's {epochs:g} epoch(s)")
+            else:
+                self.none(key, f"{value}: a share of the run's steps; set {every} (steps) or {per_epoch}")
+        return {"eval_steps", "save_steps"}
+
+
+def _whole(number: float) -> bool:
+    return number >= 1 and abs(number - round(number)) < 0.01  # a share written to 3 digits: 0.0833 of 3 epochs is 4
