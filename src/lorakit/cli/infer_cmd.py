@@ -117,24 +117,30 @@ def check_output(output: Path, source: Path | None, force: bool) -> None:
 @click.option("--temperature", default=0.0, show_default=True)
 @runs_dir_option
 def chat_cmd(run: str, device: str, max_new_tokens: int, temperature: float, runs_dir: Path) -> None:
-    """Talk to an adapter; each message is wrapped as the run's training prompts were. Ctrl+D ends."""
-    from lorakit.data.formats import Turn
-    from lorakit.infer.generate import generate_turns
+    """Talk to an adapter; each message is wrapped as the run's training prompts were. /clear starts over; /bye or
+    Ctrl+D ends."""
+    from lorakit.infer.chat import HELP, Command, Conversation, command_in
     from lorakit.infer.load import load_adapter
 
     adapter = load_adapter(run, runs_dir, device)
-    history: list[Turn] = []
-    click.echo(f"chatting with {adapter.name} (Ctrl+D to end)", err=True)
+    conversation = Conversation(adapter, max_new_tokens, temperature)
+    click.echo(f"chatting with {adapter.name} (/? for help, /bye or Ctrl+D to end)", err=True)
     while True:
         try:
             message = click.prompt("you", prompt_suffix="> ", default="", show_default=False)
         except (EOFError, click.Abort):
             click.echo("", err=True)
             return
-        if not message.strip():
-            continue
-        turns = adapter.shape.turns(message)
-        history = [*history, *(turns if not history else turns[-1:])]
-        answer = generate_turns(adapter, [history], max_new_tokens=max_new_tokens, temperature=temperature)[0]
-        history.append(Turn("assistant", answer, train=False))
-        click.echo(f"{adapter.name}> {answer}")
+        command = command_in(message)
+        if command == Command.END:
+            return
+        if command == Command.CLEAR:
+            conversation.clear()
+            click.echo("(a new conversation)", err=True)
+        elif command == Command.HELP:
+            click.echo(HELP, err=True)
+        elif message.strip():
+            try:
+                click.echo(f"{adapter.name}> {conversation.reply(message)}")
+            except KeyboardInterrupt:  # Ctrl+C stops a long answer, not the chat
+                click.echo("\n(stopped: that message is left out of the conversation)", err=True)

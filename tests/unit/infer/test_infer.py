@@ -188,6 +188,32 @@ def test_chat_answers_each_message_and_keeps_the_conversation(run, monkeypatch):
     assert seen[1][2] == ("user", PREFIX + "\\ sqrt x")
 
 
+def test_chat_commands_start_over_and_end_and_a_stopped_answer_leaves_no_trace(run, monkeypatch):
+    from lorakit.infer import generate as generate_module
+
+    seen = []
+    real = generate_module.generate_turns
+
+    def spy(adapter, conversations, **options):
+        said = [t.content for t in conversations[0] if t.role == "user"]
+        seen.append(said)
+        if said[-1].endswith("stop here"):
+            raise KeyboardInterrupt  # Ctrl+C while the answer is generated
+        return real(adapter, conversations, **options)
+
+    monkeypatch.setattr(generate_module, "generate_turns", spy)
+    messages = ["x = y", "/clear", "\\ sqrt x", "stop here", "y _ 1", "/path/like text", "/BYE", "never said"]
+    result = cli_run("chat", "tiny", "--max-new-tokens", 4, input="\n".join(messages) + "\n")
+    assert result.exit_code == 0, result.output
+    said = [[message.removeprefix(PREFIX) for message in conversation] for conversation in seen]
+    assert said == [["x = y"],  # /clear: the next conversation starts without it
+                    ["\\ sqrt x"], ["\\ sqrt x", "stop here"],
+                    ["\\ sqrt x", "y _ 1"],  # the stopped message is not in the conversation
+                    ["\\ sqrt x", "y _ 1", "/path/like text"]]  # only a whole command word is a command; /BYE ends
+    assert "(a new conversation)" in result.output and "(stopped" in result.output
+    assert result.output.count("tiny-v001> ") == 4
+
+
 def test_lanes_and_padded_batches_answer_alike_and_stop_texts_cut_answers(run, tmp_path):
     """The lane decoder (the default) against transformers' generate on padded batches (the fallback), on a
     trained run's prompts; then a stop text taken from an answer ends it there, on the CLI too."""
