@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lorakit.data.messages import Tags, Turn, chat_turns, parse_tools
+from lorakit.data.messages import Tags, Turn, chat_turns, parse_tools, tags_of
 from lorakit.errors import DataError
 
 __all__ = ["Dialogue", "FormatOptions", "Turn", "detect_format", "get_format"]
@@ -89,10 +89,11 @@ def alpaca(row: Mapping[str, Any], options: FormatOptions = DEFAULT) -> Dialogue
 def messages(row: Mapping[str, Any], options: FormatOptions = DEFAULT) -> Dialogue:
     ignored: set[str] = set()
     if "messages" in row:
-        turns = chat_turns(row["messages"], "messages", options.tags or Tags(), ignored)
+        turns = chat_turns(row["messages"], "messages", options.tags or tags_of(row["messages"], Tags()), ignored)
         read = {"messages"}
     elif "conversations" in row:  # ShareGPT
-        turns = chat_turns(row["conversations"], "conversations", options.tags or Tags.sharegpt(), ignored)
+        tags = options.tags or tags_of(row["conversations"], Tags.sharegpt())
+        turns = chat_turns(row["conversations"], "conversations", tags, ignored)
         read = {"conversations"}
     else:
         raise DataError(f"messages row needs a 'messages' or 'conversations' list; it has {sorted(row)}")

@@ -49,6 +49,18 @@ class Tags:
         return cls("from", "value", roles or {})
 
 
+def tags_of(messages: object, usual: Tags) -> Tags:
+    """The tags a list of messages is written with: ``usual`` (role/content for ``messages``, from/value for
+    ``conversations``), or the other pair where its first message has that one instead, as axolotl's
+    ``message_property_mappings`` and many hub datasets write them."""
+    first = messages[0] if isinstance(messages, list) and messages else None
+    if isinstance(first, Mapping) and usual.role not in first:
+        for tags in (Tags(), Tags.sharegpt()):
+            if tags.role in first and tags.content in first:
+                return tags
+    return usual
+
+
 @dataclass(frozen=True)
 class Turn:
     role: str  # "system" | "user" | "assistant" | "tool" | "text"

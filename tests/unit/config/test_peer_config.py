@@ -114,6 +114,23 @@ def test_a_share_of_the_steps_that_is_no_whole_count_an_epoch_is_reported_not_gu
     assert (train.eval_every, train.evals_per_epoch) == (0, None)
 
 
+def test_axolotl_chat_fields_lorakit_reads_pass_and_the_others_are_reported(tmp_path):
+    (tmp_path / "data.jsonl").write_text(json.dumps({"conversations": [{"from": "human", "value": "q"},
+                                                                       {"from": "gpt", "value": "a"}]}) + "\n")
+    readable = {"path": "data.jsonl", "type": "chat_template", "field_messages": "conversations",
+                "message_property_mappings": {"role": "from", "content": "value"}, "roles_to_train": ["assistant"]}
+    other = {**readable, "field_messages": "dialog", "message_property_mappings": {"role": "speaker"},
+             "roles_to_train": ["user", "assistant"]}
+    reported = {}
+    for name, entry in (("readable", readable), ("other", other)):
+        source = tmp_path / f"{name}.yml"
+        source.write_text(yaml.safe_dump({"base_model": "m", "adapter": "lora", "datasets": [entry]}))
+        imported = import_config(source, "axolotl", out=tmp_path / f"{name}.out.yaml")
+        reported[name] = sorted(line.key.rsplit(" ", 1)[-1] for line in imported.lines
+                                if line.outcome == "no equivalent")
+    assert reported == {"readable": [], "other": ["field_messages", "message_property_mappings", "roles_to_train"]}
+
+
 def test_axolotl_target_modules_given_as_one_string(tmp_path):
     source = tmp_path / "axolotl.yml"
     (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")

@@ -13,6 +13,11 @@ CASES = [
      [Turn("user", "a", False), Turn("assistant", "b", True), Turn("user", "c", False), Turn("assistant", "d", True)]),
     ("messages", {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]},
      [Turn("user", "a", False), Turn("assistant", "b", True)]),
+    # each list in the other field's tags, as axolotl's message_property_mappings and many hub datasets write them
+    ("messages", {"messages": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]},
+     [Turn("user", "a", False), Turn("assistant", "b", True)]),
+    ("messages", {"conversations": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+     [Turn("user", "a", False), Turn("assistant", "b", True)]),
     ("prompt_completion", {"prompt": "2+2=", "completion": "4"},
      [Turn("text", "2+2=", False), Turn("text", "4", True)]),
     ("prompt_completion", {"prompt": [{"role": "user", "content": "q"}],
@@ -33,6 +38,7 @@ def test_each_format_is_detected_and_converted(name, row, turns):
     ("messages", {"messages": [{"role": "robot", "content": "x"}]}, r"messages\[0\].role must be one of"),
     ("messages", {"messages": [{"role": "user", "content": "only a question"}]}, "no assistant turn"),
     ("messages", {"messages": [{"role": "user", "content": 5}]}, "content must be a string"),
+    ("messages", {"messages": [{"from": "human", "text": "x"}]}, r"messages\[0\].role must be one of"),
     ("prompt_completion", {"prompt": "q", "completion": ["a"]}, "both strings or both lists"),
     ("text", {"text": None}, r"needs string fields \['text'\]"),
 ])

@@ -21,6 +21,8 @@ DROPPED = {
 }
 FORMATS = {"alpaca": "alpaca", "chat_template": "messages", "sharegpt": "messages", "completion": "text",
            "input_output": "segments"}
+MESSAGE_FIELDS = ("messages", "conversations")  # what data/messages.py reads
+TURN_FIELDS = (("role", "content"), ("from", "value"))
 TEMPLATES = {"chatml": "chatml", "gemma": "gemma", "gemma3": "gemma", "tokenizer_default": "tokenizer"}
 
 
@@ -66,13 +68,27 @@ def _datasets(t: Translation, raw: dict[str, Any], key: str, dotted: str, source
         paths.append(relative(local, out_dir))
         kind = entry.get("type") if isinstance(entry, dict) else None
         formats.add(FORMATS.get(str(kind), "auto") if kind else "auto")
-        if isinstance(entry, dict) and entry.get("field_messages", "messages") != "messages":
-            t.none(f"{key}: {path} field_messages", "lorakit reads messages or conversations; rename the field")
+        if isinstance(entry, dict):
+            _message_fields(t, entry, f"{key}: {path}")
     if paths:
         t.set(dotted, paths, key)
         if key == "datasets" and len(formats) == 1 and formats != {"auto"}:
             t.set("data.format", formats.pop(), "datasets[].type")
     return {key}
+
+
+def _message_fields(t: Translation, entry: dict[str, Any], where: str) -> None:
+    """Say where a chat dataset's fields or trained roles differ from what lorakit reads (messages or
+    conversations, role/content or from/value, the assistant's turns trained)."""
+    if entry.get("field_messages", "messages") not in MESSAGE_FIELDS:
+        t.none(f"{where} field_messages", "lorakit reads messages or conversations; rename the field")
+    mapping = entry.get("message_property_mappings") or {}
+    fields = (mapping.get("role", "role"), mapping.get("content", "content"))
+    if fields not in TURN_FIELDS:
+        t.none(f"{where} message_property_mappings", "lorakit reads role/content or from/value; rename the fields")
+    roles = entry.get("roles_to_train")
+    if roles is not None and set(roles) != {"assistant"}:
+        t.none(f"{where} roles_to_train", "lorakit trains the assistant's turns only")
 
 
 def _rest(t: Translation, raw: dict[str, Any]) -> set[str]:
