@@ -89,6 +89,10 @@ def test_axolotl_config_imports_with_its_dataset_and_format(tmp_path):
     ("llamafactory", {"eval_steps": 0.0833}, {"evals_per_epoch": 4}),  # a twelfth of the default 3 epochs
     ("axolotl", {"eval_steps": 0.1, "num_epochs": 2}, {"evals_per_epoch": 5}),
     ("axolotl", {"eval_steps": 25, "save_steps": 100}, {"eval_every": 25, "save_every": 100}),
+    ("llamafactory", {"eval_strategy": "epoch", "eval_steps": 50, "save_strategy": "epoch", "save_steps": 500},
+     {"evals_per_epoch": 1, "eval_every": 0, "saves_per_epoch": 1, "save_every": 0}),  # as the trainer, epoch wins
+    ("axolotl", {"evaluation_strategy": "epoch", "eval_steps": 10}, {"evals_per_epoch": 1, "eval_every": 0}),
+    ("llamafactory", {"eval_strategy": "steps", "eval_steps": 50}, {"eval_every": 50, "evals_per_epoch": None}),
 ])
 def test_eval_and_save_steps_import_as_steps_or_as_a_count_an_epoch(tmp_path, peer, cadence, expected):
     (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")

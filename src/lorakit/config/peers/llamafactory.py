@@ -26,7 +26,6 @@ DROPPED = {
     "plot_loss": "every run writes loss.png",
     "ddp_timeout": "distributed runs start through lorakit launch",
     "per_device_eval_batch_size": "evaluation uses train.micro_batch_size",
-    "eval_strategy": "lorakit evaluates every train.eval_every steps",
     "dataset_dir": "used to find dataset_info.json",
     "flash_attn": "lorakit picks the attention implementation itself",
     "bf16": "model.dtype auto picks bfloat16 on a GPU (float32 on a CPU)",

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# (the steps key, the strategy keys, lorakit's steps key, lorakit's count an epoch), as both peers write them
+CADENCES = (("eval_steps", ("eval_strategy", "evaluation_strategy"), "train.eval_every", "train.evals_per_epoch"),
+            ("save_steps", ("save_strategy",), "train.save_every", "train.saves_per_epoch"))
 SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant", "constant_with_warmup": "constant"}
 
 
@@ -89,24 +92,34 @@ class Translation:
         return {"output_dir", scheduler_key, "warmup_steps"}
 
     def cadence(self, raw: dict[str, Any], epochs: float) -> set[str]:
-        """eval_steps and save_steps: a number of steps, or (below 1, as the Hugging Face trainer reads it) a share
-        of the run's steps, which is lorakit's evals_per_epoch (saves_per_epoch) where it makes a whole number of
-        them an epoch."""
-        for key, every, per_epoch in (("eval_steps", "train.eval_every", "train.evals_per_epoch"),
-                                      ("save_steps", "train.save_every", "train.saves_per_epoch")):
-            value = raw.get(key)
-            if value is None:
+        """When to evaluate and save, as the Hugging Face trainer reads it: ``*_strategy: epoch`` is once an epoch;
+        ``eval_steps`` and ``save_steps`` are a number of steps, or below 1 a share of the run's steps, which is
+        lorakit's evals_per_epoch (saves_per_epoch) where it makes a whole number of them an epoch."""
+        for steps_key, strategy_keys, every, per_epoch in CADENCES:
+            strategy_key = next((key for key in strategy_keys if key in raw), None)
+            strategy = raw.get(strategy_key) if strategy_key else None
+            if strategy == "epoch":
+                self.set(per_epoch, 1, strategy_key)  # type: ignore[arg-type]  # strategy_key is set
+                if raw.get(steps_key) is not None:
+                    self.drop(steps_key, f"{strategy_key}: epoch decides")
                 continue
-            if not isinstance(value, int | float) or value <= 0:
-                self.none(key, f"{value!r}: not a number of steps")
-            elif value >= 1:
-                self.set(every, math.ceil(value), key)
-            elif not raw.get("max_steps") and _whole(times := 1 / (value * epochs)):
-                self.set(per_epoch, round(times), key, f"a share {value} of the run's {epochs:g} epoch(s)")
-            else:
-                self.none(key, f"{value}: a share of the run's steps; set {every} (steps) or {per_epoch}")
-        return {"eval_steps", "save_steps"}
+            if strategy_key:
+                self.drop(strategy_key, f"{strategy}: {every} or {per_epoch} say when")
+            self._steps(raw, steps_key, every, per_epoch, epochs)
+        return {key for steps_key, strategy_keys, _, _ in CADENCES for key in (steps_key, *strategy_keys)}
 
+    def _steps(self, raw: dict[str, Any], key: str, every: str, per_epoch: str, epochs: float) -> None:
+        value = raw.get(key)
+        if value is None:
+            return
+        if not isinstance(value, int | float) or value <= 0:
+            self.none(key, f"{value!r}: not a number of steps")
+        elif value >= 1:
+            self.set(every, math.ceil(value), key)
+        elif not raw.get("max_steps") and _whole(times := 1 / (value * epochs)):
+            self.set(per_epoch, round(times), key, f"a share {value} of the run's {epochs:g} epoch(s)")
+        else:
+            self.none(key, f"{value}: a share of the run's steps; set {every} (steps) or {per_epoch}")
 
 def _whole(number: float) -> bool:
     return number >= 1 and abs(number - round(number)) < 0.01  # a share written to 3 digits: 0.0833 of 3 epochs is 4
