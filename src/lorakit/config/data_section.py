@@ -51,8 +51,8 @@ class DataSection(Section):
     )
     max_samples: int | None = Field(None, gt=0, description="Use at most this many training rows in all.")
     max_samples_per_file: int | None = Field(
-        None, gt=0, description="Use at most the first this many rows of each training file or registry "
-        "dataset (LLaMA-Factory's max_samples).",
+        None, gt=0, description="Use at most the first this many rows of each training or validation file or "
+        "registry dataset (LLaMA-Factory's max_samples, which caps its eval_dataset too).",
     )
     train_history: bool = Field(
         True, description="Train the answers in an alpaca row's history too (as LLaMA-Factory does); "

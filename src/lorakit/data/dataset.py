@@ -260,7 +260,8 @@ def build_datasets(data: DataSection, tokenizer: Any, method: str = "sft") -> Da
     if data.max_samples is not None:
         train_convs = train_convs[: data.max_samples]
     if data.eval:
-        eval_convs = load_conversations(data.eval, data, stats["eval"], pairs=pairs)
+        # capped as LLaMA-Factory caps its eval_dataset: max_samples applies to every dataset it loads
+        eval_convs = load_conversations(data.eval, data, stats["eval"], data.max_samples_per_file, pairs)
     else:
         train_convs, eval_convs = split_validation(train_convs, data.val_size, data.seed)
     encode = encode_pairs if pairs else encode_all

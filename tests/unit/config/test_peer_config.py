@@ -62,6 +62,21 @@ def test_a_run_from_the_imported_config_caps_each_dataset_like_llamafactory(tmp_
     assert len(load_conversations(smaller.train, smaller, per_file_cap=50)) == 100
 
 
+@needs_peers
+def test_the_cap_of_each_dataset_caps_the_validation_datasets_too_as_llamafactory_does(tmp_path, tiny_model_dir):
+    from lorakit.data.dataset import build_datasets
+    from lorakit.model.load import load_tokenizer
+    from lorakit.model.resolve import resolve_model
+
+    source = tmp_path / "qwen.yaml"
+    source.write_text((PEERS / "qwen3_lora_sft.yaml").read_text() + "eval_dataset: alpaca_en_demo\n")
+    imported = import_config(source, out=tmp_path / "q.yaml", dataset_dir=str(PEERS))
+    overrides = ["data.max_samples_per_file=12", "data.max_length=512", f"model.name_or_path={tiny_model_dir}"]
+    data = load_config(imported.out, overrides=overrides).config.data
+    datasets = build_datasets(data, load_tokenizer(resolve_model(str(tiny_model_dir))))
+    assert (datasets.stats["train"].rows, datasets.stats["eval"].rows) == (12 + 12, 12)  # 999 alpaca rows before
+
+
 def test_axolotl_config_imports_with_its_dataset_and_format(tmp_path):
     (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
     source = tmp_path / "axolotl.yml"
