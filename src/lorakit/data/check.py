@@ -58,8 +58,10 @@ def check_data(paths: Sequence[str], data: DataSection | None = None, tokenizer:
         DataError: the same errors training would raise for these files.
     """
     loaded = SplitStats()
-    conversations = load_conversations(paths, data, loaded, pairs=pairs)
-    report = CheckReport(loaded.formats, len(conversations), notes=loaded.notes())
+    cap = data.max_samples_per_file if data is not None else None  # as training reads each file
+    conversations = load_conversations(paths, data, loaded, cap, pairs=pairs)
+    capped = [f"data.max_samples_per_file: the first {cap} rows of each file"] if cap else []
+    report = CheckReport(loaded.formats, len(conversations), notes=loaded.notes() + capped)
     if tokenizer is None or data is None:
         return report
     encoder, report.template = build_encoder(data, tokenizer)

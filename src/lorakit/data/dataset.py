@@ -47,12 +47,14 @@ class SplitStats:
     split: int = 0  # rows cut into windows (on_overflow: split)
     lengths: list[int] = field(default_factory=list, repr=False)
     first_overflow: str = ""
+    also_trained: int = 0  # validation rows equal to a training row
 
     def summary(self) -> dict[str, Any]:
         return {"rows": self.rows, "examples": len(self.lengths), "formats": self.formats,
                 "ignored_fields": self.ignored, "left_out_by_label": self.left_out,
                 "placeholders": self.placeholders, "overflow": self.overflow, "truncated": self.truncated,
-                "dropped": self.dropped, "split": self.split, "tokens": sum(self.lengths)}
+                "dropped": self.dropped, "split": self.split, "tokens": sum(self.lengths),
+                "also_trained": self.also_trained}
 
     def notes(self) -> list[str]:
         """What a user should know about the rows, one line each: ignored fields, rows left out, placeholders."""
@@ -62,6 +64,9 @@ class SplitStats:
         if self.placeholders:
             found = ", ".join(f"{{{{{name}}}}} ({rows} rows)" for name, rows in sorted(self.placeholders.items()))
             lines.append(f"placeholders left in the data: {found}; fill them with data.replace")
+        if self.also_trained:
+            lines.append(f"{self.also_trained} of {self.rows} rows are training rows too (the same turns): the "
+                         "validation figures will flatter the adapter; give data.eval files the training data lacks")
         return lines
 
 
@@ -264,6 +269,7 @@ def build_datasets(data: DataSection, tokenizer: Any, method: str = "sft") -> Da
         eval_convs = load_conversations(data.eval, data, stats["eval"], data.max_samples_per_file, pairs)
     else:
         train_convs, eval_convs = split_validation(train_convs, data.val_size, data.seed)
+    stats["eval"].also_trained = _also_trained(eval_convs, train_convs)
     encode = encode_pairs if pairs else encode_all
     train = encode(train_convs, encoder, data, stats["train"])
     evals = encode(eval_convs, encoder, data, stats["eval"])
@@ -285,3 +291,13 @@ def build_datasets(data: DataSection, tokenizer: Any, method: str = "sft") -> Da
     kept = {e.where for e in evals}  # the validation rows that survived the length policy
     return Datasets(train, evals, template_name, stats, prompt_shape(train_convs),
                     [c for c in eval_convs if c.where in kept])
+
+
+def _also_trained(eval_convs: list[Conversation], train_convs: list[Conversation]) -> int:
+    """How many validation conversations a training conversation equals, turn for turn (an eval_dataset that is
+    also among the training datasets, as LLaMA-Factory's examples suggest)."""
+    def key(c: Conversation) -> tuple[Any, ...]:
+        return tuple((t.role, t.content) for t in c.turns) + tuple((t.role, t.content) for t in c.rejected or ())
+
+    trained = {key(c) for c in train_convs}
+    return sum(key(c) in trained for c in eval_convs)

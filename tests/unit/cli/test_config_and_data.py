@@ -45,6 +45,13 @@ def test_data_check_of_a_config_alone_checks_the_data_it_trains_on(tmp_path, tin
     assert "--config CONFIG" in CliRunner().invoke(cli, ["data", "check"]).output
 
 
+def test_data_check_of_a_config_reads_each_file_as_its_cap_lets_training_read_it(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, data={"max_samples_per_file": 5})
+    result = CliRunner().invoke(cli, ["data", "check", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "rows: 5\n" in result.output and "data.max_samples_per_file: the first 5 rows of each file" in result.output
+
+
 def test_data_check_without_a_tokenizer_still_counts_rows(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, {"text": "b"}])
     result = CliRunner().invoke(cli, ["data", "check", str(path)])

@@ -63,7 +63,7 @@ def test_a_run_from_the_imported_config_caps_each_dataset_like_llamafactory(tmp_
 
 
 @needs_peers
-def test_the_cap_of_each_dataset_caps_the_validation_datasets_too_as_llamafactory_does(tmp_path, tiny_model_dir):
+def test_each_dataset_cap_caps_the_validation_datasets_too_and_rows_also_trained_are_said(tmp_path, tiny_model_dir):
     from lorakit.data.dataset import build_datasets
     from lorakit.model.load import load_tokenizer
     from lorakit.model.resolve import resolve_model
@@ -75,6 +75,13 @@ def test_the_cap_of_each_dataset_caps_the_validation_datasets_too_as_llamafactor
     data = load_config(imported.out, overrides=overrides).config.data
     datasets = build_datasets(data, load_tokenizer(resolve_model(str(tiny_model_dir))))
     assert (datasets.stats["train"].rows, datasets.stats["eval"].rows) == (12 + 12, 12)  # 999 alpaca rows before
+    assert datasets.stats["eval"].also_trained == 12  # the same first 12 alpaca rows: said, not hidden
+    assert "12 of 12 rows are training rows too" in datasets.stats["eval"].notes()[-1]
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps({"instruction": f"new {i}", "output": "x"}) + "\n"
+                                                for i in range(3)))
+    apart = data.model_copy(update={"eval": [str(tmp_path / "dev.jsonl")]})
+    stats = build_datasets(apart, load_tokenizer(resolve_model(str(tiny_model_dir)))).stats["eval"]
+    assert (stats.rows, stats.also_trained) == (3, 0) and not any("training rows too" in n for n in stats.notes())
 
 
 def test_axolotl_config_imports_with_its_dataset_and_format(tmp_path):
