@@ -178,6 +178,22 @@ def test_import_never_replaces_a_file_without_force(tmp_path):
     assert "name_or_path: m" in out.read_text()
 
 
+@pytest.mark.parametrize(("keys", "problem"), [
+    ({}, "model: required, and nothing in the source sets it"),
+    ({"base_model": "m", "val_set_size": 0.05}, "data.eval and data.val_size are both set; use one of them"),
+])
+def test_an_import_that_does_not_validate_says_why_in_one_line_and_writes_nothing(tmp_path, keys, problem):
+    (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    source = tmp_path / "axolotl.yml"
+    source.write_text(yaml.safe_dump({"adapter": "lora", "datasets": [{"path": "data.jsonl"}],
+                                      "test_datasets": [{"path": "data.jsonl"}], **keys}))
+    with pytest.raises(ConfigError) as raised:
+        import_config(source, "axolotl", out=tmp_path / "out.yaml")
+    assert str(raised.value) == (f"{source}: the imported config does not validate ({problem}); change {source} "
+                                 "or write the fix into the result")
+    assert not (tmp_path / "out.yaml").exists()
+
+
 def test_train_on_a_flat_peer_config_points_at_the_import(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("lf.yaml").write_text("model_name_or_path: m\nstage: sft\nlora_rank: 8\nlora_target: all\ndataset: a\n"

@@ -45,9 +45,8 @@ def import_config(source: str | Path, peer: str | None = None, out: str | Path |
     try:
         RunConfig.model_validate(translation.config)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise ConfigError(f"{source}: the imported config is not complete ({problems}); add it to {source} or "
-                          f"write it into the result") from None
+        raise ConfigError(f"{source}: the imported config does not validate ({_problems(e)}); change {source} or "
+                          "write the fix into the result") from None
     header = f"# imported from {source} ({peer}) by lorakit config import\n"
     text = header + yaml.safe_dump(translation.config, sort_keys=False, allow_unicode=True)
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
@@ -59,3 +58,15 @@ def import_config(source: str | Path, peer: str | None = None, out: str | Path |
     order = {key: index for index, key in enumerate(raw)}  # the file's own order, lorakit's defaults last
     lines = sorted(translation.lines, key=lambda line: order.get(line.key, len(order)))
     return Imported(peer, target, lines)
+
+
+def _problems(error: ValidationError) -> str:
+    """Each problem as ``key: what``; a missing key says nothing in the source became it, a check across keys
+    (data.eval with data.val_size) says it without pydantic's prefix."""
+    problems = []
+    for err in error.errors():
+        key = ".".join(str(part) for part in err["loc"] if not isinstance(part, int))
+        what = ("required, and nothing in the source sets it" if err["type"] == "missing"
+                else err["msg"].removeprefix("Value error, "))
+        problems.append(f"{key}: {what}" if key else what)
+    return "; ".join(problems)
