@@ -62,7 +62,7 @@ def plan_steps(examples: Sequence[Example], train: TrainSection, data: DataSecti
 
 def with_epoch_cadence(train: TrainSection, steps: Sequence[Step]) -> TrainSection:
     """``train.evals_per_epoch`` and ``saves_per_epoch`` turned into ``eval_every`` and ``save_every`` for these
-    steps: the steps of an epoch divided by the count, rounded up (4 a 125-step epoch: every 32 steps, so the
+    steps: the steps of an epoch divided by the count, rounded up (4 in a 125-step epoch: every 32 steps, so the
     fourth is the one at the epoch's end), at least 1."""
     if not steps or not (train.evals_per_epoch or train.saves_per_epoch):
         return train
