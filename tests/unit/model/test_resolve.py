@@ -55,6 +55,14 @@ def test_a_hub_model_neither_cached_nor_reachable_is_one_line_at_once(tmp_path):
                          "here, or give a local folder")
 
 
+def test_a_hub_model_that_is_built_in_as_a_gguf_points_at_it_when_the_hub_is_out_of_reach(tmp_path):
+    done = resolve_offline(tmp_path, "HuggingFaceTB/SmolLM2-135M-Instruct")
+    line = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and line.startswith("lorakit.errors.ModelError: model.name_or_path: HuggingFaceTB/")
+    assert line.endswith("or give a local folder, or model.name_or_path: smollm2-135m (built in: a 4-bit GGUF of "
+                         "it, de-quantised; close to the hub's weights, not equal)")
+
+
 def test_builtin_model_without_its_package_says_how_to_install(monkeypatch):
     import importlib.util
 
