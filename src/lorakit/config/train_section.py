@@ -119,7 +119,7 @@ class TrainSection(Section):
     )
     evals_per_epoch: int | None = Field(
         None, gt=0, description="Instead of eval_every: this many evaluations spread evenly over each epoch "
-        "(axolotl's evals_per_epoch): eval_every becomes the steps of an epoch divided by it, at least 1.")
+        "(axolotl's evals_per_epoch): eval_every becomes the steps of an epoch divided by it, rounded up.")
     save_every: int = Field(
         0, ge=0, description="Save a checkpoint every this many steps; 0 = no intermediate checkpoints."
     )
