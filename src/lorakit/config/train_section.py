@@ -96,6 +96,9 @@ class TrainSection(Section):
         "cosine", description="Learning-rate decay after warm-up."
     )
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of the steps spent warming up.")
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Steps spent warming up, instead of warmup_ratio (as the Hugging Face trainer, "
+        "LLaMA-Factory and axolotl read warmup_steps).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the adapter weights.")
     max_grad_norm: float = Field(1.0, ge=0, description="Clip the gradient norm to this; 0 = no clipping.")
     seed: int = Field(42, description="Seed for the adapter's initialisation and dropout.")

@@ -35,7 +35,8 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, kind: str) -> floa
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainSection, total_steps: int) -> Any:
-    warmup = math.ceil(train.warmup_ratio * total_steps)
+    # warmup_steps wins over the ratio, as in the Hugging Face trainer
+    warmup = train.warmup_steps if train.warmup_steps is not None else math.ceil(train.warmup_ratio * total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup, train.scheduler)
     )

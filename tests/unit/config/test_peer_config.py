@@ -115,6 +115,8 @@ def test_axolotl_config_imports_with_its_dataset_and_format(tmp_path):
      {"evals_per_epoch": 1, "eval_every": 0, "saves_per_epoch": 1, "save_every": 0}),  # as the trainer, epoch wins
     ("axolotl", {"evaluation_strategy": "epoch", "eval_steps": 10}, {"evals_per_epoch": 1, "eval_every": 0}),
     ("llamafactory", {"eval_strategy": "steps", "eval_steps": 50}, {"eval_every": 50, "evals_per_epoch": None}),
+    ("axolotl", {"warmup_steps": 10}, {"warmup_steps": 10}),
+    ("llamafactory", {"warmup_steps": 20}, {"warmup_steps": 20}),
 ])
 def test_eval_and_save_steps_import_as_steps_or_as_a_count_an_epoch(tmp_path, peer, cadence, expected):
     (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
@@ -155,6 +157,16 @@ def test_axolotl_chat_fields_lorakit_reads_pass_and_the_others_are_reported(tmp_
         reported[name] = sorted(line.key.rsplit(" ", 1)[-1] for line in imported.lines
                                 if line.outcome == "no equivalent")
     assert reported == {"readable": [], "other": ["field_messages", "message_property_mappings", "roles_to_train"]}
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), ("offload", True), ("unsloth", True)])
+def test_axolotl_gradient_checkpointing_offloaded_is_checkpointing_here(tmp_path, value, expected):
+    (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    source = tmp_path / "axolotl.yml"
+    source.write_text(yaml.safe_dump({"base_model": "m", "adapter": "lora", "datasets": [{"path": "data.jsonl"}],
+                                      "gradient_checkpointing": value}))
+    cfg = load_config(import_config(source, "axolotl", out=tmp_path / "out.yaml").out).config
+    assert cfg.train.gradient_checkpointing is expected
 
 
 def test_axolotl_target_modules_given_as_one_string(tmp_path):

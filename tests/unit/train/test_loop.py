@@ -181,6 +181,25 @@ def test_evaluations_and_saves_per_epoch_become_steps_of_the_planned_epoch(examp
     assert (resolved.evals_per_epoch, resolved.saves_per_epoch) == (None, None)
 
 
+@pytest.mark.parametrize(("warmup", "rates"), [
+    ({"warmup_ratio": 0.25}, [0.5, 1.0, 1.0, 0.666667, 0.333333]),  # ceil(0.25 x 5) = 2 steps up, then 3 down
+    ({"warmup_ratio": 0.25, "warmup_steps": 4}, [0.25, 0.5, 0.75, 1.0, 1.0]),  # steps win, as in the HF trainer
+    ({"warmup_steps": 0}, [1.0, 0.8, 0.6, 0.4, 0.2]),  # none at all, the default ratio notwithstanding
+])
+def test_warmup_steps_win_over_the_ratio(warmup, rates):
+    from lorakit.train.optim import build_scheduler
+
+    train = TrainSection(lr=1.0, scheduler="linear", **warmup)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, train, total_steps=5)
+    seen = []
+    for _ in range(5):
+        seen.append(round(optimizer.param_groups[0]["lr"], 6))
+        optimizer.step()
+        scheduler.step()
+    assert seen == rates
+
+
 def test_each_process_takes_its_share_of_a_step_and_every_example_is_seen_once_per_epoch():
     from lorakit.train.distributed import share_of
 

@@ -100,7 +100,15 @@ def _rest(t: Translation, raw: dict[str, Any]) -> set[str]:
                                 "gemma, plain")
     if raw.get("train_on_inputs"):
         t.none("train_on_inputs", "lorakit trains the answers only (plain text rows are trained whole)")
-    return {"chat_template", "train_on_inputs"}
+    checkpointing = raw.get("gradient_checkpointing")
+    if isinstance(checkpointing, bool):
+        t.set("train.gradient_checkpointing", checkpointing, "gradient_checkpointing")
+    elif checkpointing in ("offload", "unsloth"):  # activations kept on the CPU instead of recomputed
+        t.set("train.gradient_checkpointing", True, "gradient_checkpointing",
+              f"{checkpointing}: lorakit recomputes the activations instead of offloading them")
+    elif checkpointing is not None:
+        t.none("gradient_checkpointing", f"{checkpointing!r}: lorakit's train.gradient_checkpointing is true or false")
+    return {"chat_template", "train_on_inputs", "gradient_checkpointing"}
 
 
 def _preference(t: Translation, raw: dict[str, Any]) -> set[str]:

@@ -76,7 +76,7 @@ class Translation:
         return set(reasons)
 
     def common(self, raw: dict[str, Any], scheduler_key: str) -> set[str]:
-        """The keys both peers write the same way: output_dir, the scheduler, warmup_steps."""
+        """The keys both peers write the same way: output_dir, the scheduler."""
         if raw.get("output_dir"):
             path = Path(str(raw["output_dir"]))
             self.set("output.dir", str(path.parent) if str(path.parent) != "." else "runs", "output_dir",
@@ -87,9 +87,7 @@ class Translation:
             self.set("train.scheduler", SCHEDULERS[scheduler], scheduler_key)
         elif scheduler is not None:
             self.none(scheduler_key, f"{scheduler}: lorakit schedules cosine, linear or constant")
-        if raw.get("warmup_steps"):
-            self.none("warmup_steps", "lorakit warms up for a share of the steps: set train.warmup_ratio")
-        return {"output_dir", scheduler_key, "warmup_steps"}
+        return {"output_dir", scheduler_key}
 
     def cadence(self, raw: dict[str, Any], epochs: float) -> set[str]:
         """When to evaluate and save, as the Hugging Face trainer reads it: ``*_strategy: epoch`` is once an epoch;
