@@ -119,5 +119,6 @@ class Translation:
         else:
             self.none(key, f"{value}: a share of the run's steps; set {every} (steps) or {per_epoch}")
 
+
 def _whole(number: float) -> bool:
     return number >= 1 and abs(number - round(number)) < 0.01  # a share written to 3 digits: 0.0833 of 3 epochs is 4
