@@ -82,11 +82,13 @@ def _message_fields(t: Translation, entry: dict[str, Any], where: str) -> None:
     conversations, role/content or from/value, the assistant's turns trained)."""
     if entry.get("field_messages", "messages") not in MESSAGE_FIELDS:
         t.none(f"{where} field_messages", "lorakit reads messages or conversations; rename the field")
-    mapping = entry.get("message_property_mappings") or {}
+    mapping = entry.get("message_property_mappings")
+    mapping = mapping if isinstance(mapping, dict) else {}
     fields = (mapping.get("role", "role"), mapping.get("content", "content"))
     if fields not in TURN_FIELDS:
         t.none(f"{where} message_property_mappings", "lorakit reads role/content or from/value; rename the fields")
     roles = entry.get("roles_to_train")
+    roles = [roles] if isinstance(roles, str) else roles  # one role may be written as a plain string
     if roles is not None and set(roles) != {"assistant"}:
         t.none(f"{where} roles_to_train", "lorakit trains the assistant's turns only")
 
