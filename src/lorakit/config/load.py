@@ -239,6 +239,12 @@ def problem_list(header: str, problems: Sequence[str]) -> str:
     return "\n".join([f"{header}:", *(f"  {p}" for p in problems)])
 
 
+def config_problem(err: Any) -> tuple[list[str], str]:
+    """One pydantic error of a run config: the key's parts (list positions left out) and the message, without
+    pydantic's "Value error, " before the words of lorakit's own checks."""
+    return [str(p) for p in err["loc"] if not isinstance(p, int)], err["msg"].removeprefix("Value error, ")
+
+
 def validate(raw: dict[str, Any], key_sources: dict[str, str], sources: Sequence[str]) -> RunConfig:
     """Validate a merged config dict; on failure list every problem at once, with its origin."""
     try:
@@ -246,9 +252,8 @@ def validate(raw: dict[str, Any], key_sources: dict[str, str], sources: Sequence
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+            loc, msg = config_problem(err)
             key = ".".join(loc) or "<top level>"
-            msg = err["msg"].removeprefix("Value error, ")
             origin = _source_of(key, key_sources)
             if err["type"] == "extra_forbidden":
                 msg = _unknown_key_message(loc)

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from lorakit.config.load import read_config_file
+from lorakit.config.load import config_problem, read_config_file
 from lorakit.config.peers import axolotl, llamafactory, looks_like
 from lorakit.config.peers.translation import Line
 from lorakit.config.schema import RunConfig
@@ -65,8 +65,8 @@ def _problems(error: ValidationError) -> str:
     (data.eval with data.val_size) says it without pydantic's prefix."""
     problems = []
     for err in error.errors():
-        key = ".".join(str(part) for part in err["loc"] if not isinstance(part, int))
-        what = ("required, and nothing in the source sets it" if err["type"] == "missing"
-                else err["msg"].removeprefix("Value error, "))
-        problems.append(f"{key}: {what}" if key else what)
+        loc, what = config_problem(err)
+        if err["type"] == "missing":
+            what = "required, and nothing in the source sets it"
+        problems.append(f"{'.'.join(loc)}: {what}" if loc else what)
     return "; ".join(problems)

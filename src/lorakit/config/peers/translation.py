@@ -94,15 +94,14 @@ class Translation:
         ``eval_steps`` and ``save_steps`` are a number of steps, or below 1 a share of the run's steps, which is
         lorakit's evals_per_epoch (saves_per_epoch) where it makes a whole number of them an epoch."""
         for steps_key, strategy_keys, every, per_epoch in CADENCES:
-            strategy_key = next((key for key in strategy_keys if key in raw), None)
-            strategy = raw.get(strategy_key) if strategy_key else None
-            if strategy == "epoch":
-                self.set(per_epoch, 1, strategy_key)  # type: ignore[arg-type]  # strategy_key is set
+            strategy_key = next((key for key in strategy_keys if key in raw), "")
+            if strategy_key and raw[strategy_key] == "epoch":
+                self.set(per_epoch, 1, strategy_key)
                 if raw.get(steps_key) is not None:
                     self.drop(steps_key, f"{strategy_key}: epoch decides")
                 continue
             if strategy_key:
-                self.drop(strategy_key, f"{strategy}: {every} or {per_epoch} say when")
+                self.drop(strategy_key, f"{raw[strategy_key]}: {every} or {per_epoch} say when")
             self._steps(raw, steps_key, every, per_epoch, epochs)
         return {key for steps_key, strategy_keys, _, _ in CADENCES for key in (steps_key, *strategy_keys)}
 
