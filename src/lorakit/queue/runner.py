@@ -30,6 +30,7 @@ from lorakit.queue.notices import recording_notices
 from lorakit.queue.state import FAILED, Job, QueueState, Source
 from lorakit.queue.training import JOB_FILES, JobFailed, QueueStopped, StillTraining, TrainingStage
 from lorakit.queue.workspace import Workspace, check_workspace_files
+from lorakit.remote.paths import parent
 from lorakit.remote.rclone import Rclone
 from lorakit.runs.catalog import model_files, read_manifest
 from lorakit.runs.fingerprint import content_sha256, file_sha256
@@ -81,11 +82,6 @@ class StopOnSignal(StopRequest):
         self.reason = signal.Signals(signum).name
         log.warning("%s: stopping the queue at the next safe point", self.reason)
         self.child.send(signum)  # the trainer saves its resume state and exits
-
-
-def _parent(path: str) -> str:
-    name, _, inner = path.partition(":")
-    return f"{name}:{inner.rsplit('/', 1)[0] if '/' in inner.strip('/') else ''}"
 
 
 class QueueRun:
@@ -345,7 +341,7 @@ def run_queue(ws: Workspace, options: QueueOptions = QueueOptions()) -> QueueRes
             rclone.probe(ws.remote.training)
             remote_files = rclone.list_files(ws.remote.training)
         if ws.remote.output:
-            rclone.probe(_parent(ws.remote.output))
+            rclone.probe(parent(ws.remote.output))
         state = QueueState.load(work)
         jobs = discover(ws, state, remote_files)
         unknown = sorted(set(options.only) - {j.key for j in jobs} - {j.name for j in jobs})

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.errors import RemoteError, RemoteFullError
+from lorakit.remote.paths import split_remote
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +207,12 @@ class Rclone:
 
     def remote_type(self, remote: str) -> str | None:
         """The backend type of ``remote`` (drive, webdav, local...) from ``rclone listremotes --long``."""
-        if ":" not in remote or remote.startswith(("/", ".")):
+        prefix, _ = split_remote(remote)
+        if not prefix:
             return "local"
-        if remote.startswith(":"):  # an on-the-fly remote: ":webdav,url=...:path"
-            return remote[1:].split(",", 1)[0].split(":", 1)[0]
-        name = remote.split(":", 1)[0]
+        name = prefix[:-1].split(",", 1)[0]  # "drive,shared_with_me=true:" names the remote drive
+        if name.startswith(":"):  # an on-the-fly remote: ":webdav,url=...:path"
+            return name[1:]
         out = self._run(["listremotes", "--long"], "listremotes").stdout
         for line in out.splitlines():
             listed, _, kind = line.partition(":")

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from lorakit import faults
 from lorakit.cli.main import cli
+from tests.conftest import ALPACA_ROWS, write_jsonl
 from tests.integration.queue.conftest import DATASETS, PASSWORD, remote_section, start_webdav
 
 JOBS = (*DATASETS, "delta")
@@ -191,7 +192,6 @@ def test_sigterm_stops_at_a_safe_point_and_a_rerun_resumes_the_training(tmp_path
 
 
 def test_a_dataset_folder_asking_for_dpo_is_trained_on_its_pairs_and_uploaded(tmp_path, server, workspace):
-    from tests.conftest import write_jsonl
     from tests.unit.train.test_dpo_run import PAIRS
 
     prefs = server.root / "training" / "prefs"
@@ -207,3 +207,17 @@ def test_a_dataset_folder_asking_for_dpo_is_trained_on_its_pairs_and_uploaded(tm
     steps = [json.loads(x) for x in (uploaded / "trainer_log.jsonl").read_text().splitlines() if '"loss"' in x]
     assert steps and all("rewards/accuracies" in s for s in steps)
     assert state(tmp_path)["prefs"]["state"] == "cleaned" and not prefs.exists()  # deleted once verified
+
+
+def test_plain_local_folders_as_remotes(tmp_path, workspace):
+    """A NAS mount or any folder written as a path: the output folder does not exist yet and its parent is probed
+    (it was probed as "/path/output:", which rclone could not find, so the queue stopped before training)."""
+    mount = tmp_path / "nas"
+    (mount / "training" / "alpha").mkdir(parents=True)
+    write_jsonl(mount / "training" / "alpha" / "train.jsonl", ALPACA_ROWS)
+    workspace.write_text(workspace.read_text().replace('"srv:training"', f'"{mount}/training"')
+                         .replace('"srv:output"', f'"{mount}/output"'))
+    result = queue(workspace)
+    assert result.exit_code == 0, result.output
+    assert json.loads((mount / "output" / "alpha-v1" / "manifest.json").read_text())["status"] == "completed"
+    assert state(tmp_path)["alpha"]["state"] == "cleaned" and not (mount / "training" / "alpha").exists()
