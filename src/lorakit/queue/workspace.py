@@ -43,6 +43,7 @@ from lorakit.external.trainer import (
 )
 from lorakit.launch.executor import Executor
 from lorakit.queue.keep import LORAKIT_MODEL
+from lorakit.remote.paths import is_local
 
 
 class RemoteSection(Section):
@@ -171,8 +172,12 @@ def load_workspace(path: str | Path) -> Workspace:
     if isinstance(raw.get("overlays"), list):
         raw["overlays"] = [absolute(v) for v in raw["overlays"]]
     remote = raw.get("remote")
-    if isinstance(remote, dict) and isinstance(remote.get("config"), str):
-        remote["config"] = absolute(remote["config"])
+    if isinstance(remote, dict):
+        if isinstance(remote.get("config"), str):
+            remote["config"] = absolute(remote["config"])
+        for key in ("training", "output"):  # a local folder, as rclone reads it: relative to this file too
+            if isinstance(remote.get(key), str) and is_local(remote[key]):
+                remote[key] = absolute(remote[key])
     trainer = raw.get("trainer")
     if isinstance(trainer, str):  # a trainer file, as `lorakit run` takes it
         raw["trainer"] = load_trainer_file(base / trainer).model_dump()

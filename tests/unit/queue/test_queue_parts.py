@@ -1,5 +1,5 @@
-"""The queue's parts that need no server: the flags a check may take, the names of things from outside, the state
-file, and the rules for a dataset folder's own config."""
+"""The queue's parts that need no server: the workspace's paths, the flags a check may take, the names of things from
+outside, the state file, and the rules for a dataset folder's own config."""
 
 import json
 
@@ -8,8 +8,18 @@ import pytest
 from lorakit.errors import DataError
 from lorakit.queue.state import Job, QueueState
 from lorakit.queue.trust import check_dataset_config, check_inside
+from lorakit.queue.workspace import load_workspace
 from lorakit.remote.rclone import checks_environment, connection_flags
 from lorakit.runs.naming import safe_name
+
+
+def test_a_local_remote_folder_is_relative_to_the_workspace_file_and_a_named_remote_is_left_alone(tmp_path):
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "ws.toml").write_text('work_dir = "work"\nconfig = "base.yaml"\n[remote]\ntraining = "nas/in"\n'
+                                             'output = "gdrive:out/lorakit"\nconfig = "rclone.conf"\n')
+    ws = load_workspace(tmp_path / "ws" / "ws.toml")
+    assert ws.remote.training == str(tmp_path / "ws" / "nas" / "in")  # as work_dir is, whatever the cwd
+    assert ws.remote.output == "gdrive:out/lorakit" and ws.work_dir == str(tmp_path / "ws" / "work")
 
 
 def test_checks_take_only_the_connection_flags_of_the_users():
