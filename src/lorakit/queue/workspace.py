@@ -161,7 +161,7 @@ def load_workspace(path: str | Path) -> Workspace:
     """
     path = Path(path)
     raw = read_config_file(path)
-    base = path.parent
+    base = path.absolute().parent  # absolute: the state file records paths, and the next run may start elsewhere
 
     def absolute(value: str | None) -> str | None:
         return value if value is None else os.path.normpath(base / value)

@@ -13,11 +13,15 @@ from lorakit.remote.rclone import checks_environment, connection_flags
 from lorakit.runs.naming import safe_name
 
 
-def test_a_local_remote_folder_is_relative_to_the_workspace_file_and_a_named_remote_is_left_alone(tmp_path):
+def test_a_local_remote_folder_is_relative_to_the_workspace_file_and_a_named_remote_is_left_alone(tmp_path,
+                                                                                                   monkeypatch):
+    """Every path absolute, even from a workspace named relative: the state file records them, and the next run of
+    the queue may start in another folder."""
     (tmp_path / "ws").mkdir()
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "ws" / "ws.toml").write_text('work_dir = "work"\nconfig = "base.yaml"\n[remote]\ntraining = "nas/in"\n'
                                              'output = "gdrive:out/lorakit"\nconfig = "rclone.conf"\n')
-    ws = load_workspace(tmp_path / "ws" / "ws.toml")
+    ws = load_workspace("ws/ws.toml")
     assert ws.remote.training == str(tmp_path / "ws" / "nas" / "in")  # as work_dir is, whatever the cwd
     assert ws.remote.output == "gdrive:out/lorakit" and ws.work_dir == str(tmp_path / "ws" / "work")
 
