@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 # Keys whose relative values are file paths, resolved against the declaring file's folder.
 PATH_KEYS = ("data.train", "data.eval", "lora.init_from", "train.oom.overlay", "train.sample_prompts",
              "tracking.copy_files")
+# A key as a message names it: train.keep, data.val_size, train.early_stopping.metric.
+CONFIG_KEY = re.compile(r"\b(?:model|lora|data|train|dpo|output|tracking|launch)(?:\.[a-z_]+)+")
 PATH_PREFIXES = ("tracking.repos.",)  # every value under these is a path
 
 
@@ -245,6 +248,14 @@ def config_problem(err: Any) -> tuple[list[str], str]:
     return [str(p) for p in err["loc"] if not isinstance(p, int)], err["msg"].removeprefix("Value error, ")
 
 
+def _rule_problem(message: str, key_sources: dict[str, str]) -> str:
+    """A rule between keys (keep: best and no validation data): its message, then where the keys it names were
+    set."""
+    origins = {key: _source_of(key, key_sources) for key in CONFIG_KEY.findall(message)}
+    set_by = [f"{key} from {origin}" for key, origin in origins.items() if origin != "defaults"]
+    return message + (f" [{'; '.join(set_by)}]" if set_by else "")
+
+
 def validate(raw: dict[str, Any], key_sources: dict[str, str], sources: Sequence[str]) -> RunConfig:
     """Validate a merged config dict; on failure list every problem at once, with its origin."""
     try:
@@ -260,6 +271,9 @@ def validate(raw: dict[str, Any], key_sources: dict[str, str], sources: Sequence
             elif err["type"] == "missing":
                 msg = "required key is missing"
                 origin = "not set in any layer"
+            elif isinstance(err["input"], dict):  # a rule across keys: its words name them, not the whole section
+                lines.append(_rule_problem(msg, key_sources))
+                continue
             else:
                 msg += f" (got {err['input']!r})"
             lines.append(f"{key}: {msg} [{origin}]")

@@ -197,12 +197,13 @@ class TrainSection(Section):
         if self.oom.auto_plan and self.memory_budget is None:
             raise ValueError("train.oom.auto_plan needs train.memory_budget (e.g. 8GiB)")
         metric = self.selection_metric.removeprefix("eval_")
+        chosen_by = "train.early_stopping.metric" if self.early_stopping else "train.best_metric"
         if metric in PREFERENCE_METRICS:
             if self.method != "dpo":
-                raise ValueError(f"{metric} is measured on preference pairs: set train.method: dpo, or choose "
-                                 f"one of {', '.join(self.eval_metrics)}")
+                raise ValueError(f"{chosen_by}: {metric} is measured on preference pairs: set train.method: dpo, "
+                                 f"or choose one of {', '.join(self.eval_metrics)}")
             metric = "loss"  # computed with the preference loss
         if (self.early_stopping or self.keeps != "last") and metric not in self.eval_metrics:
-            raise ValueError(f"{metric} is not computed: add it to train.eval_metrics (now "
+            raise ValueError(f"{chosen_by}: {metric} is not computed: add it to train.eval_metrics (now "
                              f"{', '.join(self.eval_metrics)}) or choose one of those")
         return self

@@ -72,7 +72,7 @@ CASES = [
          "data.eval and data.val_size are both set", 2),
     Case("two evaluation cadences", ["train", "good.yaml", "--set", "train.eval_every=5", "--set",
                                      "train.evals_per_epoch=2"],
-         "train.eval_every and train.evals_per_epoch are both set; use one of them", 2),
+         "train.eval_every and train.evals_per_epoch are both set; use one of them [train.eval_every from", 2),
     Case("oom overlay missing", ["train", "good.yaml", "--set", "train.oom.overlay=oom.yaml"], "oom.yaml", 2),
     Case("oom overlay batch", ["train", "good.yaml", "--set", "train.oom.overlay=oom.yaml"],
          "micro_batch_size x grad_accum goes from", 2, {"oom.yaml": "train: {micro_batch_size: 1}\n"}),
@@ -82,9 +82,11 @@ CASES = [
          "train.early_stopping needs validation data: set data.eval or data.val_size", 2),
     Case("early stopping metric not computed", ["train", "good.yaml", "--set", "data.val_size=0.2", "--set",
                                                 "train.early_stopping.metric=exact"],
-         "train: exact is not computed: add it to train.eval_metrics", 2),
+         "train.early_stopping.metric: exact is not computed: add it to train.eval_metrics", 2),
+    # a rule between keys: where each key it names was set, not the whole section it was checked on
     Case("keep best without evaluation", ["train", "good.yaml", "--set", "train.keep=best"],
-         "train.keep: best needs validation data", 2),
+         "train.keep: best needs validation data: set data.eval or data.val_size [train.keep from --set "
+         "train.keep=best]", 2),
     Case("sample prompts missing", ["train", "good.yaml", "--set", "train.sample_prompts=prompts.txt"],
          "train.sample_prompts: file not found: prompts.txt", 2),
     Case("unknown eval metric", ["train", "good.yaml", "--set", "train.eval_metrics=[loss, bleu]"],
