@@ -12,8 +12,9 @@ from lorakit.runs.catalog import add_note, clean_runs, find_run, list_runs, read
 from lorakit.runs.history import diff_runs, lineage
 from lorakit.runs.manifest import STATUSES
 
-runs_dir_option = click.option("--dir", "runs_dir", default="runs", show_default=True, type=click.Path(path_type=Path),
-                               help="The folder holding the run folders (output.dir).")
+# --runs-dir too: the name eval, export, infer and train give the same folder
+runs_dir_option = click.option("--dir", "--runs-dir", "runs_dir", default="runs", show_default=True,
+                               type=click.Path(path_type=Path), help="The folder holding the run folders (output.dir).")
 
 
 def table_of(*columns: str) -> Any:

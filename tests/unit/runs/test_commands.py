@@ -101,6 +101,7 @@ def test_runs_deeper_than_the_runs_folder_are_pointed_to(tmp_path, monkeypatch):
     expected = "run folders are in saves/qwen3-4b/lora: give --dir"
     assert run("runs", "list").output.strip() == f"no runs in runs/; {expected}"  # runs/ does not exist
     assert run("runs", "list", "--dir", "saves").output.strip() == f"no runs in saves/; {expected}"
+    assert run("runs", "list", "--runs-dir", "saves").output.strip() == f"no runs in saves/; {expected}"  # eval's
     assert run("status").output.strip() == f"no submitted runs in runs/; {expected}"
     shown = run("runs", "show", "sft")
     assert shown.exit_code == 1 and "Traceback" not in shown.output
