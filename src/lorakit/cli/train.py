@@ -110,7 +110,8 @@ def _exit_as(outcome: Any) -> None:
 def _report(outcome: Any) -> None:
     metrics = outcome.metrics
     click.echo(f"\n{outcome.status}: {outcome.run_dir}")
-    summary = [f"train_loss {metrics['train_loss']:.4f}" if metrics.get("train_loss") is not None else "",
+    summary = [f"train_loss {metrics['train_loss']:.4f} (last step {metrics['train_loss_last']:.4f})"
+               if metrics.get("train_loss") is not None else "",
                f"eval_loss {metrics['eval_loss_before_training']:.4f} -> {metrics['eval_loss']:.4f}"
                if "eval_loss" in metrics else "",
                f"{metrics['train_tokens_per_second']:.0f} tokens/s", f"{metrics['train_runtime']:.0f} s"]

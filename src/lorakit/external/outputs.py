@@ -25,6 +25,7 @@ OWN_FOLDERS = {"files"}
 # sd-scripts (ss_*) and the modelspec standard: what a LoRA file says about how it was trained.
 METADATA_PREFIXES = ("ss_", "modelspec.")
 LOSS_TAGS = ("loss/current", "loss/average", "train/loss", "loss", "train_loss")
+METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_./-]{0,63}")  # train_loss, eval_loss, eval_rewards/accuracies
 SAMPLE = re.compile(r"_(\d{6})_(\d{2})_")  # sd-scripts: <name>_<step:06d>_<prompt:02d>_<time>[_<seed>].png
 
 
@@ -98,6 +99,25 @@ def gather_curve(run: RunFolder, total_steps: int | None) -> list[dict[str, Any]
     if history and not (run_dir / "training_loss.png").exists():  # never over the trainer's own plot
         plot_loss(run_dir / "training_loss.png", history, [])
     return history
+
+
+def trainer_results(run_dir: Path) -> dict[str, float]:
+    """The numbers of the trainer's own all_results.json (the Hugging Face Trainer's, which LLaMA-Factory writes:
+    train_loss as the mean over the run, eval_loss...). The file is the trainer's, so only finite numbers under
+    plain names are taken, and an unreadable file gives nothing."""
+    import json
+    import math
+
+    path = run_dir / "all_results.json"
+    try:
+        found = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, ValueError):
+        log.warning("%s: not readable as JSON; its numbers are left out of the manifest", path)
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {k: float(v) for k, v in found.items() if isinstance(k, str) and METRIC_NAME.fullmatch(k)
+            and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def latest_samples(run_dir: Path) -> list[str]:

@@ -22,7 +22,13 @@ from lorakit.config.schema import is_folder_name
 from lorakit.errors import ConfigError
 from lorakit.external.facts import find_python, interpreter_facts
 from lorakit.external.oom import out_of_memory
-from lorakit.external.outputs import describe_outputs, gather_curve, latest_samples, models_metadata
+from lorakit.external.outputs import (
+    describe_outputs,
+    gather_curve,
+    latest_samples,
+    models_metadata,
+    trainer_results,
+)
 from lorakit.external.render import (
     FORMATS,
     dotted,
@@ -305,9 +311,11 @@ def _record_outputs(run: RunFolder, trainer: TrainerSection, steps: int | None) 
     models = model_files(run_dir, tuple(trainer.outputs))
     outputs = describe_outputs(run_dir)
     history = gather_curve(run, steps)
-    metrics = dict(run.data.get("metrics") or {})
-    if history:
-        metrics.update(train_loss=history[-1]["loss"], train_steps=history[-1]["step"])
+    metrics = {**(run.data.get("metrics") or {}), **trainer_results(run_dir)}
+    if history:  # the trainer's own train_loss (the Trainer's: the mean over the run) wins over the curve's
+        losses = [h["loss"] for h in history]
+        metrics.setdefault("train_loss", sum(losses) / len(losses))
+        metrics.update(train_loss_last=losses[-1], train_steps=history[-1]["step"])
     run.update(outputs=outputs, models=[p.relative_to(run_dir).as_posix() for p in models],
                     model_metadata=models_metadata(run_dir, models), samples=latest_samples(run_dir),
                     metrics=metrics)

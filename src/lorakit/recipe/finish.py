@@ -35,10 +35,12 @@ class TrainOutcome:
 
 
 def run_metrics(session: Session, result: LoopResult) -> tuple[dict[str, Any], dict[str, Any]]:
-    """train_results.json and eval_results.json, by the Trainer's names, plus the best step and metric."""
+    """train_results.json and eval_results.json, by the Trainer's names and meanings (train_loss: the mean over
+    the run, as LLaMA-Factory's files hold it; train_loss_last: the last step's), plus the best step and metric."""
     steps = session.steps
     train = {"epoch": steps[result.steps_done - 1].epoch if result.steps_done else 0.0,
-             "train_loss": result.final_loss, "train_runtime": round(result.seconds, 2),
+             "train_loss": result.mean_loss, "train_loss_last": result.final_loss,
+             "train_runtime": round(result.seconds, 2),
              "train_steps": result.steps_done, "train_tokens": result.trained_tokens,
              "train_supervised_tokens": result.supervised_tokens, "train_computed_tokens": result.computed_tokens,
              "train_tokens_per_second": round(result.tokens_per_second(result.seconds), 1),

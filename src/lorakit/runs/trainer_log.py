@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.config.schema import PAIR_STATS
-from lorakit.schedule import due
-from lorakit.train.callbacks import eval_values
+from lorakit.train.callbacks import LoggedMeans, eval_values
 
 FILE = "trainer_log.jsonl"
 
@@ -80,7 +79,7 @@ class JsonlMetrics:
 
     def __init__(self, path: Path, log_every: int) -> None:
         self.path = path
-        self.log_every = log_every
+        self.means = LoggedMeans(log_every)
         self.total_steps = 0
         self._file = None
 
@@ -103,8 +102,9 @@ class JsonlMetrics:
             "remaining_time": _hms(m["remaining_s"]),
         }
 
-    def on_step_end(self, metrics: dict[str, Any]) -> None:
-        if not due(metrics["step"], self.log_every) and metrics["step"] != metrics["total_steps"]:
+    def on_step_end(self, step_metrics: dict[str, Any]) -> None:
+        metrics = self.means.add(step_metrics)  # the loss: the mean since the last line, as LLaMA-Factory's
+        if metrics is None:
             return
         self._write({**self._base(metrics), "loss": round(metrics["loss"], 6), "lr": metrics["lr"],
                      "grad_norm": round(metrics["grad_norm"], 6),

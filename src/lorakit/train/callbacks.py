@@ -11,9 +11,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from lorakit.config.schema import PAIR_STATS
 from lorakit.schedule import due
 
 log = logging.getLogger(__name__)
+
+AVERAGED = ("loss", *PAIR_STATS)  # grad_norm, lr and tokens/s are the logged step's own, as in the Trainer
 
 
 class Callback(Protocol):
@@ -22,6 +25,28 @@ class Callback(Protocol):
     def on_evaluate(self, metrics: dict[str, Any]) -> None: ...  # eval_loss and any eval_* metric
     def on_samples(self, step: int, samples: list[dict[str, str]]) -> None: ...  # {"prompt", "output"}
     def on_train_end(self, status: str) -> None: ...
+
+
+class LoggedMeans:
+    """The loss (and a preference step's pair statistics) of a logged step as the Hugging Face trainer logs it:
+    the mean over the steps since the last logged one, not that one step's, so a curve logged every 10 steps is
+    LLaMA-Factory's curve for the same losses. Every step goes through ``add``; ``due`` steps come out averaged."""
+
+    def __init__(self, log_every: int) -> None:
+        self.log_every = log_every
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, metrics: dict[str, Any]) -> dict[str, Any] | None:
+        """``metrics`` with its means since the last logged step when this step is logged, else None."""
+        for name in (n for n in AVERAGED if isinstance(metrics.get(n), (int, float))):
+            self.sums[name] = self.sums.get(name, 0.0) + metrics[name]
+        self.count += 1
+        if not due(metrics["step"], self.log_every) and metrics["step"] != metrics["total_steps"]:
+            return None
+        logged = {**metrics, **{name: total / self.count for name, total in self.sums.items()}}
+        self.sums, self.count = {}, 0
+        return logged
 
 
 def eval_values(metrics: dict[str, Any]) -> dict[str, float]:
@@ -37,13 +62,14 @@ class LogLines:
     """``step 120/800 | loss 1.234 | lr 2.0e-04 | 3.1k tok/s | mem 7.2 GiB | eta 12m``."""
 
     def __init__(self, log_every: int) -> None:
-        self.log_every = log_every
+        self.means = LoggedMeans(log_every)
 
     def on_train_begin(self, total_steps: int) -> None:
         log.info("training for %d optimizer steps", total_steps)
 
-    def on_step_end(self, m: dict[str, Any]) -> None:
-        if not due(m["step"], self.log_every) and m["step"] != m["total_steps"]:
+    def on_step_end(self, metrics: dict[str, Any]) -> None:
+        m = self.means.add(metrics)
+        if m is None:
             return
         pairs = (f" | acc {m['rewards/accuracies']:.2f} | margin {m['rewards/margins']:.3f}"  # a DPO step
                  if "rewards/accuracies" in m else "")

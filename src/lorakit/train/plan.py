@@ -113,6 +113,11 @@ class LoopResult:
     def final_loss(self) -> float | None:
         return self.history[-1]["loss"] if self.history else None
 
+    @property
+    def mean_loss(self) -> float | None:
+        """The mean of every step's loss, resumed sessions included: the Trainer's train_loss."""
+        return sum(h["loss"] for h in self.history) / len(self.history) if self.history else None
+
 
 def _split(rows: list[Row]) -> list[list[Row]]:
     """One micro-batch as two (by rows, else by the examples of its one row), or as is."""

@@ -156,7 +156,9 @@ def test_llamafactory_style_yaml_and_json_configs_keep_their_format(tmp_path, mo
     for run in (yaml_run, json_run):
         m = manifest_of(run)
         assert m["status"] == "completed" and m["config"]["learning_rate"] == 0.0002
-        assert m["metrics"]["train_loss"] == pytest.approx(1.6) and m["card"] == "CARD.md"
+        assert m["metrics"]["train_loss"] == pytest.approx(1.75) and m["card"] == "CARD.md"  # the trainer's own
+        assert m["metrics"]["train_loss_last"] == pytest.approx(1.6)  # the curve's last step
+        assert m["metrics"]["eval_loss"] == 1.55 and "note" not in m["metrics"]  # the numbers of all_results.json
         assert (run / "README.md").read_text().startswith("---\nlibrary_name: peft")  # the trainer's card, kept
         assert "sft-s4" in (run / "CARD.md").read_text()
 

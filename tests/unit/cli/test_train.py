@@ -57,6 +57,12 @@ def test_train_writes_the_whole_run_folder(tmp_path, tiny_model_dir):
     assert "eval_loss" in log[-1]
     results = json.loads((run / "all_results.json").read_text())
     assert results["eval_loss"] < results["eval_loss_before_training"]
+    logged = [entry["loss"] for entry in log if "loss" in entry]  # each the mean of its 2 steps (log_every 2)
+    assert len(logged) * 2 == results["train_steps"] and len(set(logged)) > 1
+    # the Trainer's meaning, as LLaMA-Factory's files hold it: the mean over the run (equal windows: the mean of
+    # the logged means; rel 1e-5: the log rounds to 6 digits)
+    assert results["train_loss"] == pytest.approx(sum(logged) / len(logged), rel=1e-5)
+    assert isinstance(results["train_loss_last"], float)
     # without packing a micro-batch is one row: nothing padded, the prompt its examples all begin with (the chat
     # template's header) computed once, and only labelled tokens reach the loss
     assert results["train_tokens"] > results["train_computed_tokens"] > results["train_supervised_tokens"] > 0

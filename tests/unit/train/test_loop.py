@@ -131,11 +131,20 @@ def test_ctrl_c_stops_cleanly_and_reports_interrupted(tmp_path):
 
 def test_trainer_log_has_a_line_per_logged_step_and_eval(tmp_path):
     path = tmp_path / "trainer_log.jsonl"
-    train_once(callbacks=[JsonlMetrics(path, log_every=2)], eval_every=4)
+    each_step = []
+    recorder = SimpleNamespace(on_train_begin=lambda total: None, on_train_end=lambda status: None,
+                               on_evaluate=lambda m: None, on_samples=lambda step, samples: None,
+                               on_step_end=lambda m: each_step.append(m["loss"]))
+    train_once(callbacks=[JsonlMetrics(path, log_every=2), recorder], eval_every=4)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     steps = [r["current_steps"] for r in records if "loss" in r]
     evals = [r["current_steps"] for r in records if "eval_loss" in r]
     assert steps == [2, 4, 6]
+    # a line's loss is the mean of the steps since the line before, as the Hugging Face trainer logs it
+    # (abs 1e-6: the log rounds to 6 decimals)
+    assert len(set(each_step)) == 6
+    assert [r["loss"] for r in records if "loss" in r] == pytest.approx(
+        [(each_step[i] + each_step[i + 1]) / 2 for i in (0, 2, 4)], abs=1e-6)
     assert evals == [0, 4, 6]
     for r in records:
         assert {"current_steps", "total_steps", "epoch", "percentage", "elapsed_time", "remaining_time"} <= set(r)

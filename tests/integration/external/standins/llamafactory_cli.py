@@ -27,7 +27,10 @@ def main():
               str(out / "adapter_model.safetensors"))
     (out / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16, "peft_type": "LORA"}))
     (out / "README.md").write_text("---\nlibrary_name: peft\n---\n# LLaMA-Factory's own model card\n")
-    print(f"***** train metrics *****\n  train_loss = {2.0 - 0.1 * steps}\n  lora_target = {config['lora_target']}")
+    mean_loss = sum(2.0 - 0.1 * step for step in range(1, steps + 1)) / steps  # the Trainer's train_loss
+    (out / "all_results.json").write_text(json.dumps({"epoch": 1.0, "eval_loss": 1.55, "train_loss": mean_loss,
+                                                      "train_runtime": 0.1, "note": "text is left out"}))
+    print(f"***** train metrics *****\n  train_loss = {mean_loss}\n  lora_target = {config['lora_target']}")
 
 
 if __name__ == "__main__":
