@@ -281,6 +281,30 @@ def validate(raw: dict[str, Any], key_sources: dict[str, str], sources: Sequence
             from None
 
 
+# lora keys -> adapter_config.json keys: the shape an adapter continued with lora.init_from keeps.
+ADAPTER_SHAPE = {"r": "r", "alpha": "lora_alpha", "use_dora": "use_dora", "use_rslora": "use_rslora"}
+
+
+def inherit_adapter_shape(raw: dict[str, Any], key_sources: dict[str, str]) -> None:
+    """The lora keys of ``ADAPTER_SHAPE`` no layer set are taken from ``lora.init_from``'s adapter_config.json, as
+    PEFT and LLaMA-Factory continue an adapter in its own shape (a key a layer set must still match it: checked
+    when the run starts). Anything unreadable is left to that check to report."""
+    lora = raw.get("lora")
+    if not isinstance(lora, dict) or not isinstance(lora.get("init_from"), str):
+        return
+    path = Path(lora["init_from"]) / "adapter_config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return
+    if not isinstance(saved, dict):
+        return
+    for ours, theirs in ADAPTER_SHAPE.items():
+        if f"lora.{ours}" not in key_sources and theirs in saved:
+            lora[ours] = saved[theirs]
+            key_sources[f"lora.{ours}"] = str(path)
+
+
 def load_config(
     config_file: str | Path,
     overlays: Sequence[str | Path] = (),
@@ -326,6 +350,7 @@ def load_config(
         raise ConfigError("\n".join(problems))
     sources = [str(f) for f in files] + [f"--set {o}" for o in overrides]
     refuse_peer_config(raw, key_sources)
+    inherit_adapter_shape(raw, key_sources)
     config = validate(raw, key_sources, sources)
     run_name = expand_run_name(name or config.output.name or files[0].stem, config, [Path(o).stem for o in overlays])
     if not is_folder_name(run_name):

@@ -238,6 +238,24 @@ def test_continue_from_an_earlier_adapter_and_refuse_a_mismatched_one(tmp_path, 
     assert mismatch.exit_code == 1 and "different shape: r 16 there, lora.r 8 here" in mismatch.output
 
 
+def test_a_continued_adapter_keeps_its_own_shape_where_no_layer_sets_one(tmp_path, tiny_model_dir):
+    """As PEFT and LLaMA-Factory continue an adapter: a config that leaves lora.r and lora.alpha unset continues an
+    r 4 / alpha 8 adapter as one (it failed with "r 4 there, lora.r 16 here"), and records that shape."""
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 1}, lora={"r": 4, "alpha": 8})
+    assert invoke("train", config).exit_code == 0
+    child = tmp_path / "child.yaml"
+    child.write_text(yaml.safe_dump({"model": {"name_or_path": str(tiny_model_dir)},
+                                     "lora": {"init_from": "runs/tiny-v001"},
+                                     "data": {"train": "train.jsonl", "max_length": 64},
+                                     "train": {"max_steps": 1, "micro_batch_size": 2}, "output": {"name": "child"}}))
+    result = invoke("train", child)
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((tmp_path / "runs" / "child-v001" / "manifest.json").read_text())["config"]["lora"]
+    assert (recorded["r"], recorded["alpha"]) == (4, 8)
+    saved = json.loads((tmp_path / "runs" / "child-v001" / "adapter_config.json").read_text())
+    assert (saved["r"], saved["lora_alpha"]) == (4, 8)
+
+
 def test_run_training_accepts_extra_callbacks(tmp_path, tiny_model_dir):
     from lorakit.config import load_config
     from lorakit.recipe.run import run_training
