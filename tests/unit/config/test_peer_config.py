@@ -102,7 +102,7 @@ def test_axolotl_config_imports_with_its_dataset_and_format(tmp_path):
     assert cfg.data.format == "alpaca" and cfg.data.packing and cfg.data.max_length == 512
     assert Path(cfg.data.train[0]).resolve() == (tmp_path / "data.jsonl").resolve()
     wandb = next(line for line in imported.lines if line.key == "wandb_project")
-    assert wandb.outcome == "no equivalent"
+    assert wandb.outcome == "no equivalent"  # a project named: lorakit does not log to W&B
 
 
 @pytest.mark.parametrize(("peer", "cadence", "expected"), [
@@ -157,6 +157,51 @@ def test_axolotl_chat_fields_lorakit_reads_pass_and_the_others_are_reported(tmp_
         reported[name] = sorted(line.key.rsplit(" ", 1)[-1] for line in imported.lines
                                 if line.outcome == "no equivalent")
     assert reported == {"readable": [], "other": ["field_messages", "message_property_mappings", "roles_to_train"]}
+
+
+@pytest.mark.parametrize(("peer", "keys", "expected"), [
+    # axolotl's early stopping (on eval_loss, keeping the best adapter, as axolotl loads the best model at the end)
+    ("axolotl", {"early_stopping_patience": 3}, ("eval_loss", 3, "best")),
+    ("axolotl", {"early_stopping_patience": 2, "metric_for_best_model": "loss"}, ("eval_loss", 2, "best")),
+    # the Hugging Face trainer's keys, which LLaMA-Factory passes on
+    ("llamafactory", {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss"},
+     ("eval_loss", None, "best")),
+    ("axolotl", {"early_stopping_patience": 2, "metric_for_best_model": "eval_exact"}, ("eval_exact", 2, "best")),
+    ("llamafactory", {"load_best_model_at_end": True}, ("eval_loss", None, "best")),
+])
+def test_early_stopping_and_the_best_adapter_import(tmp_path, peer, keys, expected):
+    (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    base = ({"model_name_or_path": "m", "finetuning_type": "lora", "dataset": "data.jsonl", "val_size": 0.1}
+            if peer == "llamafactory" else {"base_model": "m", "adapter": "lora", "datasets": [{"path": "data.jsonl"}],
+                                            "val_set_size": 0.1})
+    source = tmp_path / "peer.yaml"
+    source.write_text(yaml.safe_dump({**base, **keys}))
+    imported = import_config(source, peer, out=tmp_path / "out.yaml")
+    assert not [line for line in imported.lines if line.outcome == "no equivalent"]
+    train = load_config(imported.out).config.train
+    assert (train.selection_metric, train.early_stopping and train.early_stopping.patience, train.keeps) == expected
+
+
+def test_a_best_model_metric_lorakit_does_not_measure_is_reported(tmp_path):
+    (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    source = tmp_path / "lf.yaml"
+    source.write_text(yaml.safe_dump({"model_name_or_path": "m", "dataset": "data.jsonl", "val_size": 0.1,
+                                      "load_best_model_at_end": True, "metric_for_best_model": "eval_accuracy"}))
+    imported = import_config(source, "llamafactory", out=tmp_path / "out.yaml")
+    line = next(line for line in imported.lines if line.key == "metric_for_best_model")
+    assert line.outcome == "no equivalent" and "loss, exact, chrf, typst" in line.detail
+    assert load_config(imported.out).config.train.selection_metric == "eval_loss"  # lorakit's default, said above
+
+
+def test_keys_left_empty_ask_for_nothing_and_a_key_turned_off_is_still_reported(tmp_path):
+    (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    source = tmp_path / "axolotl.yml"
+    source.write_text("base_model: m\nadapter: lora\ndatasets: [{path: data.jsonl}]\nwandb_project:\ndebug:\n"
+                      "special_tokens: {}\ngroup_by_length: false\nneftune_noise_alpha: 5\n")
+    lines = {line.key: line.outcome for line in import_config(source, "axolotl", out=tmp_path / "out.yaml").lines}
+    assert (lines["wandb_project"], lines["debug"], lines["special_tokens"]) == ("dropped",) * 3
+    # false may turn off what is on by default; and a value lorakit cannot follow is said
+    assert (lines["group_by_length"], lines["neftune_noise_alpha"]) == ("no equivalent",) * 2
 
 
 @pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), ("offload", True), ("unsloth", True)])

@@ -33,9 +33,7 @@ def translate(raw: dict[str, Any], source: Path, out_dir: Path, dataset_dir: str
     handled |= _datasets(t, raw, "datasets", "data.train", source, out_dir)
     handled |= _datasets(t, raw, "test_datasets", "data.eval", source, out_dir) | _rest(t, raw)
     handled |= t.common(raw, "lr_scheduler") | t.cadence(raw, float(raw.get("num_epochs") or 1)) | _preference(t, raw)
-    for key in raw:
-        if key not in handled:
-            t.none(key, "lorakit has no setting for it")
+    t.leftovers(raw, handled | t.selection(raw) | t.distributed(raw))
     return t
 
 

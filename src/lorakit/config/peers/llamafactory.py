@@ -30,6 +30,8 @@ DROPPED = {
     "flash_attn": "lorakit picks the attention implementation itself",
     "bf16": "model.dtype auto picks bfloat16 on a GPU (float32 on a CPU)",
     "fp16": "model.dtype auto picks bfloat16 or float16 on a GPU (float32 on a CPU)",
+    "optim": "lorakit trains with AdamW",
+    "use_unsloth": "lorakit runs its own fused LoRA path, not unsloth's",
 }
 # What the Hugging Face trainer and LLaMA-Factory use when the file says nothing, where lorakit differs.
 DEFAULTS = {
@@ -52,9 +54,7 @@ def translate(raw: dict[str, Any], source: Path, out_dir: Path, dataset_dir: str
     handled |= _method(t, raw) | _data(t, raw, source, out_dir, dataset_dir) | _output(t, raw)
     handled |= _training(t, raw) | t.common(raw, "lr_scheduler_type")
     handled |= t.cadence(raw, float(raw.get("num_train_epochs", DEFAULTS["train.epochs"][0])))
-    for key in raw:
-        if key not in handled:
-            t.none(key, "lorakit has no setting for it")
+    t.leftovers(raw, handled | t.selection(raw))
     rank = t.get("lora.r") or DEFAULTS["lora.r"][0]
     t.default("lora.alpha", 2 * rank, "LLaMA-Factory's lora_alpha default: twice the rank")
     for dotted, (value, why) in DEFAULTS.items():
@@ -149,10 +149,9 @@ def _output(t: Translation, raw: dict[str, Any]) -> set[str]:
 
 
 def _training(t: Translation, raw: dict[str, Any]) -> set[str]:
-    for key in ("deepspeed", "fsdp", "fsdp_config"):
-        if raw.get(key):
-            t.none(key, "several GPUs: lorakit launch with launch.nproc and launch.strategy (ddp or fsdp)")
-    return {"deepspeed", "fsdp", "fsdp_config"}
+    if raw.get("train_on_prompt"):
+        t.none("train_on_prompt", "lorakit trains the answers only (plain text rows are trained whole)")
+    return {"train_on_prompt"} | t.distributed(raw)
 
 
 # LLaMA-Factory templates lorakit renders itself (a base model's tokenizer often ships no template).

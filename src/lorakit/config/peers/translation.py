@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorakit.config.train_section import EVAL_METRICS, metric_key
+
 # (the steps key, the strategy keys, lorakit's steps key, lorakit's count an epoch), as both peers write them
 CADENCES = (("eval_steps", ("eval_strategy", "evaluation_strategy"), "train.eval_every", "train.evals_per_epoch"),
             ("save_steps", ("save_strategy",), "train.save_every", "train.saves_per_epoch"))
@@ -88,6 +90,49 @@ class Translation:
         elif scheduler is not None:
             self.none(scheduler_key, f"{scheduler}: lorakit schedules cosine, linear or constant")
         return {"output_dir", scheduler_key}
+
+    def leftovers(self, raw: dict[str, Any], handled: set[str]) -> None:
+        """A line for each key nothing else took: left empty, it asks for nothing (axolotl's examples list
+        ``deepspeed:``, ``wandb_project:``); else lorakit has no setting for it. ``false`` is not empty: a key whose
+        default is on (LLaMA-Factory's ``enable_thinking``) asks for something when turned off."""
+        for key, value in raw.items():
+            if key in handled:
+                continue
+            if value is None or value == "" or value == [] or value == {}:
+                self.drop(key, "left empty, it asks for nothing")
+            else:
+                self.none(key, "lorakit has no setting for it")
+
+    def distributed(self, raw: dict[str, Any]) -> set[str]:
+        for key in ("deepspeed", "fsdp", "fsdp_config"):
+            if raw.get(key):
+                self.none(key, "several GPUs: lorakit launch with launch.nproc and launch.strategy (ddp or fsdp)")
+        return {"deepspeed", "fsdp", "fsdp_config"}
+
+    def selection(self, raw: dict[str, Any]) -> set[str]:
+        """Which adapter is kept and when training stops, as the Hugging Face trainer's keys say it:
+        ``metric_for_best_model``, ``load_best_model_at_end`` and axolotl's ``early_stopping_patience``."""
+        metric = raw.get("metric_for_best_model")
+        chosen = None
+        if metric is not None:
+            name = str(metric).removeprefix("eval_")
+            if name in EVAL_METRICS:
+                chosen = metric_key(name)
+                if name != "loss":  # measured only when asked for, as it generates answers
+                    self.set("train.eval_metrics", ["loss", name], "metric_for_best_model")
+            else:
+                self.none("metric_for_best_model", f"{metric}: lorakit measures {', '.join(EVAL_METRICS)}")
+        patience = raw.get("early_stopping_patience")
+        if isinstance(patience, int) and not isinstance(patience, bool) and patience > 0:
+            stopping = {"patience": patience, **({"metric": chosen} if chosen else {})}
+            self.set("train.early_stopping", stopping, "early_stopping_patience", "the best adapter is kept")
+        elif patience not in (None, False, 0):
+            self.none("early_stopping_patience", f"{patience!r}: not a number of evaluations")
+        elif chosen:
+            self.set("train.best_metric", chosen, "metric_for_best_model")
+        if raw.get("load_best_model_at_end"):
+            self.set("train.keep", "best", "load_best_model_at_end")
+        return {"metric_for_best_model", "early_stopping_patience", "load_best_model_at_end"}
 
     def cadence(self, raw: dict[str, Any], epochs: float) -> set[str]:
         """When to evaluate and save, as the Hugging Face trainer reads it: ``*_strategy: epoch`` is once an epoch;
