@@ -101,6 +101,10 @@ class TrainSection(Section):
         "LLaMA-Factory and axolotl read warmup_steps).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the adapter weights.")
     max_grad_norm: float = Field(1.0, ge=0, description="Clip the gradient norm to this; 0 = no clipping.")
+    neftune_noise_alpha: float | None = Field(
+        None, gt=0, description="NEFTune: uniform noise of alpha / sqrt(length x hidden size) on the input "
+        "embeddings of each trained example (supervised fine-tuning; the Hugging Face trainer's key, which "
+        "LLaMA-Factory and axolotl pass on; 5 is the paper's usual value). Evaluation sees no noise.")
     seed: int = Field(42, description="Seed for the adapter's initialisation and dropout.")
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, about 30% slower."
@@ -184,6 +188,13 @@ class TrainSection(Section):
             parse_memory_size(value)  # type: ignore[arg-type]
             return str(value)
         return value
+
+    @model_validator(mode="after")
+    def _noise_for_supervised_steps(self) -> TrainSection:
+        if self.neftune_noise_alpha and self.method == "dpo":
+            raise ValueError("train.neftune_noise_alpha applies to supervised fine-tuning; unset it for "
+                             "train.method: dpo")
+        return self
 
     @model_validator(mode="after")
     def _one_cadence(self) -> TrainSection:

@@ -198,7 +198,7 @@ def _loss_module(model: PeftModel, cfg: RunConfig) -> SupervisedLoss:
         from lorakit.train.preference import PreferenceLoss
 
         return PreferenceLoss(model, cfg.dpo)
-    return SupervisedLoss(model)
+    return SupervisedLoss(model, cfg.train.neftune_noise_alpha)
 
 
 def _adapted_model(resolved: ResolvedModel, cfg: RunConfig, device_type: str) -> PeftModel:

@@ -117,24 +117,33 @@ def causal_lm_parts(model: Any) -> tuple[Any, torch.nn.Linear, float | None]:
     return lm.get_decoder(), lm.get_output_embeddings(), softcap
 
 
-def batch_loss(model: Any, batch: dict[str, torch.Tensor], chunk_tokens: int) -> torch.Tensor:
-    """Summed next-token loss of one padding-free batch (see ``lorakit.data.packing``).
+def batch_loss(model: Any, batch: dict[str, torch.Tensor], chunk_tokens: int,
+               noise_alpha: float | None = None) -> torch.Tensor:
+    """Summed next-token loss of one padding-free batch (see ``lorakit.data.packing``); ``noise_alpha``: NEFTune's
+    noise on the input embeddings (``lorakit.train.neftune``).
 
     The supervised positions are indexed with ``batch["target_index"]``, built on the host, so
     gathering them needs no device-to-host sync.
     """
-    hidden, targets, head, softcap = supervised_states(model, batch)
+    hidden, targets, head, softcap = supervised_states(model, batch, noise_alpha)
     return chunked_head_loss(hidden, head, targets, chunk_tokens, softcap)
 
 
-def supervised_states(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Any, Any]:
+def supervised_states(model: Any, batch: dict[str, torch.Tensor],
+                      noise_alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor, Any, Any]:
     """The decoder's hidden states at the batch's supervised positions, their targets, the head and soft-cap."""
     decoder, head, softcap = causal_lm_parts(model)
-    extra = {"lorakit_segments": batch["segments"]} if uses_segments(model) else {}
+    extra: dict[str, Any] = {"lorakit_segments": batch["segments"]} if uses_segments(model) else {}
+    if noise_alpha:
+        from lorakit.train.neftune import with_noise
+
+        embedded = decoder.get_input_embeddings()(batch["input_ids"])  # scaled as the decoder scales it (Gemma)
+        extra["inputs_embeds"] = with_noise(embedded, batch["segments"], noise_alpha)
+    else:
+        extra["input_ids"] = batch["input_ids"]
     # No KV cache: with one, transformers skips the packed-sequence mask and attention would leak
     # across example borders.
-    hidden = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
-                     **extra).last_hidden_state
+    hidden = decoder(position_ids=batch["position_ids"], use_cache=False, **extra).last_hidden_state
     index = batch["target_index"]
     hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
     targets = batch["targets"].reshape(-1).index_select(0, index)
@@ -148,15 +157,16 @@ class SupervisedLoss(torch.nn.Module):
     the wrapper's forward, so the loss must be computed *through* it, not on the inner model.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, noise_alpha: float | None = None) -> None:
         super().__init__()
         self.model = model
+        self.noise_alpha = noise_alpha  # NEFTune's, on training steps only
         # What FSDP's transformer-based wrapping looks for: the decoder layer classes.
         lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._no_split_modules = getattr(lm, "_no_split_modules", None)
 
     def forward(self, batch: dict[str, torch.Tensor], chunk_tokens: int) -> torch.Tensor:
-        return batch_loss(self.model, batch, chunk_tokens)
+        return batch_loss(self.model, batch, chunk_tokens, self.noise_alpha if self.training else None)
 
 
 def as_loss_module(model: Any) -> torch.nn.Module:

@@ -84,6 +84,9 @@ CASES = [
                                                 "train.early_stopping.metric=exact"],
          "train.early_stopping.metric: exact is not computed: add it to train.eval_metrics", 2),
     # a rule between keys: where each key it names was set, not the whole section it was checked on
+    Case("neftune with dpo", ["train", "good.yaml", "--set", "train.method=dpo", "--set",
+                              "train.neftune_noise_alpha=5"],
+         "train.neftune_noise_alpha applies to supervised fine-tuning; unset it for train.method: dpo", 2),
     Case("keep best without evaluation", ["train", "good.yaml", "--set", "train.keep=best"],
          "train.keep: best needs validation data: set data.eval or data.val_size [train.keep from --set "
          "train.keep=best]", 2),

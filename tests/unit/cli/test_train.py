@@ -238,6 +238,20 @@ def test_continue_from_an_earlier_adapter_and_refuse_a_mismatched_one(tmp_path, 
     assert mismatch.exit_code == 1 and "different shape: r 16 there, lora.r 8 here" in mismatch.output
 
 
+def test_neftune_noise_reaches_the_training_steps_and_not_the_evaluation(tmp_path, tiny_model_dir):
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 1, "log_every": 1})
+    for name, extra in (("plain", []), ("noisy", ["--set", "train.neftune_noise_alpha=5"])):
+        assert invoke("train", config, "--name", name, *extra).exit_code == 0
+    logs = {name: [json.loads(line) for line in (tmp_path / "runs" / f"{name}-v001" / "trainer_log.jsonl")
+                   .read_text().splitlines()] for name in ("plain", "noisy")}
+    before = {name: next(e["eval_loss"] for e in log if "eval_loss" in e) for name, log in logs.items()}
+    first = {name: next(e["loss"] for e in log if "loss" in e) for name, log in logs.items()}
+    assert before["plain"] == before["noisy"]  # step 0's evaluation: the same model, no noise
+    assert first["plain"] != first["noisy"]  # the first step's own loss: computed on noisy embeddings
+    recorded = json.loads((tmp_path / "runs" / "noisy-v001" / "manifest.json").read_text())["config"]["train"]
+    assert recorded["neftune_noise_alpha"] == 5
+
+
 def test_a_continued_adapter_keeps_its_own_shape_where_no_layer_sets_one(tmp_path, tiny_model_dir):
     """As PEFT and LLaMA-Factory continue an adapter: a config that leaves lora.r and lora.alpha unset continues an
     r 4 / alpha 8 adapter as one (it failed with "r 4 there, lora.r 16 here"), and records that shape."""

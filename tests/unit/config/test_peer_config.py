@@ -197,11 +197,12 @@ def test_keys_left_empty_ask_for_nothing_and_a_key_turned_off_is_still_reported(
     (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
     source = tmp_path / "axolotl.yml"
     source.write_text("base_model: m\nadapter: lora\ndatasets: [{path: data.jsonl}]\nwandb_project:\ndebug:\n"
-                      "special_tokens: {}\ngroup_by_length: false\nneftune_noise_alpha: 5\n")
+                      "special_tokens: {}\ngroup_by_length: false\nlisa_n_layers: 4\nneftune_noise_alpha: 5\n")
     lines = {line.key: line.outcome for line in import_config(source, "axolotl", out=tmp_path / "out.yaml").lines}
     assert (lines["wandb_project"], lines["debug"], lines["special_tokens"]) == ("dropped",) * 3
     # false may turn off what is on by default; and a value lorakit cannot follow is said
-    assert (lines["group_by_length"], lines["neftune_noise_alpha"]) == ("no equivalent",) * 2
+    assert (lines["group_by_length"], lines["lisa_n_layers"]) == ("no equivalent",) * 2
+    assert lines["neftune_noise_alpha"] == "mapped"  # train.neftune_noise_alpha
 
 
 @pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), ("offload", True), ("unsloth", True)])

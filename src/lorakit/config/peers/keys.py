@@ -70,6 +70,7 @@ KEYS: tuple[PeerKey, ...] = (
     PeerKey("train.weight_decay", ("weight_decay",), ("weight_decay",)),
     PeerKey("train.max_grad_norm", ("max_grad_norm",), ("max_grad_norm",)),
     PeerKey("train.seed", ("seed",), ("seed",)),
+    PeerKey("train.neftune_noise_alpha", ("neftune_noise_alpha",), ("neftune_noise_alpha",)),
     PeerKey("train.gradient_checkpointing", axolotl=("gradient_checkpointing",),
             note="true or false (axolotl's offload: true, recomputed rather than offloaded)", copied=False),
     PeerKey("train.scheduler", ("lr_scheduler_type",), ("lr_scheduler",), note="cosine, linear or constant",
