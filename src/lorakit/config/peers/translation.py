@@ -78,7 +78,10 @@ class Translation:
         return set(reasons)
 
     def common(self, raw: dict[str, Any], scheduler_key: str) -> set[str]:
-        """The keys both peers write the same way: output_dir, the scheduler."""
+        """The keys both peers write the same way: output_dir, the scheduler, resume_from_checkpoint."""
+        if raw.get("resume_from_checkpoint"):
+            self.none("resume_from_checkpoint", "a config starts a new run; lorakit train --resume RUN continues one "
+                      "from its resume state (train.resumable)")
         if raw.get("output_dir"):
             path = Path(str(raw["output_dir"]))
             self.set("output.dir", str(path.parent) if str(path.parent) != "." else "runs", "output_dir",
@@ -89,7 +92,7 @@ class Translation:
             self.set("train.scheduler", SCHEDULERS[scheduler], scheduler_key)
         elif scheduler is not None:
             self.none(scheduler_key, f"{scheduler}: lorakit schedules cosine, linear or constant")
-        return {"output_dir", scheduler_key}
+        return {"output_dir", scheduler_key, "resume_from_checkpoint"}
 
     def leftovers(self, raw: dict[str, Any], handled: set[str]) -> None:
         """A line for each key nothing else took: left empty, it asks for nothing (axolotl's examples list
