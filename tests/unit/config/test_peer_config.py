@@ -202,12 +202,12 @@ def test_keys_left_empty_ask_for_nothing_and_a_key_turned_off_is_still_reported(
     assert (lines["wandb_project"], lines["debug"], lines["special_tokens"]) == ("dropped",) * 3
     # false may turn off what is on by default; and a value lorakit cannot follow is said
     assert (lines["group_by_length"], lines["lisa_n_layers"]) == ("no equivalent",) * 2
+    assert lines["neftune_noise_alpha"] == "mapped"  # train.neftune_noise_alpha
     resumed = tmp_path / "resumed.yml"
     resumed.write_text(source.read_text() + "resume_from_checkpoint: out/checkpoint-9\n")
-    lines = import_config(resumed, "axolotl", out=tmp_path / "resumed.yaml").lines
-    line = next(line for line in lines if line.key == "resume_from_checkpoint")
-    assert line.outcome == "no equivalent" and "lorakit train --resume" in line.detail
-    assert lines["neftune_noise_alpha"] == "mapped"  # train.neftune_noise_alpha
+    said = next(line for line in import_config(resumed, "axolotl", out=tmp_path / "resumed.yaml").lines
+                if line.key == "resume_from_checkpoint")
+    assert said.outcome == "no equivalent" and "lorakit train --resume" in said.detail
 
 
 @pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), ("offload", True), ("unsloth", True)])
