@@ -46,8 +46,19 @@ def register(name: str) -> Callable[[Format], Format]:
 
 
 def _require(row: Mapping[str, Any], fmt: str, *keys: str) -> None:
-    if missing := [k for k in keys if not isinstance(row.get(k), str)]:
+    if missing := [k for k in keys if k not in row]:
         raise DataError(f"{fmt} row needs string fields {missing}; it has {sorted(row)}")
+    if wrong := [k for k in keys if not isinstance(row[k], str)]:
+        kinds = ", ".join(f"{k} is {_kind(row[k])}" for k in wrong)
+        raise DataError(f"{fmt} row needs string fields {wrong}; {kinds}")
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in a message: null, a number 5, a list..."""
+    if value is None:
+        return "null"
+    shown = repr(value)
+    return f"{type(value).__name__} {shown if len(shown) <= 40 else shown[:37] + '...'}"
 
 
 def _unread(row: Mapping[str, Any], read: set[str]) -> set[str]:

@@ -40,7 +40,10 @@ def test_each_format_is_detected_and_converted(name, row, turns):
     ("messages", {"messages": [{"role": "user", "content": 5}]}, "content must be a string"),
     ("messages", {"messages": [{"from": "human", "text": "x"}]}, r"messages\[0\].role must be one of"),
     ("prompt_completion", {"prompt": "q", "completion": ["a"]}, "both strings or both lists"),
-    ("text", {"text": None}, r"needs string fields \['text'\]"),
+    ("text", {"text": None}, r"needs string fields \['text'\]; text is null"),
+    # a field that is there, of another type: said as such, not as missing among the fields it lists
+    ("alpaca", {"instruction": 5, "output": "x"}, r"needs string fields \['instruction'\]; instruction is int 5$"),
+    ("alpaca", {"instruction": "q"}, r"needs string fields \['output'\]; it has \['instruction'\]"),
 ])
 def test_bad_rows_say_what_is_wrong(name, row, message):
     with pytest.raises(DataError, match=message):
