@@ -226,6 +226,29 @@ def test_check_runs_the_gguf_in_llama_cpp_and_it_agrees(trained, tmp_path, quant
     assert check_line(result.output) >= (0.99 if quant == "f16" else 0.95)
 
 
+def test_the_check_judges_the_positions_where_the_adapters_choice_is_clear():
+    from lorakit.infer.export.check import NEAR_TIE, compare
+
+    rng = np.random.default_rng(0)
+    expected = (4 * rng.normal(size=(100, 50))).astype(np.float32)  # logits spread as a model's: some ties
+    first, second = np.sort(expected, axis=-1)[:, -1], np.sort(expected, axis=-1)[:, -2]
+    ties = np.flatnonzero(first - second < NEAR_TIE["q8_0"])
+    clear = np.flatnonzero(first - second >= NEAR_TIE["q8_0"])
+    assert len(ties) >= 10 and len(clear) >= 50  # the draw has both kinds (seeded)
+
+    def flipped(rows):  # the export's logits: the adapter's runner-up made first at those positions
+        got = expected.copy()
+        for row in rows:
+            got[row, np.argsort(expected[row])[-2]] = first[row] + 0.01
+        return got
+
+    near = compare([expected], [flipped(ties)], "llama.cpp", "q8_0")
+    assert near.top1_agreement < 0.95 and near.passed  # rounding at near-ties: either token is the adapter's
+    broken = compare([expected], [flipped(clear[: len(clear) // 10])], "llama.cpp", "q8_0")
+    assert broken.top1_agreement >= 0.90 and not broken.passed  # a tenth of the clear choices changed
+    assert "FAILED" in broken.line() and f"of the {len(clear)} where" in broken.line()
+
+
 def test_q4_k_m_comes_from_llama_cpps_quantiser(trained, tmp_path):
     pytest.importorskip("llama_cpp")
     import gguf
