@@ -54,7 +54,7 @@ def _require(row: Mapping[str, Any], fmt: str, *keys: str) -> None:
 
 
 def _kind(value: Any) -> str:
-    """What a JSON value is, in a message: null, a number 5, a list..."""
+    """What a JSON value is, in a message: null, int 5, list [1, 2]..."""
     if value is None:
         return "null"
     shown = repr(value)

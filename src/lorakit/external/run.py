@@ -311,7 +311,7 @@ def _record_outputs(run: RunFolder, trainer: TrainerSection, steps: int | None) 
     models = model_files(run_dir, tuple(trainer.outputs))
     outputs = describe_outputs(run_dir)
     history = gather_curve(run, steps)
-    metrics = {**(run.data.get("metrics") or {}), **trainer_results(run_dir)}
+    metrics = trainer_results(run_dir)  # what this attempt's trainer wrote; nothing kept from an earlier one
     if history:  # the trainer's own train_loss (the Trainer's: the mean over the run) wins over the curve's
         losses = [h["loss"] for h in history]
         metrics.setdefault("train_loss", sum(losses) / len(losses))
