@@ -52,7 +52,7 @@ def check_init_from_shape(section: LoraSection) -> Path:
     if not (source / "adapter_config.json").is_file():
         raise ModelError(f"lora.init_from: no adapter_config.json in {source}; "
                          "point it at a run folder or a PEFT adapter folder")
-    saved = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
+    saved = _adapter_config(source)
     wanted = section.model_dump()
     differ = [f"{key} {saved.get(key)} there, lora.{ours} {wanted[ours]} here"
               for key, ours in _SHAPE_KEYS.items() if saved.get(key, False) != wanted[ours]]
@@ -60,6 +60,23 @@ def check_init_from_shape(section: LoraSection) -> Path:
         raise ModelError(f"lora.init_from: the adapter in {source} has a different shape: {'; '.join(differ)}; "
                          "set these lora keys to match the adapter you continue from")
     return source
+
+
+def _adapter_config(source: Path) -> dict[str, Any]:
+    """``source``'s adapter_config.json as a dict.
+
+    Raises:
+        ModelError: the file is not a JSON object, naming it.
+    """
+    path = source / "adapter_config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelError(f"lora.init_from: {path} is not readable as JSON ({e}); point lora.init_from at a run "
+                         "folder or a PEFT adapter folder") from None
+    if not isinstance(saved, dict):
+        raise ModelError(f"lora.init_from: {path} holds a {type(saved).__name__}, not a PEFT adapter config")
+    return saved
 
 
 def check_init_from(section: LoraSection, identity: dict[str, Any], names: set[str]) -> dict[str, Any]:
@@ -87,7 +104,7 @@ def check_init_from(section: LoraSection, identity: dict[str, Any], names: set[s
         parent.update(run=manifest.get("name", source.name), status=manifest.get("status"),
                       config_sha256=manifest.get("config_sha256"))
     else:
-        saved = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
+        saved = _adapter_config(source)
         base = str(saved.get("base_model_name_or_path") or "")
         known = {n for name in names for n in (name, Path(name).name)}
         if base and base not in known and Path(base).name not in known:

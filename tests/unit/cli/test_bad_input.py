@@ -179,6 +179,11 @@ CASES = [
     Case("nf4 on cpu", ["train", "good.yaml", "--set", "model.quantization=nf4"], "needs a CUDA GPU"),
     Case("init_from missing", ["train", "good.yaml", "--set", "lora.init_from=runs/old-v001"],
          "lora.init_from: no adapter_config.json in runs/old-v001"),
+    Case("init_from not json", ["train", "good.yaml", "--set", "lora.init_from=old"],
+         "lora.init_from: old/adapter_config.json is not readable as JSON", 1, {"old/adapter_config.json": "{r: 8"}),
+    Case("init_from a list", ["train", "good.yaml", "--set", "lora.init_from=old"],
+         "lora.init_from: old/adapter_config.json holds a list, not a PEFT adapter config", 1,
+         {"old/adapter_config.json": "[8]"}),
     Case("init_from shape", ["train", "good.yaml", "--set", f"lora.init_from={RUN}", "--set", "lora.r=4"],
          "has a different shape: r 16 there, lora.r 4 here"),
     # -- runs, infer, eval, export ------------------------------------------------------------------------------
