@@ -53,6 +53,8 @@ def check_init_from_shape(section: LoraSection) -> Path:
         raise ModelError(f"lora.init_from: no adapter_config.json in {source}; "
                          "point it at a run folder or a PEFT adapter folder")
     saved = _adapter_config(source)
+    if (source / "manifest.json").is_file():  # read again once the base model is known; broken, said now
+        _json_object(source / "manifest.json", "a lorakit run manifest")
     wanted = section.model_dump()
     differ = [f"{key} {saved.get(key)} there, lora.{ours} {wanted[ours]} here"
               for key, ours in _SHAPE_KEYS.items() if saved.get(key, False) != wanted[ours]]
@@ -63,19 +65,22 @@ def check_init_from_shape(section: LoraSection) -> Path:
 
 
 def _adapter_config(source: Path) -> dict[str, Any]:
-    """``source``'s adapter_config.json as a dict.
+    return _json_object(source / "adapter_config.json", "a PEFT adapter config")
+
+
+def _json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file of the ``lora.init_from`` folder as a dict.
 
     Raises:
         ModelError: the file is not a JSON object, naming it.
     """
-    path = source / "adapter_config.json"
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ModelError(f"lora.init_from: {path} is not readable as JSON ({e}); point lora.init_from at a run "
                          "folder or a PEFT adapter folder") from None
     if not isinstance(saved, dict):
-        raise ModelError(f"lora.init_from: {path} holds a {type(saved).__name__}, not a PEFT adapter config")
+        raise ModelError(f"lora.init_from: {path} holds a {type(saved).__name__}, not {what}")
     return saved
 
 
@@ -96,7 +101,7 @@ def check_init_from(section: LoraSection, identity: dict[str, Any], names: set[s
     manifest_path = source / "manifest.json"
     parent: dict[str, Any] = {"path": str(source.resolve()), "name": source.name}
     if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = _json_object(manifest_path, "a lorakit run manifest")
         theirs = manifest.get("base_model") or {}
         if not same_base_model(theirs, identity):
             raise ModelError(f"lora.init_from: {source.name} was trained on {_describe(theirs)}, "

@@ -184,6 +184,9 @@ CASES = [
     Case("init_from a list", ["train", "good.yaml", "--set", "lora.init_from=old"],
          "lora.init_from: old/adapter_config.json holds a list, not a PEFT adapter config", 1,
          {"old/adapter_config.json": "[8]"}),
+    Case("init_from manifest broken", ["train", "good.yaml", "--set", "lora.init_from=old"],
+         "lora.init_from: old/manifest.json is not readable as JSON", 1,
+         {"old/adapter_config.json": '{"r": 16, "lora_alpha": 32}', "old/manifest.json": "{broken"}),
     Case("init_from shape", ["train", "good.yaml", "--set", f"lora.init_from={RUN}", "--set", "lora.r=4"],
          "has a different shape: r 16 there, lora.r 4 here"),
     # -- runs, infer, eval, export ------------------------------------------------------------------------------
