@@ -67,14 +67,26 @@ def adapter_folder(ref: str, runs_dir: Path) -> Path:
 
 def run_sections(folder: Path) -> tuple[dict[str, Any] | None, ModelSection, DataSection, str]:
     """(manifest, model section, data section, base model path) of a run, or of a plain PEFT adapter folder."""
+    from lorakit.runs.catalog import read_manifest
+
     manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else None
+    manifest = read_manifest(folder) if manifest_path.is_file() else None
     if manifest is not None:
-        config = manifest["config"]
+        config = manifest.get("config")
+        if not isinstance(config, dict) or not isinstance(config.get("model"), dict) or \
+                not isinstance(config.get("data"), dict):
+            raise RunError(f"{manifest_path}: records no model and data config; not a lorakit training run")
         model_section = ModelSection.model_validate(config["model"])
         data = DataSection.model_validate({**config["data"], "train": config["data"]["train"] or ["-"]})
         return manifest, model_section, data, manifest.get("base_model_path") or model_section.name_or_path
-    base_path = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+    try:
+        adapter_config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RunError(f"{folder / 'adapter_config.json'}: not readable as JSON ({e})") from None
+    if not isinstance(adapter_config, dict):
+        raise RunError(f"{folder / 'adapter_config.json'}: holds a {type(adapter_config).__name__}, not a PEFT "
+                       "adapter config")
+    base_path = str(adapter_config.get("base_model_name_or_path") or "")
     return None, ModelSection(name_or_path=base_path), DataSection(train=["-"]), base_path
 
 

@@ -39,11 +39,14 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     """A run's manifest, read only (changes go through ``RunFolder``)."""
     path = run_dir / MANIFEST_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{run_dir}: not a lorakit run (no manifest.json)") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{path}: unreadable ({e})") from None
+    if not isinstance(manifest, dict):
+        raise RunError(f"{path}: holds a {type(manifest).__name__}, not a lorakit run manifest")
+    return manifest
 
 
 def find_run(ref: str, runs_dir: Path) -> Path:
