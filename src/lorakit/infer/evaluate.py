@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -152,6 +153,23 @@ def _reference_caps(adapter: LoadedAdapter, cases: Sequence[EvalCase]) -> list[i
             for c in cases]
 
 
+def _earlier_results(path: Path) -> dict[str, Any]:
+    """What eval_results.json holds already (another trainer's keys too, kept). One that is not a JSON object is
+    moved aside, not written over: the evaluation just made is not lost to it, and neither is the file."""
+    if not path.is_file():
+        return {}
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        found = None
+    if isinstance(found, dict):
+        return found
+    aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.rename(aside)
+    log.warning("%s is not a JSON object; kept as %s and a new one written", path, aside.name)
+    return {}
+
+
 def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, float]],
            predictions: dict[str, list[str]], cases: Sequence[EvalCase], engine: str = Engine.TRANSFORMERS) -> None:
     """Save results into the run's eval_results.json, manifest and model card, and predictions beside them
@@ -165,8 +183,7 @@ def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, floa
     stem = data.stem if engine == Engine.TRANSFORMERS else f"{data.stem}.llamacpp"
     key = f"eval_{stem}"
     path = folder / "eval_results.json"
-    existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    write_json_atomic(path, {**existing, key: results})
+    write_json_atomic(path, {**_earlier_results(path), key: results})
     generated = {label: preds for label, preds in predictions.items() if preds}
     if generated:
         out = folder / "eval" / f"{stem}.jsonl"

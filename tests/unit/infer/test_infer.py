@@ -129,6 +129,16 @@ def test_eval_of_the_loss_alone_records_it_and_keeps_the_answers_an_earlier_eval
     assert (run / "eval" / "dev.jsonl").read_text() == predictions  # the earlier answers, not emptied
 
 
+def test_an_eval_results_file_that_is_no_json_object_is_kept_aside_and_the_evaluation_recorded(run, tmp_path):
+    write_jsonl(tmp_path / "dev.jsonl", [{"tex": "x = y", "typst": "x = y"}])
+    (run / "eval_results.json").write_text("[not what lorakit writes]")
+    result = cli_run("eval", "tiny", "--data", tmp_path / "dev.jsonl", "--metrics", "loss")
+    assert result.exit_code == 0, result.output  # it crashed after the evaluation, which was lost
+    assert json.loads((run / "eval_results.json").read_text())["eval_dev"]["adapter"]["cases"] == 1
+    kept = list(run.glob("eval_results.json.unreadable-*"))
+    assert len(kept) == 1 and kept[0].read_text() == "[not what lorakit writes]"
+
+
 def test_merged_export_equals_base_plus_adapter(run, tmp_path):
     from transformers import AutoModelForCausalLM
 
