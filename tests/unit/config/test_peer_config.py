@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from lorakit.cli.main import cli
 from lorakit.config.load import load_config
-from lorakit.config.peers.importer import import_config
+from lorakit.config.peers.importer import Imported, import_config
 from lorakit.data.dataset import load_conversations
 from lorakit.errors import ConfigError
 
@@ -119,14 +119,19 @@ def test_axolotl_config_imports_with_its_dataset_and_format(tmp_path):
     ("llamafactory", {"warmup_steps": 20}, {"warmup_steps": 20}),
 ])
 def test_eval_and_save_steps_import_as_steps_or_as_a_count_an_epoch(tmp_path, peer, cadence, expected):
+    train = load_config(import_with(tmp_path, peer, cadence).out).config.train
+    assert {key: getattr(train, key) for key in expected} == expected
+
+
+def import_with(tmp_path: Path, peer: str, keys: dict) -> Imported:
+    """A minimal config of ``peer`` (one local alpaca file, a tenth held out) with ``keys``, imported."""
     (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
     base = ({"model_name_or_path": "m", "finetuning_type": "lora", "dataset": "data.jsonl", "val_size": 0.1}
             if peer == "llamafactory" else {"base_model": "m", "adapter": "lora", "datasets": [{"path": "data.jsonl"}],
                                             "val_set_size": 0.1})
     source = tmp_path / "peer.yaml"
-    source.write_text(yaml.safe_dump({**base, **cadence}))
-    train = load_config(import_config(source, peer, out=tmp_path / "out.yaml").out).config.train
-    assert {key: getattr(train, key) for key in expected} == expected
+    source.write_text(yaml.safe_dump({**base, **keys}))
+    return import_config(source, peer, out=tmp_path / "out.yaml")
 
 
 @pytest.mark.parametrize("cadence", [{"eval_steps": 0.3}, {"eval_steps": 0.25, "max_steps": 100}])
@@ -170,13 +175,7 @@ def test_axolotl_chat_fields_lorakit_reads_pass_and_the_others_are_reported(tmp_
     ("llamafactory", {"load_best_model_at_end": True}, ("eval_loss", None, "best")),
 ])
 def test_early_stopping_and_the_best_adapter_import(tmp_path, peer, keys, expected):
-    (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
-    base = ({"model_name_or_path": "m", "finetuning_type": "lora", "dataset": "data.jsonl", "val_size": 0.1}
-            if peer == "llamafactory" else {"base_model": "m", "adapter": "lora", "datasets": [{"path": "data.jsonl"}],
-                                            "val_set_size": 0.1})
-    source = tmp_path / "peer.yaml"
-    source.write_text(yaml.safe_dump({**base, **keys}))
-    imported = import_config(source, peer, out=tmp_path / "out.yaml")
+    imported = import_with(tmp_path, peer, keys)
     assert not [line for line in imported.lines if line.outcome == "no equivalent"]
     train = load_config(imported.out).config.train
     assert (train.selection_metric, train.early_stopping and train.early_stopping.patience, train.keeps) == expected
