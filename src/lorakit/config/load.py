@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from lorakit.config.init_from import inherit_adapter_shape
 from lorakit.config.memory import MemorySettings
 from lorakit.config.peers import hint as peer_hint
 from lorakit.config.peers import looks_like
@@ -279,30 +280,6 @@ def validate(raw: dict[str, Any], key_sources: dict[str, str], sources: Sequence
             lines.append(f"{key}: {msg} [{origin}]")
         raise ConfigError(problem_list(f"invalid config (merged from {', '.join(sources) or 'defaults'})", lines)) \
             from None
-
-
-# lora keys -> adapter_config.json keys: the shape an adapter continued with lora.init_from keeps.
-ADAPTER_SHAPE = {"r": "r", "alpha": "lora_alpha", "use_dora": "use_dora", "use_rslora": "use_rslora"}
-
-
-def inherit_adapter_shape(raw: dict[str, Any], key_sources: dict[str, str]) -> None:
-    """The lora keys of ``ADAPTER_SHAPE`` no layer set are taken from ``lora.init_from``'s adapter_config.json, as
-    PEFT and LLaMA-Factory continue an adapter in its own shape (a key a layer set must still match it: checked
-    when the run starts). Anything unreadable is left to that check to report."""
-    lora = raw.get("lora")
-    if not isinstance(lora, dict) or not isinstance(lora.get("init_from"), str):
-        return
-    path = Path(lora["init_from"]) / "adapter_config.json"
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return
-    if not isinstance(saved, dict):
-        return
-    for ours, theirs in ADAPTER_SHAPE.items():
-        if f"lora.{ours}" not in key_sources and theirs in saved:
-            lora[ours] = saved[theirs]
-            key_sources[f"lora.{ours}"] = str(path)
 
 
 def load_config(
