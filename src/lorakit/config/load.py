@@ -245,8 +245,12 @@ def problem_list(header: str, problems: Sequence[str]) -> str:
 
 def config_problem(err: Any) -> tuple[list[str], str]:
     """One pydantic error of a run config: the key's parts (list positions left out) and the message, without
-    pydantic's "Value error, " before the words of lorakit's own checks."""
-    return [str(p) for p in err["loc"] if not isinstance(p, int)], err["msg"].removeprefix("Value error, ")
+    pydantic's "Value error, " before the words of lorakit's own checks. A rule between keys (a section's own
+    check, whose input is the whole section) has no one key: its parts are empty and its words name the keys."""
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error" and isinstance(err["input"], dict):
+        return [], message
+    return [str(p) for p in err["loc"] if not isinstance(p, int)], message
 
 
 def _rule_problem(message: str, key_sources: dict[str, str]) -> str:
@@ -272,7 +276,7 @@ def validate(raw: dict[str, Any], key_sources: dict[str, str], sources: Sequence
             elif err["type"] == "missing":
                 msg = "required key is missing"
                 origin = "not set in any layer"
-            elif isinstance(err["input"], dict):  # a rule across keys: its words name them, not the whole section
+            elif not loc:  # a rule across keys: its words name them, not the whole section
                 lines.append(_rule_problem(msg, key_sources))
                 continue
             else:

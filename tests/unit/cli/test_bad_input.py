@@ -83,6 +83,9 @@ CASES = [
     Case("early stopping metric not computed", ["train", "good.yaml", "--set", "data.val_size=0.2", "--set",
                                                 "train.early_stopping.metric=exact"],
          "train.early_stopping.metric: exact is not computed: add it to train.eval_metrics", 2),
+    # a value of the wrong kind keeps its key, even when it is a mapping
+    Case("mapping for a number", ["train", "good.yaml", "--set", "train.lr={a: 1}"],
+         "train.lr: Input should be a valid number (got {'a': 1})", 2),
     # a rule between keys: where each key it names was set, not the whole section it was checked on
     Case("neftune with dpo", ["train", "good.yaml", "--set", "train.method=dpo", "--set",
                               "train.neftune_noise_alpha=5"],

@@ -68,6 +68,5 @@ def _problems(error: ValidationError) -> str:
         loc, what = config_problem(err)
         if err["type"] == "missing":
             what = "required, and nothing in the source sets it"
-        rule = err["type"] != "missing" and isinstance(err["input"], dict)  # a check across keys names them
-        problems.append(f"{'.'.join(loc)}: {what}" if loc and not rule else what)
+        problems.append(f"{'.'.join(loc)}: {what}" if loc else what)
     return "; ".join(problems)
