@@ -3,9 +3,11 @@ the config sets it."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from lorakit.errors import ConfigError
+from lorakit.textfile import read_json
 
 # lora keys -> adapter_config.json keys: the shape an adapter continued with lora.init_from keeps.
 ADAPTER_SHAPE = {"r": "r", "alpha": "lora_alpha", "use_dora": "use_dora", "use_rslora": "use_rslora"}
@@ -20,10 +22,8 @@ def inherit_adapter_shape(raw: dict[str, Any], key_sources: dict[str, str]) -> N
         return
     path = Path(lora["init_from"]) / "adapter_config.json"
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return
-    if not isinstance(saved, dict):
+        saved = read_json(path, ConfigError, dict)
+    except (ConfigError, OSError):
         return
     for ours, theirs in ADAPTER_SHAPE.items():
         if f"lora.{ours}" not in key_sources and theirs in saved:

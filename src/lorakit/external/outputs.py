@@ -5,13 +5,16 @@ training curve and its sample images, gathered for the manifest and the model ca
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lorakit.errors import RunError
 from lorakit.model.resolve import sha256_file
 from lorakit.runs.artifacts import plot_loss
 from lorakit.runs.trainer_log import TrainerLog
+from lorakit.textfile import read_json
 
 if TYPE_CHECKING:
     from lorakit.runs.folder import RunFolder
@@ -105,16 +108,13 @@ def trainer_results(run_dir: Path) -> dict[str, float]:
     """The numbers of the trainer's own all_results.json (the Hugging Face Trainer's, which LLaMA-Factory writes:
     train_loss as the mean over the run, eval_loss...). The file is the trainer's, so only finite numbers under
     plain names are taken, and an unreadable file gives nothing."""
-    import json
-    import math
-
     path = run_dir / "all_results.json"
-    try:
-        found = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, UnicodeDecodeError, ValueError):
-        log.warning("%s: not readable as JSON; its numbers are left out of the manifest", path)
+    if not path.is_file():
         return {}
-    if not isinstance(found, dict):
+    try:
+        found = read_json(path, RunError, dict, "not a JSON object")
+    except (RunError, OSError) as e:
+        log.warning("%s; its numbers are left out of the manifest", e)
         return {}
     return {k: float(v) for k, v in found.items() if isinstance(k, str) and METRIC_NAME.fullmatch(k)
             and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}

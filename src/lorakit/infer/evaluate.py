@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 from lorakit.config.schema import EVAL_METRICS, GENERATED_METRICS
 from lorakit.data.dataset import Conversation
 from lorakit.data.formats import Turn
-from lorakit.errors import DataError, ModelError
+from lorakit.errors import DataError, ModelError, RunError
 from lorakit.infer import metrics as m
 from lorakit.infer.convert import read_jsonl
 from lorakit.infer.engines import Engine
 from lorakit.infer.generate import GENERATE_LANES, generate_turns
 from lorakit.infer.load import LoadedAdapter
+from lorakit.textfile import read_json
 
 if TYPE_CHECKING:
     from lorakit.infer.drafts import GreedyStarts
@@ -159,11 +160,9 @@ def _earlier_results(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        found = None
-    if isinstance(found, dict):
-        return found
+        return read_json(path, RunError, dict)
+    except RunError:  # not a JSON object: kept aside below
+        pass
     aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
     path.rename(aside)
     log.warning("%s is not a JSON object; kept as %s and a new one written", path, aside.name)
