@@ -25,6 +25,10 @@ class DataRefusal(DataError):
     """Data lorakit will not train as it stands (preference pairs, media, labels): said once per file."""
 
 
+class PreferenceRows(DataRefusal):
+    """Preference pairs where supervised rows were expected (``data check`` then reads them as pairs)."""
+
+
 class ModelError(LorakitError):
     """The base model cannot be found, converted or loaded as configured."""
 

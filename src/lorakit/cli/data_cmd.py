@@ -38,7 +38,7 @@ def check_cmd(files: tuple[str, ...], config_file: str | None, model: str | None
                                "checks the data it trains on")
     if not files and not config_file:
         raise click.UsageError("give the data FILEs, or --config CONFIG to check the data it trains on")
-    data, tokenizer, pairs = None, None, False
+    data, tokenizer, pairs = None, None, None  # pairs: None, as the rows are
     if config_file or model:
         from lorakit.model.load import load_tokenizer
         from lorakit.model.resolve import resolve_model

@@ -9,6 +9,7 @@ from typing import Any
 from lorakit.config.schema import DataSection
 from lorakit.data.dataset import SplitStats, build_encoder, encode_all, encode_pairs, load_conversations
 from lorakit.data.tokenize import IGNORE, Example
+from lorakit.errors import PreferenceRows
 
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 
@@ -50,18 +51,27 @@ def render_trained_span(example: Example, tokenizer: Any) -> str:
 
 
 def check_data(paths: Sequence[str], data: DataSection | None = None, tokenizer: Any = None,
-               pairs: bool = False) -> CheckReport:
+               pairs: bool | None = None) -> CheckReport:
     """Detect formats and count rows; with a tokenizer, also token lengths and a rendered example (``pairs``:
-    preference pairs, as ``train.method: dpo`` reads them; lengths are both sides', the example the chosen side).
+    preference pairs, as ``train.method: dpo`` reads them; lengths are both sides', the example the chosen side;
+    None, as no config decides it: pairs when the rows are pairs).
 
     Raises:
         DataError: the same errors training would raise for these files.
     """
     loaded = SplitStats()
     cap = data.max_samples_per_file if data is not None else None  # as training reads each file
-    conversations = load_conversations(paths, data, loaded, cap, pairs=pairs)
+    read_as = []
+    try:
+        conversations = load_conversations(paths, data, loaded, cap, pairs=bool(pairs))
+    except PreferenceRows:
+        if pairs is not None:  # a config asked for supervised rows: its error stands
+            raise
+        pairs, loaded = True, SplitStats()
+        conversations = load_conversations(paths, data, loaded, cap, pairs=True)
+        read_as = ["rows are preference pairs: read as train.method: dpo reads them"]
     capped = [f"data.max_samples_per_file: the first {cap} rows of each file"] if cap else []
-    report = CheckReport(loaded.formats, len(conversations), notes=loaded.notes() + capped)
+    report = CheckReport(loaded.formats, len(conversations), notes=read_as + loaded.notes() + capped)
     if tokenizer is None or data is None:
         return report
     encoder, report.template = build_encoder(data, tokenizer)

@@ -127,7 +127,7 @@ def _read_source(source: Source, data: DataSection | None, stats: SplitStats,
                     file_format = get_format(fmt)
                 dialogue = file_format(row, options)
         except DataRefusal as e:
-            raise DataRefusal(f"{source.label}: {e}") from None
+            raise type(e)(f"{source.label}: {e}") from None
         except DataError as e:
             errors.add(f"{record.where}: {e}")
             if errors.full:

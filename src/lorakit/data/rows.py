@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lorakit.errors import DataError, DataRefusal
+from lorakit.errors import DataError, DataRefusal, PreferenceRows
 
 MEDIA_FIELDS = ("images", "videos", "audios", "image", "video", "audio")
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -68,7 +68,7 @@ class RowPolicy:
 
     def _chosen(self, row: dict[str, Any]) -> dict[str, Any]:
         if self.use != "chosen":
-            raise DataRefusal(f"rows are preference pairs (chosen/rejected): {PREFERENCE_HINT}")
+            raise PreferenceRows(f"rows are preference pairs (chosen/rejected): {PREFERENCE_HINT}")
         chosen = row.pop("chosen")
         row.pop("rejected")
         if "conversations" in row or "messages" in row:  # LLaMA-Factory: the answer follows the conversation

@@ -80,3 +80,19 @@ def test_data_check_reads_pairs_under_a_dpo_config_and_counts_a_pair_over_when_a
     assert "format preference" in result.output and "rows: 2" in result.output
     assert "over max_length=16: 1 rows" in result.output  # the second pair's rejected side only
     assert "⟦four <|im_end|>⟧" in result.output  # the chosen side shown
+
+
+def test_data_check_without_a_config_reads_pair_rows_as_pairs_and_a_config_still_decides(tmp_path, tiny_model_dir):
+    from tests.conftest import write_jsonl
+
+    write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": [{"role": "user", "content": "two plus two ?"}],
+         "chosen": [{"role": "assistant", "content": "four"}],
+         "rejected": [{"role": "assistant", "content": "five"}]}])
+    alone = CliRunner().invoke(cli, ["data", "check", str(tmp_path / "pairs.jsonl"), "--model", str(tiny_model_dir)])
+    assert alone.exit_code == 0, alone.output
+    assert "format preference" in alone.output and "read as train.method: dpo reads them" in alone.output
+    assert "⟦four <|im_end|>⟧" in alone.output  # the chosen side shown
+    sft = make_config(tmp_path, tiny_model_dir)  # a supervised config: training would refuse these rows
+    refused = CliRunner().invoke(cli, ["data", "check", str(tmp_path / "pairs.jsonl"), "--config", str(sft)])
+    assert refused.exit_code == 1 and "set train.method: dpo" in refused.output
