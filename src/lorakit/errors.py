@@ -45,6 +45,10 @@ class MemoryBudgetError(LorakitError):
     """A memory budget cannot hold the run even at its smallest settings."""
 
 
+class DiskFullError(LorakitError):
+    """The disk a run or a result is written to is full (or too small for what a run will write)."""
+
+
 class RunError(LorakitError):
     """A run folder is missing, unreadable or in the wrong state."""
 

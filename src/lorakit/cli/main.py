@@ -19,11 +19,13 @@ from lorakit.cli.slurm_cmd import cancel_cmd, logs_cmd, status_cmd, submit_cmd
 from lorakit.cli.sweep_cmd import sweep_group
 from lorakit.cli.train import train_cmd
 from lorakit.cli.ui_cmd import ui_cmd
+from lorakit.disk import is_disk_full, written_file
 from lorakit.errors import LorakitError
 
 
 class LorakitGroup(click.Group):
-    """Report a LorakitError as one line on stderr and exit with its code: never a traceback."""
+    """Report a LorakitError, or a write that found the disk full, as one line on stderr and exit with its code:
+    never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -31,6 +33,13 @@ class LorakitGroup(click.Group):
         except LorakitError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            written = written_file(e)
+            click.echo(f"error: no space left on device{f' writing {written}' if written else ''} ({e}): free "
+                       "space on that disk, or write elsewhere", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=LorakitGroup, context_settings={"help_option_names": ["-h", "--help"]})

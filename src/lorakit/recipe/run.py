@@ -14,7 +14,8 @@ from typing import Any
 
 from lorakit.config.load import LoadedConfig
 from lorakit.config.memory import MemorySettings
-from lorakit.errors import LorakitError, OutOfMemoryError, RunError
+from lorakit.disk import free_bytes, is_disk_full, size_text
+from lorakit.errors import DiskFullError, LorakitError, OutOfMemoryError, RunError
 from lorakit.outcome import Kind, Outcome
 from lorakit.recipe.checks import before_start
 from lorakit.recipe.evaluation import BestAdapter, Sampler, TrainingEvaluator
@@ -127,11 +128,26 @@ def _marking_failures(run: RunFolder, train: Callable[[], TrainOutcome]) -> Trai
         run.end(Outcome(Kind.OUT_OF_MEMORY, str(e)), card=False)
         raise
     except LorakitError as e:
-        run.fail(str(e))
+        _record_failure(run, str(e))
         raise
     except Exception as e:
-        run.fail(f"{type(e).__name__}: {e}")
-        raise
+        if not is_disk_full(e, run.path):
+            _record_failure(run, f"{type(e).__name__}: {e}")
+            raise
+        full = DiskFullError(f"no space left on the disk of {run.path.absolute()} ({type(e).__name__}: {e}; "
+                             f"{size_text(free_bytes(run.path))} free now); free space there, then train again "
+                             "(or set output.dir to a disk with room)")
+        _record_failure(run, str(full))
+        raise full from e
+
+
+def _record_failure(run: RunFolder, reason: str) -> None:
+    """Mark the run failed; when even that cannot be written (the disk is full), say so, and let the error that
+    stopped the run be the one reported."""
+    try:
+        run.fail(reason)
+    except OSError as e:
+        log.warning("could not record the failure in %s (%s)", run.manifest.path, e)
 
 
 def _train(loaded: LoadedConfig, run: RunFolder, extra_callbacks: Sequence[Any],

@@ -18,6 +18,7 @@ from lorakit.config.schema import RunConfig
 from lorakit.data.dataset import Datasets
 from lorakit.model.resolve import ResolvedModel
 from lorakit.recipe.checks import before_loading
+from lorakit.recipe.disk_room import check_room, run_writes
 from lorakit.runs.folder import RunFolder
 from lorakit.train.callbacks import Callback
 from lorakit.train.host import tune_host
@@ -108,15 +109,19 @@ def open_session(loaded: LoadedConfig, run: RunFolder, extra_callbacks: list[Any
     if state is not None:
         cfg = _continue_with(cfg, MemorySettings.from_dict(state["settings"]))
     model = _adapted_model(resolved, cfg, accelerator.device.type)
+    planned_steps = plan_steps(datasets.train, planned.train, planned.data, accelerator.num_processes)
+    if accelerator.is_main_process:  # before the first step (and DPO's reference pass), not after the last
+        check_room(run.path, run_writes(model, with_epoch_cadence(cfg.train, planned_steps), len(planned_steps),
+                                        state["steps_done"] if state else 0, Path(resolved.path)))
     if cfg.train.method == "dpo":  # the reference is the model as it is now, before any step
         from lorakit.recipe.reference import with_reference
 
-        trained = _items_in(plan_steps(datasets.train, planned.train, planned.data, accelerator.num_processes))
+        trained = _items_in(planned_steps)
         datasets = with_reference(datasets, model, run, MemorySettings.of(cfg), tokenizer.pad_token_id,
                                   accelerator.device, accelerator.is_main_process,
                                   {i for i, pair in enumerate(datasets.train) if id(pair) in trained})
-    steps = _recut_for(plan_steps(datasets.train, planned.train, planned.data, accelerator.num_processes),
-                       planned, cfg)
+        planned_steps = plan_steps(datasets.train, planned.train, planned.data, accelerator.num_processes)
+    steps = _recut_for(planned_steps, planned, cfg)
     cfg = cfg.model_copy(update={"train": with_epoch_cadence(cfg.train, steps)})
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, len(steps))

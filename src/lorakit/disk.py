@@ -1,0 +1,59 @@
+"""A full disk, recognised and said in one line. Cross-cutting like ``atomic.py``.
+
+Libraries report it in their own words: Python's ``OSError`` (errno ENOSPC), the Rust I/O error of tokenizers and
+safetensors ("No space left on device (os error 28)"), torch's zip writer an "unexpected pos" that names no cause
+at all. A long run must not end in a traceback because its last save found no room, and the user must learn
+which disk to free.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+FULL_WORDS = ("No space left on device", "Disk quota exceeded")  # strerror, as Rust's io::Error prints it too
+NEARLY_FULL = 1 << 20  # bytes: under this much free after a failed write, the write found no room
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free space on the disk that holds ``path`` (or its nearest existing parent)."""
+    where = Path(path).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    return shutil.disk_usage(where).free
+
+
+def is_disk_full(error: BaseException, where: str | Path | None = None) -> bool:
+    """Whether ``error`` (or what caused it) is a write that found no room; with ``where``, also any error
+    raised while the disk holding ``where`` is left (nearly) full, as torch's writer's is."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in FULL_ERRNOS:
+            return True
+        if any(words in str(seen) for words in FULL_WORDS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if where is None:
+        return False
+    try:
+        return free_bytes(where) < NEARLY_FULL
+    except OSError:
+        return False
+
+
+def written_file(error: BaseException) -> str | None:
+    """The file a failed write named, when the error says (Python's OSError does)."""
+    return getattr(error, "filename", None) if isinstance(error, OSError) else None
+
+
+def size_text(size: float) -> str:
+    """Bytes as people read them: 512 B, 3.4 MiB, 1.25 GiB."""
+    if size < 1024:
+        return f"{size:.0f} B"
+    for unit in ("KiB", "MiB"):
+        size /= 1024
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+    return f"{size / 1024:.2f} GiB"
