@@ -1,9 +1,9 @@
 """A full disk, recognised and said in one line. Cross-cutting like ``atomic.py``.
 
 Libraries report it in their own words: Python's ``OSError`` (errno ENOSPC), the Rust I/O error of tokenizers and
-safetensors ("No space left on device (os error 28)"), torch's zip writer an "unexpected pos" that names no cause
-at all. A long run must not end in a traceback because its last save found no room, and the user must learn
-which disk to free.
+safetensors ("No space left on device (os error 28)"), numpy's ``tofile`` an errno-less "Not enough free space to
+write", torch's zip writer an "unexpected pos" that names no cause at all. A long run must not end in a traceback
+because its last save found no room, and the user must learn which disk to free.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import errno
 import shutil
 from pathlib import Path
 
+from lorakit.errors import DiskFullError
+
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-FULL_WORDS = ("No space left on device", "Disk quota exceeded")  # strerror, as Rust's io::Error prints it too
+# strerror (as Rust's io::Error prints it too), and numpy's tofile (the GGUF writer's), which sets no errno
+FULL_WORDS = ("No space left on device", "Disk quota exceeded", "Not enough free space to write")
 NEARLY_FULL = 1 << 20  # bytes: under this much free after a failed write, the write found no room
 
 
@@ -41,6 +44,16 @@ def is_disk_full(error: BaseException, where: str | Path | None = None) -> bool:
         return free_bytes(where) < NEARLY_FULL
     except OSError:
         return False
+
+
+def disk_full_error(error: BaseException, target: Path) -> DiskFullError | None:
+    """``error`` said in one line naming the disk it could not write ``target`` to; None when it is not a full
+    disk."""
+    folder = target.parent.absolute()
+    if not is_disk_full(error, folder):
+        return None
+    return DiskFullError(f"no space left on the disk of {folder} writing {target.name} ({type(error).__name__}: "
+                         f"{error}; {size_text(free_bytes(folder))} free now); free space there, or write elsewhere")
 
 
 def written_file(error: BaseException) -> str | None:

@@ -48,6 +48,8 @@ class MemoryBudgetError(LorakitError):
 class DiskFullError(LorakitError):
     """The disk a run or a result is written to is full (or too small for what a run will write)."""
 
+    exit_code = 28  # ENOSPC's number: a parent (the queue) tells a full disk, which stops it, from a failed run
+
 
 class RunError(LorakitError):
     """A run folder is missing, unreadable or in the wrong state."""

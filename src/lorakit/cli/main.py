@@ -20,7 +20,7 @@ from lorakit.cli.sweep_cmd import sweep_group
 from lorakit.cli.train import train_cmd
 from lorakit.cli.ui_cmd import ui_cmd
 from lorakit.disk import is_disk_full, written_file
-from lorakit.errors import LorakitError
+from lorakit.errors import DiskFullError, LorakitError
 
 
 class LorakitGroup(click.Group):
@@ -39,7 +39,7 @@ class LorakitGroup(click.Group):
             written = written_file(e)
             click.echo(f"error: no space left on device{f' writing {written}' if written else ''} ({e}): free "
                        "space on that disk, or write elsewhere", err=True)
-            ctx.exit(1)
+            ctx.exit(DiskFullError.exit_code)
 
 
 @click.group(cls=LorakitGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -15,7 +15,8 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from lorakit.errors import DataError
+from lorakit.disk import is_disk_full
+from lorakit.errors import DataError, DiskFullError
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 
@@ -74,6 +75,7 @@ def unpack(archive: Path, target: Path) -> Path:
 
     Raises:
         DataError: an unsafe entry, a corrupt archive, or an unknown format; the archive is kept.
+        DiskFullError: the disk of ``target`` has no room for the contents (the archive is kept too).
     """
     if archive_stem(archive.name) is None:
         raise DataError(f"{archive}: not an archive lorakit unpacks ({', '.join(ARCHIVE_SUFFIXES)})")
@@ -85,6 +87,9 @@ def unpack(archive: Path, target: Path) -> Path:
             else:
                 _extract_tar(archive, staging)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
+            if is_disk_full(e):  # not the archive's fault: every later dataset needs this disk too
+                raise DiskFullError(f"{archive}: no room to unpack it on the disk of {target.parent} "
+                                    f"({type(e).__name__}: {e}); free space there") from None
             raise DataError(f"{archive}: cannot unpack ({type(e).__name__}: {e})") from None
         children = list(staging.iterdir())
         root = children[0] if len(children) == 1 and children[0].is_dir() else staging

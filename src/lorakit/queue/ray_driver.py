@@ -16,7 +16,7 @@ import uuid
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from lorakit.errors import LorakitError, RemoteError
+from lorakit.errors import DiskFullError, LorakitError, RemoteError
 from lorakit.launch.ray import connect, task_options
 from lorakit.queue.on_node import JobOrder, run_job, ship
 from lorakit.queue.state import FAILED, Job, Source
@@ -129,7 +129,7 @@ def _settle(run: QueueRun, job: Job, step: Any) -> str | None:
         step()
     except QueueStopped as e:
         return str(e)
-    except RemoteError as e:
+    except (RemoteError, DiskFullError) as e:
         return f"{e}; the queue stopped and deleted nothing; run it again once that is fixed"
     except (JobFailed, LorakitError) as e:
         log.error("%s: failed: %s", job.key, e)

@@ -19,7 +19,8 @@ from pathlib import Path
 from types import FrameType
 
 from lorakit import faults
-from lorakit.errors import DataError, LorakitError, QueueError, RemoteError
+from lorakit.disk import is_disk_full
+from lorakit.errors import DataError, DiskFullError, LorakitError, QueueError, RemoteError
 from lorakit.external.trainer import TrainerKind
 from lorakit.launch.executor import Executor
 from lorakit.proc import Child
@@ -263,7 +264,7 @@ class QueueRun:
         """Take ``job`` through its remaining stages; a failure of this dataset alone marks it failed.
 
         Raises:
-            QueueStopped, RemoteError: the queue as a whole must stop (the job keeps its stage).
+            QueueStopped, RemoteError, DiskFullError: the queue as a whole must stop (the job keeps its stage).
         """
         began, before = time.monotonic(), job.seconds  # time of earlier, interrupted runs counts too
 
@@ -272,12 +273,15 @@ class QueueRun:
 
         try:
             self._advance(job, stop, elapsed)
-        except (QueueStopped, RemoteError):
+        except (QueueStopped, RemoteError, DiskFullError):
             raise
         except (JobFailed, LorakitError) as e:  # bad data, a failed training: this dataset only
             log.error("%s: failed: %s", job.key, e)
             self.state.move(job, FAILED, error=str(e), seconds=elapsed())
         except Exception as e:  # a bug of ours must not stop an unattended queue; nothing more is deleted
+            if is_disk_full(e, self.work):  # every later dataset needs the disk too
+                raise DiskFullError(f"{job.key}: no space left on the disk of {self.work.absolute()} "
+                                    f"({type(e).__name__}: {e})") from e
             log.debug("%s: unexpected error", job.key, exc_info=True)
             log.error("%s: failed: %s: %s", job.key, type(e).__name__, e)
             self.state.move(job, FAILED, error=f"{type(e).__name__}: {e}", seconds=elapsed())
@@ -375,7 +379,7 @@ def _work_through(run: QueueRun, jobs: list[Job], stop: StopOnSignal) -> str | N
             run.process(job, stop)
         except QueueStopped as e:
             return str(e)
-        except RemoteError as e:
+        except (RemoteError, DiskFullError) as e:
             return f"{e}; the queue stopped and deleted nothing; run it again once that is fixed"
         if stop.reason:
             return f"stopped by {stop.reason}; run the queue again to continue"

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorakit.errors import ConfigError, DataError
+from lorakit.errors import ConfigError, DataError, DiskFullError
 from lorakit.external.trainer import TrainerKind
 from lorakit.launch.executor import Executor
 from lorakit.outcome import Kind
@@ -132,6 +132,8 @@ class TrainingStage:
                           child=self.child)
         if done.returncode == 130:
             raise QueueStopped(f"{job.key}: training stopped; run the queue again to resume it")
+        if done.returncode == DiskFullError.exit_code:  # the next dataset would find the disk as full
+            raise DiskFullError(f"{job.key}: {done.error_line()}")
         if done.returncode != 0:
             raise JobFailed(done.error_line())
         finished = [d for d in _completed(versions_of(job.output_name or job.key, job_dir))

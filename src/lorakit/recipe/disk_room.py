@@ -77,5 +77,5 @@ def check_room(run_dir: Path, writes: RunWrites) -> None:
     if "checkpoint" in writes.copies:
         fixes.append("keep fewer checkpoints (train.save_total_limit)")
     raise DiskFullError(
-        f"not enough disk space for this run in {run_dir.parent.absolute()}: {size_text(free)} free, and it will write at "
-        f"least {size_text(writes.total)} ({writes.describe()}); {', '.join(fixes[:-1])} or {fixes[-1]}")
+        f"not enough disk space for this run in {run_dir.parent.absolute()}: {size_text(free)} free, and it will "
+        f"write at least {size_text(writes.total)} ({writes.describe()}); {', '.join(fixes[:-1])} or {fixes[-1]}")

@@ -22,14 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorakit.errors import RemoteError, RemoteFullError
-from lorakit.remote.paths import split_remote
+from lorakit.disk import free_bytes, size_text
+from lorakit.errors import DiskFullError, RemoteError, RemoteFullError
+from lorakit.remote.paths import is_local, split_remote
 
 log = logging.getLogger(__name__)
 
 # rclone's words for a write the remote will not take; a read-only WebDAV answers 403, or 409 on mkdir.
 FULL_MARKERS = ("quota", "storage full", "insufficient storage", "507", "no space left", "storagequotaexceeded",
                 "read-only", "read only", "403 forbidden", "409 conflict")
+# rclone's words for a local disk it cannot write to: preallocating a file, or the write itself.
+LOCAL_FULL_MARKERS = ("too big for remaining disk space", "no space left on device", "disk quota exceeded")
 # Fail fast on a dead server when only probing (rclone's defaults retry for minutes).
 PROBE_FLAGS = ("--retries", "1", "--low-level-retries", "1", "--contimeout", "5s", "--timeout", "15s")
 # The user's flags that also reach checks, listings and deletions: how to connect, never what to compare.
@@ -86,10 +89,14 @@ def _tail(stderr: str, lines: int = 2) -> str:
     return " | ".join(kept[-lines:])[:400]
 
 
-def classify(stderr: str, action: str) -> RemoteError:
-    """The error a failed rclone call means, as one line."""
+def classify(stderr: str, action: str, target: str | None = None) -> RemoteError | DiskFullError:
+    """The error a failed rclone call means, as one line; ``target``: where a copy writes (a full local disk
+    there is this machine's to free, not the remote's)."""
     text = stderr.lower()
     tail = _tail(stderr)
+    if target is not None and is_local(target) and any(m in text for m in LOCAL_FULL_MARKERS):
+        return DiskFullError(f"rclone {action}: no space left on the disk of {target} ({tail}; "
+                             f"{size_text(free_bytes(target))} free now); free space there")
     if "didn't find section in config file" in text:
         return RemoteError(f"rclone {action}: no such remote in the rclone config ({tail})")
     if "401" in text or "unauthorized" in text or "authentication" in text or "permission denied" in text:
@@ -129,7 +136,7 @@ class Rclone:
     binary: str = "rclone"
 
     def _run(self, args: list[str], action: str, extra: tuple[str, ...] = (),
-             transfer: bool = False) -> subprocess.CompletedProcess:
+             transfer: bool = False, target: str | None = None) -> subprocess.CompletedProcess:
         exe = shutil.which(self.binary)
         if exe is None:
             raise RemoteError(f"rclone is not installed (looked for {self.binary!r}); install the rclone package")
@@ -138,7 +145,7 @@ class Rclone:
         log.debug("rclone %s", " ".join(args))  # arguments only: never the config's contents
         done = subprocess.run(cmd, capture_output=True, text=True, env=None if transfer else checks_environment())
         if done.returncode != 0:
-            raise classify(done.stderr, action)
+            raise classify(done.stderr, action, target)
         return done
 
     def probe(self, remote: str) -> None:
@@ -158,10 +165,11 @@ class Rclone:
         means only the same size, and a changed file of equal size would be skipped.
         """
         self._run(["copy", "--checksum", *(["--ignore-times"] if every_file else []), source, target],
-                  f"copy {source} -> {target}", transfer=True)
+                  f"copy {source} -> {target}", transfer=True, target=target)
 
     def copy_file(self, source: str, target: str) -> None:
-        self._run(["copyto", "--checksum", source, target], f"copyto {source} -> {target}", transfer=True)
+        self._run(["copyto", "--checksum", source, target], f"copyto {source} -> {target}", transfer=True,
+                  target=target)
 
     def verify(self, source: str, target: str, files: list[str] | None = None) -> None:
         """Every file of folder ``source`` (or just ``files`` in it) is in ``target`` with the same content.

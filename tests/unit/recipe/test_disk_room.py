@@ -3,8 +3,10 @@ goes ends in one line, marked failed, never in a traceback."""
 
 import errno
 import json
+import re
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from lorakit.cli.main import LorakitGroup, cli
@@ -18,6 +20,7 @@ def test_a_full_disk_is_recognised_in_each_library_s_words(tmp_path, monkeypatch
     assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
     assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
     assert is_disk_full(Exception("No space left on device (os error 28)"))  # tokenizers' and safetensors' Rust
+    assert is_disk_full(OSError("Not enough free space to write 56623104 bytes after offset 1982432"))  # numpy
     try:
         try:
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -60,7 +63,7 @@ def test_a_run_the_disk_cannot_hold_is_refused_before_its_first_step(tmp_path, t
 
     monkeypatch.setattr(disk_room, "free_bytes", lambda path: estimates[0].total - 1)
     refused = CliRunner().invoke(cli, ["train", str(config)])
-    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.exit_code == 28 and "Traceback" not in refused.output
     line = refused.output.strip().splitlines()[-1]
     assert line.startswith(f"error: not enough disk space for this run in {tmp_path / 'runs'}")
     assert "set output.dir to a disk with room" in line and "train.save_total_limit" not in line  # no checkpoints
@@ -79,7 +82,7 @@ def test_a_disk_that_fills_during_the_run_ends_it_in_one_line(tmp_path, tiny_mod
 
     monkeypatch.setattr("lorakit.recipe.finish.save_tokenizer", disk_fills)
     result = CliRunner().invoke(cli, ["train", str(config)])
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 28 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].startswith(
         f"error: no space left on the disk of {tmp_path / 'runs' / 'tiny-v001'}")
     manifest = json.loads((tmp_path / "runs" / "tiny-v001" / "manifest.json").read_text())
@@ -103,7 +106,7 @@ def test_a_disk_that_fills_during_the_run_ends_it_in_one_line(tmp_path, tiny_mod
     monkeypatch.setattr("lorakit.recipe.finish.save_tokenizer", fills_then_refuses)
     monkeypatch.setattr(manifest_module, "write_json_atomic", manifest_write)
     result = CliRunner().invoke(cli, ["train", str(config)])
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 28 and "Traceback" not in result.output
     lines = result.output.strip().splitlines()
     assert lines[-1].startswith(f"error: no space left on the disk of {tmp_path / 'runs' / 'tiny-v002'}")
     assert "could not record the failure in" in lines[-2]
@@ -124,6 +127,26 @@ def test_any_command_that_finds_the_disk_full_says_so_in_one_line():
         raise OSError(errno.EACCES, "Permission denied", "/data/out.gguf")
 
     full = CliRunner().invoke(group, ["write"])
-    assert full.exit_code == 1
+    assert full.exit_code == 28  # ENOSPC: a parent (the queue) tells a full disk from a failed run
     assert full.output.startswith("error: no space left on device writing /data/out.gguf")
     assert isinstance(CliRunner().invoke(group, ["other"]).exception, PermissionError)  # not ours to rephrase
+
+
+def test_an_export_that_finds_the_disk_full_leaves_nothing_half_written_and_names_the_disk(tmp_path):
+    from lorakit.errors import DiskFullError
+    from lorakit.infer.export.gguf_export import write_atomically
+
+    def numpy_runs_out(path):  # as numpy's tofile reports it from inside the GGUF writer
+        path.write_bytes(b"GGUF" + bytes(100))
+        raise OSError("Not enough free space to write 56623104 bytes after offset 1982432")
+
+    target = tmp_path / "gguf" / "run-f16.gguf"
+    with pytest.raises(DiskFullError, match=re.escape(f"no space left on the disk of {target.parent} writing run-f16")):
+        write_atomically(target, False, numpy_runs_out)
+    assert list(target.parent.iterdir()) == []  # no partial file left
+
+    def permission(path):
+        raise PermissionError(13, "Permission denied")
+
+    with pytest.raises(PermissionError):  # not a full disk: raised as it was
+        write_atomically(target, False, permission)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorakit.disk import disk_full_error
 from lorakit.errors import ModelError, RunError
 from lorakit.infer.export.arch import architecture
 from lorakit.infer.export.gguf_model import QUANTS, GgufMetadata, read_lorakit_fields, write_model_gguf
@@ -82,6 +83,11 @@ def write_atomically(target: Path, force: bool, write: Callable[[Path], Any]) ->
         if target.exists() and not force:
             raise RunError(f"{target} appeared while exporting; kept it, add --force to replace it")
         os.replace(tmp, target)
+    except Exception as e:
+        full = disk_full_error(e, target)
+        if full is None:
+            raise
+        raise full from e
     finally:
         Path(tmp).unlink(missing_ok=True)
     return target

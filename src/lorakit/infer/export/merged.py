@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from lorakit.disk import disk_full_error
 from lorakit.errors import RunError
 from lorakit.model.tokenizer_files import save_tokenizer
 
@@ -41,8 +42,10 @@ def export_merged(ref: str, out: Path, dtype: str = "float32", runs_dir: Path = 
         if out.is_dir():
             out.rmdir()  # empty, checked above
         staging.rename(out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, Exception) and (full := disk_full_error(e, out)):
+            raise full from e
         raise
     log.info("merged %s into its base model: %s (%s)", adapter.name, out, dtype)
     return out
