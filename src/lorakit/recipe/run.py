@@ -134,11 +134,19 @@ def _marking_failures(run: RunFolder, train: Callable[[], TrainOutcome]) -> Trai
         if not is_disk_full(e, run.path):
             _record_failure(run, f"{type(e).__name__}: {e}")
             raise
-        full = DiskFullError(f"no space left on the disk of {run.path.absolute()} ({type(e).__name__}: {e}; "
-                             f"{size_text(free_bytes(run.path))} free now); free space there, then train again "
-                             "(or set output.dir to a disk with room)")
+        full = _disk_full(run, e)
         _record_failure(run, str(full))
         raise full from e
+
+
+def _disk_full(run: RunFolder, error: Exception) -> DiskFullError:
+    """A write of the run that found its disk full, in one line: which disk, and how to go on."""
+    from lorakit.train.resume import STATE_FILE
+
+    then = (f"continue it: lorakit train --resume {run.path}" if (run.path / STATE_FILE).is_file() else
+            "train again (or set output.dir to a disk with room)")
+    return DiskFullError(f"no space left on the disk of {run.path.absolute()} ({type(error).__name__}: {error}; "
+                         f"{size_text(free_bytes(run.path))} free now); free space there, then {then}")
 
 
 def _record_failure(run: RunFolder, reason: str) -> None:

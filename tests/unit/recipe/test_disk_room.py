@@ -83,8 +83,9 @@ def test_a_disk_that_fills_during_the_run_ends_it_in_one_line(tmp_path, tiny_mod
     monkeypatch.setattr("lorakit.recipe.finish.save_tokenizer", disk_fills)
     result = CliRunner().invoke(cli, ["train", str(config)])
     assert result.exit_code == 28 and "Traceback" not in result.output
-    assert result.output.strip().splitlines()[-1].startswith(
-        f"error: no space left on the disk of {tmp_path / 'runs' / 'tiny-v001'}")
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"error: no space left on the disk of {tmp_path / 'runs' / 'tiny-v001'}")
+    assert last.endswith("then train again (or set output.dir to a disk with room)")  # no resume state to go on from
     manifest = json.loads((tmp_path / "runs" / "tiny-v001" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "no space left" in manifest["status_history"][-1]["reason"]
 
@@ -111,6 +112,27 @@ def test_a_disk_that_fills_during_the_run_ends_it_in_one_line(tmp_path, tiny_mod
     assert lines[-1].startswith(f"error: no space left on the disk of {tmp_path / 'runs' / 'tiny-v002'}")
     assert "could not record the failure in" in lines[-2]
     assert json.loads((tmp_path / "runs" / "tiny-v002" / "manifest.json").read_text())["status"] == "running"
+
+
+def test_a_resumable_run_that_fills_the_disk_is_continued_once_there_is_room(tmp_path, tiny_model_dir, monkeypatch):
+    from lorakit.recipe import finish
+
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 4, "resumable": True, "resume_every": 2})
+    saved = finish.save_tokenizer
+
+    def disk_fills(tokenizer, folder):
+        raise Exception("No space left on device (os error 28)")
+
+    monkeypatch.setattr(finish, "save_tokenizer", disk_fills)
+    result = CliRunner().invoke(cli, ["train", str(config)])
+    assert result.exit_code == 28
+    assert result.output.strip().splitlines()[-1].endswith("then continue it: lorakit train --resume runs/tiny-v001")
+    monkeypatch.setattr(finish, "save_tokenizer", saved)  # room again
+    resumed = CliRunner().invoke(cli, ["train", "--resume", "runs/tiny-v001"])
+    assert resumed.exit_code == 0, resumed.output
+    manifest = json.loads((tmp_path / "runs" / "tiny-v001" / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["metrics"]["train_steps"] == 4
+    assert (tmp_path / "runs" / "tiny-v001" / "tokenizer.json").is_file()
 
 
 def test_any_command_that_finds_the_disk_full_says_so_in_one_line():
