@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit import faults
-from lorakit.errors import LorakitError
+from lorakit.errors import DiskFullError, LorakitError
 from lorakit.outcome import Kind, Outcome
 from lorakit.redaction import redact_text
 from lorakit.sweep.space import SweepSpace
@@ -153,6 +153,9 @@ def run_trial(study: Any, sweep: Sweep, space: SweepSpace, job: Job) -> bool:
         else:
             outcome = run_training(loaded, ["lorakit", "sweep", sweep.name, f"trial {number}"], judge=judge,
                                    record=record)
+    except DiskFullError:  # every later trial needs the same disk: the sweep stops, the trial left to take over
+        job.trial.set_user_attr("worker", None)
+        raise
     except LorakitError as e:
         job.trial.set_user_attr("reason", redact_text(str(e)))  # the journal is a file: no credential in it
         study.tell(job.trial, state=optuna.trial.TrialState.FAIL)

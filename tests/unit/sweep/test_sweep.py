@@ -162,3 +162,23 @@ def test_bad_sweep_input_is_one_line(tmp_path, tiny_model_dir, keys, args, says,
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and says in lines[0], result.output
     assert not (tmp_path / "runs").exists() and not (tmp_path / "sweeps").exists()
+
+
+def test_a_full_disk_stops_the_sweep_and_the_same_command_finishes_it(tmp_path, tiny_model_dir, monkeypatch):
+    from lorakit.recipe import disk_room
+
+    config = make_config(tmp_path, tiny_model_dir, data={"val_size": 0.25}, train=SHORT)
+    grid = space(tmp_path, **{"train.lr": [0.01, 0.03], "sampler": "grid", "pruner": "none"})
+    free_bytes = disk_room.free_bytes
+    monkeypatch.setattr(disk_room, "free_bytes", lambda path: 0)
+    full = invoke("sweep", config, "--space", grid, "--name", "d")
+    assert full.exit_code == 28 and "Traceback" not in full.output
+    assert full.output.strip().splitlines()[-1].startswith("error: not enough disk space for this run")
+    assert [r.state for r in trials_of(tmp_path, "d")] == ["RUNNING"]  # not failed: every later trial would be
+    monkeypatch.setattr(disk_room, "free_bytes", free_bytes)  # room again
+
+    again = invoke("sweep", config, "--space", grid, "--name", "d")
+    assert again.exit_code == 0, again.output
+    rows = trials_of(tmp_path, "d")
+    assert [r.state for r in rows] == ["COMPLETE", "COMPLETE"]
+    assert sorted(r.params["train.lr"] for r in rows) == [0.01, 0.03]  # the stopped trial taken over, once
