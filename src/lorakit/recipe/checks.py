@@ -49,11 +49,13 @@ def before_start(cfg: RunConfig, trains_here: bool = True) -> None:
     submission leaves those to the job.
 
     Raises:
-        ConfigError, DataError, ModelError: every problem found (one per line when there are several).
+        ConfigError, DataError, ModelError, RunError: every problem found (one per line when there are several).
     """
     from lorakit.model.resolve import check_model_reference
+    from lorakit.runs.naming import check_runs_root
 
     problems = Problems()
+    problems.check(check_runs_root, Path(cfg.output.dir))
     problems.check(check_files_exist, "tracking.copy_files", cfg.tracking.copy_files)
     problems.check(check_files_exist, "train.sample_prompts",
                    [cfg.train.sample_prompts] if cfg.train.sample_prompts else [])

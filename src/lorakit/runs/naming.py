@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -44,12 +45,38 @@ def next_run_dir(root: Path, name: str) -> Path:
     return root / f"{name}-v{max(_versions(root, name), default=0) + 1:03d}"
 
 
+def check_runs_root(root: Path) -> None:
+    """``root`` is a folder, or can be made as one: its nearest existing parent is a folder this user can write.
+
+    Raises:
+        RunError: naming the folder and what is in the way.
+    """
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunError(f"{existing} is a file, so the runs folder {root} cannot be made there; choose another "
+                       "folder (output.dir)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(f"{existing} is not writable by this user, so the runs folder {root} cannot be "
+                       f"{'written' if existing == root else 'made'}; choose another folder (output.dir)")
+
+
+def _make_root(root: Path) -> None:
+    check_runs_root(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only file system: refused even where access() says yes
+        raise RunError(f"cannot make the runs folder {root} ({e.strerror}); choose another folder "
+                       "(output.dir)") from None
+
+
 def allocate_run_dir(root: Path, name: str) -> Path:
     """Create and return the next free ``<name>-vNNN`` folder.
 
     ``mkdir`` either creates the folder or fails, so two runs started at once never share one.
     """
-    root.mkdir(parents=True, exist_ok=True)
+    _make_root(root)
     return _first_free(root, name, lambda v: f"{name}-v{v:03d}", max(_versions(root, name), default=0) + 1)
 
 
@@ -72,6 +99,6 @@ def allocate_pattern_dir(root: Path, pattern: str) -> Path:
     """
     before, _, after = pattern.partition("{version}")
     match = re.compile(re.escape(before) + r"(\d+)" + re.escape(after) + "$")
-    root.mkdir(parents=True, exist_ok=True)
+    _make_root(root)
     taken = [int(m.group(1)) for child in root.iterdir() if (m := match.match(child.name))]
     return _first_free(root, pattern, lambda v: f"{before}{v}{after}", max(taken, default=0) + 1)

@@ -287,3 +287,38 @@ def test_run_training_accepts_extra_callbacks(tmp_path, tiny_model_dir):
                            callbacks=[probe])
     assert outcome.status == probe.status == "completed"
     assert Steps.seen == [1, 2, 3] and probe.total == 3
+
+
+def test_a_runs_folder_that_cannot_be_made_is_one_line_before_anything_is_read(tmp_path, tiny_model_dir,
+                                                                                monkeypatch):
+    import errno
+    import os
+
+    (tmp_path / "afile").write_text("not a folder")
+    in_the_way = CliRunner().invoke(cli, ["train", str(make_config(tmp_path, tiny_model_dir,
+                                                                   output={"dir": "afile/runs"}))])
+    assert in_the_way.exit_code == 1 and "Traceback" not in in_the_way.output
+    assert in_the_way.output.strip().splitlines()[-1] == (
+        "error: afile is a file, so the runs folder afile/runs cannot be made there; choose another folder "
+        "(output.dir)")
+    # another user's folder (as root every folder is writable: os.access says what it would say to a user)
+    (tmp_path / "theirs").mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: real_access(path, mode) and "theirs" not in str(path))
+    refused = CliRunner().invoke(cli, ["train", str(make_config(tmp_path, tiny_model_dir,
+                                                                output={"dir": "theirs/runs"}))])
+    assert refused.exit_code == 1 and "theirs is not writable by this user" in refused.output
+    monkeypatch.setattr(os, "access", real_access)
+    # a read-only file system refuses even where access() says yes
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if "ro" in self.parts:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    mounted = CliRunner().invoke(cli, ["train", str(make_config(tmp_path, tiny_model_dir, output={"dir": "ro"}))])
+    assert mounted.exit_code == 1 and "Traceback" not in mounted.output
+    assert "cannot make the runs folder ro (Read-only file system)" in mounted.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "ro").exists()
