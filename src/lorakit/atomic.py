@@ -11,6 +11,25 @@ from pathlib import Path
 from typing import Any
 
 
+def check_writable(folder: Path, what: str, fix: str) -> None:
+    """``folder`` can be written, or made: its nearest existing parent is a folder this user can write. Checked
+    before the work whose result would be lost when the write fails at its end.
+
+    Raises:
+        WriteError: ``what`` cannot be made there, naming what is in the way, and ``fix``.
+    """
+    from lorakit.errors import WriteError
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise WriteError(f"{existing} is a file, so {what} cannot be made there; {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):  # also false on a read-only file system, even for root
+        raise WriteError(f"{existing} is not writable by this user, so {what} cannot be "
+                         f"{'written' if existing == folder else 'made'}; {fix}")
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 

@@ -45,6 +45,10 @@ class MemoryBudgetError(LorakitError):
     """A memory budget cannot hold the run even at its smallest settings."""
 
 
+class WriteError(LorakitError):
+    """A file or folder lorakit was asked to write cannot be made where it was asked."""
+
+
 class DiskFullError(LorakitError):
     """The disk a run or a result is written to is full (or too small for what a run will write)."""
 

@@ -89,6 +89,7 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
     else:
         from lorakit.atomic import write_text_atomic
 
+        Path(output_path).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(Path(output_path), result)  # a stop half way leaves the file as it was
         click.echo(f"wrote {output_path}", err=True)
 
@@ -99,8 +100,10 @@ def check_output(output: Path, source: Path | None, force: bool) -> None:
     Raises:
         DataError: which, and what to do.
     """
+    from lorakit.atomic import check_writable
     from lorakit.errors import DataError
 
+    check_writable(output.parent, f"--output {output}", "choose another --output")
     if not output.exists():
         return
     if source is not None and os.path.samefile(output, source):

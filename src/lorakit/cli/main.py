@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import click
@@ -24,8 +25,8 @@ from lorakit.errors import DiskFullError, LorakitError
 
 
 class LorakitGroup(click.Group):
-    """Report a LorakitError, or a write that found the disk full, as one line on stderr and exit with its code:
-    never a traceback."""
+    """Report a LorakitError, a full disk or a path the system refuses as one line on stderr and exit with its
+    code: never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -34,12 +35,26 @@ class LorakitGroup(click.Group):
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
         except Exception as e:
-            if not is_disk_full(e):
+            said = _system_refusal(e)
+            if said is None:
                 raise
-            written = written_file(e)
-            click.echo(f"error: no space left on device{f' writing {written}' if written else ''} ({e}): free "
-                       "space on that disk, or write elsewhere", err=True)
-            ctx.exit(DiskFullError.exit_code)
+            click.echo(f"error: {said[0]}", err=True)
+            ctx.exit(said[1])
+
+
+REFUSED_PATHS = (PermissionError, NotADirectoryError, IsADirectoryError)
+
+
+def _system_refusal(error: Exception) -> tuple[str, int] | None:
+    """What the system refused, in one line, and the exit code; None for anything else (a bug: its traceback)."""
+    if is_disk_full(error):
+        written = written_file(error)
+        return (f"no space left on device{f' writing {written}' if written else ''} ({error}): free space on "
+                "that disk, or write elsewhere", DiskFullError.exit_code)
+    if isinstance(error, OSError) and error.filename and (isinstance(error, REFUSED_PATHS)
+                                                          or error.errno == errno.EROFS):
+        return f"{error.filename}: {error.strerror}", 1
+    return None
 
 
 @click.group(cls=LorakitGroup, context_settings={"help_option_names": ["-h", "--help"]})

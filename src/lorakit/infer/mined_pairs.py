@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorakit.atomic import check_writable
 from lorakit.errors import DataError
 from lorakit.infer import metrics as m
 from lorakit.infer.engines import Engine
@@ -70,6 +71,7 @@ def mine_pairs(ref: str, data: Path, out: Path, options: MineOptions = MineOptio
                         "pip install 'lorakit[eval]'")
     if out.exists() and not options.force:
         raise DataError(f"--out: {out} exists; choose another file or give --force to replace it")
+    check_writable(out.parent, f"--out {out}", "choose another --out")  # before minutes of generating
     from lorakit.infer.engines import check_reference, default_batch_size, open_model
     from lorakit.infer.generate import generate_turns
 

@@ -49,7 +49,7 @@ def before_start(cfg: RunConfig, trains_here: bool = True) -> None:
     submission leaves those to the job.
 
     Raises:
-        ConfigError, DataError, ModelError, RunError: every problem found (one per line when there are several).
+        ConfigError, DataError, ModelError, WriteError: every problem found (one per line when there are several).
     """
     from lorakit.model.resolve import check_model_reference
     from lorakit.runs.naming import check_runs_root

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
+from lorakit.atomic import check_writable
 from lorakit.errors import RunError
 
 _VERSION = re.compile(r"-v(\d{3,})$")
@@ -46,20 +46,12 @@ def next_run_dir(root: Path, name: str) -> Path:
 
 
 def check_runs_root(root: Path) -> None:
-    """``root`` is a folder, or can be made as one: its nearest existing parent is a folder this user can write.
+    """``root`` is a folder, or can be made as one.
 
     Raises:
-        RunError: naming the folder and what is in the way.
+        WriteError: naming the folder and what is in the way.
     """
-    existing = root
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise RunError(f"{existing} is a file, so the runs folder {root} cannot be made there; choose another "
-                       "folder (output.dir)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunError(f"{existing} is not writable by this user, so the runs folder {root} cannot be "
-                       f"{'written' if existing == root else 'made'}; choose another folder (output.dir)")
+    check_writable(root, f"the runs folder {root}", "choose another folder (output.dir)")
 
 
 def _make_root(root: Path) -> None:

@@ -63,6 +63,30 @@ def test_an_output_file_is_replaced_only_when_asked_and_never_the_input(run, tmp
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
 
 
+def test_where_an_output_cannot_go_is_said_before_any_model_loads(run, tmp_path, monkeypatch):
+    (tmp_path / "one.txt").write_text("x = y\n")
+    (tmp_path / "afile").write_text("in the way\n")
+    args = ("infer", "tiny", "--input", tmp_path / "one.txt", "--max-new-tokens", 4)
+    from lorakit.infer import engines
+
+    loaded, open_model = [], engines.open_model
+    monkeypatch.setattr(engines, "open_model", lambda *a, **k: loaded.append(a))
+    in_the_way = cli_run(*args, "--output", tmp_path / "afile" / "out.typ")
+    assert in_the_way.exit_code == 1 and in_the_way.output.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'afile'} is a file, so --output {tmp_path / 'afile' / 'out.typ'} cannot be made there; "
+        "choose another --output")
+    for command in (("data", "pairs", "tiny", "--data", tmp_path / "train.jsonl", "--out", tmp_path / "afile" / "p"),
+                    ("export", "tiny", "--merge", "--out", tmp_path / "afile" / "merged"),
+                    ("export", "tiny", "--gguf", "--out", tmp_path / "afile" / "x.gguf")):
+        refused = cli_run(*command)
+        assert refused.exit_code == 1 and f"{tmp_path / 'afile'} is a file, so" in refused.output, refused.output
+    assert loaded == []  # said before any model loaded
+    monkeypatch.setattr(engines, "open_model", open_model)
+    made = cli_run(*args, "--output", tmp_path / "new" / "out.typ")  # a folder that is not there yet is made
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "new" / "out.typ").is_file()
+
+
 def test_text_inference_by_pieces_keeps_the_layout_and_matches_the_adapter(run, tmp_path):
     from lorakit.infer.generate import generate
     from lorakit.infer.load import load_adapter

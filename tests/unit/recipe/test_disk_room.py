@@ -1,5 +1,5 @@
 """A full disk: a run that cannot be saved is refused before its first step, and one that fills the disk as it
-goes ends in one line, marked failed, never in a traceback."""
+goes ends in one line, marked failed, never in a traceback; so does any path the system refuses."""
 
 import errno
 import json
@@ -148,10 +148,21 @@ def test_any_command_that_finds_the_disk_full_says_so_in_one_line():
     def other() -> None:
         raise OSError(errno.EACCES, "Permission denied", "/data/out.gguf")
 
+    @group.command()
+    def refused() -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", "/sys/.out.jsonl.x1")
+
+    @group.command()
+    def bug() -> None:
+        raise OSError("a bug of ours, naming no path")
+
+    said = CliRunner().invoke(group, ["refused"])
+    assert said.exit_code == 1 and said.output == "error: /sys/.out.jsonl.x1: Permission denied\n"
+    assert isinstance(CliRunner().invoke(group, ["bug"]).exception, OSError)  # a bug keeps its traceback
     full = CliRunner().invoke(group, ["write"])
     assert full.exit_code == 28  # ENOSPC: a parent (the queue) tells a full disk from a failed run
     assert full.output.startswith("error: no space left on device writing /data/out.gguf")
-    assert isinstance(CliRunner().invoke(group, ["other"]).exception, PermissionError)  # not ours to rephrase
+    assert CliRunner().invoke(group, ["other"]).output.startswith("error: /data/out.gguf: Permission denied")
 
 
 def test_an_export_that_finds_the_disk_full_leaves_nothing_half_written_and_names_the_disk(tmp_path):

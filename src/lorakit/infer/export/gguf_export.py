@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorakit.atomic import check_writable
 from lorakit.disk import disk_full_error
 from lorakit.errors import ModelError, RunError
 from lorakit.infer.export.arch import architecture
@@ -122,6 +123,7 @@ def export_gguf(ref: str, out: Path | None = None, quant: str = "f16", adapter_o
         raise RunError(f"{target} is a folder; give --out a file name (a .gguf), or another folder")
     if target.exists() and not force:  # the default file, from an earlier export
         raise RunError(f"{target} exists; add --force to replace it, or --out for another file")
+    check_writable(target.parent, str(target), "give --out a file elsewhere")
     adapter = load_adapter(str(folder), runs_dir, device="cpu")
     config = adapter.model.get_base_model().config
     arch = architecture(config)

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from lorakit.atomic import check_writable
 from lorakit.disk import disk_full_error
 from lorakit.errors import RunError
 from lorakit.model.tokenizer_files import save_tokenizer
@@ -30,6 +31,7 @@ def export_merged(ref: str, out: Path, dtype: str = "float32", runs_dir: Path = 
         raise RunError(f"--out {out} is a file; give a new folder for the merged model")
     if out.exists() and any(out.iterdir()):
         raise RunError(f"--out {out} exists and is not empty; choose a new folder")
+    check_writable(out, f"--out {out}", "choose another folder")
     adapter = load_adapter(ref, runs_dir, device="cpu")
     merged = adapter.model.merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
