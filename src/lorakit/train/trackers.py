@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lorakit.config.schema import PAIR_STATS, TrackingSection
 from lorakit.errors import ConfigError
-from lorakit.redaction import redact
+from lorakit.redaction import redact, redact_text
 from lorakit.train.callbacks import eval_values
 
 log = logging.getLogger(__name__)
@@ -25,15 +26,44 @@ def step_values(metrics: dict[str, Any]) -> dict[str, float]:
     """A step's tracked numbers: STEP_METRICS, and a DPO step's rewards and log-probabilities."""
     return {name: metrics[name] for name in (*STEP_METRICS, *PAIR_STATS) if name in metrics}
 NEEDS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+MLFLOW_PROBE_SECONDS = 5  # a server on the network answers a health check well within this
 MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "failed": "FAILED"}
 
 
 def check_trackers(tracking: TrackingSection) -> None:
-    """Raises ConfigError when a tracker in tracking.report_to is not installed."""
+    """Raises ConfigError when a tracker in tracking.report_to is not installed, or MLflow's server is not there."""
     for tracker in tracking.report_to:
         if importlib.util.find_spec(NEEDS[tracker]) is None:
             raise ConfigError(f"tracking.report_to: {tracker} is not installed; "
                               "install it with: pip install 'lorakit[trackers]'")
+    if "mlflow" in tracking.report_to and tracking.mlflow_uri:
+        check_mlflow_server(tracking.mlflow_uri)
+
+
+def check_mlflow_server(uri: str) -> None:
+    """An http(s) tracking server answers at all (any HTTP status is an answer; a database or a folder is not
+    probed): MLflow's client would retry an absent one for minutes, then fail the run with a traceback.
+
+    Raises:
+        ConfigError: naming the server (credentials redacted) and why it could not be reached.
+    """
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    netloc = parts.hostname or ""
+    health = urllib.parse.urlunsplit((parts.scheme, f"{netloc}:{parts.port}" if parts.port else netloc,
+                                      parts.path.rstrip("/") + "/health", "", ""))  # no credentials needed there
+    try:
+        urllib.request.urlopen(health, timeout=MLFLOW_PROBE_SECONDS).close()
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise ConfigError(f"tracking.mlflow_uri: cannot reach {redact_text(uri)} ({getattr(e, 'reason', e)}); "
+                          "start the server, correct the URI, or take mlflow out of tracking.report_to") from None
 
 
 def default_mlflow_uri(output_dir: str) -> str:
@@ -87,6 +117,20 @@ class MlflowLog:
         else:
             self.client.update_run(run_id, status="RUNNING")
         self.run_id = run_id
+        self.gone: str | None = None  # why MLflow was left alone, once a call failed
+
+    def _safely(self, what: str, call: Callable[[], Any]) -> None:
+        """A tracking server that stops answering must not stop the training (trainer_log.jsonl holds every
+        value): the first failure is said, and MLflow is left alone from then on (each call would retry for
+        minutes)."""
+        if self.gone is not None:
+            return
+        try:
+            call()
+        except Exception as e:
+            self.gone = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+            log.warning("mlflow: %s failed (%s); training goes on without MLflow (trainer_log.jsonl has every "
+                        "value)", what, redact_text(self.gone))
 
     def _log(self, values: dict[str, float], step: int) -> None:
         import time
@@ -94,7 +138,8 @@ class MlflowLog:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in values.items()])
+        metrics = [Metric(k, float(v), stamp, step) for k, v in values.items()]
+        self._safely(f"logging step {step}", lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     def on_train_begin(self, total_steps: int) -> None:
         pass
@@ -106,11 +151,13 @@ class MlflowLog:
         self._log(eval_values(metrics), metrics["step"])
 
     def on_samples(self, step: int, samples: list[dict[str, str]]) -> None:
-        self.client.log_text(self.run_id, "".join(f"{s['prompt']}\t{s['output']}\n" for s in samples),
-                             f"samples/step-{step:06d}.tsv")
+        text = "".join(f"{s['prompt']}\t{s['output']}\n" for s in samples)
+        self._safely(f"the samples of step {step}",
+                     lambda: self.client.log_text(self.run_id, text, f"samples/step-{step:06d}.tsv"))
 
     def on_train_end(self, status: str) -> None:
-        self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(status, "FAILED"))
+        self._safely("ending its run",
+                     lambda: self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(status, "FAILED")))
 
 
 def build_trackers(tracking: TrackingSection, output_dir: str, run_dir: Path, params: dict[str, Any],
@@ -130,7 +177,13 @@ def build_trackers(tracking: TrackingSection, output_dir: str, run_dir: Path, pa
     if "mlflow" in tracking.report_to:
         uri = tracking.mlflow_uri or default_mlflow_uri(output_dir)
         run_id = ((previous or {}).get("mlflow") or {}).get("run_id")
-        tracker = MlflowLog(uri, tracking.mlflow_experiment, run_dir.name, params, run_id)
+        try:
+            tracker = MlflowLog(uri, tracking.mlflow_experiment, run_dir.name, params, run_id)
+        except Exception as e:  # asked for, and not there at the start: said before any step, in one line
+            first = (str(e).splitlines() or [""])[0][:300]
+            raise ConfigError(f"tracking.mlflow_uri: MLflow at {redact_text(uri)} did not start a run "
+                              f"({type(e).__name__}: {redact_text(first)}); start the server or correct the URI, "
+                              "or take mlflow out of tracking.report_to") from None
         callbacks.append(tracker)
         record["mlflow"] = {"uri": uri, "experiment": tracking.mlflow_experiment, "run_id": tracker.run_id}
         log.info("mlflow: run %s in %s", tracker.run_id, uri)
