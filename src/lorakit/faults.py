@@ -8,6 +8,7 @@
   once per file, ...) and the sweep's (``trial<N>:step<S>``, ``trial<N>:trained``, ``trial<N>:told``) use it.
 - ``number(point)`` is the ``n`` of a point that is a quantity, not a place: ``oom-tokens:N`` makes a micro-batch
   of more than N tokens run out of memory. The training loop reads it once, before its first step.
+  ``free-bytes:N`` is the free space the check before a run's first step sees (a Slurm job's disk, made full).
 
 A fault point only ever stops the process or raises: it never deletes, writes or uploads anything itself, so
 what a test sees after a kill is what the real code left behind.

@@ -25,6 +25,7 @@ class Kind(str, Enum):
     PRUNED = "pruned"  # a sweep's pruner ended it at an evaluation; complete, recorded as pruned in the study
     STOPPED = "stopped"  # Ctrl+C or SIGTERM: the adapter so far and a resume state are saved
     OUT_OF_MEMORY = "out-of-memory"  # the out-of-memory ladder had nothing left to try
+    DISK_FULL = "disk-full"  # its disk cannot hold what it writes: a queue stops rather than go on to the next
     FAILED = "failed"
     CANCELLED = "cancelled"  # scancel
 
@@ -35,7 +36,7 @@ class Kind(str, Enum):
 
 
 _STATUS_OF = {Kind.EARLY_STOPPED: "completed", Kind.PRUNED: "completed", Kind.STOPPED: "interrupted",
-              Kind.OUT_OF_MEMORY: "failed"}
+              Kind.OUT_OF_MEMORY: "failed", Kind.DISK_FULL: "failed"}
 _KIND_OF_STATUS = {"interrupted": Kind.STOPPED}
 
 

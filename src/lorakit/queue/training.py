@@ -185,8 +185,12 @@ class TrainingStage:
                 return run
             if job.run_dir == str(run):
                 job.run_dir = None  # a re-run of the queue starts this dataset afresh
-                reason = manifest.outcome.reason or manifest.status
-                raise JobFailed(f"Slurm job {manifest.data['slurm']['job_id']}: {manifest.status}: {reason}")
+                reason = f"Slurm job {manifest.data['slurm']['job_id']}: {manifest.status}: " + (
+                    manifest.outcome.reason or manifest.status)
+                if manifest.outcome.kind is Kind.DISK_FULL:  # the next dataset's job would find it as full
+                    self.state.save()
+                    raise DiskFullError(f"{job.key}: {reason}")
+                raise JobFailed(reason)
         self._discard_unfinished(ours)  # failed, cancelled or never submitted; nothing of it was uploaded
         config, secrets = self._job_config(job, job_dir)
         try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorakit import faults
 from lorakit.config.schema import TrainSection
 from lorakit.disk import free_bytes, size_text
 from lorakit.errors import DiskFullError
@@ -70,7 +71,8 @@ def _checkpoints_to_write(train: TrainSection, total_steps: int, steps_done: int
 
 def check_room(run_dir: Path, writes: RunWrites) -> None:
     """Raises DiskFullError when the disk holding ``run_dir`` has less free space than the run will write."""
-    free = free_bytes(run_dir)
+    armed = faults.number("free-bytes")  # tests: the disk as full as a job on another machine would find it
+    free = free_bytes(run_dir) if armed is None else armed
     if free >= writes.total:
         return
     fixes = ["free space there", "set output.dir to a disk with room"]

@@ -127,15 +127,18 @@ def _marking_failures(run: RunFolder, train: Callable[[], TrainOutcome]) -> Trai
     except OutOfMemoryError as e:
         run.end(Outcome(Kind.OUT_OF_MEMORY, str(e)), card=False)
         raise
+    except DiskFullError as e:
+        _record_failure(run, Outcome(Kind.DISK_FULL, str(e)))
+        raise
     except LorakitError as e:
-        _record_failure(run, str(e))
+        _record_failure(run, Outcome(Kind.FAILED, str(e)))
         raise
     except Exception as e:
         if not is_disk_full(e, run.path):
-            _record_failure(run, f"{type(e).__name__}: {e}")
+            _record_failure(run, Outcome(Kind.FAILED, f"{type(e).__name__}: {e}"))
             raise
         full = _disk_full(run, e)
-        _record_failure(run, str(full))
+        _record_failure(run, Outcome(Kind.DISK_FULL, str(full)))
         raise full from e
 
 
@@ -149,11 +152,11 @@ def _disk_full(run: RunFolder, error: Exception) -> DiskFullError:
                          f"{size_text(free_bytes(run.path))} free now); free space there, then {then}")
 
 
-def _record_failure(run: RunFolder, reason: str) -> None:
+def _record_failure(run: RunFolder, outcome: Outcome) -> None:
     """Mark the run failed; when even that cannot be written (the disk is full), say so, and let the error that
     stopped the run be the one reported."""
     try:
-        run.fail(reason)
+        run.end(outcome, card=False)
     except OSError as e:
         log.warning("could not record the failure in %s (%s)", run.manifest.path, e)
 

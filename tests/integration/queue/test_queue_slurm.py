@@ -60,3 +60,23 @@ def test_a_queue_killed_while_its_jobs_run_adopts_them_on_the_next_run(tmp_path,
     for name in JOBS:
         assert state(tmp_path)[name]["state"] == "cleaned"
         assert (server.root / "output" / f"{name}-v1" / "adapter_model.safetensors").is_file()
+
+
+def test_a_slurm_job_whose_disk_is_full_stops_the_queue_and_a_later_run_trains_it(tmp_path, server, workspace,
+                                                                                    monkeypatch):
+    from lorakit import faults
+
+    monkeypatch.chdir(tmp_path)
+    on_slurm(tmp_path, workspace)
+    monkeypatch.setenv(faults.ENV, "free-bytes:0")  # inherited by the Slurm job: its disk as the check sees it
+    result = queue(workspace, "--only", "alpha")
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("queue stopped: alpha: Slurm job ") and "not enough disk space for this run" in last
+    assert "the queue stopped and deleted nothing" in last
+    assert state(tmp_path)["alpha"]["state"] == "training"  # not failed: the next run submits it again
+    assert (server.root / "training" / "alpha" / "train.jsonl").is_file()
+    monkeypatch.delenv(faults.ENV)  # room again
+    again = queue(workspace, "--only", "alpha")
+    assert again.exit_code == 0, again.output
+    assert json.loads((server.root / "output" / "alpha-v1" / "manifest.json").read_text())["status"] == "completed"

@@ -70,6 +70,7 @@ def test_a_run_the_disk_cannot_hold_is_refused_before_its_first_step(tmp_path, t
     run = tmp_path / "runs" / "tiny-v002"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "not enough disk space" in manifest["status_history"][-1]["reason"]
+    assert manifest["status_history"][-1]["kind"] == "disk-full"  # what a queue decides by, not the sentence
     assert not (run / "adapter_model.safetensors").exists()
     assert not (run / "trainer_log.jsonl").exists()  # not one step trained
 
@@ -88,6 +89,7 @@ def test_a_disk_that_fills_during_the_run_ends_it_in_one_line(tmp_path, tiny_mod
     assert last.endswith("then train again (or set output.dir to a disk with room)")  # no resume state to go on from
     manifest = json.loads((tmp_path / "runs" / "tiny-v001" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "no space left" in manifest["status_history"][-1]["reason"]
+    assert manifest["status_history"][-1]["kind"] == "disk-full"
 
     # the manifest cannot record it either: the disk's error is still the one said, and a warning says why the
     # manifest was not updated
