@@ -194,6 +194,16 @@ def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, floa
         RunFolder.open(folder).add_evaluation(str(data), engine, results)
 
 
+def _record_if_writable(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, float]],
+                        predictions: dict[str, list[str]], cases: Sequence[EvalCase], engine: str) -> None:
+    """``record``; a folder that cannot take them (a colleague's runs, mounted read-only; a full disk) loses
+    nothing: the minutes of scoring reach the table, and the warning says they were not recorded."""
+    try:
+        record(adapter, data, results, predictions, cases, engine)
+    except OSError as e:
+        log.warning("%s: results not recorded in %s (%s); the table has them", adapter.name, adapter.path, e)
+
+
 @dataclass(frozen=True)
 class EvalOptions:
     base: bool = False  # also the base model alone, on the same prompts
@@ -248,6 +258,6 @@ def evaluate_runs(refs: Sequence[str], data: Path, wanted: Sequence[str], option
                 table[f"base: {base_name}"] = results["base"]
                 bases_done.add(base_name)
         if (adapter.path / "adapter_config.json").is_file():  # a run or adapter folder, not a bare GGUF's folder
-            record(adapter, data, results, predictions, cases, options.engine)
+            _record_if_writable(adapter, data, results, predictions, cases, options.engine)
         del adapter
     return table

@@ -163,6 +163,24 @@ def test_an_eval_results_file_that_is_no_json_object_is_kept_aside_and_the_evalu
     assert len(kept) == 1 and kept[0].read_text() == "[not what lorakit writes]"
 
 
+def test_an_evaluation_a_run_folder_cannot_take_still_reaches_the_table(run, tmp_path, monkeypatch):
+    import errno
+
+    write_jsonl(tmp_path / "dev.jsonl", [{"tex": "x = y", "typst": "x = y"}])
+
+    def read_only(path, data):  # a colleague's runs, mounted read-only
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr("lorakit.runs.manifest.write_json_atomic", read_only)
+    result = cli_run("eval", "tiny", "--data", tmp_path / "dev.jsonl", "--metrics", "loss,exact",
+                     "--max-new-tokens", 4)
+    assert result.exit_code == 0, result.output
+    assert "tiny-v001: results not recorded in" in result.output and "Read-only file system" in result.output
+    header, row = result.output.strip().splitlines()[-2:]  # the scores are shown all the same
+    assert header.split() == ["model", "cases", "exact", "loss", "perplexity"] and row.split()[:2] == ["tiny-v001", "1"]
+    assert "eval_dev" not in json.loads((run / "eval_results.json").read_text())
+
+
 def test_merged_export_equals_base_plus_adapter(run, tmp_path):
     from transformers import AutoModelForCausalLM
 
