@@ -111,6 +111,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, dict) and value and all(v is None for v in value.values()):
+        value = raw.strip()  # YAML reads {data} as a mapping with no values: meant as a placeholder (output.name)
     if isinstance(value, str):
         # YAML 1.1 reads 1e-4 as a string; a user typing it means a number.
         with contextlib.suppress(ValueError):
@@ -279,7 +281,7 @@ def validate(raw: dict[str, Any], key_sources: dict[str, str], sources: Sequence
             elif not loc:  # a rule across keys: its words name them, not the whole section
                 lines.append(_rule_problem(msg, key_sources))
                 continue
-            else:
+            elif "(got " not in msg:  # a validator of ours names what it got already
                 msg += f" (got {err['input']!r})"
             lines.append(f"{key}: {msg} [{origin}]")
         raise ConfigError(problem_list(f"invalid config (merged from {', '.join(sources) or 'defaults'})", lines)) \

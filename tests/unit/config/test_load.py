@@ -67,9 +67,20 @@ def test_relative_data_paths_resolve_against_the_config_file(tmp_path, monkeypat
     ("data.packing=true", (["data", "packing"], True)),
     ("lora.target_modules=[q_proj, v_proj]", (["lora", "target_modules"], ["q_proj", "v_proj"])),
     ("output.name=my run", (["output", "name"], "my run")),
+    ("output.name={data}", (["output", "name"], "{data}")),  # YAML's {data} is a mapping with no value: a placeholder
+    ("output.name={data}-s{steps}", (["output", "name"], "{data}-s{steps}")),
+    ("data.replace={}", (["data", "replace"], {})),
+    ("data.replace={name: Ada}", (["data", "replace"], {"name": "Ada"})),
 ])
 def test_set_values_are_typed_like_yaml(text, expected):
     assert parse_override(text) == expected
+
+
+def test_a_validator_that_names_what_it_got_is_not_repeated(tmp_path):
+    (tmp_path / "c.yaml").write_text("model: {name_or_path: smollm2-135m}\ndata: {train: [t.jsonl]}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(tmp_path / "c.yaml", overrides=["output.name=../evil"])
+    assert str(refused.value).count("(got '../evil')") == 1
 
 
 def test_every_problem_is_reported_at_once_with_key_source_and_hint(base):
