@@ -29,6 +29,10 @@ class PreferenceRows(DataRefusal):
     """Preference pairs where supervised rows were expected (``data check`` then reads them as pairs)."""
 
 
+class LabelledRows(DataRefusal):
+    """KTO's true/false-labelled rows without data.label_field (``data check`` then reads them with it)."""
+
+
 class ModelError(LorakitError):
     """The base model cannot be found, converted or loaded as configured."""
 

@@ -9,7 +9,7 @@ from typing import Any
 from lorakit.config.schema import DataSection
 from lorakit.data.dataset import SplitStats, build_encoder, encode_all, encode_pairs, load_conversations
 from lorakit.data.tokenize import IGNORE, Example
-from lorakit.errors import PreferenceRows
+from lorakit.errors import LabelledRows, PreferenceRows
 
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 
@@ -50,6 +50,37 @@ def render_trained_span(example: Example, tokenizer: Any) -> str:
     return "".join(pieces)
 
 
+@dataclass
+class _Read:
+    conversations: list[Any]
+    stats: SplitStats
+    pairs: bool
+    data: DataSection | None
+    notes: list[str] = field(default_factory=list)  # how rows no config decides about were read
+
+
+def _read(paths: Sequence[str], data: DataSection | None, cap: int | None, pairs: bool | None) -> _Read:
+    """The rows as the config reads them; with none (``pairs`` None), as the rows are: pairs as train.method: dpo
+    reads them, true/false-labelled rows as data.label_field: label does (a config's own refusal stands)."""
+    stats = SplitStats()
+    try:
+        return _Read(load_conversations(paths, data, stats, cap, pairs=bool(pairs)), stats, bool(pairs), data)
+    except PreferenceRows:
+        if pairs is not None:
+            raise
+        stats = SplitStats()
+        return _Read(load_conversations(paths, data, stats, cap, pairs=True), stats, True, data,
+                     ["rows are preference pairs: read as train.method: dpo reads them"])
+    except LabelledRows:
+        if pairs is not None:
+            raise
+        labelled = (data or DataSection(train=list(paths))).model_copy(update={"label_field": "label"})
+        stats = SplitStats()
+        return _Read(load_conversations(paths, labelled, stats, cap), stats, False,
+                     labelled if data is not None else None,
+                     ["rows carry a true/false label: read as data.label_field: label reads them"])
+
+
 def check_data(paths: Sequence[str], data: DataSection | None = None, tokenizer: Any = None,
                pairs: bool | None = None) -> CheckReport:
     """Detect formats and count rows; with a tokenizer, also token lengths and a rendered example (``pairs``:
@@ -59,19 +90,11 @@ def check_data(paths: Sequence[str], data: DataSection | None = None, tokenizer:
     Raises:
         DataError: the same errors training would raise for these files.
     """
-    loaded = SplitStats()
     cap = data.max_samples_per_file if data is not None else None  # as training reads each file
-    read_as = []
-    try:
-        conversations = load_conversations(paths, data, loaded, cap, pairs=bool(pairs))
-    except PreferenceRows:
-        if pairs is not None:  # a config asked for supervised rows: its error stands
-            raise
-        pairs, loaded = True, SplitStats()
-        conversations = load_conversations(paths, data, loaded, cap, pairs=True)
-        read_as = ["rows are preference pairs: read as train.method: dpo reads them"]
+    read = _read(paths, data, cap, pairs)
+    conversations, loaded, pairs, data = read.conversations, read.stats, read.pairs, read.data
     capped = [f"data.max_samples_per_file: the first {cap} rows of each file"] if cap else []
-    report = CheckReport(loaded.formats, len(conversations), notes=read_as + loaded.notes() + capped)
+    report = CheckReport(loaded.formats, len(conversations), notes=read.notes + loaded.notes() + capped)
     if tokenizer is None or data is None:
         return report
     encoder, report.template = build_encoder(data, tokenizer)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lorakit.errors import DataError, DataRefusal, PreferenceRows
+from lorakit.errors import DataError, DataRefusal, LabelledRows, PreferenceRows
 
 MEDIA_FIELDS = ("images", "videos", "audios", "image", "video", "audio")
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -61,7 +61,7 @@ class RowPolicy:
             if not self._desirable(row):
                 return None
         elif isinstance(row.get("label"), bool):
-            raise DataRefusal("rows carry a KTO / unpaired-preference 'label' (true/false): lorakit trains "
+            raise LabelledRows("rows carry a KTO / unpaired-preference 'label' (true/false): lorakit trains "
                               "supervised fine-tuning; set data.label_field: label to train only on the rows "
                               "labelled true")
         return fill_placeholders(row, self.replace) if self.replace else row

@@ -96,3 +96,20 @@ def test_data_check_without_a_config_reads_pair_rows_as_pairs_and_a_config_still
     sft = make_config(tmp_path, tiny_model_dir)  # a supervised config: training would refuse these rows
     refused = CliRunner().invoke(cli, ["data", "check", str(tmp_path / "pairs.jsonl"), "--config", str(sft)])
     assert refused.exit_code == 1 and "set train.method: dpo" in refused.output
+
+
+def test_data_check_without_a_config_reads_kto_rows_as_label_field_does(tmp_path, tiny_model_dir):
+    from tests.conftest import write_jsonl
+
+    write_jsonl(tmp_path / "kto.jsonl", [
+        {"messages": [{"role": "user", "content": "two plus two ?"}, {"role": "assistant", "content": "four"}],
+         "label": True},
+        {"messages": [{"role": "user", "content": "two plus two ?"}, {"role": "assistant", "content": "five"}],
+         "label": False}])
+    alone = CliRunner().invoke(cli, ["data", "check", str(tmp_path / "kto.jsonl"), "--model", str(tiny_model_dir)])
+    assert alone.exit_code == 0, alone.output
+    assert "rows: 1" in alone.output and "read as data.label_field: label reads them" in alone.output
+    assert "⟦four <|im_end|>⟧" in alone.output
+    sft = make_config(tmp_path, tiny_model_dir)  # a config without data.label_field: training would refuse them
+    refused = CliRunner().invoke(cli, ["data", "check", str(tmp_path / "kto.jsonl"), "--config", str(sft)])
+    assert refused.exit_code == 1 and "set data.label_field: label" in refused.output
