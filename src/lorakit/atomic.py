@@ -18,11 +18,10 @@ def check_writable(folder: Path, what: str, fix: str) -> None:
     Raises:
         WriteError: ``what`` cannot be made there, naming what is in the way, and ``fix``.
     """
+    from lorakit.disk import nearest_existing
     from lorakit.errors import WriteError
 
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(folder)
     if not existing.is_dir():
         raise WriteError(f"{existing} is a file, so {what} cannot be made there; {fix}")
     if not os.access(existing, os.W_OK | os.X_OK):  # also false on a read-only file system, even for root

@@ -20,12 +20,17 @@ FULL_WORDS = ("No space left on device", "Disk quota exceeded", "Not enough free
 NEARLY_FULL = 1 << 20  # bytes: under this much free after a failed write, the write found no room
 
 
-def free_bytes(path: str | Path) -> int:
-    """Free space on the disk that holds ``path`` (or its nearest existing parent)."""
-    where = Path(path).absolute()
+def nearest_existing(path: str | Path) -> Path:
+    """``path``, or its nearest parent that exists: where a folder still to be made would go."""
+    where = Path(path)
     while not where.exists() and where != where.parent:
         where = where.parent
-    return shutil.disk_usage(where).free
+    return where
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free space on the disk that holds ``path`` (or its nearest existing parent)."""
+    return shutil.disk_usage(nearest_existing(Path(path).absolute())).free
 
 
 def is_disk_full(error: BaseException, where: str | Path | None = None) -> bool:
@@ -54,11 +59,6 @@ def disk_full_error(error: BaseException, target: Path) -> DiskFullError | None:
         return None
     return DiskFullError(f"no space left on the disk of {folder} writing {target.name} ({type(error).__name__}: "
                          f"{error}; {size_text(free_bytes(folder))} free now); free space there, or write elsewhere")
-
-
-def written_file(error: BaseException) -> str | None:
-    """The file a failed write named, when the error says (Python's OSError does)."""
-    return getattr(error, "filename", None) if isinstance(error, OSError) else None
 
 
 def size_text(size: float) -> str:

@@ -20,7 +20,7 @@ from lorakit.cli.slurm_cmd import cancel_cmd, logs_cmd, status_cmd, submit_cmd
 from lorakit.cli.sweep_cmd import sweep_group
 from lorakit.cli.train import train_cmd
 from lorakit.cli.ui_cmd import ui_cmd
-from lorakit.disk import is_disk_full, written_file
+from lorakit.disk import is_disk_full
 from lorakit.errors import DiskFullError, LorakitError
 
 
@@ -48,7 +48,7 @@ REFUSED_PATHS = (PermissionError, NotADirectoryError, IsADirectoryError)
 def _system_refusal(error: Exception) -> tuple[str, int] | None:
     """What the system refused, in one line, and the exit code; None for anything else (a bug: its traceback)."""
     if is_disk_full(error):
-        written = written_file(error)
+        written = error.filename if isinstance(error, OSError) else None
         return (f"no space left on device{f' writing {written}' if written else ''} ({error}): free space on "
                 "that disk, or write elsewhere", DiskFullError.exit_code)
     if isinstance(error, OSError) and error.filename and (isinstance(error, REFUSED_PATHS)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorakit.disk import free_bytes, size_text
+from lorakit.disk import FULL_WORDS, free_bytes, size_text
 from lorakit.errors import DiskFullError, RemoteError, RemoteFullError
 from lorakit.remote.paths import is_local, split_remote
 
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 # rclone's words for a write the remote will not take; a read-only WebDAV answers 403, or 409 on mkdir.
 FULL_MARKERS = ("quota", "storage full", "insufficient storage", "507", "no space left", "storagequotaexceeded",
                 "read-only", "read only", "403 forbidden", "409 conflict")
-# rclone's words for a local disk it cannot write to: preallocating a file, or the write itself.
-LOCAL_FULL_MARKERS = ("too big for remaining disk space", "no space left on device", "disk quota exceeded")
+# rclone's words for a local disk it cannot write to: preallocating a file, or the write itself (strerror).
+LOCAL_FULL_MARKERS = ("too big for remaining disk space", *(words.lower() for words in FULL_WORDS))
 # Fail fast on a dead server when only probing (rclone's defaults retry for minutes).
 PROBE_FLAGS = ("--retries", "1", "--low-level-retries", "1", "--contimeout", "5s", "--timeout", "15s")
 # The user's flags that also reach checks, listings and deletions: how to connect, never what to compare.

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lorakit.atomic import check_writable
-from lorakit.errors import RunError
+from lorakit.errors import RunError, WriteError
 
 _VERSION = re.compile(r"-v(\d{3,})$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -59,8 +59,8 @@ def _make_root(root: Path) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a read-only file system: refused even where access() says yes
-        raise RunError(f"cannot make the runs folder {root} ({e.strerror}); choose another folder "
-                       "(output.dir)") from None
+        raise WriteError(f"cannot make the runs folder {root} ({e.strerror}); choose another folder "
+                         "(output.dir)") from None
 
 
 def allocate_run_dir(root: Path, name: str) -> Path:
