@@ -51,6 +51,11 @@ def is_disk_full(error: BaseException, where: str | Path | None = None) -> bool:
         return False
 
 
+def full_disk_line(lines: list[str]) -> str | None:
+    """The last of a child's output ``lines`` that says its disk was full, in any library's words."""
+    return next((line.strip() for line in reversed(lines) if any(words in line for words in FULL_WORDS)), None)
+
+
 def disk_full_error(error: BaseException, target: Path) -> DiskFullError | None:
     """``error`` said in one line naming the disk it could not write ``target`` to; None when it is not a full
     disk."""

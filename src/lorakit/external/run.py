@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.config.schema import is_folder_name
+from lorakit.disk import NEARLY_FULL, free_bytes, full_disk_line, size_text
 from lorakit.errors import ConfigError
 from lorakit.external.facts import find_python, interpreter_facts
 from lorakit.external.oom import out_of_memory
@@ -194,6 +195,18 @@ def run_trainer(job: TrainerJob, child: Child | None = None, clean_empty: bool =
     return TrainerOutcome(run_dir, outcome, done.returncode)
 
 
+def _full_disk(run: RunFolder, done: Finished) -> str | None:
+    """Why the trainer failed when a disk was full: its own words, or the run folder's disk left (nearly) full.
+    A queue stops on it, since the next dataset would find the disk as full."""
+    if said := full_disk_line(done.tail):
+        return f"a disk it writes to is full: {said[:300]}; free space there"
+    folder = run.path.parent.absolute()
+    if free_bytes(folder) < NEARLY_FULL:
+        return (f"the disk of {folder} is full ({size_text(free_bytes(folder))} free): {done.error_line()[:300]}; "
+                "free space there")
+    return None
+
+
 def _verdict(run: RunFolder, done: Finished, oom: str | None, stopped_by: str | None,
              outputs: tuple[str, ...]) -> Outcome:
     """How the run ended, and why it did not complete."""
@@ -204,6 +217,9 @@ def _verdict(run: RunFolder, done: Finished, oom: str | None, stopped_by: str | 
         attempts = len(run.data["attempts"])
         return Outcome(Kind.OUT_OF_MEMORY, f"out of memory after {attempts} attempt(s): {done.error_line()[:300]}",
                        {"attempts": attempts})
+    if done.returncode != 0 and (full := _full_disk(run, done)):
+        return Outcome(Kind.DISK_FULL, f"{program} exited with {done.returncode}: {full}",
+                       {"returncode": done.returncode})
     if done.returncode != 0:
         return Outcome(Kind.FAILED, f"{program} exited with {done.returncode}: {done.error_line()[:300]}",
                        {"returncode": done.returncode})

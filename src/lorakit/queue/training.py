@@ -114,6 +114,8 @@ class TrainingStage:
                               self.child)
         if outcome.outcome.kind is Kind.STOPPED:
             raise QueueStopped(f"{job.key}: training {outcome.reason}; run the queue again to train it again")
+        if outcome.outcome.kind is Kind.DISK_FULL:  # the next dataset would find the disk as full
+            raise DiskFullError(f"{job.key}: {outcome.reason}")
         if not outcome.outcome.complete:
             raise JobFailed(outcome.reason or outcome.status)
         return outcome.run_dir
@@ -133,7 +135,7 @@ class TrainingStage:
         if done.returncode == 130:
             raise QueueStopped(f"{job.key}: training stopped; run the queue again to resume it")
         if done.returncode == DiskFullError.exit_code:  # the next dataset would find the disk as full
-            raise DiskFullError(f"{job.key}: {done.error_line()}")
+            raise DiskFullError(f"{job.key}: {_in_queue_words(done.error_line())}")
         if done.returncode != 0:
             raise JobFailed(done.error_line())
         finished = [d for d in _completed(versions_of(job.output_name or job.key, job_dir))
@@ -189,7 +191,7 @@ class TrainingStage:
                     manifest.outcome.reason or manifest.status)
                 if manifest.outcome.kind is Kind.DISK_FULL:  # the next dataset's job would find it as full
                     self.state.save()
-                    raise DiskFullError(f"{job.key}: {reason}")
+                    raise DiskFullError(f"{job.key}: {_in_queue_words(reason)}")
                 raise JobFailed(reason)
         self._discard_unfinished(ours)  # failed, cancelled or never submitted; nothing of it was uploaded
         config, secrets = self._job_config(job, job_dir)
@@ -204,3 +206,8 @@ class TrainingStage:
         self.state.save()
         log.info("%s: submitted as Slurm job %s (%s)", job.key, submission.job_id, submission.run_dir.name)
         raise StillTraining
+
+
+def _in_queue_words(reason: str) -> str:
+    """A training's own advice, for its queue: the queue sets each run's ``output.dir`` from the workspace."""
+    return reason.replace("set output.dir", "set the workspace's output_dir")

@@ -91,3 +91,28 @@ def test_an_external_trainer_that_keeps_running_out_of_memory_fails_the_job_and_
     assert state["a"]["error"].startswith("out of memory after 1 attempt(s)")
     assert state["a"]["failed_in"] == "training"
     assert (server.root / "training" / "a" / "x.png").is_file()  # nothing deleted for a failed job
+
+
+def test_an_external_trainer_that_finds_its_disk_full_stops_the_queue_and_keeps_the_job(tmp_path, server):
+    # the words of Python's OSError and of Rust's io::Error (safetensors, tokenizers) when a write finds no room
+    (tmp_path / "full.py").write_text(
+        "import sys\nprint('saving checkpoint')\n"
+        "print('OSError: [Errno 28] No space left on device', file=sys.stderr)\n"
+        "print('wandb: finished', file=sys.stderr)\nsys.exit(1)\n")
+    (tmp_path / "t.toml").write_text('[general]\noutput_name = "{output_name}"\n')
+    for name in ("a", "b"):
+        (server.root / "training" / name).mkdir(parents=True)
+        (server.root / "training" / name / "x.png").write_bytes(b"png")
+    ws = command_workspace(tmp_path, server, f"{{python}} {tmp_path}/full.py", trainer_config="t.toml")
+    result = CliRunner().invoke(cli, ["queue", str(ws)])
+    assert result.exit_code == 1
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("queue stopped: a: python exited with 1: a disk it writes to is full: "
+                           "OSError: [Errno 28] No space left on device; free space there"), last
+    state = json.loads((tmp_path / "work" / ".lorakit-queue.json").read_text())["jobs"]
+    assert state["a"]["state"] == "training"  # not failed: the next queue run trains it again
+    assert "b" not in state or state["b"]["state"] != "failed"  # b was not tried on the same full disk
+    run = next((tmp_path / "outputs" / "a").glob("a-*"))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert (manifest["status"], manifest["status_history"][-1]["kind"]) == ("failed", "disk-full")
+    assert (server.root / "training" / "a" / "x.png").is_file()

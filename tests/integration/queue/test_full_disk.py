@@ -76,6 +76,7 @@ def test_an_output_disk_too_small_for_the_run_stops_the_queue_before_training(tm
     assert done.returncode == 1, done.stdout + done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("queue stopped: alpha: not enough disk space for this run in") and "free space there" in last
+    assert "set the workspace's output_dir to a disk with room" in last  # not output.dir: the queue sets that
     assert "the queue stopped and deleted nothing" in last and "Traceback" not in done.stderr
     assert state(tmp_path)["alpha"]["state"] == "training"  # not failed: the next run trains it
     assert (server.root / "training" / "alpha" / "train.jsonl").is_file()

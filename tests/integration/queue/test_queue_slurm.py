@@ -73,6 +73,7 @@ def test_a_slurm_job_whose_disk_is_full_stops_the_queue_and_a_later_run_trains_i
     assert result.exit_code == 1, result.output
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("queue stopped: alpha: Slurm job ") and "not enough disk space for this run" in last
+    assert "set the workspace's output_dir" in last and "set output.dir" not in last  # the queue sets output.dir
     assert "the queue stopped and deleted nothing" in last
     assert state(tmp_path)["alpha"]["state"] == "training"  # not failed: the next run submits it again
     assert (server.root / "training" / "alpha" / "train.jsonl").is_file()
