@@ -75,7 +75,7 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
                "batch_size": batch_size or default_batch_size(engine), "stop": stop}
     if rows is not None:
         result = "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                         for r in convert_rows(adapter, rows, field, **options))  # type: ignore[arg-type]
+                         for r in convert_rows(adapter, rows, field, input_path, **options))  # type: ignore[arg-type]
     elif (unit := Unit.for_input(unit, input_path)) == Unit.DOCUMENT:
         document = convert_tex(adapter, text, **options)
         result = document.typst

@@ -8,14 +8,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from lorakit.data.formats import Turn
 from lorakit.errors import DataError
 from lorakit.infer.chunking import split_text
 from lorakit.infer.document import DocumentResult, convert_document
-from lorakit.infer.generate import generate
+from lorakit.infer.generate import generate, generate_turns
 from lorakit.infer.load import LoadedAdapter
+from lorakit.infer.row_prompts import is_conversation_row, question_of
 from lorakit.textfile import read_text
 
 INPUT_FIELDS = ("input", "tex", "text", "prompt", "question")
+ANSWER_KEYS = ("output", "predict")
 MIN_PIECE_TOKENS = 16
 
 
@@ -104,20 +107,67 @@ def read_jsonl(path: Path | None, text: str | None = None) -> list[dict[str, Any
     return rows
 
 
-def input_field(rows: Sequence[dict[str, Any]], wanted: str | None, where: str) -> str:
+def input_field(rows: Sequence[dict[str, Any]], wanted: str | None, where: str) -> str | None:
+    """The field whose text each row asks about (wrapped as the run's training prompts were), or None for rows in a
+    training format, which carry their whole question (alpaca's instruction and input, a chat's messages).
+
+    Raises:
+        DataError: a row without the field, or rows that mix both kinds; which line, and what to give.
+    """
     if wanted is not None:
         missing = next((i for i, r in enumerate(rows, 1) if not isinstance(r.get(wanted), str)), None)
         if missing is not None:
             raise DataError(f"{where}:{missing}: no text field {wanted!r}")
         return wanted
+    kinds = [is_conversation_row(r) for r in rows]
+    if all(kinds):
+        return None
+    if any(kinds):
+        line = kinds.index(not kinds[0]) + 1
+        raise DataError(f"{where}:{line}: rows mix training-format questions (instruction or messages) with plain "
+                        "fields; give --input-field to read one field of every row, or split the file")
     for name in INPUT_FIELDS:
         if all(isinstance(r.get(name), str) for r in rows):
             return name
     raise DataError(f"{where}: no input field shared by every row; give --input-field (tried "
-                    f"{', '.join(INPUT_FIELDS)})")
+                    f"{', '.join(INPUT_FIELDS)}), or give rows in a training format (instruction, messages)")
 
 
-def convert_rows(adapter: LoadedAdapter, rows: list[dict[str, Any]], field: str, **options: Any) -> list[dict]:
-    """Each row with ``output`` added: the model's answer to its ``field``."""
-    answers = generate(adapter, [r[field] for r in rows], **options)
-    return [{**row, "output": answer} for row, answer in zip(rows, answers, strict=True)]
+def answer_key(rows: Sequence[dict[str, Any]]) -> str:
+    """Where each row's answer goes: ``output``, or ``predict`` (LLaMA-Factory's name for predictions) where rows
+    already hold an ``output`` (a reference), which is kept.
+
+    Raises:
+        DataError: the rows hold both names.
+    """
+    key = next((k for k in ANSWER_KEYS if not any(k in r for r in rows)), None)
+    if key is None:
+        raise DataError(f"rows already hold {' and '.join(ANSWER_KEYS)}: the answers would replace one; remove "
+                        "one of the fields")
+    return key
+
+
+def convert_rows(adapter: LoadedAdapter, rows: list[dict[str, Any]], field: str | None, where: str = "input",
+                 **options: Any) -> list[dict]:
+    """Each row with its answer added (under ``answer_key``): to its ``field`` wrapped as the run's training
+    prompts were, or, ``field`` None, to the question its training format asks.
+
+    Raises:
+        DataError: a row that does not read in its format (``where:line: ...``).
+    """
+    key = answer_key(rows)
+    if field is not None:
+        answers = generate(adapter, [r[field] for r in rows], **options)
+    else:
+        questions = [_question(row, where, number) for number, row in enumerate(rows, 1)]
+        answers = generate_turns(adapter, [turns for turns, _ in questions], tools=[t for _, t in questions],
+                                 **options)
+    return [{**row, key: answer} for row, answer in zip(rows, answers, strict=True)]
+
+
+def _question(row: dict[str, Any], where: str, number: int) -> tuple[list[Turn], list[dict[str, Any]] | None]:
+    try:
+        turns, _, tools = question_of(row)
+    except DataError as e:
+        raise DataError(f"{where}:{number}: {e}") from None
+    return turns, tools

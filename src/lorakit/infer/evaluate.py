@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from lorakit.infer.convert import read_jsonl
 from lorakit.infer.engines import Engine
 from lorakit.infer.generate import GENERATE_LANES, generate_turns
 from lorakit.infer.load import LoadedAdapter
+from lorakit.infer.row_prompts import is_conversation_row, split_at_answer
 from lorakit.textfile import read_json
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def load_cases(path: Path, input_field: str | None = None, target_field: str | N
         raise DataError(f"--data: file not found: {path}")
     rows = read_jsonl(path)[:limit] if path.suffix == ".jsonl" else None
     pair = (input_field, target_field) if input_field and target_field else None
-    if rows is not None and pair is None:
+    if rows is not None and pair is None and not any(map(is_conversation_row, rows)):  # alpaca has input/output
         pair = next(((i, t) for i, t in FIELD_PAIRS if all(isinstance(r.get(i), str) and isinstance(r.get(t), str)
                                                             for r in rows)), None)
     if rows is not None and pair is not None:
@@ -74,14 +75,7 @@ def load_cases(path: Path, input_field: str | None = None, target_field: str | N
 
 def cases_from_conversations(conversations: Sequence[Conversation]) -> list[EvalCase]:
     """Each conversation as a case: everything before its last trained turn is the prompt, that turn the reference."""
-    cases = []
-    for conv in conversations:
-        # The last trained text answer: a turn that only calls a tool has no text to compare with.
-        trained = [i for i, t in enumerate(conv.turns) if t.train]
-        last = max((i for i in trained if conv.turns[i].content or not conv.turns[i].tool_calls), default=trained[-1])
-        cases.append(EvalCase([replace(t, train=False) for t in conv.turns[:last]], conv.turns[last].content,
-                              conv.tools))
-    return cases
+    return [EvalCase(*split_at_answer(conv.turns), conv.tools) for conv in conversations]
 
 
 def _turns(adapter: LoadedAdapter, case: EvalCase) -> list[Turn]:

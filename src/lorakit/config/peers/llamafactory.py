@@ -23,7 +23,7 @@ DROPPED = {
     "overwrite_cache": "lorakit keeps no dataset cache",
     "overwrite_output_dir": "lorakit never overwrites: each run gets a new versioned folder",
     "save_only_model": "lorakit saves the adapter; train.resumable adds resume state",
-    "plot_loss": "every run writes loss.png",
+    "plot_loss": "every run writes training_loss.png",
     "ddp_timeout": "distributed runs start through lorakit launch",
     "per_device_eval_batch_size": "evaluation uses train.micro_batch_size",
     "dataset_dir": "used to find dataset_info.json",
