@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from lorakit.cli.infer_cmd import device_option, engine_option, lora_option, runs_dir_option
 from lorakit.infer.export.merged import DTYPES
+
+if TYPE_CHECKING:
+    from lorakit.infer.export.check import CheckResult
 
 
 @click.command("eval")
@@ -59,7 +63,7 @@ def eval_cmd(runs: tuple[str, ...], data: Path, metrics: str, base: bool, limit:
 @click.option("--gguf", is_flag=True, help="One GGUF file for llama.cpp/Ollama, with a Modelfile beside it.")
 @click.option("--quant", default="f16", show_default=True, help="GGUF: f16, q8_0 or q4_k_m.")
 @click.option("--adapter-only", is_flag=True, help="GGUF: the LoRA adapter alone (plus the base's GGUF, shared).")
-@click.option("--check", is_flag=True, help="GGUF: compare its logits with the adapter's and print the result.")
+@click.option("--check", is_flag=True, help="Compare the export's logits with the adapter's and print the result.")
 @click.option("--out", default=None, type=click.Path(path_type=Path),
               help="--merge: a new folder. --gguf: the file, or a folder for it (default: RUN/gguf/RUN-QUANT.gguf).")
 @click.option("--force", is_flag=True, help="GGUF: replace an existing --out file.")
@@ -80,12 +84,19 @@ def export_cmd(run: str, merge: bool, gguf: bool, quant: str, adapter_only: bool
 
     if merge == gguf:
         raise ConfigError("export: give exactly one of --merge (a model folder) or --gguf (a llama.cpp file)")
+    from lorakit.infer.load import adapter_folder
+
+    adapter_folder(run, runs_dir)  # a run or adapter: a merged model folder has nothing left to merge
     if merge:
         if out is None:
             raise ConfigError("export --merge: give --out, a new folder for the merged model")
         from lorakit.infer.export.merged import export_merged
 
         click.echo(f"wrote {export_merged(run, out, dtype, runs_dir)}")
+        if check:
+            from lorakit.infer.export.check import check_merged
+
+            _say_verdict(check_merged(run, out, dtype, runs_dir))
         return
     from lorakit.infer.export.check import check_export
     from lorakit.infer.export.gguf_export import export_gguf
@@ -97,8 +108,11 @@ def export_cmd(run: str, merge: bool, gguf: bool, quant: str, adapter_only: bool
     if result.modelfile is not None:
         click.echo(f"ollama: cd {result.modelfile.parent} && ollama create NAME -f {result.modelfile.name}")
     if check:
-        verdict = check_export(run, result.base or result.model, result.model if result.base else None, quant,
-                               runs_dir)
-        click.echo(verdict.line())
-        if not verdict.passed:
-            raise SystemExit(1)
+        _say_verdict(check_export(run, result.base or result.model, result.model if result.base else None, quant,
+                                  runs_dir))
+
+
+def _say_verdict(verdict: CheckResult) -> None:
+    click.echo(verdict.line())
+    if not verdict.passed:
+        raise SystemExit(1)

@@ -39,7 +39,7 @@ def check_reference(ref: str, runs_dir: Path, engine: str, lora: Path | None) ->
         RunError: no such run or file, a GGUF under transformers, or --lora without llama.cpp.
         ModelError: llama.cpp is not installed.
     """
-    from lorakit.infer.load import adapter_folder
+    from lorakit.infer.load import adapter_folder, is_merged_folder
 
     if engine == Engine.LLAMA_CPP:
         from lorakit.infer.llamacpp import resolve_files
@@ -53,7 +53,11 @@ def check_reference(ref: str, runs_dir: Path, engine: str, lora: Path | None) ->
         raise RunError(f"{ref}: a GGUF file runs with --engine llama.cpp")
     if lora is not None:
         raise RunError("--lora applies to a base GGUF under --engine llama.cpp")
-    adapter_folder(ref, runs_dir)
+    if engine == Engine.LLAMA_CPP and is_merged_folder(Path(ref)):
+        raise RunError(f"{ref}: a merged model folder runs with --engine transformers; for llama.cpp export the "
+                       "run it came from with lorakit export --gguf")
+    if not is_merged_folder(Path(ref)):
+        adapter_folder(ref, runs_dir)
 
 
 def open_model(ref: str, runs_dir: Path, device: str, engine: str = Engine.TRANSFORMERS,

@@ -23,7 +23,7 @@ from lorakit.infer import metrics as m
 from lorakit.infer.convert import read_jsonl
 from lorakit.infer.engines import Engine
 from lorakit.infer.generate import GENERATE_LANES, generate_turns
-from lorakit.infer.load import LoadedAdapter
+from lorakit.infer.load import LoadedAdapter, is_merged_folder
 from lorakit.infer.row_prompts import is_conversation_row, split_at_answer
 from lorakit.textfile import read_json
 
@@ -234,6 +234,9 @@ def evaluate_runs(refs: Sequence[str], data: Path, wanted: Sequence[str], option
 
     for ref in refs:
         check_reference(ref, runs_dir, options.engine, options.lora)
+        if options.base and is_merged_folder(Path(ref)):
+            raise ModelError(f"--base: {ref} is a model with its adapter merged in, so there is no base apart from "
+                             "it; evaluate the run it came from with --base")
     cases = load_cases(data, options.input_field, options.target_field, options.limit)
     table: dict[str, dict[str, float]] = {}
     bases_done: set[str] = set()

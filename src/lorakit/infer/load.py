@@ -15,6 +15,8 @@ from lorakit.errors import ModelError, RunError
 
 log = logging.getLogger(__name__)
 
+PROMPTING_FILE = "lorakit.json"  # in a merged model folder: the run it came from and how it wrapped its prompts
+
 
 @dataclass
 class LoadedAdapter:
@@ -48,6 +50,12 @@ def pick_device(name: str) -> Any:
     return torch.device(name)
 
 
+def is_merged_folder(path: Path) -> bool:
+    """A whole model in a folder (``export --merge``'s, or any Hugging Face model folder), not an adapter."""
+    return ((path / "config.json").is_file() and not (path / "adapter_config.json").is_file()
+            and any(path.glob("*.safetensors")))
+
+
 def adapter_folder(ref: str, runs_dir: Path) -> Path:
     """A run folder, a run name under ``runs_dir``, or a plain PEFT adapter folder.
 
@@ -57,6 +65,9 @@ def adapter_folder(ref: str, runs_dir: Path) -> Path:
     path = Path(ref)
     if (path / "adapter_config.json").is_file():
         return path
+    if is_merged_folder(path):
+        raise RunError(f"{ref}: a model folder with the adapter merged in, not an adapter; give the run it came "
+                       "from")
     from lorakit.runs.catalog import find_run, read_manifest
 
     found = find_run(ref, runs_dir)
@@ -127,8 +138,45 @@ def run_prompting(folder: Path, tokenizer: Any, manifest: dict[str, Any] | None,
     return encoder, PromptShape.from_dict(shape_data) if shape_data else PromptShape(chat=bool(encoder.template))
 
 
+def prompting_record(adapter: LoadedAdapter) -> dict[str, Any]:
+    """What a merged model folder keeps of its run: its name and base, and how it wrapped its prompts."""
+    identity = dict(adapter.base.identity) if adapter.base is not None else {}
+    return {"merged_from": adapter.name, "base_model": {k: v for k, v in identity.items() if k != "file"},
+            "prompt_shape": adapter.shape.as_dict(), "chat_template": adapter.encoder.template,
+            "system_prompt": adapter.encoder.system_prompt, "max_length": adapter.max_length}
+
+
+def load_merged(folder: Path, device: str = "auto") -> LoadedAdapter:
+    """A model folder with an adapter merged in, asked the way its run was (``lorakit.json``); a folder without
+    that record is asked through its tokenizer's chat template. Its ``model`` is the whole model: there is no
+    base to compare with (``--base``).
+
+    Raises:
+        RunError: ``lorakit.json`` is not a JSON object. ModelError: the weights cannot be loaded.
+    """
+    from lorakit.model.load import load_base_model, load_tokenizer
+    from lorakit.model.resolve import ResolvedModel
+    from lorakit.textfile import read_json
+
+    written = folder / PROMPTING_FILE
+    record = read_json(written, RunError, dict, "must hold a JSON object, as export --merge writes it") \
+        if written.is_file() else {}
+    resolved = ResolvedModel(str(folder), {"name": str(folder)})
+    dev = pick_device(device)
+    tokenizer = load_tokenizer(resolved)
+    model = load_base_model(resolved, ModelSection(name_or_path=str(folder)), dev.type).to(dev).eval()
+    template = record.get("chat_template", getattr(tokenizer, "chat_template", None)) or ""
+    encoder = Encoder(tokenizer, template, record.get("system_prompt") or None)
+    shape = PromptShape.from_dict(record.get("prompt_shape") or {"chat": bool(template)})
+    max_length = int(record.get("max_length") or DataSection(train=["-"]).max_length)
+    log.info("loaded %s (merged model%s) on %s", folder.name, f" of {record['merged_from']}"
+             if record.get("merged_from") else "", dev)
+    return LoadedAdapter(folder.name, folder, model, tokenizer, encoder, shape, max_length, dev, None, None)
+
+
 def load_adapter(ref: str, runs_dir: Path = Path("runs"), device: str = "auto") -> LoadedAdapter:
-    """The adapter on its base model (from the run's manifest, else adapter_config.json), ready to generate.
+    """The adapter on its base model (from the run's manifest, else adapter_config.json), ready to generate; a
+    merged model folder as it is (``load_merged``).
 
     Raises:
         RunError: no such run or adapter. ModelError: its base model is not available here.
@@ -137,6 +185,8 @@ def load_adapter(ref: str, runs_dir: Path = Path("runs"), device: str = "auto") 
 
     from lorakit.model.load import load_base_model
 
+    if is_merged_folder(Path(ref)):
+        return load_merged(Path(ref), device)
     folder = adapter_folder(ref, runs_dir)
     manifest, model_section, data, base_path = run_sections(folder)
     resolved = resolve_base(folder, base_path, model_section, manifest)

@@ -3,7 +3,7 @@ position of a few fixed conversations wrapped the way the run was trained."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,10 @@ CHECK_PAIRS = (
 # about 5e-4), which moves logits by about 1e-2: only near-ties may flip, hence 99% (the issue's bar). q8_0
 # keeps 8 bits per weight and q4_k_m about 4.5, so more near-ties flip: 95% and 80%.
 TOP1_NEEDED = {"f16": 0.99, "q8_0": 0.95, "q4_k_m": 0.80}
+# A merged model folder (export --merge --dtype): float32 differs from the adapter only by the order of its sums,
+# float16 as f16 does; bfloat16 keeps an 8-bit mantissa (relative error about 4e-3 a weight, as coarse as q8_0's
+# 8-bit blocks), so its bar is q8_0's.
+MERGED_AS = {"float32": "f16", "float16": "f16", "bfloat16": "q8_0"}
 # The verdict counts the positions where the adapter's choice is clear: its top two logits this far apart or more.
 # Below, the format's own rounding may flip the choice, and either token is as much the adapter's answer: SmolLM2's
 # DPO adapter at q8_0 flipped 12 of 206 positions, every one with its top two within 0.26 of each other, while q8_0
@@ -127,3 +131,21 @@ def check_export(ref: str, model: Path, lora: Path | None, quant: str, runs_dir:
     if lora is not None:
         require_llama_cpp("--check of an adapter GGUF")
     return compare(expected, transformers_logits(model, sequences), "transformers", quant)
+
+
+def check_merged(ref: str, folder: Path, dtype: str, runs_dir: Path = Path("runs")) -> CheckResult:
+    """The merged model folder as written (read back from disk, computed in float32) against the run's adapter."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lorakit.infer.load import load_adapter
+
+    adapter = load_adapter(ref, runs_dir, device="cpu")
+    sequences = check_sequences(adapter)
+    expected = adapter_logits(adapter, sequences)
+    del adapter
+    merged = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    with torch.inference_mode():
+        got = [merged(torch.tensor([ids])).logits[0].float().numpy() for ids in sequences]
+    result = compare(expected, got, "transformers", MERGED_AS[dtype])
+    return replace(result, engine=f"transformers, {dtype}")

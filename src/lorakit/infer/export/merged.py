@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lorakit.atomic import check_writable
+from lorakit.atomic import check_writable, write_json_atomic
 from lorakit.disk import disk_full_error
 from lorakit.errors import RunError
 from lorakit.model.tokenizer_files import save_tokenizer
@@ -18,14 +18,15 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def export_merged(ref: str, out: Path, dtype: str = "float32", runs_dir: Path = Path("runs")) -> Path:
-    """``out`` holds the merged model (safetensors) and the tokenizer, loadable with from_pretrained.
+    """``out`` holds the merged model (safetensors) and the tokenizer, loadable with from_pretrained, and how the
+    run wrapped its prompts (``lorakit.json``), so ``lorakit infer``, ``eval`` and ``chat`` ask it as the run.
 
     Raises:
         RunError: ``out`` is a file or a folder that is not empty, or no such run.
     """
     import torch
 
-    from lorakit.infer.load import load_adapter
+    from lorakit.infer.load import PROMPTING_FILE, load_adapter, prompting_record
 
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file; give a new folder for the merged model")
@@ -40,7 +41,10 @@ def export_merged(ref: str, out: Path, dtype: str = "float32", runs_dir: Path = 
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         merged.save_pretrained(staging, safe_serialization=True)
+        if adapter.encoder.template:  # the template the run trained with, for from_pretrained's users too
+            adapter.tokenizer.chat_template = adapter.encoder.template
         save_tokenizer(adapter.tokenizer, staging)
+        write_json_atomic(staging / PROMPTING_FILE, prompting_record(adapter))
         if out.is_dir():
             out.rmdir()  # empty, checked above
         staging.rename(out)
