@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -54,8 +55,8 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
         lorakit infer typst-f16.gguf --engine llama.cpp --input sample.tex
     """
     from lorakit.errors import DataError
-    from lorakit.infer.convert import convert_lines, convert_rows, convert_tex, convert_text, read_jsonl
     from lorakit.infer.convert import input_field as pick_field
+    from lorakit.infer.convert import read_jsonl
     from lorakit.infer.engines import check_reference, default_batch_size, open_model
     from lorakit.textfile import read_text
 
@@ -71,19 +72,18 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
     rows = read_jsonl(Path(input_path) if input_path != "-" else None, text) if is_jsonl else None
     field = pick_field(rows, input_field, input_path) if rows is not None else None
     adapter = open_model(run, runs_dir, device, engine, lora)
+    kept = None if output_path == "-" else answer_log(Path(output_path), adapter, engine, temperature, stop)
     options = {"max_new_tokens": max_new_tokens or adapter.max_length, "temperature": temperature,
-               "batch_size": batch_size or default_batch_size(engine), "stop": stop}
-    if rows is not None:
-        result = "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                         for r in convert_rows(adapter, rows, field, input_path, **options))  # type: ignore[arg-type]
-    elif (unit := Unit.for_input(unit, input_path)) == Unit.DOCUMENT:
-        document = convert_tex(adapter, text, **options)
-        result = document.typst
-        click.echo(document.summary(), err=True)
-    elif unit == Unit.LINE:
-        result = convert_lines(adapter, text, **options)
-    else:
-        result = convert_text(adapter, text, chunking=not no_chunking, **options)
+               "batch_size": batch_size or default_batch_size(engine), "stop": stop, "kept": kept}
+    try:
+        result = _answer(adapter, text, rows, field, unit, input_path, no_chunking, options)
+    except KeyboardInterrupt:
+        if kept is not None:
+            kept.say_kept()
+        raise
+    finally:
+        if kept is not None:
+            kept.close()  # a stop half way keeps every answer found so far for the same command run again
     if output_path == "-":
         click.echo(result, nl=not result.endswith("\n"))
     else:
@@ -91,7 +91,33 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
 
         Path(output_path).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(Path(output_path), result)  # a stop half way leaves the file as it was
+        if kept is not None:
+            kept.remove()  # the output holds every answer now
         click.echo(f"wrote {output_path}", err=True)
+
+
+def _answer(adapter: Any, text: str, rows: list[dict] | None, field: str | None, unit: str, input_path: str,
+            no_chunking: bool, options: dict[str, Any]) -> str:
+    """The output's text: each JSONL row with its answer, or the input converted by its unit."""
+    from lorakit.infer.convert import convert_lines, convert_rows, convert_tex, convert_text
+
+    if rows is not None:
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                       for r in convert_rows(adapter, rows, field, input_path, **options))
+    if (chosen := Unit.for_input(unit, input_path)) == Unit.DOCUMENT:
+        document = convert_tex(adapter, text, **options)
+        click.echo(document.summary(), err=True)
+        return document.typst
+    if chosen == Unit.LINE:
+        return convert_lines(adapter, text, **options)
+    return convert_text(adapter, text, chunking=not no_chunking, **options)
+
+
+def answer_log(output: Path, adapter: Any, engine: str, temperature: float, stop: tuple[str, ...]) -> Any:
+    """Where the answers for ``output`` are kept as they come (``infer.answer_log``)."""
+    from lorakit.infer.answer_log import AnswerLog, model_fingerprint
+
+    return AnswerLog(output, model_fingerprint(adapter, engine), {"temperature": temperature, "stop": list(stop)})
 
 
 def check_output(output: Path, source: Path | None, force: bool) -> None:

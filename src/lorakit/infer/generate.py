@@ -14,6 +14,7 @@ from lorakit.infer.lanes import Request
 from lorakit.infer.load import LoadedAdapter
 
 if TYPE_CHECKING:
+    from lorakit.infer.answer_log import AnswerLog
     from lorakit.infer.drafts import GreedyStarts
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
                    on_batch: Callable[[int], None] | None = None, length_ratio: float | None = None,
                    tools: Sequence[list[dict[str, Any]] | None] | None = None, stop: Sequence[str] = (),
                    padded: bool = False, caps: Sequence[int] | None = None,
-                   starts: GreedyStarts | None = None, earlier: Sequence[str] | None = None) -> list[str]:
+                   starts: GreedyStarts | None = None, earlier: Sequence[str] | None = None,
+                   kept: AnswerLog | None = None) -> list[str]:
     """The model's next assistant turn for each conversation, in order.
 
     Args:
@@ -71,6 +73,8 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
             greedy only, decoded from where they end.
         earlier: each conversation's answer from an earlier evaluation of a nearby adapter (a training run's
             previous one): greedy decoding drafts from it, and keeps a drafted token only where it is the pick.
+        kept: answers found before by a run that stopped (not decoded again), and where each new one is kept
+            as soon as it ends.
     """
     tools = tools or [None] * len(conversations)
     prompts = [adapter.encoder.prompt_ids(turns, row_tools) for turns, row_tools in zip(conversations, tools,
@@ -79,19 +83,36 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
                for p in prompts]
     if caps is not None:
         budgets = [min(budget, cap) for budget, cap in zip(budgets, caps, strict=True)]
+    answers = kept.recall(prompts, budgets) if kept is not None else {}
+    todo = [i for i in range(len(prompts)) if i not in answers]
+    recalled = len(answers)
+
+    def text(ids: list[int]) -> str:
+        return cut_at_stop(adapter.tokenizer.decode(ids, skip_special_tokens=True), stop).strip()
+
+    def on_answer(k: int, ids: list[int]) -> None:  # the k-th answer to decode has ended: kept at once
+        if kept is not None:
+            kept.add(prompts[todo[k]], budgets[todo[k]], text(ids))
+
+    progress = None if on_batch is None else (lambda done: on_batch(recalled + done))
+    todo_prompts, todo_budgets = [prompts[i] for i in todo], [budgets[i] for i in todo]
     if hasattr(adapter.model, "generate_all"):  # the llama.cpp engine: one prompt at a time, its own budget
         if not use_adapter:
             raise ModelError("--base compares with the base model under --engine transformers only")
-        new_ids = adapter.model.generate_all(prompts, adapter.stop_ids, budgets, temperature, seed, on_batch,
-                                             batch_size)
+        new_ids = adapter.model.generate_all(todo_prompts, adapter.stop_ids, todo_budgets, temperature, seed,
+                                             progress, batch_size) if todo else []
+        for k, ids in enumerate(new_ids):
+            on_answer(k, ids)
     else:
-        requests = [Request(p, b) for p, b in zip(prompts, budgets, strict=True)]
+        requests = [Request(p, b) for p, b in zip(todo_prompts, todo_budgets, strict=True)]
         if temperature <= 0:  # proven starts and drafts are greedy's
-            guide_requests(requests, starts, [adapter.tokenizer.encode(a, add_special_tokens=False)
-                                              for a in earlier] if earlier else None)
+            guide_requests(requests, starts, [adapter.tokenizer.encode(earlier[i], add_special_tokens=False)
+                                              for i in todo] if earlier else None)
         new_ids = _generate_torch(adapter, requests, GenerateOptions(
-            temperature, batch_size, use_adapter, seed, on_batch, length_ratio, max_new_tokens, stop, padded))
-    return [cut_at_stop(adapter.tokenizer.decode(ids, skip_special_tokens=True), stop).strip() for ids in new_ids]
+            temperature, batch_size, use_adapter, seed, progress, length_ratio, max_new_tokens, stop, padded,
+            on_answer))
+    answers.update((todo[k], text(ids)) for k, ids in enumerate(new_ids))
+    return [answers[i] for i in range(len(prompts))]
 
 
 def guide_requests(requests: list[Request], starts: GreedyStarts | None, earlier: Sequence[list[int]] | None) -> None:
@@ -119,6 +140,7 @@ class GenerateOptions:
     max_new_tokens: int
     stop: Sequence[str]
     padded: bool
+    on_answer: Callable[[int, list[int]], None] | None = None  # each request's new tokens, as soon as it ends
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -152,7 +174,7 @@ def _generate_torch(adapter: LoadedAdapter, requests: list[Request], options: Ge
         pick = greedy if options.temperature <= 0 else sampler(options.temperature, options.seed)
         decoder = LaneDecoder(lm, requests, stop_ids, pad, options.batch_size, pick,
                               stop_check(adapter.tokenizer, options.stop))
-        return decoder.run(options.on_batch)
+        return decoder.run(options.on_batch, options.on_answer)
 
 
 def stop_check(tokenizer: Any, stop: Sequence[str]) -> Callable[[list[int]], bool] | None:
@@ -199,6 +221,8 @@ def _generate_padded(adapter: LoadedAdapter, prompts: list[list[int]], pad: int,
             tokens = generated[row, width:].tolist()
             ends = [n for n, t in enumerate(tokens) if t in stop_ids]  # after it: padding
             new_ids[i] = tokens[: ends[0]] if ends else tokens
+            if options.on_answer is not None:
+                options.on_answer(i, new_ids[i])
         if options.on_batch is not None:
             options.on_batch(min(start + options.batch_size, len(order)))
     return new_ids

@@ -144,9 +144,13 @@ class LaneDecoder:
         self.waiting_hidden: list[Any] = []  # their prompts' last hidden states
         self.prefix = 0
         self.drafting = pick is greedy  # a drafted token is kept when it is the pick: greedy's rule only
+        self.on_answer: Callable[[int, list[int]], None] | None = None
 
-    def run(self, on_done: Callable[[int], None] | None = None) -> list[list[int]]:
-        """Every request's new tokens (the stop token left out), in the requests' order."""
+    def run(self, on_done: Callable[[int], None] | None = None,
+            on_answer: Callable[[int, list[int]], None] | None = None) -> list[list[int]]:
+        """Every request's new tokens (the stop token left out), in the requests' order; ``on_answer`` is given
+        each decoded one (its request's index, its tokens) as soon as it ends."""
+        self.on_answer = on_answer
         if not self.queue:
             return self.answers
         self._prefix()
@@ -352,6 +356,8 @@ class LaneDecoder:
                     lane.tokens.append(token)
                 if token in self.stop_ids or self._complete(lane):
                     self.answers[lane.request] = lane.tokens
+                    if self.on_answer is not None:
+                        self.on_answer(lane.request, lane.tokens)
                     del self.busy[slot]
                     ended += 1
                     break

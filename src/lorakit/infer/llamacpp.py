@@ -152,4 +152,4 @@ def load_llamacpp(ref: str, runs_dir: Path = Path("runs"), lora: Path | None = N
     runner = LlamaCppRunner(llm)
     log.info("loaded %s in llama.cpp%s", model.name, f" with {adapter_gguf.name}" if adapter_gguf else "")
     return LoadedAdapter(run_name or model.stem, folder or model.parent, runner, tokenizer, encoder, shape,
-                         max_length, "cpu", manifest)
+                         max_length, "cpu", manifest, weights=(model, *([adapter_gguf] if adapter_gguf else [])))

@@ -30,6 +30,7 @@ class LoadedAdapter:
     device: Any
     manifest: dict[str, Any] | None
     base: Any = None  # the ResolvedModel the adapter sits on (None inside a training run)
+    weights: tuple[Path, ...] = ()  # the files whose bytes are the adapter (or the whole model, merged or GGUF)
 
     @property
     def stop_ids(self) -> list[int]:
@@ -171,7 +172,8 @@ def load_merged(folder: Path, device: str = "auto") -> LoadedAdapter:
     max_length = int(record.get("max_length") or DataSection(train=["-"]).max_length)
     log.info("loaded %s (merged model%s) on %s", folder.name, f" of {record['merged_from']}"
              if record.get("merged_from") else "", dev)
-    return LoadedAdapter(folder.name, folder, model, tokenizer, encoder, shape, max_length, dev, None, None)
+    return LoadedAdapter(folder.name, folder, model, tokenizer, encoder, shape, max_length, dev, None, None,
+                         tuple(sorted(folder.glob("*.safetensors"))))
 
 
 def load_adapter(ref: str, runs_dir: Path = Path("runs"), device: str = "auto") -> LoadedAdapter:
@@ -197,4 +199,4 @@ def load_adapter(ref: str, runs_dir: Path = Path("runs"), device: str = "auto") 
     encoder, shape = run_prompting(folder, tokenizer, manifest, data)
     log.info("loaded %s on %s (%s)", folder.name, base_path, dev)
     return LoadedAdapter(folder.name, folder, model, tokenizer, encoder, shape, data.max_length, dev, manifest,
-                         resolved)
+                         resolved, (folder / "adapter_config.json", *sorted(folder.glob("adapter_model.*"))))

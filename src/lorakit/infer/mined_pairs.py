@@ -72,6 +72,7 @@ def mine_pairs(ref: str, data: Path, out: Path, options: MineOptions = MineOptio
     if out.exists() and not options.force:
         raise DataError(f"--out: {out} exists; choose another file or give --force to replace it")
     check_writable(out.parent, f"--out {out}", "choose another --out")  # before minutes of generating
+    from lorakit.infer.answer_log import AnswerLog, model_fingerprint
     from lorakit.infer.engines import check_reference, default_batch_size, open_model
     from lorakit.infer.generate import generate_turns
 
@@ -79,14 +80,22 @@ def mine_pairs(ref: str, data: Path, out: Path, options: MineOptions = MineOptio
     cases = load_cases(data, limit=options.limit)
     adapter = open_model(ref, runs_dir, options.device, options.engine)
     prompts = [adapter.shape.turns(c.prompt) if isinstance(c.prompt, str) else c.prompt for c in cases]
-    answers = generate_turns(adapter, prompts, max_new_tokens=options.max_new_tokens,
-                             batch_size=options.batch_size or default_batch_size(options.engine),
-                             length_ratio=LENGTH_RATIO, tools=[c.tools for c in cases],
-                             on_batch=lambda done: log.info("%s: %d/%d answered", adapter.name, done, len(cases)))
+    kept = AnswerLog(out, model_fingerprint(adapter, options.engine), {"temperature": 0.0, "stop": []})
+    try:
+        answers = generate_turns(adapter, prompts, max_new_tokens=options.max_new_tokens,
+                                 batch_size=options.batch_size or default_batch_size(options.engine),
+                                 length_ratio=LENGTH_RATIO, tools=[c.tools for c in cases], kept=kept,
+                                 on_batch=lambda done: log.info("%s: %d/%d answered", adapter.name, done, len(cases)))
+    except KeyboardInterrupt:
+        kept.say_kept()
+        raise
+    finally:
+        kept.close()  # a stop half way keeps the answers found so far for the same command run again
     wrong = WRONG[options.metric]
     rows = [_pair_row(turns, case, answer) for turns, case, answer in zip(prompts, cases, answers, strict=True)
             if wrong(answer, case.reference)]
     _write_jsonl(out, rows)
+    kept.remove()  # the pairs are written: the answers they came from are not needed any more
     return MineSummary(len(cases), len(cases) - len(rows), len(rows), out)
 
 
