@@ -19,6 +19,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from lorakit.atomic import make_shared, share_weights
+
 # re-exported: the one way to hash a file, under its older name
 from lorakit.digest import file_sha256 as sha256_file  # noqa: F401
 from lorakit.errors import ModelError
@@ -204,6 +206,8 @@ def convert_gguf(gguf: Path, target: Path) -> None:
             del model.config.quantization_config
         model.save_pretrained(staging)
         save_tokenizer(tokenizer, staging)
+        share_weights(staging)
+        make_shared(staging)  # a cache other users of the machine may read, as the umask allows
         try:
             staging.rename(target)
         except OSError:  # another process converted it first; theirs is as good as ours

@@ -15,6 +15,7 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from lorakit.atomic import make_shared
 from lorakit.disk import is_disk_full
 from lorakit.errors import DataError, DiskFullError
 
@@ -93,6 +94,8 @@ def unpack(archive: Path, target: Path) -> Path:
             raise DataError(f"{archive}: cannot unpack ({type(e).__name__}: {e})") from None
         children = list(staging.iterdir())
         root = children[0] if len(children) == 1 and children[0].is_dir() else staging
+        if root == staging:
+            make_shared(staging)  # mkdtemp's folder is private; it becomes the dataset's folder
         os.replace(root, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -19,6 +19,7 @@ from lorakit.data.prompt_shape import PromptShape
 from lorakit.infer.evaluate import EvalCase, cases_from_conversations, score
 from lorakit.infer.generate import GENERATE_LANES
 from lorakit.infer.load import LoadedAdapter
+from lorakit.model.adapters import save_adapter
 from lorakit.recipe.session import Session
 from lorakit.runs.summary import SAMPLES_DIR, VAL_ANSWERS_DIR
 
@@ -178,7 +179,7 @@ class BestAdapter:
         if not self.session.accelerator.is_main_process:
             return
         self.weights, self.step = trainable_state(self.session.model), step
-        self.session.model.save_pretrained(self.session.run_dir / BEST_DIR)
+        save_adapter(self.session.model, self.session.run_dir / BEST_DIR)
         log.info("step %d is the best so far; its adapter is in %s/", step, BEST_DIR)
 
     def restore(self, weights: dict[str, Any] | None, step: int | None) -> None:
@@ -187,7 +188,7 @@ class BestAdapter:
             return
         self.weights, self.step = weights, step
         with _Swapped(self.session.model, weights):
-            self.session.model.save_pretrained(self.session.run_dir / BEST_DIR)
+            save_adapter(self.session.model, self.session.run_dir / BEST_DIR)
 
 
 class _Swapped:

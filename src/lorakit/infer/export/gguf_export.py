@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorakit.atomic import check_writable
+from lorakit.atomic import check_writable, current_umask
 from lorakit.disk import disk_full_error
 from lorakit.errors import ModelError, RunError
 from lorakit.infer.export.arch import architecture
@@ -64,12 +64,6 @@ def source_gguf(identity: dict[str, Any]) -> Path | None:
         return BUILTIN_MODELS[identity["name"]].locate()
     path = Path(identity.get("file", ""))
     return path if path.is_file() else None
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_atomically(target: Path, force: bool, write: Callable[[Path], Any]) -> Path:

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lorakit.atomic import check_writable, write_json_atomic
+from lorakit.atomic import check_writable, make_shared, share_weights, write_json_atomic
 from lorakit.disk import disk_full_error
 from lorakit.errors import RunError
 from lorakit.model.tokenizer_files import save_tokenizer
@@ -45,6 +45,8 @@ def export_merged(ref: str, out: Path, dtype: str = "float32", runs_dir: Path = 
             adapter.tokenizer.chat_template = adapter.encoder.template
         save_tokenizer(adapter.tokenizer, staging)
         write_json_atomic(staging / PROMPTING_FILE, prompting_record(adapter))
+        share_weights(staging)
+        make_shared(staging)  # mkdtemp's folder is private; a model folder is meant to be shared
         if out.is_dir():
             out.rmdir()  # empty, checked above
         staging.rename(out)
