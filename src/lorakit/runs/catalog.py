@@ -137,8 +137,11 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 
 def worth_keeping(run_dir: Path) -> str | None:
-    """What in a run folder is worth keeping (a checkpoint or resume state, a model file, sample images), said
-    for a log line; None when it holds nothing of that kind. The one rule for discarding an unfinished run."""
+    """What in a run folder is worth keeping (a checkpoint or resume state, a model file, sample images, notes
+    someone wrote), said for a log line; None when it holds nothing of that kind. The one rule for discarding an
+    unfinished run."""
+    if notes := read_manifest(run_dir).get("notes"):
+        return f"{len(notes)} note(s) written with lorakit runs note" if isinstance(notes, list) else "notes"
     if has_checkpoint(run_dir):
         return "a checkpoint"
     if models := model_files(run_dir):

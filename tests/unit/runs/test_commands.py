@@ -62,6 +62,9 @@ def test_clean_removes_only_failed_runs_without_adapter_or_checkpoint(tmp_path, 
     (runs / "tiny-v004" / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
     (runs / "tiny-v005").mkdir()  # a Slurm job cancelled before it trained anything
     (runs / "tiny-v005" / "manifest.json").write_text(json.dumps({**manifest, "status": "cancelled"}))
+    (runs / "tiny-v006").mkdir()  # cancelled before it trained, but someone wrote why: not lorakit's to delete
+    (runs / "tiny-v006" / "manifest.json").write_text(json.dumps({**manifest, "status": "cancelled"}))
+    assert run("runs", "note", runs / "tiny-v006", "wrong data: the v2 export is the one to use").exit_code == 0
 
     monkeypatch.setenv("LORAKIT_NO_CLEAN", "1")
     refused = run("runs", "clean")
@@ -77,7 +80,8 @@ def test_clean_removes_only_failed_runs_without_adapter_or_checkpoint(tmp_path, 
     assert "tiny-v003: kept: failed but holds a checkpoint" in cleaned
     assert "tiny-v004: kept: interrupted but holds a model file (adapter_model.safetensors)" in cleaned
     assert "tiny-v005: removed: cancelled" in cleaned
-    assert sorted(p.name for p in runs.iterdir()) == ["tiny-v001", "tiny-v003", "tiny-v004"]
+    assert "tiny-v006: kept: cancelled but holds 1 note(s) written with lorakit runs note" in cleaned
+    assert sorted(p.name for p in runs.iterdir()) == ["tiny-v001", "tiny-v003", "tiny-v004", "tiny-v006"]
 
 
 def test_note_goes_to_manifest_and_model_card(tmp_path, tiny_model_dir):
