@@ -165,7 +165,9 @@ def train_step(setup: LoopSetup, step: Step, step_no: int,
     """
     acc, train = setup.accelerator, setup.train
     loss_module = as_loss_module(setup.model)
-    share = uses_segments(trained_model(loss_module))  # a DPO pair's prompt computed once for both sides
+    # A prompt the examples of a row share (a DPO pair's, an instruction every row begins with) computed once;
+    # not under NEFTune, which draws each example's noise on its own copy of the prompt, as the HF trainer does.
+    share = uses_segments(trained_model(loss_module)) and not train.neftune_noise_alpha
     batches = [collate(rows, setup.pad_id, share) for rows in step.micro_batches]
     step_tokens = sum(b.num_tokens for b in batches)
     batches = [b for b in batches if b.num_targets]  # nothing to learn, nothing to compute

@@ -4,7 +4,8 @@ As the Hugging Face trainer adds it for ``neftune_noise_alpha`` (LLaMA-Factory a
 each embedding value gets noise drawn from U(-m, m) with m = alpha / sqrt(L x hidden size). The trainer's L is
 the length of the (padded) sequence, one example a row; a lorakit row lays several examples end to end, so L
 here is each example's own length (its shared prompt counted), not the row's, which would shrink the noise by
-the square root of the number of examples in the row.
+the square root of the number of examples in the row. Training steps under NEFTune lay each example's prompt whole
+(``train.loop``): one copy shared by a row's examples would give them all one draw of its noise.
 """
 
 from __future__ import annotations

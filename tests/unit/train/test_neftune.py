@@ -53,3 +53,26 @@ def test_training_steps_see_the_noise_and_evaluation_does_not(kind, attention):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)
     noisy.eval()
     assert noisy(batch, 4).item() == plain.eval()(batch, 4).item()  # evaluation: the same model, no noise
+
+
+def test_under_neftune_each_example_of_a_training_row_has_its_own_prompt_and_noise(tmp_path, tiny_model_dir,
+                                                                                   monkeypatch):
+    """A prompt laid once for a row's examples would take one draw of noise for all of them; the HF trainer's
+    examples each have their own copy. Evaluation (no noise) still shares it."""
+    from lorakit.train import loop
+    from tests.conftest import write_jsonl
+    from tests.unit.cli.test_train import invoke, make_config
+
+    instruction = "Rewrite the following sentence in the passive voice, keeping its tense and meaning"
+    rows = [{"instruction": instruction, "input": f"The cat {verb} the mouse.", "output": f"The mouse {done}."}
+            for verb, done in [("chased", "was chased"), ("sees", "is seen"), ("caught", "was caught"),
+                               ("bit", "was bitten"), ("likes", "is liked"), ("found", "was found")] * 4]
+    shares, real = [], loop.collate
+    monkeypatch.setattr(loop, "collate", lambda rows, pad, share=False: shares.append(share) or real(rows, pad, share))
+    for alpha in (None, 5.0):
+        config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 2, "micro_batch_size": 4,
+                                                              "neftune_noise_alpha": alpha})
+        write_jsonl(tmp_path / "train.jsonl", rows)
+        shares.clear()
+        assert invoke("train", config).exit_code == 0
+        assert shares and all(shares) == (alpha is None) and any(shares) == (alpha is None)
