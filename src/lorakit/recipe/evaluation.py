@@ -20,6 +20,7 @@ from lorakit.infer.evaluate import EvalCase, cases_from_conversations, score
 from lorakit.infer.generate import GENERATE_LANES
 from lorakit.infer.load import LoadedAdapter
 from lorakit.model.adapters import save_adapter
+from lorakit.recipe import baseline_memo
 from lorakit.recipe.session import Session
 from lorakit.runs.summary import SAMPLES_DIR, VAL_ANSWERS_DIR
 
@@ -70,6 +71,36 @@ class TrainingEvaluator:
         return cls(session, cases, adapter_view(session))
 
     def __call__(self, step: int) -> dict[str, Any]:
+        key = self._baseline_key() if step == 0 else None
+        if key is not None and (known := baseline_memo.recall(key)) is not None:
+            metrics, answers = known
+            log.info("step 0: the untrained adapter adds nothing to the base model, whose evaluation on these "
+                     "cases an earlier run computed (%s)", baseline_memo.memo_folder())
+        else:
+            metrics, answers = self._evaluate()
+            if key is not None:
+                baseline_memo.remember(key, metrics, answers)
+        if answers is not None:
+            self._keep_answers(step, answers)
+            self.earlier = answers
+        return metrics
+
+    def _baseline_key(self) -> str | None:
+        """The step-0 evaluation's memo key, where it can be remembered: one process, supervised training (a
+        DPO run's step 0 compares with its reference), an adapter that adds nothing yet."""
+        s, train = self.session, self.session.cfg.train
+        if s.accelerator.num_processes != 1 or train.method != "sft" or not baseline_memo.adds_nothing(s.model):
+            return None
+        prompts = [self.adapter.encoder.prompt_ids(c.prompt if not isinstance(c.prompt, str)
+                                                   else self.adapter.shape.turns(c.prompt), c.tools)
+                   for c in self.cases]
+        settings = {"metrics": list(train.eval_metrics), "max_new_tokens": s.cfg.data.max_length,
+                    "lanes": GENERATE_LANES, "micro_batch_size": train.micro_batch_size,
+                    "loss_chunk_tokens": train.loss_chunk_tokens, "cap_at_reference": True}
+        return baseline_memo.baseline_key(s, prompts, [c.reference for c in self.cases], settings)
+
+    def _evaluate(self) -> tuple[dict[str, Any], list[str] | None]:
+        """The metrics, and the generated answers they were computed from (None without generated metrics)."""
         from lorakit.train.evaluate import evaluate_loss
 
         s, train = self.session, self.session.cfg.train
@@ -104,9 +135,8 @@ class TrainingEvaluator:
                                          batch_size=GENERATE_LANES, cap_at_reference=True, starts=starts,
                                          earlier=self.earlier)
             metrics.update({f"eval_{name}": results[name] for name in generated})
-            self._keep_answers(step, answers)
-            self.earlier = answers
-        return metrics
+            return metrics, answers
+        return metrics, None
 
     def _keep_answers(self, step: int, answers: list[str]) -> None:
         """The answers the metrics were computed from, for people (the dashboard shows them by step):
