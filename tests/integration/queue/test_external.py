@@ -29,6 +29,17 @@ def git(repo, *args):
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
 
 
+def queue_with_trainer(tmp_path, server, script):
+    """``lorakit queue`` over two image datasets, a and b, with ``script`` as the trainer."""
+    (tmp_path / "trainer.py").write_text(script)
+    (tmp_path / "t.toml").write_text('[general]\noutput_name = "{output_name}"\n')
+    for name in ("a", "b"):
+        (server.root / "training" / name).mkdir(parents=True)
+        (server.root / "training" / name / "x.png").write_bytes(b"png")
+    ws = command_workspace(tmp_path, server, f"{{python}} {tmp_path}/trainer.py", trainer_config="t.toml")
+    return CliRunner().invoke(cli, ["queue", str(ws)])
+
+
 def test_an_external_trainer_runs_per_dataset_and_retries_out_of_memory(tmp_path, server):
     scripts = tmp_path / "sd-scripts"
     scripts.mkdir()
@@ -78,13 +89,8 @@ def test_an_external_trainer_runs_per_dataset_and_retries_out_of_memory(tmp_path
 
 
 def test_an_external_trainer_that_keeps_running_out_of_memory_fails_the_job_and_the_queue_goes_on(tmp_path, server):
-    (tmp_path / "oom.py").write_text("import sys\nprint('CUDA out of memory', file=sys.stderr)\nsys.exit(1)\n")
-    (tmp_path / "t.toml").write_text('[general]\noutput_name = "{output_name}"\n')
-    for name in ("a", "b"):
-        (server.root / "training" / name).mkdir(parents=True)
-        (server.root / "training" / name / "x.png").write_bytes(b"png")
-    ws = command_workspace(tmp_path, server, f"{{python}} {tmp_path}/oom.py", trainer_config="t.toml")
-    result = CliRunner().invoke(cli, ["queue", str(ws)])
+    result = queue_with_trainer(tmp_path, server, "import sys\nprint('CUDA out of memory', file=sys.stderr)\n"
+                                                  "sys.exit(1)\n")
     assert result.exit_code == 1
     state = json.loads((tmp_path / "work" / ".lorakit-queue.json").read_text())["jobs"]
     assert [state[n]["state"] for n in ("a", "b")] == ["failed", "failed"]  # the queue went on to b
@@ -95,16 +101,9 @@ def test_an_external_trainer_that_keeps_running_out_of_memory_fails_the_job_and_
 
 def test_an_external_trainer_that_finds_its_disk_full_stops_the_queue_and_keeps_the_job(tmp_path, server):
     # the words of Python's OSError and of Rust's io::Error (safetensors, tokenizers) when a write finds no room
-    (tmp_path / "full.py").write_text(
-        "import sys\nprint('saving checkpoint')\n"
-        "print('OSError: [Errno 28] No space left on device', file=sys.stderr)\n"
-        "print('wandb: finished', file=sys.stderr)\nsys.exit(1)\n")
-    (tmp_path / "t.toml").write_text('[general]\noutput_name = "{output_name}"\n')
-    for name in ("a", "b"):
-        (server.root / "training" / name).mkdir(parents=True)
-        (server.root / "training" / name / "x.png").write_bytes(b"png")
-    ws = command_workspace(tmp_path, server, f"{{python}} {tmp_path}/full.py", trainer_config="t.toml")
-    result = CliRunner().invoke(cli, ["queue", str(ws)])
+    result = queue_with_trainer(tmp_path, server, "import sys\nprint('saving checkpoint')\n"
+                                "print('OSError: [Errno 28] No space left on device', file=sys.stderr)\n"
+                                "print('wandb: finished', file=sys.stderr)\nsys.exit(1)\n")
     assert result.exit_code == 1
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("queue stopped: a: python exited with 1: a disk it writes to is full: "
