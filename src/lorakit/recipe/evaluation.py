@@ -96,7 +96,9 @@ class TrainingEvaluator:
                    for c in self.cases]
         settings = {"metrics": list(train.eval_metrics), "max_new_tokens": s.cfg.data.max_length,
                     "lanes": GENERATE_LANES, "micro_batch_size": train.micro_batch_size,
-                    "loss_chunk_tokens": train.loss_chunk_tokens, "cap_at_reference": True}
+                    "loss_chunk_tokens": train.loss_chunk_tokens, "cap_at_reference": True,
+                    "compile": train.compile, "quantization": s.cfg.model.quantization,
+                    "attention": getattr(s.model.get_base_model().config, "_attn_implementation", None)}
         return baseline_memo.baseline_key(s, prompts, [c.reference for c in self.cases], settings)
 
     def _evaluate(self) -> tuple[dict[str, Any], list[str] | None]:
