@@ -49,6 +49,8 @@ def trained(request, tmp_path_factory) -> Path:
     base = tiny_base(request.param, root / "base")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
+        patch.setenv("HOME", str(root / "home"))  # module-scoped: conftest's isolation is per test
+        patch.setenv("LORAKIT_CACHE", str(root / "cache"))
         config = make_config(root, base, train={"max_steps": 4, "lr": 0.05}, data={"template": "chatml"})
         write_jsonl(root / "train.jsonl", ROWS)
         result = invoke("train", config)
