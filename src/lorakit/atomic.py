@@ -66,6 +66,13 @@ def share_weights(folder: Path) -> None:
             make_shared(weights)
 
 
+def save_shared(model: Any, folder: Path, **kwargs: Any) -> None:
+    """``model.save_pretrained(folder)`` (an adapter, or a whole model), its weights readable as the umask allows
+    (``share_weights``): a teammate's or a vLLM server's user could not load them otherwise."""
+    model.save_pretrained(folder, **kwargs)
+    share_weights(Path(folder))
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

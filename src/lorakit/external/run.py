@@ -201,9 +201,8 @@ def _full_disk(run: RunFolder, done: Finished) -> str | None:
     if said := full_disk_line(done.tail):
         return f"a disk it writes to is full: {said[:300]}; free space there"
     folder = run.path.parent.absolute()
-    if free_bytes(folder) < NEARLY_FULL:
-        return (f"the disk of {folder} is full ({size_text(free_bytes(folder))} free): {done.error_line()[:300]}; "
-                "free space there")
+    if (free := free_bytes(folder)) < NEARLY_FULL:
+        return f"the disk of {folder} is full ({size_text(free)} free): {done.error_line()[:300]}; free space there"
     return None
 
 

@@ -3,6 +3,7 @@ whole at the end, each answer kept as it comes (``answer_log``) so a stop half w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -64,15 +65,8 @@ def answer_file(job: InferJob, read_stdin: Callable[[], str], say: Callable[[str
     kept = None if output is None else _answer_log(output, adapter, job)
     options = {"max_new_tokens": job.max_new_tokens or adapter.max_length, "temperature": job.temperature,
                "batch_size": job.batch_size or default_batch_size(job.engine), "stop": job.stop, "kept": kept}
-    try:
+    with kept or contextlib.nullcontext():  # a stop half way keeps every answer found so far
         result = _answers(adapter, job, text, rows, field, options, say)
-    except KeyboardInterrupt:
-        if kept is not None:
-            kept.say_kept()
-        raise
-    finally:
-        if kept is not None:
-            kept.close()  # a stop half way keeps every answer found so far for the same command run again
     if output is None:
         return result
     from lorakit.atomic import write_text_atomic

@@ -70,11 +70,15 @@ class AnswerLog:
             os.fsync(self.file.fileno())
             self.synced = time.monotonic()
 
-    def say_kept(self) -> None:
-        """On a stop half way: what is kept, and how to go on."""
-        if self.known:
+    def __enter__(self) -> AnswerLog:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        """A stop half way (Ctrl+C) says what is kept and how to go on; the file is closed either way."""
+        if kind is KeyboardInterrupt and self.known:
             log.warning("stopped: %d answers kept in %s; the same command run again goes on from them",
                         len(self.known), self.path)
+        self.close()
 
     def close(self) -> None:
         if self.file is not None:

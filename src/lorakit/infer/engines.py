@@ -53,11 +53,11 @@ def check_reference(ref: str, runs_dir: Path, engine: str, lora: Path | None) ->
         raise RunError(f"{ref}: a GGUF file runs with --engine llama.cpp")
     if lora is not None:
         raise RunError("--lora applies to a base GGUF under --engine llama.cpp")
-    if engine == Engine.LLAMA_CPP and is_merged_folder(Path(ref)):
-        raise RunError(f"{ref}: a merged model folder runs with --engine transformers; for llama.cpp export the "
-                       "run it came from with lorakit export --gguf")
     if not is_merged_folder(Path(ref)):
         adapter_folder(ref, runs_dir)
+    elif engine == Engine.LLAMA_CPP:
+        raise RunError(f"{ref}: a merged model folder runs with --engine transformers; for llama.cpp export the "
+                       "run it came from with lorakit export --gguf")
 
 
 def open_model(ref: str, runs_dir: Path, device: str, engine: str = Engine.TRANSFORMERS,

@@ -78,7 +78,8 @@ def cases_from_conversations(conversations: Sequence[Conversation]) -> list[Eval
     return [EvalCase(*split_at_answer(conv.turns), conv.tools) for conv in conversations]
 
 
-def _turns(adapter: LoadedAdapter, case: EvalCase) -> list[Turn]:
+def case_turns(adapter: LoadedAdapter, case: EvalCase) -> list[Turn]:
+    """The turns a case asks: its own, or its text wrapped as the run's training prompts were."""
     return adapter.shape.turns(case.prompt) if isinstance(case.prompt, str) else case.prompt
 
 
@@ -94,7 +95,7 @@ def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bo
 
     examples = []
     for case in cases:
-        turns = _turns(adapter, case)
+        turns = case_turns(adapter, case)
         answer = Turn("text" if turns[-1].role == "text" else "assistant", case.reference, train=True)
         ids, labels = adapter.encoder.encode([*turns, answer], case.tools)
         examples.append(Example(ids[: adapter.max_length], labels[: adapter.max_length]))
@@ -127,7 +128,7 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
     predictions: list[str] = []
     if generating:
         label = adapter.name if use_adapter else "base model"
-        predictions = generate_turns(adapter, [_turns(adapter, c) for c in cases], max_new_tokens=max_new_tokens,
+        predictions = generate_turns(adapter, [case_turns(adapter, c) for c in cases], max_new_tokens=max_new_tokens,
                                      batch_size=batch_size, use_adapter=use_adapter, length_ratio=LENGTH_RATIO,
                                      on_batch=lambda done: log.info("%s: %d/%d generated", label, done, len(cases)),
                                      tools=[c.tools for c in cases],

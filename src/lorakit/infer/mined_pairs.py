@@ -20,7 +20,7 @@ from lorakit.atomic import check_writable
 from lorakit.errors import DataError
 from lorakit.infer import metrics as m
 from lorakit.infer.engines import Engine
-from lorakit.infer.evaluate import LENGTH_RATIO, EvalCase, load_cases
+from lorakit.infer.evaluate import LENGTH_RATIO, EvalCase, case_turns, load_cases
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +79,13 @@ def mine_pairs(ref: str, data: Path, out: Path, options: MineOptions = MineOptio
     check_reference(ref, runs_dir, options.engine, None)
     cases = load_cases(data, limit=options.limit)
     adapter = open_model(ref, runs_dir, options.device, options.engine)
-    prompts = [adapter.shape.turns(c.prompt) if isinstance(c.prompt, str) else c.prompt for c in cases]
-    kept = AnswerLog(out, model_fingerprint(adapter, options.engine), {"temperature": 0.0, "stop": []})
-    try:
+    prompts = [case_turns(adapter, c) for c in cases]
+    # a stop half way keeps the answers found so far for the same command run again
+    with AnswerLog(out, model_fingerprint(adapter, options.engine), {"temperature": 0.0, "stop": []}) as kept:
         answers = generate_turns(adapter, prompts, max_new_tokens=options.max_new_tokens,
                                  batch_size=options.batch_size or default_batch_size(options.engine),
                                  length_ratio=LENGTH_RATIO, tools=[c.tools for c in cases], kept=kept,
                                  on_batch=lambda done: log.info("%s: %d/%d answered", adapter.name, done, len(cases)))
-    except KeyboardInterrupt:
-        kept.say_kept()
-        raise
-    finally:
-        kept.close()  # a stop half way keeps the answers found so far for the same command run again
     wrong = WRONG[options.metric]
     rows = [_pair_row(turns, case, answer) for turns, case, answer in zip(prompts, cases, answers, strict=True)
             if wrong(answer, case.reference)]

@@ -198,11 +198,3 @@ def attach_adapter(model: Any, section: LoraSection) -> Any:
     log.info("adapter: %.2fM trainable parameters (r=%d, alpha=%d)", trainable / 1e6, section.r, section.alpha)
     return peft_model
 
-
-def save_adapter(model: Any, folder: Path, **kwargs: Any) -> None:
-    """``save_pretrained`` into ``folder``, its weights readable as the umask allows (``atomic.share_weights``:
-    safetensors writes them private, and a teammate's or a vLLM server's user could not load the adapter)."""
-    from lorakit.atomic import share_weights
-
-    model.save_pretrained(folder, **kwargs)
-    share_weights(Path(folder))

@@ -21,19 +21,20 @@ MEMO = "digests.json"
 def remembered_sha256(path: Path, folder: Path) -> str:
     """``path``'s sha256: from ``folder``/digests.json when the file is unchanged since, else hashed (and kept)."""
     key = str(path.resolve())
-    stamp = _stamp(path)
+    stamp = file_stamp(path)
     memo = _read(folder / MEMO)
     entry = memo.get(key)
     if isinstance(entry, dict) and entry.get("stat") == stamp and isinstance(entry.get("sha256"), str):
         return entry["sha256"]
     digest = file_sha256(path)
-    if _stamp(path) == stamp:  # not written while it was read
+    if file_stamp(path) == stamp:  # not written while it was read
         memo[key] = {"stat": stamp, "sha256": digest}
         _write(folder / MEMO, memo)
     return digest
 
 
-def _stamp(path: Path) -> list[int]:
+def file_stamp(path: Path) -> list[int]:
+    """The file's device, inode, size, modification and change times (ns): what any write to it changes."""
     st = path.stat()
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 

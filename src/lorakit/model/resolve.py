@@ -19,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from lorakit.atomic import make_shared, share_weights
+from lorakit.atomic import make_shared, save_shared
 
 # re-exported: the one way to hash a file, under its older name
 from lorakit.digest import file_sha256 as sha256_file  # noqa: F401
@@ -84,8 +84,13 @@ class ModelSource(str, Enum):
     HUB = "hub"  # a hub id (owner/name), loaded from the Hugging Face cache
 
 
+def cache_home() -> Path:
+    """lorakit's cache: ``$LORAKIT_CACHE``, default ``~/.cache/lorakit``."""
+    return Path(os.environ.get("LORAKIT_CACHE") or Path.home() / ".cache" / "lorakit")
+
+
 def cache_root() -> Path:
-    return Path(os.environ.get("LORAKIT_CACHE") or Path.home() / ".cache" / "lorakit") / "models"
+    return cache_home() / "models"
 
 
 def resolve_model(name_or_path: str, revision: str | None = None, convert: bool = True) -> ResolvedModel:
@@ -204,9 +209,8 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.save_pretrained(staging)
+        save_shared(model, staging)
         save_tokenizer(tokenizer, staging)
-        share_weights(staging)
         make_shared(staging)  # a cache other users of the machine may read, as the umask allows
         try:
             staging.rename(target)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lorakit.atomic import write_json_atomic
+from lorakit.model.digest_memo import file_stamp
+from lorakit.model.resolve import cache_home
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ LORA_WEIGHTS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B")
 
 
 def memo_folder() -> Path:
-    return Path(os.environ.get("LORAKIT_CACHE") or Path.home() / ".cache" / "lorakit") / "baselines"
+    return cache_home() / "baselines"
 
 
 def adds_nothing(model: Any) -> bool:
@@ -108,11 +109,8 @@ def _base_identity(resolved: Any) -> dict[str, Any]:
     if identity.get("sha256") or identity.get("commit") or identity.get("revision"):
         return identity
     folder = Path(resolved.path)
-    stamps = {}
-    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        st = weights.stat()
-        stamps[weights.name] = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-    return {**identity, "weights": stamps}
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    return {**identity, "weights": {w.name: file_stamp(w) for w in weights}}
 
 
 def _source_digest() -> str:

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorakit.atomic import save_shared
 from lorakit.config.schema import GENERATED_METRICS
 from lorakit.data.formats import Turn
 from lorakit.data.prompt_shape import PromptShape
-from lorakit.infer.evaluate import EvalCase, cases_from_conversations, score
+from lorakit.infer.evaluate import EvalCase, case_turns, cases_from_conversations, score
 from lorakit.infer.generate import GENERATE_LANES
 from lorakit.infer.load import LoadedAdapter
-from lorakit.model.adapters import save_adapter
 from lorakit.recipe import baseline_memo
 from lorakit.recipe.session import Session
 from lorakit.runs.summary import SAMPLES_DIR, VAL_ANSWERS_DIR
@@ -91,9 +91,7 @@ class TrainingEvaluator:
         s, train = self.session, self.session.cfg.train
         if s.accelerator.num_processes != 1 or train.method != "sft" or not baseline_memo.adds_nothing(s.model):
             return None
-        prompts = [self.adapter.encoder.prompt_ids(c.prompt if not isinstance(c.prompt, str)
-                                                   else self.adapter.shape.turns(c.prompt), c.tools)
-                   for c in self.cases]
+        prompts = [self.adapter.encoder.prompt_ids(case_turns(self.adapter, c), c.tools) for c in self.cases]
         settings = {"metrics": list(train.eval_metrics), "max_new_tokens": s.cfg.data.max_length,
                     "lanes": GENERATE_LANES, "micro_batch_size": train.micro_batch_size,
                     "loss_chunk_tokens": train.loss_chunk_tokens, "cap_at_reference": True,
@@ -211,7 +209,7 @@ class BestAdapter:
         if not self.session.accelerator.is_main_process:
             return
         self.weights, self.step = trainable_state(self.session.model), step
-        save_adapter(self.session.model, self.session.run_dir / BEST_DIR)
+        save_shared(self.session.model, self.session.run_dir / BEST_DIR)
         log.info("step %d is the best so far; its adapter is in %s/", step, BEST_DIR)
 
     def restore(self, weights: dict[str, Any] | None, step: int | None) -> None:
@@ -220,7 +218,7 @@ class BestAdapter:
             return
         self.weights, self.step = weights, step
         with _Swapped(self.session.model, weights):
-            save_adapter(self.session.model, self.session.run_dir / BEST_DIR)
+            save_shared(self.session.model, self.session.run_dir / BEST_DIR)
 
 
 class _Swapped:

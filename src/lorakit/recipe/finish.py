@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorakit.model.adapters import save_adapter
+from lorakit.atomic import save_shared
 from lorakit.model.tokenizer_files import save_tokenizer
 from lorakit.outcome import Outcome
 from lorakit.recipe.evaluation import BEST_DIR, BestAdapter, swapped
@@ -82,15 +82,15 @@ def _save_adapters(session: Session, result: LoopResult, best: BestAdapter, gath
     last/ with keep both; best/ goes once its adapter is on top. What was kept, for the manifest."""
     model, run_dir, keeps = session.model, session.run_dir, session.cfg.train.keeps
     if keeps == "last" or best.weights is None or result.status != "completed":
-        save_adapter(model, run_dir, state_dict=gathered)
+        save_shared(model, run_dir, state_dict=gathered)
         note = result.selection.no_best_note if keeps != "last" and result.selection is not None else None
         if note and result.status == "completed":
             log.warning("%s", note)
         return {"top": "last", "step": result.steps_done, **({"note": note} if note else {})}
     if keeps == "both":
-        save_adapter(model, run_dir / "last")
+        save_shared(model, run_dir / "last")
     with swapped(model, best.weights):
-        save_adapter(model, run_dir)
+        save_shared(model, run_dir)
     shutil.rmtree(run_dir / BEST_DIR, ignore_errors=True)
     return {"top": "best", "step": best.step, **({"last": "last/", "last_step": result.steps_done}
                                                    if keeps == "both" else {})}

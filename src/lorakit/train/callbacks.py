@@ -11,8 +11,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from lorakit.atomic import save_shared
 from lorakit.config.schema import PAIR_STATS
-from lorakit.model.adapters import save_adapter
 from lorakit.schedule import due
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class Checkpoints:
         step = metrics["step"]
         if not due(step, self.save_every) or step == metrics["total_steps"]:
             return
-        save_adapter(self.model, self.root / f"checkpoint-{step}")
+        save_shared(self.model, self.root / f"checkpoint-{step}")
         log.info("saved checkpoint-%d", step)
         if self.keep:
             import shutil

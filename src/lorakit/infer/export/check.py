@@ -89,10 +89,13 @@ def llamacpp_logits(model: Path, lora: Path | None, sequences: list[list[int]]) 
 
 
 def transformers_logits(model: Path, sequences: list[list[int]]) -> list[np.ndarray]:
+    """Logits of ``model`` (a GGUF file, or a model folder) through transformers, computed in float32."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    loaded = AutoModelForCausalLM.from_pretrained(str(model.parent), gguf_file=model.name, dtype=torch.float32)
+    where = {"pretrained_model_name_or_path": str(model)} if model.is_dir() else {
+        "pretrained_model_name_or_path": str(model.parent), "gguf_file": model.name}
+    loaded = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32).eval()
     with torch.inference_mode():
         return [loaded(torch.tensor([ids])).logits[0].float().numpy() for ids in sequences]
 
@@ -135,17 +138,11 @@ def check_export(ref: str, model: Path, lora: Path | None, quant: str, runs_dir:
 
 def check_merged(ref: str, folder: Path, dtype: str, runs_dir: Path = Path("runs")) -> CheckResult:
     """The merged model folder as written (read back from disk, computed in float32) against the run's adapter."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     from lorakit.infer.load import load_adapter
 
     adapter = load_adapter(ref, runs_dir, device="cpu")
     sequences = check_sequences(adapter)
     expected = adapter_logits(adapter, sequences)
     del adapter
-    merged = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    with torch.inference_mode():
-        got = [merged(torch.tensor([ids])).logits[0].float().numpy() for ids in sequences]
-    result = compare(expected, got, "transformers", MERGED_AS[dtype])
+    result = compare(expected, transformers_logits(folder, sequences), "transformers", MERGED_AS[dtype])
     return replace(result, engine=f"transformers, {dtype}")

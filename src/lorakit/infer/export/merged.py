@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lorakit.atomic import check_writable, make_shared, share_weights, write_json_atomic
+from lorakit.atomic import check_writable, make_shared, save_shared, write_json_atomic
 from lorakit.disk import disk_full_error
 from lorakit.errors import RunError
 from lorakit.model.tokenizer_files import save_tokenizer
@@ -40,12 +40,11 @@ def export_merged(ref: str, out: Path, dtype: str = "float32", runs_dir: Path = 
     # Written beside ``out`` and renamed into place: a failed export leaves no half-written model.
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        merged.save_pretrained(staging, safe_serialization=True)
+        save_shared(merged, staging, safe_serialization=True)
         if adapter.encoder.template:  # the template the run trained with, for from_pretrained's users too
             adapter.tokenizer.chat_template = adapter.encoder.template
         save_tokenizer(adapter.tokenizer, staging)
         write_json_atomic(staging / PROMPTING_FILE, prompting_record(adapter))
-        share_weights(staging)
         make_shared(staging)  # mkdtemp's folder is private; a model folder is meant to be shared
         if out.is_dir():
             out.rmdir()  # empty, checked above
