@@ -74,7 +74,7 @@ def answer_file(job: InferJob, read_stdin: Callable[[], str], say: Callable[[str
     output.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(output, result)  # a stop half way leaves the file as it was
     if kept is not None:
-        kept.remove()  # the output holds every answer now
+        kept.remove(output, result)  # the output holds every answer now
     say(f"wrote {output}")
     return None
 

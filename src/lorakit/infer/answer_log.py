@@ -85,10 +85,19 @@ class AnswerLog:
             self.file.close()
             self.file = None
 
-    def remove(self) -> None:
-        """Once the output holds every answer: the kept ones are not needed any more."""
+    def remove(self, written: Path, text: str) -> bool:
+        """The kept answers deleted, once ``written`` (the output) reads back, now, as ``text``: then it is the good
+        copy of what they were kept for. Otherwise they stay, and a warning says where."""
         self.close()
+        try:
+            holds = written.read_text(encoding="utf-8") == text
+        except (OSError, UnicodeDecodeError):
+            holds = False
+        if not holds:
+            log.warning("%s does not read back as it was written; the answers stay kept in %s", written, self.path)
+            return False
         self.path.unlink(missing_ok=True)
+        return True
 
     def _read(self) -> dict[str, str]:
         known: dict[str, str] = {}

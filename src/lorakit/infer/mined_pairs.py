@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorakit.atomic import check_writable
+from lorakit.atomic import check_writable, write_text_atomic
 from lorakit.errors import DataError
 from lorakit.infer import metrics as m
 from lorakit.infer.engines import Engine
@@ -89,8 +89,7 @@ def mine_pairs(ref: str, data: Path, out: Path, options: MineOptions = MineOptio
     wrong = WRONG[options.metric]
     rows = [_pair_row(turns, case, answer) for turns, case, answer in zip(prompts, cases, answers, strict=True)
             if wrong(answer, case.reference)]
-    _write_jsonl(out, rows)
-    kept.remove()  # the pairs are written: the answers they came from are not needed any more
+    kept.remove(out, _write_jsonl(out, rows))  # the pairs are written: their answers are not needed any more
     return MineSummary(len(cases), len(cases) - len(rows), len(rows), out)
 
 
@@ -105,9 +104,9 @@ def _pair_row(turns: list[Any], case: EvalCase, answer: str) -> dict[str, Any]:
     return row
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """All rows or nothing: a temporary file beside ``path``, renamed over it once complete."""
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
+    """All rows or nothing (``write_text_atomic``); the text written."""
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    partial.replace(path)
+    write_text_atomic(path, text)
+    return text

@@ -25,7 +25,10 @@ def test_an_answer_is_recalled_only_for_the_same_model_settings_prompt_and_budge
         assert other.recall([[1, 2, 3]], [16]) == {}
     same = AnswerLog(out, "model-a", {"temperature": 0.0})
     assert same.recall([[1, 2, 3]], [8]) == {}  # another length budget: another answer
-    same.remove()
+    (tmp_path / "out.jsonl").write_text("all answers\n")
+    assert not same.remove(tmp_path / "out.jsonl", "other text\n")  # the output does not hold them: kept
+    assert same.path.exists()
+    assert same.remove(tmp_path / "out.jsonl", "all answers\n")
     assert not same.path.exists()
 
 
