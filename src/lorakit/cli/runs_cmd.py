@@ -76,7 +76,7 @@ def list_cmd(runs_dir: Path, status: str | None, sweep: str | None, as_json: boo
         return
     table = table_of("run", "status", "base model", "data", "steps", "train loss", "eval loss", "created", "size")
     for r in runs:
-        table.add_row(r.name, r.status, r.base_model, r.data, r.steps, cell(r.train_loss), cell(r.eval_loss),
+        table.add_row(r.name, r.status_text, r.base_model, r.data, r.steps, cell(r.train_loss), cell(r.eval_loss),
                       r.created.replace("+00:00", "Z"), _size(r.size_bytes))
     show(table)
 

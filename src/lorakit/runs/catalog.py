@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.errors import RunError
-from lorakit.runs.manifest import MANIFEST_FILE, created_at
+from lorakit.outcome import Kind
+from lorakit.runs.manifest import MANIFEST_FILE, created_at, outcome_of
 from lorakit.runs.naming import version_of
 from lorakit.runs.process import shown_status
 from lorakit.runs.trainer_log import TrainerLog
@@ -151,6 +152,10 @@ def worth_keeping(run_dir: Path) -> str | None:
     return None
 
 
+# The kinds a status word hides: a pruned trial and an out-of-memory run read differently from their status alone.
+ENDINGS_SHOWN = frozenset({Kind.EARLY_STOPPED, Kind.PRUNED, Kind.OUT_OF_MEMORY, Kind.DISK_FULL})
+
+
 @dataclass(frozen=True)
 class RunSummary:
     name: str
@@ -163,9 +168,15 @@ class RunSummary:
     eval_loss: float | None
     created: str
     size_bytes: int
+    ended_as: str = ""  # the outcome's kind where it says more than the status: pruned, early-stopped, disk-full
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    @property
+    def status_text(self) -> str:
+        """``completed (pruned)``: the status, and how it ended where that says more."""
+        return f"{self.status} ({self.ended_as})" if self.ended_as else self.status
 
 
 def steps_text(run_dir: Path, manifest: dict[str, Any]) -> str:
@@ -180,10 +191,12 @@ def summarise(run_dir: Path) -> RunSummary:
     m = read_manifest(run_dir)
     metrics = m.get("metrics") or {}
     data = list(m.get("data_files") or {})
-    return RunSummary(name=run_dir.name, path=str(run_dir), status=shown_status(m), base_model=_base_model(m),
+    status, kind = shown_status(m), outcome_of(m).kind
+    return RunSummary(name=run_dir.name, path=str(run_dir), status=status, base_model=_base_model(m),
                       data=", ".join(Path(d).name for d in data) or "-", steps=steps_text(run_dir, m),
                       train_loss=metrics.get("train_loss"), eval_loss=metrics.get("eval_loss"),
-                      created=created_at(m), size_bytes=folder_size(run_dir))
+                      created=created_at(m), size_bytes=folder_size(run_dir),
+                      ended_as=kind.value if status == kind.status and kind in ENDINGS_SHOWN else "")
 
 
 def _base_model(m: dict[str, Any]) -> str:

@@ -84,6 +84,29 @@ def test_clean_removes_only_failed_runs_without_adapter_or_checkpoint(tmp_path, 
     assert sorted(p.name for p in runs.iterdir()) == ["tiny-v001", "tiny-v003", "tiny-v004", "tiny-v006"]
 
 
+def test_list_says_how_a_run_ended_where_its_status_hides_it(tmp_path, tiny_model_dir):
+    assert invoke("train", make_config(tmp_path, tiny_model_dir, train={"max_steps": 1})).exit_code == 0
+    runs = tmp_path / "runs"
+    manifest = json.loads((runs / "tiny-v001" / "manifest.json").read_text())
+    endings = {"tiny-v002": ("completed", "pruned", "pruned at step 4"),
+               "tiny-v003": ("failed", "out-of-memory", "out of memory at step 3"),
+               "tiny-v004": ("interrupted", "stopped", "SIGTERM")}  # interrupted says it already
+    for name, (status, kind, reason) in endings.items():
+        (runs / name).mkdir()
+        history = [*manifest["status_history"], {"status": status, "at": "2026-12-07T15:00:00+00:00",
+                                                 "kind": kind, "reason": reason}]
+        (runs / name / "manifest.json").write_text(json.dumps({**manifest, "status": status,
+                                                               "status_history": history}))
+    lines = {line.split()[0]: line for line in run("runs", "list").output.splitlines()[1:]}
+    assert lines["tiny-v001"].split()[1] == "completed"
+    assert "completed (pruned)" in lines["tiny-v002"] and "failed (out-of-memory)" in lines["tiny-v003"]
+    assert lines["tiny-v004"].split()[1] == "interrupted" and "(" not in lines["tiny-v004"]
+    listed = {r["name"]: r for r in json.loads(run("runs", "list", "--json").output)}
+    assert (listed["tiny-v002"]["status"], listed["tiny-v002"]["ended_as"]) == ("completed", "pruned")
+    completed = run("runs", "list", "--status", "completed", "--json").output
+    assert sorted(r["name"] for r in json.loads(completed)) == ["tiny-v001", "tiny-v002"]
+
+
 def test_note_goes_to_manifest_and_model_card(tmp_path, tiny_model_dir):
     assert invoke("train", make_config(tmp_path, tiny_model_dir, train={"max_steps": 1})).exit_code == 0
     assert run("runs", "note", "tiny-v001", "r=16 beat r=8 on eval").exit_code == 0
