@@ -255,7 +255,8 @@ def evaluate_runs(refs: Sequence[str], data: Path, wanted: Sequence[str], option
             if base_name not in bases_done:
                 table[f"base: {base_name}"] = results["base"]
                 bases_done.add(base_name)
-        if (adapter.path / "adapter_config.json").is_file():  # a run or adapter folder, not a bare GGUF's folder
+        if (adapter.path / "adapter_config.json").is_file() or is_merged_folder(adapter.path):
+            # a run, an adapter or lorakit's merged export; not a bare GGUF's folder, which is someone else's
             _record_if_writable(adapter, data, results, predictions, cases, options.engine)
         del adapter
     return table

@@ -31,6 +31,13 @@ def test_a_merged_export_is_checked_and_answers_as_its_run(run, tmp_path):  # no
     assert all(a.exit_code == 0 for a in answers), answers[0].output
     assert answers[0].stdout == answers[1].stdout
 
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps({"input": i, "output": "x"}) + "\n" for i in INPUTS))
+    scored = cli_run("eval", tmp_path / "merged", "--data", tmp_path / "dev.jsonl", "--metrics", "loss,exact")
+    assert scored.exit_code == 0, scored.output
+    recorded = json.loads((tmp_path / "merged" / "eval_results.json").read_text())["eval_dev"]["adapter"]
+    assert set(recorded) >= {"loss", "exact"}  # kept in the folder the figures are about
+    assert len((tmp_path / "merged" / "eval" / "dev.jsonl").read_text().splitlines()) == len(INPUTS)
+
 
 def test_a_broken_merged_export_fails_its_check(run, tmp_path, monkeypatch):  # noqa: F811
     import lorakit.infer.export.merged as merged_module
