@@ -9,6 +9,7 @@ removed once the output holds every answer.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lorakit.digest import file_sha256
+from lorakit.errors import WriteError
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +64,26 @@ class AnswerLog:
         key = self.key(prompt, budget)
         self.known[key] = answer
         if self.file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)  # the output's folder, made as the output would be
-            self.file = self.path.open("a", encoding="utf-8")
+            self.file = self._open_alone()
         self.file.write(json.dumps({"key": key, "answer": answer}, ensure_ascii=False) + "\n")
         self.file.flush()
         if time.monotonic() - self.synced > SYNC_EVERY_S:
             os.fsync(self.file.fileno())
             self.synced = time.monotonic()
+
+    def _open_alone(self) -> IO[str]:
+        """The log opened to append, held by this process only: a second command answering into the same output
+        at the same time would write over this one's output at its end, so it stops here, at its first answer."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # the output's folder, made as the output would be
+        file = self.path.open("a", encoding="utf-8")
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            target = self.path.with_name(self.path.name[1:].removesuffix(".answers.jsonl"))
+            raise WriteError(f"{target}: another command is answering into it now (its answers go to {self.path}); "
+                             "wait for it to end, or give another output") from None
+        return file
 
     def __enter__(self) -> AnswerLog:
         return self

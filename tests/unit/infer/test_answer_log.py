@@ -103,3 +103,25 @@ def test_data_pairs_keeps_its_answers_until_the_pairs_are_written(run, tmp_path,
     assert decoded in ([], [0])  # nothing decoded again
     assert (tmp_path / "pairs.jsonl").is_file() and not kept.exists()
     assert all(json.loads(line)["rejected"] for line in (tmp_path / "pairs.jsonl").read_text().splitlines())
+
+
+def test_a_second_command_answering_into_the_same_output_stops_at_its_first_answer(run, tmp_path):  # noqa: F811
+    import fcntl
+
+    write_jsonl(tmp_path / "rows.jsonl", [{"tex": t} for t in TEXTS[:3]])
+    kept = tmp_path / ".out.jsonl.answers.jsonl"
+    kept.write_text('{"key": "k", "answer": "the first command\'s"}\n')
+    with kept.open("a") as first:  # the first command, still answering, holds its log
+        fcntl.flock(first.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        second = cli_run("infer", "tiny", "--input", tmp_path / "rows.jsonl", "--max-new-tokens", 4,
+                         "--output", tmp_path / "out.jsonl")
+    assert second.exit_code == 1 and "Traceback" not in second.output
+    assert second.output.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'out.jsonl'}: another command is answering into it now (its answers go to {kept}); "
+        "wait for it to end, or give another output")
+    assert kept.read_text() == '{"key": "k", "answer": "the first command\'s"}\n'  # its answers untouched
+    assert not (tmp_path / "out.jsonl").exists()
+    again = cli_run("infer", "tiny", "--input", tmp_path / "rows.jsonl", "--max-new-tokens", 4,
+                    "--output", tmp_path / "out.jsonl")  # once it has ended, the same command goes on
+    assert again.exit_code == 0, again.output
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
