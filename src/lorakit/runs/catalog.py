@@ -180,11 +180,21 @@ class RunSummary:
 
 
 def steps_text(run_dir: Path, manifest: dict[str, Any]) -> str:
-    """``done/total``; while a run trains (or after it crashed) done is its log's last step."""
+    """``done/total``; while a run trains (or after it crashed) done is its log's last step. An external trainer
+    whose config names no step count (no ``steps_key``) may say it in its log (LLaMA-Factory's ``total_steps``)."""
     done, total = (manifest.get("metrics") or {}).get("train_steps"), manifest.get("total_steps")
-    if done is None and manifest.get("status") == "running":
-        done = max((e.get("current_steps", 0) for e in TrainerLog.of(run_dir).read()), default=None)
+    live = done is None and manifest.get("status") == "running"
+    if live or total is None:
+        entries = TrainerLog.of(run_dir).read()  # maybe a trainer's own file: only whole numbers are taken from it
+        if live:
+            done = max((e["current_steps"] for e in entries if _whole(e.get("current_steps"))), default=None)
+        if total is None:
+            total = next((e["total_steps"] for e in reversed(entries) if _whole(e.get("total_steps"))), None)
     return f"{done if done is not None else '-'}/{total if total is not None else '-'}"
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def summarise(run_dir: Path) -> RunSummary:

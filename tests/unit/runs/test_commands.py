@@ -107,6 +107,22 @@ def test_list_says_how_a_run_ended_where_its_status_hides_it(tmp_path, tiny_mode
     assert sorted(r["name"] for r in json.loads(completed)) == ["tiny-v001", "tiny-v002"]
 
 
+def test_an_external_runs_step_count_comes_from_its_trainers_log_when_its_config_names_none(tmp_path,
+                                                                                            tiny_model_dir):
+    assert invoke("train", make_config(tmp_path, tiny_model_dir, train={"max_steps": 1})).exit_code == 0
+    runs = tmp_path / "runs"
+    manifest = json.loads((runs / "tiny-v001" / "manifest.json").read_text())
+    manifest.pop("total_steps")  # an external trainer without trainer.steps_key
+    for name, status, metrics in (("lf-v001", "completed", {"train_steps": 30}), ("lf-v002", "running", {})):
+        (runs / name).mkdir()
+        (runs / name / "manifest.json").write_text(json.dumps({**manifest, "status": status, "metrics": metrics}))
+        (runs / name / "trainer_log.jsonl").write_text(  # LLaMA-Factory's own log, a line of it not numbers
+            '{"current_steps": 5, "total_steps": 30, "loss": 2.1}\n{"current_steps": "ten", "total_steps": []}\n'
+            '{"current_steps": 10, "total_steps": 30, "loss": 1.9}\n')
+    listed = {r["name"]: r["steps"] for r in json.loads(run("runs", "list", "--json").output)}
+    assert listed == {"tiny-v001": "1/1", "lf-v001": "30/30", "lf-v002": "10/30"}
+
+
 def test_note_goes_to_manifest_and_model_card(tmp_path, tiny_model_dir):
     assert invoke("train", make_config(tmp_path, tiny_model_dir, train={"max_steps": 1})).exit_code == 0
     assert run("runs", "note", "tiny-v001", "r=16 beat r=8 on eval").exit_code == 0
