@@ -26,7 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lorakit.config.load import problem_list, read_config_file
+from lorakit.config.load import read_config_file
+from lorakit.config.problems import problem_list
 from lorakit.config.schema import Section
 from lorakit.errors import ConfigError
 from lorakit.external.render import read_template

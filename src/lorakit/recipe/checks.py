@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lorakit.config.load import apply_oom_overlay, problem_list
+from lorakit.config.load import apply_oom_overlay
+from lorakit.config.problems import problem_list
 from lorakit.config.schema import RunConfig
 from lorakit.errors import ConfigError, DataError, LorakitError
 from lorakit.textfile import check_text

@@ -9,9 +9,10 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from lorakit.config.load import config_problem, read_config_file
+from lorakit.config.load import read_config_file
 from lorakit.config.peers import axolotl, llamafactory, looks_like
 from lorakit.config.peers.translation import Line
+from lorakit.config.problems import config_problem
 from lorakit.config.schema import RunConfig
 from lorakit.errors import ConfigError
 
