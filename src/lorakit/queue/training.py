@@ -84,9 +84,11 @@ class TrainingStage:
         elif completed := _completed(ours):  # trained before a crash, not yet recorded
             run_dir = completed[-1]
         else:
-            self._discard_unfinished([d for d in existing if trained_on(d) in (content, None)])
-            run_dir = (self.with_command(job, job_dir) if self.ws.trainer.kind == TrainerKind.COMMAND
-                       else self.with_lorakit(job, job_dir, ours, content))
+            command = self.ws.trainer.kind == TrainerKind.COMMAND
+            resumed = None if command else _resumable(ours)  # goes on, not a stale run to judge
+            self._discard_unfinished([d for d in existing if trained_on(d) in (content, None) and d != resumed])
+            run_dir = (self.with_command(job, job_dir) if command
+                       else self.with_lorakit(job, job_dir, resumed, content))
         if trained_on(run_dir) != content:
             raise JobFailed(f"{data} changed while it trained ({run_dir.name} recorded other files); nothing was "
                             "uploaded or deleted, and the next queue run trains it again")
@@ -120,10 +122,9 @@ class TrainingStage:
             raise JobFailed(outcome.reason or outcome.status)
         return outcome.run_dir
 
-    def with_lorakit(self, job: Job, job_dir: Path, ours: list[Path], content: str) -> Path:
-        resumable = [d for d in ours if (d / RESUME_FILE).is_file() and d.is_dir()]
-        if resumable:
-            cmd = ["train", "--resume", str(resumable[-1])]
+    def with_lorakit(self, job: Job, job_dir: Path, resumed: Path | None, content: str) -> Path:
+        if resumed is not None:
+            cmd = ["train", "--resume", str(resumed)]
         else:
             config, secrets = self._job_config(job, job_dir)
             cmd = ["train", str(config), *[a for o in self.overlays for a in ("--add", o)],
@@ -206,6 +207,11 @@ class TrainingStage:
         self.state.save()
         log.info("%s: submitted as Slurm job %s (%s)", job.key, submission.job_id, submission.run_dir.name)
         raise StillTraining
+
+
+def _resumable(ours: list[Path]) -> Path | None:
+    """The latest of this data's runs that a killed queue left with a resume state."""
+    return next((d for d in reversed(ours) if d.is_dir() and (d / RESUME_FILE).is_file()), None)
 
 
 def _in_queue_words(reason: str) -> str:

@@ -186,6 +186,8 @@ def test_sigterm_stops_at_a_safe_point_and_a_rerun_resumes_the_training(tmp_path
 
     again = queue(workspace, "--only", "alpha")
     assert again.exit_code == 0, again.output
+    assert f"resuming {run} after step {stopped_at}" in again.output
+    assert "kept" not in again.output  # the run it goes on with is not a stale one it declined to delete
     uploaded = json.loads((server.root / "output" / "alpha-v1" / "manifest.json").read_text())
     assert uploaded["status"] == "completed" and uploaded["metrics"]["train_steps"] == 100
     assert uploaded["status_history"][3]["reason"] == f"resumed after step {stopped_at}"
