@@ -15,6 +15,7 @@ from lorakit.runs.manifest import now
 
 NOTICES_FILE = ".lorakit-queue-notices.jsonl"
 KEPT = 200  # the newest notices a reader shows
+READ = 20_000  # the newest lines read for them (a queue run every 5 minutes, about two months of one notice)
 
 
 class NoticeLog(logging.Handler):
@@ -45,16 +46,23 @@ def recording_notices(work_dir: Path) -> Iterator[None]:
 
 
 def read_notices(work_dir: Path) -> list[dict[str, str]]:
-    """The newest notices, oldest first (a line that cannot be read is skipped)."""
+    """The newest notices, oldest first (a line that cannot be read is skipped). A notice said again (the same
+    folder left alone on every run of a queue started by cron) is one entry: its latest time, how many times
+    and since when, so it does not push the others out."""
     path = work_dir / NOTICES_FILE
     if not path.is_file():
         return []
-    found = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[-KEPT:]:
+    said: dict[tuple[str, str], dict[str, str]] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[-READ:]:
         try:
             entry = json.loads(line)
         except ValueError:
             continue
-        if isinstance(entry, dict):
-            found.append({k: str(entry.get(k, "")) for k in ("at", "level", "message")})
-    return found
+        if not isinstance(entry, dict):
+            continue
+        notice = {k: str(entry.get(k, "")) for k in ("at", "level", "message")}
+        earlier = said.pop((notice["level"], notice["message"]), None)  # popped: it moves to the newest place
+        notice["times"] = str(int(earlier["times"]) + 1 if earlier else 1)
+        notice["since"] = earlier["since"] if earlier else notice["at"]
+        said[(notice["level"], notice["message"])] = notice
+    return list(said.values())[-KEPT:]

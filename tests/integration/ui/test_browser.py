@@ -235,16 +235,20 @@ def test_sweep_and_queue_pages_render_from_what_is_on_disk(page, tmp_path):
                  "remote_output": "srv:output/cats-v1", "history": [{"state": "downloaded", "at": "t1"}]},
         "dogs": {"name": "dogs", "source": "folder", "state": "failed", "error": "the trainer produced no model file"},
     }}))
-    (work / ".lorakit-queue-notices.jsonl").write_text(json.dumps(
-        {"at": "t2", "level": "warning", "message": "kept work/dogs: it holds 1 file(s) the queue did not download"})
-        + "\n")
+    junk = {"level": "warning", "message": "queue: 'notes.txt' is neither a dataset folder nor an archive; left alone"}
+    (work / ".lorakit-queue-notices.jsonl").write_text("".join(json.dumps(n) + "\n" for n in (
+        {"at": "t0", **junk}, {"at": "t1", **junk},
+        {"at": "t2", "level": "warning", "message": "kept work/dogs: it holds 1 file(s) the queue did not download"},
+        {"at": "t3", **junk})))
     workspace = tmp_path / "ws.toml"
     workspace.write_text('work_dir = "work"\noutput_dir = "outputs"\n')
     with Dashboard([workspace]) as url:
         page.goto(f"{url}/queue/{item_id(workspace)}")
         text = page.inner_text("#queue")
         assert "cleaned" in text and "srv:output/cats-v1" in text and "the trainer produced no model file" in text
-        assert "kept work/dogs: it holds 1 file(s)" in page.inner_text("#notices")
+        notices = page.inner_text("#notices").splitlines()
+        assert len(notices) == 2 and "kept work/dogs: it holds 1 file(s)" in notices[0]
+        assert notices[1].endswith("left alone (3 times since t0)")  # said on every run: one line, newest place
         page.click("text=cats-v1-v001")
         assert page.inner_text("h1").startswith("cats-v1-v001")
         page.goto(f"{url}/queue/{item_id(workspace)}")

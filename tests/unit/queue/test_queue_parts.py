@@ -112,3 +112,14 @@ def test_an_unfinished_run_is_discarded_only_once_its_process_is_gone(tmp_path):
     assert keeper.discard_unfinished_run(live) is False and live.is_dir()
     assert keeper.discard_unfinished_run(elsewhere) is False and elsewhere.is_dir()
     assert keeper.discard_unfinished_run(dead) is True and not dead.exists()
+
+
+def test_a_notice_said_on_every_run_is_read_once_with_its_count(tmp_path):
+    from lorakit.queue.notices import NOTICES_FILE, read_notices
+
+    said = [("t0", "a"), ("t1", "b"), ("t2", "a"), ("t3", "c"), ("t4", "a")]
+    (tmp_path / NOTICES_FILE).write_text("".join(json.dumps({"at": at, "level": "warning", "message": m}) + "\n"
+                                                 for at, m in said) + '{"at": "t5", "mess')  # a torn last line
+    notices = read_notices(tmp_path)
+    assert [(n["message"], n["at"], n["times"], n["since"]) for n in notices] == [
+        ("b", "t1", "1", "t1"), ("c", "t3", "1", "t3"), ("a", "t4", "3", "t0")]
