@@ -107,6 +107,33 @@ def read_jsonl(path: Path | None, text: str | None = None) -> list[dict[str, Any
     return rows
 
 
+def read_json_rows(path: Path, text: str) -> list[dict[str, Any]]:
+    """Rows of a ``.json`` file: a list of objects, as LLaMA-Factory keeps its datasets.
+
+    Raises:
+        DataError: not JSON, not a list, an item that is not an object, or no items; naming the place.
+    """
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: a .json input must hold a list of rows (objects), as a .json dataset does "
+                        f"(got {type(rows).__name__}); for plain text give a .txt file")
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise DataError(f"{row_place(str(path), bad + 1)}: expected a JSON object (got {type(rows[bad]).__name__})")
+    if not rows:
+        raise DataError(f"{path}: the input is empty")
+    return rows
+
+
+def row_place(where: str, number: int) -> str:
+    """Where row ``number`` (from 1) is: ``path:line`` in a JSONL file, ``path:item N`` (from 0, as the training
+    reader says it) in a .json list."""
+    return f"{where}:item {number - 1}" if where.endswith(".json") else f"{where}:{number}"
+
+
 def input_field(rows: Sequence[dict[str, Any]], wanted: str | None, where: str) -> str | None:
     """The field whose text each row asks about (wrapped as the run's training prompts were), or None for rows in a
     training format, which carry their whole question (alpaca's instruction and input, a chat's messages).
@@ -117,15 +144,15 @@ def input_field(rows: Sequence[dict[str, Any]], wanted: str | None, where: str) 
     if wanted is not None:
         missing = next((i for i, r in enumerate(rows, 1) if not isinstance(r.get(wanted), str)), None)
         if missing is not None:
-            raise DataError(f"{where}:{missing}: no text field {wanted!r}")
+            raise DataError(f"{row_place(where, missing)}: no text field {wanted!r}")
         return wanted
     kinds = [is_conversation_row(r) for r in rows]
     if all(kinds):
         return None
     if any(kinds):
         line = kinds.index(not kinds[0]) + 1
-        raise DataError(f"{where}:{line}: rows mix training-format questions (instruction or messages) with plain "
-                        "fields; give --input-field to read one field of every row, or split the file")
+        raise DataError(f"{row_place(where, line)}: rows mix training-format questions (instruction or messages) "
+                        "with plain fields; give --input-field to read one field of every row, or split the file")
     for name in INPUT_FIELDS:
         if all(isinstance(r.get(name), str) for r in rows):
             return name
@@ -169,5 +196,5 @@ def _question(row: dict[str, Any], where: str, number: int) -> tuple[list[Turn],
     try:
         turns, _, tools = question_of(row)
     except DataError as e:
-        raise DataError(f"{where}:{number}: {e}") from None
+        raise DataError(f"{row_place(where, number)}: {e}") from None
     return turns, tools

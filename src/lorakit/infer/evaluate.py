@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from lorakit.config.schema import EVAL_METRICS, GENERATED_METRICS
 from lorakit.data.dataset import Conversation
 from lorakit.data.formats import Turn
-from lorakit.errors import DataError, ModelError, RunError
+from lorakit.errors import DataError, LabelledRows, ModelError, PreferenceRows, RunError
 from lorakit.infer import metrics as m
 from lorakit.infer.convert import read_jsonl
 from lorakit.infer.engines import Engine
@@ -53,11 +53,10 @@ def load_cases(path: Path, input_field: str | None = None, target_field: str | N
     Raises:
         DataError: the file is missing, empty or has rows of neither kind.
     """
-    from lorakit.data.dataset import load_conversations
     from lorakit.data.registry import is_registry_ref
 
     if is_registry_ref(str(path)):  # datasets of a LLaMA-Factory registry, read as training would
-        return cases_from_conversations(load_conversations([str(path)])[:limit])
+        return cases_from_conversations(_scored_conversations(str(path))[:limit])
     if not path.is_file():
         raise DataError(f"--data: file not found: {path}")
     rows = read_jsonl(path)[:limit] if path.suffix == ".jsonl" else None
@@ -70,7 +69,24 @@ def load_cases(path: Path, input_field: str | None = None, target_field: str | N
             if not (isinstance(row.get(pair[0]), str) and isinstance(row.get(pair[1]), str)):
                 raise DataError(f"{path}:{number}: needs text fields {pair[0]!r} and {pair[1]!r}")
         return [EvalCase(r[pair[0]], r[pair[1]]) for r in rows]
-    return cases_from_conversations(load_conversations([path])[:limit])
+    return cases_from_conversations(_scored_conversations(str(path))[:limit])
+
+
+def _scored_conversations(path: str) -> list[Conversation]:
+    """The file's conversations as training reads them; preference pairs against their chosen answer, and KTO's
+    labelled rows only where the label is true (training refuses both without a setting; an evaluation has
+    one reading that makes sense, and says which)."""
+    from lorakit.config.data_section import DataSection
+    from lorakit.data.dataset import load_conversations
+
+    try:
+        return load_conversations([path])
+    except PreferenceRows:
+        log.info("%s: preference pairs; each is scored against its chosen answer", path)
+        return load_conversations([path], DataSection(train=[path], use="chosen"))
+    except LabelledRows:
+        log.info("%s: rows labelled true/false; those labelled true are scored, their answer the reference", path)
+        return load_conversations([path], DataSection(train=[path], label_field="label"))
 
 
 def cases_from_conversations(conversations: Sequence[Conversation]) -> list[EvalCase]:

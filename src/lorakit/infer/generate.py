@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lorakit.data.formats import Turn
-from lorakit.errors import ModelError
+from lorakit.errors import DataError, ModelError
 from lorakit.infer.lanes import Request
 from lorakit.infer.load import LoadedAdapter
 
@@ -79,6 +79,7 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
     tools = tools or [None] * len(conversations)
     prompts = [adapter.encoder.prompt_ids(turns, row_tools) for turns, row_tools in zip(conversations, tools,
                                                                                           strict=True)]
+    check_context(adapter, prompts)
     budgets = [min(max_new_tokens, int(length_ratio * len(p)) + 16) if length_ratio else max_new_tokens
                for p in prompts]
     if caps is not None:
@@ -113,6 +114,23 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
             on_answer))
     answers.update((todo[k], text(ids)) for k, ids in enumerate(new_ids))
     return [answers[i] for i in range(len(prompts))]
+
+
+def check_context(adapter: LoadedAdapter, prompts: Sequence[Sequence[int]]) -> None:
+    """Every prompt fits the model's context (``max_position_embeddings``), before any is decoded: a longer one
+    would ask for memory by the square of its length (a whole file read as one piece: hundreds of GB).
+
+    Raises:
+        DataError: which input, its tokens and the model's context.
+    """
+    context = getattr(getattr(causal_lm(adapter.model), "config", None), "max_position_embeddings", None)
+    if not isinstance(context, int) or not prompts:
+        return  # llama.cpp's engine sizes its own context
+    longest = max(range(len(prompts)), key=lambda i: len(prompts[i]))
+    if len(prompts[longest]) > context:
+        raise DataError(f"input {longest + 1} of {len(prompts)} is {len(prompts[longest]):,} tokens with its prompt, "
+                        f"longer than the model's context ({context:,} tokens); split it or give shorter inputs "
+                        "(infer: --unit line, or a .jsonl/.json file of rows)")
 
 
 def guide_requests(requests: list[Request], starts: GreedyStarts | None, earlier: Sequence[list[int]] | None) -> None:

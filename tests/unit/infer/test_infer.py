@@ -221,6 +221,22 @@ def test_one_line_errors(run, tmp_path):
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
+def test_an_input_longer_than_the_models_context_is_one_line_before_any_decoding(run, tmp_path, monkeypatch):
+    import lorakit.infer.generate as generate_module
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(generate_module, "_generate_torch", no_decoding)
+    # an unclosed $ makes the rest of the file one piece that chunking keeps whole (it never cuts inside math)
+    (tmp_path / "notes.md").write_text("x = y\n\ncosts $5 and\n" + "x + y z\n" * 200)
+    result = cli_run("infer", "tiny", "--input", tmp_path / "notes.md", "--output", tmp_path / "out.md")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: input 2 of 2 is ") and "longer than the model's context (256 tokens)" in line
+    assert not (tmp_path / "out.md").exists()
+
+
 def test_chat_answers_each_message_and_keeps_the_conversation(run, monkeypatch):
     from lorakit.infer import generate as generate_module
 

@@ -93,3 +93,37 @@ def test_a_row_its_format_cannot_read_is_named_by_line(run, tmp_path):  # noqa: 
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].endswith(
         "rows.jsonl:2: history must be a list of [instruction, answer] pairs")
+
+
+def test_eval_scores_preference_pairs_against_their_chosen_answer_and_kto_rows_labelled_true(tmp_path):
+    # training refuses both without a setting; an evaluation has one reading that makes sense
+    question = [{"from": "human", "value": "Q"}]
+    pairs = [{"conversations": question, "chosen": {"from": "gpt", "value": "good"},
+              "rejected": {"from": "gpt", "value": "bad"}}]
+    (tmp_path / "dpo.json").write_text(json.dumps(pairs))
+    assert [(c.prompt, c.reference) for c in load_cases(tmp_path / "dpo.json")] == [([user("Q")], "good")]
+    kto = [{"messages": [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}], "label": True},
+           {"messages": [{"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}], "label": False}]
+    write_jsonl(tmp_path / "kto.jsonl", kto)
+    assert [(c.prompt, c.reference) for c in load_cases(tmp_path / "kto.jsonl")] == [([user("Q1")], "A1")]
+
+
+def test_infer_reads_a_json_list_of_rows_and_writes_one_back(run, tmp_path):  # noqa: F811
+    rows = [{"instruction": "translate to typst :", "input": t} for t in ("\\ frac x y", "x = y")]
+    (tmp_path / "rows.json").write_text(json.dumps(rows, indent=2))  # LLaMA-Factory's .json datasets
+    for out in ("out.json", "out.jsonl"):
+        result = CliRunner().invoke(cli, ["infer", "tiny", "--input", str(tmp_path / "rows.json"), "--output",
+                                          str(tmp_path / out), "--max-new-tokens", "6"])
+        assert result.exit_code == 0, result.output
+    as_list = json.loads((tmp_path / "out.json").read_text())
+    as_lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert as_list == as_lines and [{k: r[k] for k in ("instruction", "input")} for r in as_list] == rows
+    assert all(isinstance(r["output"], str) for r in as_list)
+    for text, said in (('{"instruction": "a"}', "must hold a list of rows (objects)"),
+                       ('[{"tex": "x"}, "y"]', "rows.json:item 1: expected a JSON object (got str)"),
+                       ('[{"tex": "x"}, {"other": "y"}]', "rows.json:item 1: no text field 'tex'"),
+                       ('[{"tex": "x"},\n {"tex": ]', "rows.json:2: malformed JSON")):
+        (tmp_path / "rows.json").write_text(text)
+        args = ["--input-field", "tex"] if "other" in text else []
+        bad = CliRunner().invoke(cli, ["infer", "tiny", "--input", str(tmp_path / "rows.json"), *args])
+        assert bad.exit_code == 1 and "Traceback" not in bad.output and said in bad.output, bad.output
