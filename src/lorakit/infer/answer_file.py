@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.errors import DataError
-from lorakit.infer.convert import Unit
+from lorakit.infer.convert import InputRows, Unit
 from lorakit.infer.engines import Engine
 
 STDIO = "-"
@@ -21,7 +21,7 @@ STDIO = "-"
 @dataclass(frozen=True)
 class InferJob:
     run: str  # a run folder or name, a PEFT adapter folder, a merged model folder, or a GGUF (llama.cpp)
-    input_path: str = STDIO  # a text/.tex file, a .jsonl or .json file of rows, or "-"
+    input_path: str = STDIO  # a text/.tex file, a table of rows (.jsonl, .json, .csv, .parquet), or "-"
     output_path: str = STDIO
     device: str = "auto"
     unit: str = "auto"  # Unit's names
@@ -45,7 +45,7 @@ def answer_file(job: InferJob, read_stdin: Callable[[], str], say: Callable[[str
         DataError, RunError, ModelError: a missing or empty input, an output that cannot be written or exists, a
             row without its field, a model that is not there; all before any model loads where they can be.
     """
-    from lorakit.infer.convert import input_field, read_json_rows, read_jsonl
+    from lorakit.infer.convert import input_field, read_input_rows
     from lorakit.infer.engines import check_reference, default_batch_size, open_model
     from lorakit.textfile import read_text
 
@@ -56,12 +56,11 @@ def answer_file(job: InferJob, read_stdin: Callable[[], str], say: Callable[[str
     output = None if job.output_path == STDIO else Path(job.output_path)
     if output is not None:
         check_output(output, source, job.force)
-    text = read_stdin() if source is None else read_text(source, DataError)
-    if not text.strip():
+    rows = read_input_rows(source) if source is not None else None  # a table of rows, else text
+    text = "" if rows is not None else read_stdin() if source is None else read_text(source, DataError)
+    if rows is None and not text.strip():
         raise DataError(f"{job.input_path if source is not None else 'stdin'}: the input is empty")
-    rows = (read_jsonl(source, text) if job.input_path.endswith(".jsonl") else
-            read_json_rows(Path(job.input_path), text) if job.input_path.endswith(".json") else None)
-    field = input_field(rows, job.input_field, job.input_path) if rows is not None else None
+    field = input_field(rows.rows, job.input_field, job.input_path, rows.places) if rows is not None else None
     adapter = open_model(job.run, job.runs_dir, job.device, job.engine, job.lora)
     kept = None if output is None else _answer_log(output, adapter, job)
     options = {"max_new_tokens": job.max_new_tokens or adapter.max_length, "temperature": job.temperature,
@@ -98,13 +97,13 @@ def check_output(output: Path, source: Path | None, force: bool) -> None:
         raise DataError(f"--output {output} exists; give --force to replace it, or another file")
 
 
-def _answers(adapter: Any, job: InferJob, text: str, rows: list[dict[str, Any]] | None, field: str | None,
+def _answers(adapter: Any, job: InferJob, text: str, rows: InputRows | None, field: str | None,
              options: dict[str, Any], say: Callable[[str], None]) -> str:
     """The output's text: each JSONL row with its answer, or the input converted by its unit."""
     from lorakit.infer.convert import convert_lines, convert_rows, convert_tex, convert_text
 
     if rows is not None:
-        answered = convert_rows(adapter, rows, field, job.input_path, **options)
+        answered = convert_rows(adapter, rows.rows, field, job.input_path, rows.places, **options)
         if job.output_path.endswith(".json"):  # a list as the input's, else one row a line
             return json.dumps(answered, ensure_ascii=False, indent=2) + "\n"
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in answered)

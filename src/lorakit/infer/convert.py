@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -107,52 +108,60 @@ def read_jsonl(path: Path | None, text: str | None = None) -> list[dict[str, Any
     return rows
 
 
-def read_json_rows(path: Path, text: str) -> list[dict[str, Any]]:
-    """Rows of a ``.json`` file: a list of objects, as LLaMA-Factory keeps its datasets.
+@dataclass(frozen=True)
+class InputRows:
+    """The rows of an input file, each with where it is (``path:line``, ``path:item N``), for its errors."""
+
+    rows: list[dict[str, Any]]
+    places: list[str]
+
+
+def read_input_rows(path: Path) -> InputRows | None:
+    """The rows of a table file (``.jsonl``; ``.json`` as LLaMA-Factory keeps its datasets; ``.csv`` with a header;
+    ``.parquet``), read as training reads them; None for a text input.
 
     Raises:
-        DataError: not JSON, not a list, an item that is not an object, or no items; naming the place.
+        DataError: a row or the file that does not read, naming the place; no rows at all.
     """
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
-    if not isinstance(rows, list):
-        raise DataError(f"{path}: a .json input must hold a list of rows (objects), as a .json dataset does "
-                        f"(got {type(rows).__name__}); for plain text give a .txt file")
-    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
-    if bad is not None:
-        raise DataError(f"{row_place(str(path), bad + 1)}: expected a JSON object (got {type(rows[bad]).__name__})")
-    if not rows:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        text = read_text(path, DataError)
+        rows = read_jsonl(path, text)
+        return InputRows(rows, [f"{path}:{n}" for n, line in enumerate(text.splitlines(), 1) if line.strip()])
+    if suffix not in (".json", ".csv", ".parquet"):
+        return None
+    from lorakit.data.sources import ErrorCollector, read_records
+
+    errors = ErrorCollector()
+    records = list(read_records(path, errors))
+    errors.raise_if_any()
+    if not records:
         raise DataError(f"{path}: the input is empty")
-    return rows
+    return InputRows([r.row for r in records], [r.where for r in records])
 
 
-def row_place(where: str, number: int) -> str:
-    """Where row ``number`` (from 1) is: ``path:line`` in a JSONL file, ``path:item N`` (from 0, as the training
-    reader says it) in a .json list."""
-    return f"{where}:item {number - 1}" if where.endswith(".json") else f"{where}:{number}"
-
-
-def input_field(rows: Sequence[dict[str, Any]], wanted: str | None, where: str) -> str | None:
+def input_field(rows: Sequence[dict[str, Any]], wanted: str | None, where: str,
+                places: Sequence[str] | None = None) -> str | None:
     """The field whose text each row asks about (wrapped as the run's training prompts were), or None for rows in a
     training format, which carry their whole question (alpaca's instruction and input, a chat's messages).
+    ``places``: where each row is (default: ``where:1``, ``where:2``... as in a JSONL file without blank lines).
 
     Raises:
         DataError: a row without the field, or rows that mix both kinds; which line, and what to give.
     """
+    places = places or numbered(where, len(rows))
     if wanted is not None:
-        missing = next((i for i, r in enumerate(rows, 1) if not isinstance(r.get(wanted), str)), None)
+        missing = next((i for i, r in enumerate(rows) if not isinstance(r.get(wanted), str)), None)
         if missing is not None:
-            raise DataError(f"{row_place(where, missing)}: no text field {wanted!r}")
+            raise DataError(f"{places[missing]}: no text field {wanted!r}")
         return wanted
     kinds = [is_conversation_row(r) for r in rows]
     if all(kinds):
         return None
     if any(kinds):
-        line = kinds.index(not kinds[0]) + 1
-        raise DataError(f"{row_place(where, line)}: rows mix training-format questions (instruction or messages) "
-                        "with plain fields; give --input-field to read one field of every row, or split the file")
+        raise DataError(f"{places[kinds.index(not kinds[0])]}: rows mix training-format questions (instruction or "
+                        "messages) with plain fields; give --input-field to read one field of every row, or split the "
+                        "file")
     for name in INPUT_FIELDS:
         if all(isinstance(r.get(name), str) for r in rows):
             return name
@@ -175,26 +184,31 @@ def answer_key(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def convert_rows(adapter: LoadedAdapter, rows: list[dict[str, Any]], field: str | None, where: str = "input",
-                 **options: Any) -> list[dict]:
+                 places: Sequence[str] | None = None, **options: Any) -> list[dict]:
     """Each row with its answer added (under ``answer_key``): to its ``field`` wrapped as the run's training
     prompts were, or, ``field`` None, to the question its training format asks.
 
     Raises:
-        DataError: a row that does not read in its format (``where:line: ...``).
+        DataError: a row that does not read in its format (its place: ``where:line: ...``).
     """
     key = answer_key(rows)
     if field is not None:
         answers = generate(adapter, [r[field] for r in rows], **options)
     else:
-        questions = [_question(row, where, number) for number, row in enumerate(rows, 1)]
+        questions = [_question(row, place) for row, place in zip(rows, places or numbered(where, len(rows)),
+                                                                   strict=True)]
         answers = generate_turns(adapter, [turns for turns, _ in questions], tools=[t for _, t in questions],
                                  **options)
     return [{**row, key: answer} for row, answer in zip(rows, answers, strict=True)]
 
 
-def _question(row: dict[str, Any], where: str, number: int) -> tuple[list[Turn], list[dict[str, Any]] | None]:
+def _question(row: dict[str, Any], place: str) -> tuple[list[Turn], list[dict[str, Any]] | None]:
     try:
         turns, _, tools = question_of(row)
     except DataError as e:
-        raise DataError(f"{row_place(where, number)}: {e}") from None
+        raise DataError(f"{place}: {e}") from None
     return turns, tools
+
+
+def numbered(where: str, count: int) -> list[str]:
+    return [f"{where}:{n}" for n in range(1, count + 1)]

@@ -130,7 +130,7 @@ def check_context(adapter: LoadedAdapter, prompts: Sequence[Sequence[int]]) -> N
     if len(prompts[longest]) > context:
         raise DataError(f"input {longest + 1} of {len(prompts)} is {len(prompts[longest]):,} tokens with its prompt, "
                         f"longer than the model's context ({context:,} tokens); split it or give shorter inputs "
-                        "(infer: --unit line, or a .jsonl/.json file of rows)")
+                        "(infer: --unit line, or a table of rows)")
 
 
 def guide_requests(requests: list[Request], starts: GreedyStarts | None, earlier: Sequence[list[int]] | None) -> None:

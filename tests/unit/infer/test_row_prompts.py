@@ -119,7 +119,17 @@ def test_infer_reads_a_json_list_of_rows_and_writes_one_back(run, tmp_path):  # 
     as_lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert as_list == as_lines and [{k: r[k] for k in ("instruction", "input")} for r in as_list] == rows
     assert all(isinstance(r["output"], str) for r in as_list)
-    for text, said in (('{"instruction": "a"}', "must hold a list of rows (objects)"),
+    csv_rows = "instruction,input\n" + "".join(f'translate to typst :,"{r["input"]}"\n' for r in rows)
+    (tmp_path / "rows.csv").write_text(csv_rows)  # the other tables training reads: the same rows, answered
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
+    for table in ("rows.csv", "rows.parquet"):
+        result = CliRunner().invoke(cli, ["infer", "tiny", "--input", str(tmp_path / table), "--max-new-tokens", "6"])
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line) for line in result.stdout.splitlines()] == as_lines, table
+    for text, said in (('{"instruction": "a"}', "must hold a list of objects (got dict)"),
                        ('[{"tex": "x"}, "y"]', "rows.json:item 1: expected a JSON object (got str)"),
                        ('[{"tex": "x"}, {"other": "y"}]', "rows.json:item 1: no text field 'tex'"),
                        ('[{"tex": "x"},\n {"tex": ]', "rows.json:2: malformed JSON")):
