@@ -22,7 +22,7 @@ from lorakit.errors import DataError, LabelledRows, ModelError, PreferenceRows, 
 from lorakit.infer import metrics as m
 from lorakit.infer.convert import read_jsonl
 from lorakit.infer.engines import Engine
-from lorakit.infer.generate import GENERATE_LANES, generate_turns
+from lorakit.infer.generate import GENERATE_LANES, check_context, generate_turns
 from lorakit.infer.load import LoadedAdapter, is_merged_folder
 from lorakit.infer.row_prompts import is_conversation_row, split_at_answer
 from lorakit.textfile import read_json
@@ -136,6 +136,9 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
     evaluation, drafted from (``generate_turns``)."""
     results: dict[str, float] = {"cases": len(cases)}
     generating = any(name in wanted for name in GENERATED_METRICS)
+    turns = [case_turns(adapter, c) for c in cases]
+    check_context(adapter, [adapter.encoder.prompt_ids(t, c.tools) for t, c in zip(turns, cases, strict=True)],
+                  "case", "give shorter cases")
     if "loss" in wanted:  # the transformers engine's pass also proves where greedy answers follow the references
         loss, proved = eval_loss(adapter, cases, use_adapter,
                                  with_starts=generating and not hasattr(adapter.model, "generate_all"))
@@ -144,7 +147,7 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
     predictions: list[str] = []
     if generating:
         label = adapter.name if use_adapter else "base model"
-        predictions = generate_turns(adapter, [case_turns(adapter, c) for c in cases], max_new_tokens=max_new_tokens,
+        predictions = generate_turns(adapter, turns, max_new_tokens=max_new_tokens,
                                      batch_size=batch_size, use_adapter=use_adapter, length_ratio=LENGTH_RATIO,
                                      on_batch=lambda done: log.info("%s: %d/%d generated", label, done, len(cases)),
                                      tools=[c.tools for c in cases],

@@ -116,21 +116,21 @@ def generate_turns(adapter: LoadedAdapter, conversations: Sequence[Sequence[Turn
     return [answers[i] for i in range(len(prompts))]
 
 
-def check_context(adapter: LoadedAdapter, prompts: Sequence[Sequence[int]]) -> None:
-    """Every prompt fits the model's context (``max_position_embeddings``), before any is decoded: a longer one
-    would ask for memory by the square of its length (a whole file read as one piece: hundreds of GB).
+def check_context(adapter: LoadedAdapter, prompts: Sequence[Sequence[int]], what: str = "input",
+                  advice: str = "split it or give shorter inputs (infer: --unit line, or a table of rows)") -> None:
+    """Every prompt fits the model's context (``max_position_embeddings``), before any is run: a longer one would
+    ask for memory by the square of its length (a whole file read as one piece: hundreds of GB).
 
     Raises:
-        DataError: which input, its tokens and the model's context.
+        DataError: which ``what``, its tokens and the model's context, then ``advice``.
     """
     context = getattr(getattr(causal_lm(adapter.model), "config", None), "max_position_embeddings", None)
     if not isinstance(context, int) or not prompts:
         return  # llama.cpp's engine sizes its own context
     longest = max(range(len(prompts)), key=lambda i: len(prompts[i]))
     if len(prompts[longest]) > context:
-        raise DataError(f"input {longest + 1} of {len(prompts)} is {len(prompts[longest]):,} tokens with its prompt, "
-                        f"longer than the model's context ({context:,} tokens); split it or give shorter inputs "
-                        "(infer: --unit line, or a table of rows)")
+        raise DataError(f"{what} {longest + 1} of {len(prompts)} is {len(prompts[longest]):,} tokens with its "
+                        f"prompt, longer than the model's context ({context:,} tokens); {advice}")
 
 
 def guide_requests(requests: list[Request], starts: GreedyStarts | None, earlier: Sequence[list[int]] | None) -> None:

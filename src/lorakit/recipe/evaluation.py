@@ -18,7 +18,7 @@ from lorakit.config.schema import GENERATED_METRICS
 from lorakit.data.formats import Turn
 from lorakit.data.prompt_shape import PromptShape
 from lorakit.infer.evaluate import EvalCase, case_turns, cases_from_conversations, score
-from lorakit.infer.generate import GENERATE_LANES
+from lorakit.infer.generate import GENERATE_LANES, check_context
 from lorakit.infer.load import LoadedAdapter
 from lorakit.recipe import baseline_memo
 from lorakit.recipe.session import Session
@@ -175,12 +175,19 @@ class Sampler:
         path = session.cfg.train.sample_prompts
         if path is None or not session.accelerator.is_main_process:
             return None
-        return cls(session, load_sample_prompts(Path(path)), adapter_view(session))
+        sampler = cls(session, load_sample_prompts(Path(path)), adapter_view(session))
+        # before the first step, not at the first sample hours later: the file's prompts are not cut to max_length
+        check_context(sampler.adapter, [sampler.adapter.encoder.prompt_ids(t) for t in sampler.turns()],
+                      f"{path}: prompt", "shorten it")
+        return sampler
+
+    def turns(self) -> list[list[Turn]]:
+        return [self.adapter.shape.turns(p) if isinstance(p, str) else p for p in self.prompts]
 
     def __call__(self, step: int) -> None:
         from lorakit.infer.generate import generate_turns
 
-        turns = [self.adapter.shape.turns(p) if isinstance(p, str) else p for p in self.prompts]
+        turns = self.turns()
         with _EvalMode(self.session.model):
             answers = generate_turns(self.adapter, turns, max_new_tokens=self.session.cfg.data.max_length)
         rows = [{"prompt": p if isinstance(p, str) else p[-1].content, "output": a}

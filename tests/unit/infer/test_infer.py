@@ -236,6 +236,14 @@ def test_an_input_longer_than_the_models_context_is_one_line_before_any_decoding
     assert line.startswith("error: input 2 of 2 is ") and "longer than the model's context (256 tokens)" in line
     assert not (tmp_path / "out.md").exists()
 
+    import lorakit.infer.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "eval_loss", no_decoding)
+    write_jsonl(tmp_path / "dev.jsonl", [{"tex": "x", "typst": "x"}, {"tex": "x + y " * 300, "typst": "x"}])
+    scored = cli_run("eval", "tiny", "--data", tmp_path / "dev.jsonl", "--metrics", "loss,exact")
+    assert scored.exit_code == 1 and "Traceback" not in scored.output  # before the loss pass, which would not fit
+    assert scored.output.strip().splitlines()[-1].startswith("error: case 2 of 2 is ")
+
 
 def test_chat_answers_each_message_and_keeps_the_conversation(run, monkeypatch):
     from lorakit.infer import generate as generate_module

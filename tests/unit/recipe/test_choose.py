@@ -193,6 +193,19 @@ def test_samples_are_written_at_each_evaluation_and_shown_first_best_last(tmp_pa
     assert any(c["copy"] == "files/prompts.txt" and len(c["sha256"]) == 64 for c in copied.values())
 
 
+def test_a_sample_prompt_longer_than_the_models_context_stops_the_run_before_its_first_step(tmp_path,
+                                                                                           tiny_model_dir):
+    from lorakit.errors import DataError
+
+    (tmp_path / "prompts.txt").write_text("say hello\n" + "x + y " * 300 + "\n")  # the tiny model's context: 256
+    config = make_config(tmp_path, tiny_model_dir, train={"max_steps": 4, "sample_prompts": "prompts.txt"})
+    with pytest.raises(DataError, match=r"prompts.txt: prompt 2 of 2 is [0-9,]+ tokens with its prompt, longer than "
+                                        r"the model's context \(256 tokens\); shorten it$"):
+        run_training(load_config(config))
+    run = tmp_path / "runs" / "tiny-v001"
+    assert not (run / "trainer_log.jsonl").exists() or "current_steps" not in (run / "trainer_log.jsonl").read_text()
+
+
 def test_a_generated_metric_without_its_package_is_one_line_with_the_install(tmp_path, tiny_model_dir, monkeypatch):
     import importlib.util
 
