@@ -92,5 +92,8 @@ def _save_adapters(session: Session, result: LoopResult, best: BestAdapter, gath
     with swapped(model, best.weights):
         save_shared(model, run_dir)
     shutil.rmtree(run_dir / BEST_DIR, ignore_errors=True)
+    note = result.selection.start_kept_note if result.selection is not None else None
+    if note:
+        log.warning("%s", note)
     return {"top": "best", "step": best.step, **({"last": "last/", "last_step": result.steps_done}
-                                                   if keeps == "both" else {})}
+                                                   if keeps == "both" else {}), **({"note": note} if note else {})}

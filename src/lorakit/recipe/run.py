@@ -174,7 +174,8 @@ def _train(loaded: LoadedConfig, run: RunFolder, extra_callbacks: Sequence[Any],
     setup = LoopSetup(session.trainable, session.optimizer, session.scheduler, session.accelerator,
                       session.cfg.train, session.tokenizer.pad_token_id, session.callbacks, evaluate,
                       sample=Sampler.of(session), save_best=best if session.cfg.train.keeps != "last" else None,
-                      selection=Selection.of(session.cfg.train) if evaluate is not None else None, judge=judge)
+                      selection=Selection.of(session.cfg.train, session.cfg.lora.init_from is not None)
+                      if evaluate is not None else None, judge=judge)
     resumed, attempts = _resumed(session, setup, best, state)
     with StopRequest() as stop:
         setup.stop = stop

@@ -29,6 +29,10 @@ def refresh_card(run_dir: Path, manifest: dict[str, Any]) -> None:
         write_card(run_dir, manifest)
 
 
+def _note(kept: dict[str, Any]) -> str:
+    return f": {kept['note']}" if kept.get("note") else ""
+
+
 def _notes(manifest: dict[str, Any]) -> str:
     notes = "".join(f"\n- {n['at']}: {n['text']}" for n in manifest.get("notes", []))
     return f"\n## Notes{notes}\n" if notes else ""
@@ -96,7 +100,7 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
     best_name = str(metrics.get("best_metric", "?")).removeprefix("eval_")
     last_note = "; the last one is in `last/`" if kept.get("last") else ""
     best_line = (f"\nThe adapter here is the **best** one, from step {kept['step']} by {best_name} "
-                 f"({_fmt(metrics.get('best_value'))}){last_note}.\n" if kept.get("top") == "best" else
+                 f"({_fmt(metrics.get('best_value'))}){last_note}{_note(kept)}.\n" if kept.get("top") == "best" else
                  f"\nThe adapter here is the **last** one, from step {kept['step']}: {kept['note']}.\n"
                  if kept.get("note") else "")
     samples_section = _samples(run_dir, metrics.get("best_step"))

@@ -14,9 +14,10 @@ from lorakit.config.schema import TrainSection
 
 @dataclass
 class Selection:
-    """The best evaluation so far. The evaluation before the first step (step 0, the untrained adapter) is the
-    baseline to beat, never the best: an adapter that trained for nothing is not worth keeping, so when no
-    trained step beats the baseline there is no best step and the run keeps its last adapter."""
+    """The best evaluation so far. The evaluation before the first step (step 0) is the baseline to beat. An
+    untrained adapter there is never the best: it is not worth keeping, so when no trained step beats it there is
+    no best step and the run keeps its last adapter. An adapter the run started from (``lora.init_from``) is a
+    candidate like any step's: when no step beats it, it is the best, and ``train.keep: best`` keeps it."""
 
     metric: str  # as logged: eval_loss, eval_exact...
     lower_is_better: bool
@@ -26,24 +27,28 @@ class Selection:
     best_step: int | None = None
     evaluations_since_best: int = 0  # since the best step, or since the baseline while there is none
     baseline_value: float | None = None  # step 0's value
+    baseline_is_candidate: bool = False  # step 0's adapter is one the run started from, not an untrained one
 
     @classmethod
-    def of(cls, train: TrainSection) -> Selection:
+    def of(cls, train: TrainSection, started_from_adapter: bool = False) -> Selection:
         metric = train.selection_metric
         stopping = train.early_stopping
         mode = stopping.mode if stopping else "auto"
         lower = mode == "min" or (mode == "auto" and metric.endswith(("loss", "perplexity")))
-        return cls(metric, lower, stopping.patience if stopping else None, stopping.min_delta if stopping else 0.0)
+        return cls(metric, lower, stopping.patience if stopping else None, stopping.min_delta if stopping else 0.0,
+                   baseline_is_candidate=started_from_adapter)
 
     def observe(self, step: int, metrics: dict[str, Any]) -> bool:
-        """Record one evaluation; True when a trained step is the best so far (strictly better than the best
-        before it, and than the baseline, by more than min_delta)."""
+        """Record one evaluation; True when its adapter is the best so far: a trained step strictly better than
+        the best before it, and than the baseline, by more than min_delta; step 0 when it is a candidate."""
         value = metrics.get(self.metric)
         if value is None:  # not measured at this evaluation
             return False
         if step == 0:
             self.baseline_value = float(value)
-            return False
+            if self.baseline_is_candidate:
+                self.best_value, self.best_step, self.evaluations_since_best = float(value), 0, 0
+            return self.baseline_is_candidate
         to_beat = self.best_value if self.best_value is not None else self.baseline_value
         if to_beat is None:
             better = True
@@ -69,6 +74,15 @@ class Selection:
             return None
         return (f"no trained step beat the untrained adapter ({self.name} {self.baseline_value:.4g} at step 0); "
                 "the last adapter is kept")
+
+    @property
+    def start_kept_note(self) -> str | None:
+        """One line when the adapter the run started from stayed the best (``train.keep: best`` keeps it then);
+        None otherwise."""
+        if self.best_step != 0 or self.best_value is None:
+            return None
+        return (f"no trained step beat the adapter the run started from ({self.name} {self.best_value:.4g} at "
+                "step 0); that adapter is kept")
 
     @property
     def stop_reason(self) -> str | None:

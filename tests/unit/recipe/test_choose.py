@@ -112,6 +112,24 @@ def test_when_no_trained_step_beats_the_untrained_adapter_the_last_one_is_kept_a
     assert f"The adapter here is the **last** one, from step 6: {note}." in (outcome.run_dir / "README.md").read_text()
 
 
+def test_a_run_continued_from_an_adapter_keeps_that_adapter_when_no_step_beats_it(tmp_path, tiny_model_dir,
+                                                                                 scripted_eval):
+    scripted_eval.update({0: 1.0, 2: 1.1, 4: 1.0})  # step 0, the adapter started from, stays best
+    first = run_training(load_config(make_config(tmp_path, tiny_model_dir, train={"max_steps": 2})))
+    config = make_config(tmp_path, tiny_model_dir, data=EVAL, lora={"init_from": str(first.run_dir)},
+                         train={"max_steps": 4, "eval_every": 2, "keep": "both"})
+    outcome = run_training(load_config(config))
+    manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
+    note = "no trained step beat the adapter the run started from (loss 1 at step 0); that adapter is kept"
+    assert manifest["adapter"] == {"top": "best", "step": 0, "last": "last/", "last_step": 4, "note": note}
+    assert manifest["metrics"]["best_step"] == 0
+    top, started = (load_file(run / "adapter_model.safetensors") for run in (outcome.run_dir, first.run_dir))
+    assert top.keys() == started.keys() and all(torch.equal(top[k], started[k]) for k in top)  # bitwise
+    last = load_file(outcome.run_dir / "last" / "adapter_model.safetensors")
+    assert not all(torch.equal(last[k], started[k]) for k in last)  # the steps did train
+    assert note in (outcome.run_dir / "README.md").read_text()
+
+
 def test_a_stopped_run_resumes_with_its_best_adapter_and_stops_early_where_it_would_have(tmp_path, tiny_model_dir,
                                                                                         scripted_eval):
     scripted_eval.update({0: 9.0, 1: 8.0, 2: 7.0, 3: 6.5, 4: 7.5, 5: 7.2, 6: 7.0, 7: 6.0})  # best 3, stop at 6
