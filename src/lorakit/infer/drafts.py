@@ -102,10 +102,10 @@ class GreedyStarts:
         return self._by_start[length].get(tuple(prompt), [])
 
 
-def loss_and_greedy_starts(model: Any, examples: Sequence[Example], micro_batch_size: int, pad_id: int,
-                           chunk_tokens: int, device: Any, keep_states: int = 0) -> tuple[float, GreedyStarts]:
-    """The mean next-token loss over every supervised token of ``examples`` (``train.evaluate.evaluate_loss``'s
-    figure, on one process) and the greedy starts its logits prove.
+def loss_and_greedy_starts(model: Any, groups: Sequence[Sequence[Example]], pad_id: int, chunk_tokens: int,
+                           device: Any, keep_states: int = 0) -> tuple[float, GreedyStarts]:
+    """The mean next-token loss over every supervised token of the examples, one forward per group
+    (``train.evaluate.evaluate_loss``'s figure, on one process), and the greedy starts its logits prove.
 
     ``model`` is the causal LM as the decoder will run it (an adapter in eval mode, merged or not alike).
     ``keep_states``: the first this many examples (the ones to be generated) keep their proven starts' keys and
@@ -120,9 +120,9 @@ def loss_and_greedy_starts(model: Any, examples: Sequence[Example], micro_batch_
     sequences: list[Scored] = []
     budget = cache_budget(device) if keep_states else 0
     share = uses_segments(model)  # a prompt the group's examples all begin with: computed once
+    start = 0  # the group's first example's number
     with torch.no_grad():
-        for start in range(0, len(examples), micro_batch_size):
-            group = list(examples[start : start + micro_batch_size])
+        for group in map(list, groups):
             batch = collate([group], pad_id, share)
             keeping = start < keep_states and budget > 0
             with kept_keys_values(model) if keeping else nullcontext() as kept:
@@ -133,6 +133,7 @@ def loss_and_greedy_starts(model: Any, examples: Sequence[Example], micro_batch_
             if kept:
                 budget -= _keep_states(scored[: keep_states - start], kept, batch.segments[0])
             sequences += scored
+            start += len(group)
     return summed / max(1, count), GreedyStarts(sequences)
 
 

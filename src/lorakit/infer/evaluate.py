@@ -36,6 +36,7 @@ LENGTH_RATIO = 1.5  # a reference is rarely longer than 1.5x its prompt (templat
 # An answer twice its reference's tokens (+16) is wrong by exact match whatever follows; any tokenizer writes
 # a text in well under twice the tokens of its own encoding of it.
 REFERENCE_CAP = 1.0
+LOSS_BATCH = 8  # the loss pass's forwards hold the tokens of this many rows of the run's max_length
 FIELD_PAIRS = (("input", "output"), ("tex", "typst"), ("source", "target"), ("question", "answer"))
 
 
@@ -105,6 +106,7 @@ def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bo
     the greedy answers' starts the same pass proves (``infer.drafts``)."""
     from contextlib import nullcontext
 
+    from lorakit.data.packing import evaluation_groups
     from lorakit.data.tokenize import Example
     from lorakit.infer.drafts import loss_and_greedy_starts
     from lorakit.train.evaluate import evaluate_loss
@@ -116,11 +118,11 @@ def eval_loss(adapter: LoadedAdapter, cases: Sequence[EvalCase], use_adapter: bo
         ids, labels = adapter.encoder.encode([*turns, answer], case.tools)
         examples.append(Example(ids[: adapter.max_length], labels[: adapter.max_length]))
     pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else adapter.stop_ids[0]
+    groups = evaluation_groups(examples, LOSS_BATCH, adapter.max_length)
     with nullcontext() if use_adapter else adapter.model.disable_adapter():
         if with_starts:
-            return loss_and_greedy_starts(adapter.model, examples, 8, pad, 256, adapter.device,
-                                          keep_states=len(examples))
-        return evaluate_loss(adapter.model, examples, 8, pad, 256, adapter.device), None
+            return loss_and_greedy_starts(adapter.model, groups, pad, 256, adapter.device, keep_states=len(examples))
+        return evaluate_loss(adapter.model, groups, pad, 256, adapter.device), None
 
 
 def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[str], use_adapter: bool = True,

@@ -93,7 +93,7 @@ class TrainingEvaluator:
             return None
         prompts = [self.adapter.encoder.prompt_ids(case_turns(self.adapter, c), c.tools) for c in self.cases]
         settings = {"metrics": list(train.eval_metrics), "max_new_tokens": s.cfg.data.max_length,
-                    "lanes": GENERATE_LANES, "micro_batch_size": train.micro_batch_size,
+                    "lanes": GENERATE_LANES, "micro_batch_size": train.micro_batch_size, "grouped_by_tokens": True,
                     "loss_chunk_tokens": train.loss_chunk_tokens, "cap_at_reference": True,
                     "compile": train.compile, "quantization": s.cfg.model.quantization,
                     "attention": getattr(s.model.get_base_model().config, "_attn_implementation", None)}
@@ -114,8 +114,8 @@ class TrainingEvaluator:
             # write: the generation below decodes only past them
             with s.accelerator.autocast(), _EvalMode(s.model):
                 metrics["eval_loss"], starts = loss_and_greedy_starts(
-                    s.model, s.datasets.eval, train.micro_batch_size, s.tokenizer.pad_token_id,
-                    train.loss_chunk_tokens, s.accelerator.device, keep_states=len(self.cases))
+                    s.model, self._groups(), s.tokenizer.pad_token_id, train.loss_chunk_tokens,
+                    s.accelerator.device, keep_states=len(self.cases))
         elif "loss" in train.eval_metrics and train.method == "dpo":
             from lorakit.train.preference import evaluate_pairs
 
@@ -125,9 +125,8 @@ class TrainingEvaluator:
                                               s.accelerator))
         elif "loss" in train.eval_metrics:
             with s.accelerator.autocast():
-                metrics["eval_loss"] = evaluate_loss(s.trainable, s.datasets.eval, train.micro_batch_size,
-                                                     s.tokenizer.pad_token_id, train.loss_chunk_tokens,
-                                                     s.accelerator.device, s.accelerator)
+                metrics["eval_loss"] = evaluate_loss(s.trainable, self._groups(), s.tokenizer.pad_token_id,
+                                                     train.loss_chunk_tokens, s.accelerator.device, s.accelerator)
         if generated and s.accelerator.is_main_process:
             with _EvalMode(s.model):
                 # the last evaluation's answers as drafts: from one evaluation to the next most answers change little
@@ -137,6 +136,13 @@ class TrainingEvaluator:
             metrics.update({f"eval_{name}": results[name] for name in generated})
             return metrics, answers
         return metrics, None
+
+    def _groups(self) -> list[list[Any]]:
+        """The validation examples, as many to a forward as a training micro-batch's tokens allow."""
+        from lorakit.data.packing import evaluation_groups
+
+        s = self.session
+        return evaluation_groups(s.datasets.eval, s.cfg.train.micro_batch_size, s.cfg.data.max_length)
 
     def _keep_answers(self, step: int, answers: list[str]) -> None:
         """The answers the metrics were computed from, for people (the dashboard shows them by step):

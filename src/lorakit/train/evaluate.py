@@ -18,15 +18,15 @@ from lorakit.train.loss import as_loss_module, trained_model
 
 
 @torch.no_grad()
-def evaluate_loss(model: Any, examples: Sequence[Example], micro_batch_size: int, pad_id: int,
-                  chunk_tokens: int, device: torch.device, accelerator: Any | None = None) -> float:
-    """Mean next-token loss over every supervised token of ``examples`` (shared out over processes)."""
+def evaluate_loss(model: Any, groups: Sequence[Sequence[Example]], pad_id: int, chunk_tokens: int,
+                  device: torch.device, accelerator: Any | None = None) -> float:
+    """Mean next-token loss over every supervised token of the examples, one forward per group
+    (``data.packing.evaluation_groups``; shared out over processes)."""
     loss_module = as_loss_module(model)
     was_training = loss_module.training
     loss_module.eval()
     share = uses_segments(trained_model(loss_module))  # a prompt a batch's examples all begin with: computed once
-    batches = [b for b in (collate([list(examples[start : start + micro_batch_size])], pad_id, share)
-                           for start in range(0, len(examples), micro_batch_size)) if b.num_targets]
+    batches = [b for b in (collate([list(group)], pad_id, share) for group in groups) if b.num_targets]
     total = torch.zeros(2, dtype=torch.float32, device=device)  # summed loss, target count
     for batch, weight in share_of(batches, accelerator):
         loss = loss_module(batch.to_tensors(device), chunk_tokens)

@@ -1,6 +1,6 @@
 import pytest
 
-from lorakit.data.packing import collate, pack_rows, plan_micro_batches
+from lorakit.data.packing import collate, evaluation_groups, pack_rows, plan_micro_batches
 from lorakit.data.tokenize import IGNORE, Example
 
 
@@ -77,3 +77,11 @@ def test_a_prompt_is_shared_only_where_it_saves_enough_and_nothing_trained_is_in
     saved = 4 / sum(len(e) for e in long_answers)
     assert saved < MIN_SHARED_SAVING and shared_prompt(long_answers) == 0
     assert collate([long_answers], pad_id=0, share_prompts=True).input_ids == collate([long_answers], 0).input_ids
+
+
+def test_an_evaluation_lays_as_many_rows_to_a_forward_as_a_training_micro_batchs_tokens_allow_in_order():
+    lengths = [30, 10, 50, 64, 5, 5, 20, 64, 64, 7]
+    examples = [Example(list(range(n)), list(range(n))) for n in lengths]
+    groups = evaluation_groups(examples, micro_batch_size=2, max_length=64)  # 128 tokens a forward
+    assert [e for group in groups for e in group] == examples
+    assert [[len(e.input_ids) for e in group] for group in groups] == [[30, 10, 50], [64, 5, 5, 20], [64, 64], [7]]

@@ -23,6 +23,11 @@ def model(request):
                        sliding_window=128).double().eval()
 
 
+def fours(examples: list[Example]) -> list[list[Example]]:
+    """Four examples a forward, in order."""
+    return [examples[i : i + 4] for i in range(0, len(examples), 4)]
+
+
 def prompts(vocab: int, count: int, seed: int) -> list[list[int]]:
     rng = random.Random(seed)
     return [[2] + [rng.randrange(3, vocab) for _ in range(rng.randint(4, 12))] for _ in range(count)]
@@ -114,7 +119,7 @@ def test_the_loss_pass_proves_greedy_up_to_the_first_other_token(model):
     other = [3 + (t - 2) % (model.config.vocab_size - 3) for t in (ended[1][2], ended[2][0])]  # not t, not a stop
     references = [ended[0], [*ended[1][:2], other[0]], [other[1], *ended[2][1:]], *ended[3:]]
     examples = [example(p, r) for p, r in zip(asked, references, strict=True)]
-    loss, starts = loss_and_greedy_starts(model, examples, 4, 0, 7, torch.device("cpu"))
+    loss, starts = loss_and_greedy_starts(model, fours(examples), 0, 7, torch.device("cpu"))
 
     assert starts.after(asked[0]) == ended[0]
     assert starts.after(asked[1]) == ended[1][:3]  # the proven start, then greedy's pick where the reference leaves
@@ -126,7 +131,7 @@ def test_the_loss_pass_proves_greedy_up_to_the_first_other_token(model):
     assert got == answers
     assert starts.states(asked[1]) is None  # not kept unless asked for
     # both sum float32 logits (the head's chunks are cast to float32) in another order: ~1e-7 apart
-    assert loss == pytest.approx(evaluate_loss(model, examples, 4, 0, 7, torch.device("cpu")), rel=1e-6)
+    assert loss == pytest.approx(evaluate_loss(model, fours(examples), 0, 7, torch.device("cpu")), rel=1e-6)
 
 
 def test_the_longest_start_wins_among_sequences_with_the_same_prompt():
@@ -151,7 +156,7 @@ def test_lanes_filled_with_the_loss_pass_keys_and_values_decode_the_same_answers
     assert all(len(a) >= 4 for a in answers)  # (the seed's answers: long enough to be left at their 4th token)
     references = leaving_at_their_first_tokens(answers, model.config.vocab_size)
     examples = [example(p, r) for p, r in zip(asked, references, strict=True)]
-    _, starts = loss_and_greedy_starts(model, examples, 4, 0, 7, torch.device("cpu"), keep_states=5)
+    _, starts = loss_and_greedy_starts(model, fours(examples), 0, 7, torch.device("cpu"), keep_states=5)
     requests = [Request(p, 10, starts.after(p), starts.reference(p), starts.states(p)) for p in asked]
     assert [r.states is not None for r in requests] == [True] * 5 + [False]  # the first five kept
     assert all(r.states[0][0].shape[-2] == len(r.start) - 1 for r in requests[:5])
@@ -178,20 +183,20 @@ def test_a_prompt_the_examples_share_is_computed_once_and_kept_with_each_answers
     examples = [example(p, r) for p, r in zip(asked, references, strict=True)]
     assert packing.shared_prompt(examples[:4]) >= len(instruction) - 1  # computed once in the first group
 
-    loss, starts = loss_and_greedy_starts(model, examples, 4, 0, 7, torch.device("cpu"), keep_states=6)
+    loss, starts = loss_and_greedy_starts(model, fours(examples), 0, 7, torch.device("cpu"), keep_states=6)
     requests = [Request(p, 10, starts.after(p), starts.reference(p), starts.states(p)) for p in asked]
     got, prefilled = decode_counting_prefills(model, requests)
     assert got == answers
     assert prefilled == []
 
     monkeypatch.setattr(packing, "MIN_SHARED_SAVING", 2.0)  # never shared: every sequence laid whole
-    whole_loss, whole = loss_and_greedy_starts(model, examples, 4, 0, 7, torch.device("cpu"), keep_states=6)
+    whole_loss, whole = loss_and_greedy_starts(model, fours(examples), 0, 7, torch.device("cpu"), keep_states=6)
     assert loss == pytest.approx(whole_loss, rel=1e-12)  # float64 sums in another order
     monkeypatch.undo()  # the validation loss of a training run shares the prompt too, and gives the same figure
     from lorakit.train.evaluate import evaluate_loss
 
     # both sum float32 logits (the head's chunks are cast to float32) in another order: ~1e-7 apart
-    assert evaluate_loss(model, examples, 4, 0, 7, torch.device("cpu")) == pytest.approx(whole_loss, rel=1e-6)
+    assert evaluate_loss(model, fours(examples), 0, 7, torch.device("cpu")) == pytest.approx(whole_loss, rel=1e-6)
     for p in asked:
         for (k, v), (whole_k, whole_v) in zip(starts.states(p), whole.states(p), strict=True):
             torch.testing.assert_close(k, whole_k, rtol=1e-12, atol=1e-12)  # float64, as above

@@ -39,7 +39,7 @@ def loop_setup(examples=EXAMPLES, kind="llama", **train_kwargs):
     accelerator = Accelerator(cpu=True)
 
     def evaluate(step):
-        return {"eval_loss": evaluate_loss(model, examples[:3], 4, 0, train.loss_chunk_tokens, accelerator.device)}
+        return {"eval_loss": evaluate_loss(model, [examples[:3]], 0, train.loss_chunk_tokens, accelerator.device)}
 
     return model, LoopSetup(model, optimizer, scheduler, accelerator, train, 0, evaluate=evaluate), steps
 
