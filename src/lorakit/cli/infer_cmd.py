@@ -24,7 +24,8 @@ device_option = click.option("--device", default="auto", show_default=True,
 @click.command("infer")
 @click.argument("run")
 @click.option("--input", "input_path", required=True,
-              help="A text/.tex file, a table of rows (.jsonl, .json, .csv, .parquet), or - for stdin.")
+              help="A text/.tex file, a table of rows (.jsonl, .json, .csv, .parquet), or - for stdin (JSONL rows "
+                   "when its first line is a JSON object).")
 @click.option("--output", "output_path", default="-", show_default=True, help="A file, or - for stdout.")
 @device_option
 @click.option("--no-chunking", is_flag=True, help="--unit piece: send the whole input at once, however long.")

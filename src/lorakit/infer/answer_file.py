@@ -45,7 +45,7 @@ def answer_file(job: InferJob, read_stdin: Callable[[], str], say: Callable[[str
         DataError, RunError, ModelError: a missing or empty input, an output that cannot be written or exists, a
             row without its field, a model that is not there; all before any model loads where they can be.
     """
-    from lorakit.infer.convert import input_field, read_input_rows
+    from lorakit.infer.convert import input_field, read_input_rows, stdin_rows
     from lorakit.infer.engines import check_reference, default_batch_size, open_model
     from lorakit.textfile import read_text
 
@@ -56,11 +56,14 @@ def answer_file(job: InferJob, read_stdin: Callable[[], str], say: Callable[[str
     output = None if job.output_path == STDIO else Path(job.output_path)
     if output is not None:
         check_output(output, source, job.force)
+    where = job.input_path if source is not None else "stdin"
     rows = read_input_rows(source) if source is not None else None  # a table of rows, else text
     text = "" if rows is not None else read_stdin() if source is None else read_text(source, DataError)
     if rows is None and not text.strip():
-        raise DataError(f"{job.input_path if source is not None else 'stdin'}: the input is empty")
-    field = input_field(rows.rows, job.input_field, job.input_path, rows.places) if rows is not None else None
+        raise DataError(f"{where}: the input is empty")
+    if source is None and job.unit == Unit.AUTO:  # JSONL piped in is rows, as a .jsonl file's; --unit: text
+        rows = stdin_rows(text)
+    field = input_field(rows.rows, job.input_field, where, rows.places) if rows is not None else None
     adapter = open_model(job.run, job.runs_dir, job.device, job.engine, job.lora)
     kept = None if output is None else _answer_log(output, adapter, job)
     options = {"max_new_tokens": job.max_new_tokens or adapter.max_length, "temperature": job.temperature,
@@ -103,7 +106,8 @@ def _answers(adapter: Any, job: InferJob, text: str, rows: InputRows | None, fie
     from lorakit.infer.convert import convert_lines, convert_rows, convert_tex, convert_text
 
     if rows is not None:
-        answered = convert_rows(adapter, rows.rows, field, job.input_path, rows.places, **options)
+        where = job.input_path if job.input_path != STDIO else "stdin"
+        answered = convert_rows(adapter, rows.rows, field, where, rows.places, **options)
         if job.output_path.endswith(".json"):  # a list as the input's, else one row a line
             return json.dumps(answered, ensure_ascii=False, indent=2) + "\n"
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in answered)

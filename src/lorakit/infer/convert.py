@@ -140,6 +140,21 @@ def read_input_rows(path: Path) -> InputRows | None:
     return InputRows([r.row for r in records], [r.where for r in records])
 
 
+def stdin_rows(text: str) -> InputRows | None:
+    """JSONL piped in (its first non-blank line a JSON object) as rows, each at ``stdin:N``; None for text.
+
+    Raises:
+        DataError: a later line that is not a JSON object, naming it."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        if not isinstance(json.loads(first), dict):
+            return None
+    except json.JSONDecodeError:
+        return None
+    rows = read_jsonl(None, text)
+    return InputRows(rows, [f"stdin:{n}" for n, line in enumerate(text.splitlines(), 1) if line.strip()])
+
+
 def input_field(rows: Sequence[dict[str, Any]], wanted: str | None, where: str,
                 places: Sequence[str] | None = None) -> str | None:
     """The field whose text each row asks about (wrapped as the run's training prompts were), or None for rows in a

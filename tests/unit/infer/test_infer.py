@@ -373,3 +373,19 @@ def test_eval_with_loss_decodes_only_past_what_its_loss_pass_proved(run, monkeyp
                            ["loss", "exact"], max_new_tokens=12)
     assert again == answers and results["exact"] == 1.0
     assert all(handed[0])  # every answer's start proven by the pass, handed to the decoder
+
+
+def test_json_lines_piped_in_are_answered_row_by_row_as_a_jsonl_file_is(run, tmp_path):
+    cases = [{"id": i, "tex": tex} for i, tex in enumerate(["\\ frac x y", "x = y"])]
+    write_jsonl(tmp_path / "cases.jsonl", cases)
+    piped = "".join(json.dumps(c) + "\n" for c in cases)
+    from_file = cli_run("infer", "tiny", "--input", tmp_path / "cases.jsonl", "--max-new-tokens", 8)
+    from_stdin = cli_run("infer", "tiny", "--input", "-", "--max-new-tokens", 8, input=piped)
+    assert from_stdin.exit_code == 0, from_stdin.output
+    rows = [json.loads(line) for line in from_stdin.stdout.splitlines()]
+    assert [{k: v for k, v in r.items() if k != "output"} for r in rows] == cases  # the rows, not their JSON as text
+    assert from_stdin.stdout == from_file.stdout
+    as_text = cli_run("infer", "tiny", "--input", "-", "--unit", "line", "--max-new-tokens", 8, input=piped)
+    assert as_text.exit_code == 0 and len(as_text.stdout.splitlines()) == 2 and as_text.stdout != from_file.stdout
+    broken = cli_run("infer", "tiny", "--input", "-", input=piped + "{oops\n")
+    assert broken.exit_code == 1 and "stdin:3: not JSON" in broken.output and "Traceback" not in broken.output
