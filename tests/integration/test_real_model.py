@@ -79,7 +79,10 @@ def test_smollm2_adapter_exports_to_gguf_that_answers_as_the_adapter(tmp_path, s
     path = tmp_path / "runs" / "sums-v001" / "gguf" / "sums-v001-f16.gguf"
     fields = read_lorakit_fields(path)
     assert fields["tokenizer.chat_template"].startswith("{% for message in messages %}")
-    assert "<|im_start|>" in (path.with_suffix(".Modelfile")).read_text()
+    modelfile = path.with_suffix(".Modelfile").read_text()
+    # SmolLM2's template writes its own system turn before every conversation without one: trained with it, so
+    # Ollama must send it too
+    assert "<|im_start|>" in modelfile and 'SYSTEM """You are a helpful AI assistant named SmolLM' in modelfile
 
     adapter = load_adapter("sums", device="cpu")
     sequences = check_sequences(adapter)

@@ -19,7 +19,7 @@ from lorakit.errors import ModelError, RunError
 from lorakit.infer.export.arch import architecture
 from lorakit.infer.export.gguf_model import QUANTS, GgufMetadata, read_lorakit_fields, write_model_gguf
 from lorakit.infer.export.lora_gguf import write_adapter_gguf
-from lorakit.infer.export.modelfile import modelfile_text
+from lorakit.infer.export.modelfile import modelfile_text, prompt_system
 from lorakit.model.tokenizer_files import save_tokenizer
 
 log = logging.getLogger(__name__)
@@ -170,9 +170,12 @@ def ensure_base_gguf(adapter: Any, config: Any, arch: Any, meta: GgufMetadata, w
 
 def write_modelfile(adapter: Any, target: Path, base_path: Path | None, force: bool) -> Path | None:
     eos = adapter.tokenizer.eos_token or ""
+    encoder, shape = adapter.encoder, adapter.shape
+    system = (prompt_system(encoder.template, shape.system or encoder.system_prompt,
+                            encoder.render_prompt(shape.turns("x"))) if shape.chat else None)
     try:
-        text = modelfile_text(base_path or target, target if base_path else None, adapter.encoder.template,
-                              adapter.shape, eos, target.parent)
+        text = modelfile_text(base_path or target, target if base_path else None, encoder.template, shape, eos,
+                              target.parent, system)
     except ValueError as e:
         log.warning("no Ollama Modelfile: %s", e)
         return None

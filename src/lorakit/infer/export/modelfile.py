@@ -2,13 +2,16 @@
 
 Ollama renders prompts with Go templates, not the Jinja of ``tokenizer.chat_template``, so the run's
 dialect is written out again here; the run's prompt shape (the wording around every input) is part of
-the user turn, so ``ollama run`` takes the bare input as ``lorakit infer`` does.
+the user turn, so ``ollama run`` takes the bare input as ``lorakit infer`` does. A system text the run's prompts
+carry without being given one (the run's ``data.system_prompt``, or the one a chat template writes by itself:
+SmolLM2's, Qwen2.5's) is the Modelfile's ``SYSTEM``, which Ollama sends where the user sends none.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from lorakit.data.prompt_shape import PromptShape
@@ -46,6 +49,21 @@ DIALECTS = {  # marker in the Jinja template -> (Go template, end-of-turn text)
     "### Assistant:": (PLAIN, None),
 }
 
+SYSTEM_TURNS = {  # marker in the Jinja template -> its system turn as rendered, the text in group 1
+    "<|im_start|>": re.compile(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n", re.S),
+    "<|start_header_id|>": re.compile(r"<\|start_header_id\|>system<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>", re.S),
+}
+
+
+def prompt_system(chat_template: str | None, given: str | None, rendered: str) -> str | None:
+    """The system text of the run's prompts for a conversation that brings none: ``given`` (the run's own), else
+    the one its chat template writes by itself, read from ``rendered`` (a one-turn prompt as the run renders it)."""
+    if given:
+        return given
+    found = next((turn.search(rendered) for marker, turn in SYSTEM_TURNS.items() if marker in (chat_template or "")),
+                 None)
+    return found.group(1) if found else None
+
 
 def go_literal(text: str) -> str:
     """``text`` as it must appear in a Go template: verbatim unless it holds a delimiter."""
@@ -77,15 +95,16 @@ def beside(path: Path, where: Path) -> str:
 
 
 def modelfile_text(model: Path, adapter: Path | None, chat_template: str | None, shape: PromptShape,
-                   eos: str, where: Path) -> str:
-    """The Modelfile: FROM the merged file (or the base, with ADAPTER), TEMPLATE, SYSTEM, stop."""
+                   eos: str, where: Path, system: str | None = None) -> str:
+    """The Modelfile: FROM the merged file (or the base, with ADAPTER), TEMPLATE, SYSTEM (``system``, else the
+    prompt shape's), stop."""
     template, stop = go_template(chat_template, shape, eos)
     lines = [f"FROM {beside(model, where)}"]
     if adapter is not None:
         lines.append(f"ADAPTER {beside(adapter, where)}")
     lines.append(f'TEMPLATE """{template}"""')
-    if shape.system:
-        lines.append(f'SYSTEM """{shape.system}"""')
+    if system or shape.system:
+        lines.append(f'SYSTEM """{system or shape.system}"""')
     lines.append(f"PARAMETER stop {json.dumps(stop)}")
     lines.append("PARAMETER temperature 0")  # greedy, as lorakit infer and eval decode
     return "\n".join(lines) + "\n"

@@ -79,3 +79,33 @@ def test_ollama_template_renders_the_runs_prompt(render, tmp_path, dialect, case
 def _user_texts(turns, inputs):
     given = iter(inputs)
     return [next(given) if t.role == "user" else "" for t in turns]
+
+
+# A chat template that writes a system turn by itself where a conversation has none, as SmolLM2's and Qwen2.5's do
+DEFAULT_SYSTEM = "You are a helpful assistant named Tiny."
+SYSTEM_BY_ITSELF = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\n" + DEFAULT_SYSTEM + "<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+@pytest.mark.parametrize("own_system", [None, "Answer in Typst."])
+def test_a_system_text_the_runs_prompts_carry_unasked_is_the_modelfiles_system(render, tmp_path, own_system):
+    from lorakit.infer.export.modelfile import modelfile_text, prompt_system
+
+    tokenizer = build_tokenizer()
+    shape = PromptShape(True, "Convert this LaTeX math to Typst:\n")
+    encoder = Encoder(tokenizer, SYSTEM_BY_ITSELF, own_system)  # own_system: the run's data.system_prompt
+    trained = encoder.render_prompt(shape.turns("x^2")).removeprefix(tokenizer.bos_token)
+    system = prompt_system(SYSTEM_BY_ITSELF, own_system, encoder.render_prompt(shape.turns("x")))
+    assert system == (own_system or DEFAULT_SYSTEM)
+    text = modelfile_text(tmp_path / "m.gguf", None, SYSTEM_BY_ITSELF, shape, tokenizer.eos_token, tmp_path, system)
+    assert f'SYSTEM """{system}"""' in text
+    template, _ = go_template(SYSTEM_BY_ITSELF, shape, tokenizer.eos_token)
+    (tmp_path / "t.tpl").write_text(template)
+    # Ollama puts the Modelfile's SYSTEM first where the user gives no system message
+    messages = [{"Role": "system", "Content": system}, {"Role": "user", "Content": "x^2"}]
+    got = subprocess.run([str(render), str(tmp_path / "t.tpl"), json.dumps({"Messages": messages})],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    assert got == trained
