@@ -3,7 +3,9 @@
 A piece may only end at a line end that lies outside every protected span: ``$...$``,
 ``$$...$$``, ``\\(...\\)``, ``\\[...\\]`` and ``\\begin{env}...\\end{env}`` (nested environments
 count as one span). Paragraph breaks are preferred over line breaks. A protected span longer than
-the budget stays whole: splitting it would hand the model half a formula.
+the budget stays whole: splitting it would hand the model half a formula. Math never holds a blank line
+(TeX stops there with "Missing $ inserted"), so a math opener still open at one is a stray character (a price's
+``$``), not the start of a span to the end of the text.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-_TOKEN = re.compile(r"\\\\|\\\$|\$\$|\$|\\\(|\\\)|\\\[|\\\]|\\begin\{([^}]*)\}|\\end\{([^}]*)\}|%[^\n]*")
+_TOKEN = re.compile(r"\\\\|\\\$|\$\$|\$|\\\(|\\\)|\\\[|\\\]|\\begin\{([^}]*)\}|\\end\{([^}]*)\}|%[^\n]*"
+                    r"|\n[ \t]*\n")
+PARAGRAPH = re.compile(r"\n[ \t]*\n")
 
 
 CLOSERS = {"$": "$", "$$": "$$", "\\(": "\\)", "\\[": "\\]"}  # math opener -> its closer
@@ -28,7 +32,9 @@ class _SpanScanner:
 
     def feed(self, m: re.Match[str]) -> None:
         tok = m.group(0)
-        if self.opener is not None:  # inside math only its closer matters
+        if PARAGRAPH.fullmatch(tok):  # math cannot hold a blank line: an opener still open was a stray one
+            self.opener = None
+        elif self.opener is not None:  # inside math only its closer matters
             if tok == CLOSERS[self.opener]:
                 self.opener = None
                 self._close(m.end())

@@ -1,13 +1,22 @@
 """Chunking never cuts inside math or an environment, and loses nothing (property test)."""
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorakit.infer.chunking import split_text
+from lorakit.infer.chunking import protected_spans, split_text
 
 words = st.text(alphabet="abcdefgh ,.", min_size=1, max_size=12)
 math_atoms = st.sampled_from(["x", "y^2", "\\frac{a}{b}", "+", "=", "\\alpha", "_1", "\n", " ", "\\\\"])
 math_body = st.lists(math_atoms, min_size=1, max_size=8).map("".join)
+
+
+def no_blank_line(math: str) -> str:
+    """Math as TeX takes it: never a blank line inside (TeX stops there)."""
+    while (blank := re.search(r"\n[ \t]*\n", math)) is not None:
+        math = math[: blank.start()] + "\n" + math[blank.end() :]
+    return math
 
 
 @st.composite
@@ -18,13 +27,13 @@ def block(draw):
     if kind == "plain":
         return draw(words), False
     if kind == "inline":  # no line-break command inside $...$, and never empty ("$$" opens display math)
-        return f"${body.replace(chr(92) * 2, '') or 'x'}$", True
+        return no_blank_line(f"${body.replace(chr(92) * 2, '') or 'x'}$"), True
     if kind == "paren":
-        return f"\\({body}\\)", True
+        return no_blank_line(f"\\({body}\\)"), True
     if kind == "display":
-        return f"\\[\n{body}\n\\]", True
+        return no_blank_line(f"\\[\n{body}\n\\]"), True
     if kind == "dollars":
-        return f"$${body}$$", True
+        return no_blank_line(f"$${body}$$"), True
     if kind == "env":
         return f"\\begin{{align}}\n{body}\n\\end{{align}}", True
     inner = draw(math_body)
@@ -73,3 +82,15 @@ def test_paragraph_breaks_are_preferred_to_line_breaks():
 
 def test_short_text_is_one_piece():
     assert split_text("x = $y$\n", 100) == ["x = $y$\n"]
+
+
+def test_a_stray_dollar_is_not_math_to_the_end_of_the_text():
+    text = "It costs $5 a month.\n\nThen $x$ holds.\n" + "More prose here.\n" * 20
+    assert protected_spans(text) == [(text.index("$x$"), text.index("$x$") + 3)]
+    pieces = split_text(text, 60)
+    assert "".join(pieces) == text and max(map(len, pieces)) <= 60  # cut as prose, not kept whole as math
+
+
+def test_math_over_lines_stays_one_span_and_an_environment_may_hold_a_blank_line():
+    text = "a $x +\ny$ b\n\\begin{itemize}\n\\item one\n\n\\item $z$\n\\end{itemize}\n"
+    assert protected_spans(text) == [(2, 9), (text.index("\\begin"), text.index("\\end") + len("\\end{itemize}"))]
