@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from lorakit.infer.chunking import PARAGRAPH
+
 DISPLAY_ENVIRONMENTS = ("equation", "align", "gather", "multline", "eqnarray", "displaymath")
 _MATH_OPENER = re.compile(r"\\\$|%[^\n]*|\$\$|\$|\\\(|\\\[|\\begin\{(" + "|".join(DISPLAY_ENVIRONMENTS) + r")(\*?)\}")
 _LABEL = re.compile(r"\\label\{([^}]*)\}")
@@ -39,9 +41,10 @@ def split_document(text: str) -> list[Span]:
             continue
         closer = f"\\end{{{m.group(1)}{m.group(2)}}}" if m.group(1) else {"$": "$", "$$": "$$", "\\(": "\\)",
                                                                             "\\[": "\\]"}[token]
-        end = _find_closer(text, closer, m.end())
-        if end < 0:
-            break
+        end = _find_closer(text, closer, m.end(), in_paragraph=not m.group(1))
+        if end < 0:  # never closed (a price's $): prose, and the text after it is read on
+            at = m.end()
+            continue
         if m.start() > prose_start:
             spans.append(Span(text[prose_start : m.start()]))
         body = text[m.end() : end]
@@ -54,10 +57,14 @@ def split_document(text: str) -> list[Span]:
     return spans
 
 
-def _find_closer(text: str, closer: str, start: int) -> int:
-    """Where ``closer`` first appears after ``start``, an escaped dollar not counting; -1 if nowhere."""
+def _find_closer(text: str, closer: str, start: int, in_paragraph: bool = False) -> int:
+    """Where ``closer`` first appears after ``start``, an escaped dollar not counting; -1 if nowhere (or, with
+    ``in_paragraph``, not before the next blank line: math never holds one, TeX stops there)."""
     at = start
+    blank = PARAGRAPH.search(text, start) if in_paragraph else None
     while (found := text.find(closer, at)) >= 0:
+        if blank is not None and found >= blank.start():
+            return -1
         if closer.startswith("$") and found > 0 and text[found - 1] == "\\":
             at = found + 1
             continue

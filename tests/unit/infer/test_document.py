@@ -58,6 +58,8 @@ def test_the_example_document_compiles_as_typst():
     ("\\begin{align*} a &= b \\\\ c &= d \\end{align*}", "a &= b \\\\ c &= d", True),
     ("\\begin{gather} g \\end{gather}", "g", True),
     ("% a comment with $ in it\n$z$", "z", False),
+    ("a price of $5.\n\nThen $z$ holds.", "z", False),  # math never holds a blank line: that $ was a stray one
+    ("$$ 5\n  \n then $$z$$", "z", True),
 ])
 def test_math_spans_of_every_kind(latex, formula, display):
     math = [s for s in split_document(latex) if s.math]
