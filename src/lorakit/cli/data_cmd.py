@@ -78,9 +78,10 @@ def check_cmd(files: tuple[str, ...], config_file: str | None, model: str | None
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The pairs file to write (JSONL).")
 @click.option("--metric", default="exact", show_default=True, type=click.Choice(["exact", "typst"]),
               help="exact: an answer other than the file's is wrong; typst: an answer that does not compile.")
-@click.option("--limit", default=None, type=int, help="Only the first N rows.")
-@click.option("--max-new-tokens", default=256, show_default=True)
-@click.option("--batch-size", default=None, type=int, help="Answers generated together (default: the engine's).")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N rows.")
+@click.option("--max-new-tokens", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Answers generated together (default: the engine's).")
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @device_option
 @engine_option

@@ -21,11 +21,11 @@ if TYPE_CHECKING:
 @click.option("--metrics", default="loss,exact,chrf", show_default=True,
               help="Comma-separated: loss (and perplexity), exact, chrf, typst.")
 @click.option("--base", is_flag=True, help="Also the base model without the adapter, on the same prompts.")
-@click.option("--limit", default=None, type=int, help="Only the first N cases.")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N cases.")
 @click.option("--input-field", default=None, help="Plain rows: the input field (default: input, tex...).")
 @click.option("--target-field", default=None, help="Plain rows: the reference field (default: output, typst...).")
-@click.option("--max-new-tokens", default=256, show_default=True)
-@click.option("--batch-size", default=None, type=int,
+@click.option("--max-new-tokens", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
               help="Answers generated together. Default: 96 (transformers), 32 (llama.cpp).")
 @device_option
 @engine_option

@@ -32,10 +32,10 @@ device_option = click.option("--device", default="auto", show_default=True,
 @click.option("--unit", default="auto", show_default=True, type=click.Choice(Unit.names()),
               help="A text file's unit: document (each formula of a .tex alone, prose by rules), line, or "
                    "piece (as much as fits). auto: document for .tex, line for .txt, piece otherwise.")
-@click.option("--max-new-tokens", default=None, type=int, help="Default: the run's max_length.")
-@click.option("--temperature", default=0.0, show_default=True, help="0: greedy.")
+@click.option("--max-new-tokens", default=None, type=click.IntRange(min=1), help="Default: the run's max_length.")
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0), help="0: greedy.")
 @click.option("--input-field", default=None, help="JSONL: the field to convert (default: input, tex, text...).")
-@click.option("--batch-size", default=None, type=int,
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
               help="Answers generated together. Default: 96 (transformers), 32 (llama.cpp).")
 @click.option("--stop", multiple=True, help="A text that ends an answer (left out); may be repeated.")
 @click.option("--force", is_flag=True, help="Replace an existing --output file.")
@@ -65,8 +65,8 @@ def infer_cmd(run: str, input_path: str, output_path: str, device: str, no_chunk
 @click.command("chat")
 @click.argument("run")
 @device_option
-@click.option("--max-new-tokens", default=256, show_default=True)
-@click.option("--temperature", default=0.0, show_default=True)
+@click.option("--max-new-tokens", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0))
 @runs_dir_option
 def chat_cmd(run: str, device: str, max_new_tokens: int, temperature: float, runs_dir: Path) -> None:
     """Talk to an adapter; each message is wrapped as the run's training prompts were. /clear starts over; /bye or

@@ -16,7 +16,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything but loopback "
               "needs a token.")
-@click.option("--port", default=7860, show_default=True, type=int)
+@click.option("--port", default=7860, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--token", default=None, help="Required on every request (generated and printed once when binding "
               "beyond loopback without one).")
 def ui_cmd(paths: tuple[Path, ...], host: str, port: int, token: str | None) -> None:

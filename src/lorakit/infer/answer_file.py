@@ -51,6 +51,8 @@ def answer_file(job: InferJob, read_stdin: Callable[[], str], say: Callable[[str
 
     check_reference(job.run, job.runs_dir, job.engine, job.lora)  # before the input is read or a model loaded
     source = None if job.input_path == STDIO else Path(job.input_path)
+    if source is not None and source.is_dir():
+        raise DataError(f"--input {job.input_path} is a folder; give a file in it")
     if source is not None and not source.is_file():
         raise DataError(f"--input: file not found: {job.input_path}")
     output = None if job.output_path == STDIO else Path(job.output_path)
@@ -91,6 +93,8 @@ def check_output(output: Path, source: Path | None, force: bool) -> None:
     from lorakit.atomic import check_writable
 
     check_writable(output.parent, f"--output {output}", "choose another --output")
+    if output.is_dir():
+        raise DataError(f"--output {output} is a folder; give a file (in it, or elsewhere)")
     if not output.exists():
         return
     if source is not None and os.path.samefile(output, source):

@@ -218,6 +218,18 @@ CASES = [
          {"in.txt": "\n"}),
     Case("infer input jsonl line", ["infer", "fake", "--input", "in.jsonl"], "in.jsonl:2: not JSON", 1,
          {"in.jsonl": '{"input": "x"}\n{nope\n'}),
+    Case("infer input a folder", ["infer", "fake", "--input", "notes"], "--input notes is a folder; give a file in it",
+         1, {"notes/a.txt": "x"}),
+    # a folder is never replaced by a file, --force or not, and it is said before any answer is generated
+    Case("infer output a folder", ["infer", "fake", "--input", "in.txt", "--output", "out", "--force"],
+         "--output out is a folder", 1, {"in.txt": "x", "out/keep.txt": "someone's"}),
+    Case("infer no new tokens", ["infer", "fake", "--input", "in.txt", "--max-new-tokens", "0"],
+         "'--max-new-tokens': 0 is not in the range x>=1", 2, {"in.txt": "x"}, usage=True),
+    Case("infer negative temperature", ["infer", "fake", "--input", "in.txt", "--temperature", "-1"],
+         "'--temperature': -1.0 is not in the range x>=0", 2, {"in.txt": "x"}, usage=True),
+    # zero cases would be recorded as the run's evaluation on that file, over the one it had
+    Case("eval limit 0", ["eval", "fake", "--data", "train.jsonl", "--limit", "0"],
+         "'--limit': 0 is not in the range x>=1", 2, usage=True),
     Case("eval data missing", ["eval", "fake", "--data", "dev.jsonl"], "--data: file not found: dev.jsonl"),
     Case("eval metric", ["eval", "fake", "--data", "train.jsonl", "--metrics", "bleu"], "--metrics: unknown bleu"),
     Case("export run", ["export", "ghost", "--merge", "--out", "merged"], "no run 'ghost'"),
