@@ -187,9 +187,11 @@ def _earlier_results(path: Path) -> dict[str, Any]:
 
 
 def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, float]],
-           predictions: dict[str, list[str]], cases: Sequence[EvalCase], engine: str = Engine.TRANSFORMERS) -> None:
+           predictions: dict[str, list[str]], cases: Sequence[EvalCase], engine: str = Engine.TRANSFORMERS,
+           limit: int | None = None) -> None:
     """Save results into the run's eval_results.json, manifest and model card, and predictions beside them
-    (under their own names for llama.cpp, so they sit next to the transformers figures). An evaluation that
+    (under their own names for llama.cpp, so they sit next to the transformers figures, and for ``--limit N``,
+    ``<file>.firstN``, so a quick look at a few cases never replaces the whole file's figures). An evaluation that
     generated nothing (``--metrics loss``) leaves the predictions an earlier one wrote as they are."""
     from lorakit.runs.catalog import is_run
     from lorakit.runs.folder import RunFolder
@@ -197,6 +199,7 @@ def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, floa
 
     folder = adapter.path
     stem = data.stem if engine == Engine.TRANSFORMERS else f"{data.stem}.llamacpp"
+    stem += f".first{limit}" if limit is not None else ""
     key = f"eval_{stem}"
     path = folder / "eval_results.json"
     write_json_atomic(path, {**_earlier_results(path), key: results})
@@ -208,15 +211,16 @@ def record(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, floa
                  for i, c in enumerate(cases)]
         out.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
     if is_run(folder):
-        RunFolder.open(folder).add_evaluation(str(data), engine, results)
+        RunFolder.open(folder).add_evaluation(str(data), engine, results, limit)
 
 
 def _record_if_writable(adapter: LoadedAdapter, data: Path, results: dict[str, dict[str, float]],
-                        predictions: dict[str, list[str]], cases: Sequence[EvalCase], engine: str) -> None:
+                        predictions: dict[str, list[str]], cases: Sequence[EvalCase], engine: str,
+                        limit: int | None) -> None:
     """``record``; a folder that cannot take them (a colleague's runs, mounted read-only; a full disk) loses
     nothing: the minutes of scoring reach the table, and the warning says they were not recorded."""
     try:
-        record(adapter, data, results, predictions, cases, engine)
+        record(adapter, data, results, predictions, cases, engine, limit)
     except OSError as e:
         log.warning("%s: results not recorded in %s (%s); the table has them", adapter.name, adapter.path, e)
 
@@ -279,6 +283,6 @@ def evaluate_runs(refs: Sequence[str], data: Path, wanted: Sequence[str], option
                 bases_done.add(base_name)
         if (adapter.path / "adapter_config.json").is_file() or is_merged_folder(adapter.path):
             # a run, an adapter or lorakit's merged export; not a bare GGUF's folder, which is someone else's
-            _record_if_writable(adapter, data, results, predictions, cases, options.engine)
+            _record_if_writable(adapter, data, results, predictions, cases, options.engine, options.limit)
         del adapter
     return table

@@ -179,7 +179,8 @@ def _evaluation(entry: dict[str, Any]) -> str:
     header = "| model | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
     rows = "".join(f"| {model} | " + " | ".join(_fmt(r.get(n, "-")) for n in names) + " |\n"
                    for model, r in results.items())
-    return f"\n## Evaluation on `{entry['data']}` ({entry['at']})\n{header}{rows}"
+    cases = f", the first {entry['limit']} of its cases" if entry.get("limit") else ""
+    return f"\n## Evaluation on `{entry['data']}`{cases} ({entry['at']})\n{header}{rows}"
 
 
 def base_loading(manifest: dict[str, Any]) -> str:

@@ -113,12 +113,13 @@ class RunFolder:
         self.refresh_card()
         return note
 
-    def add_evaluation(self, data: str, engine: str, results: dict[str, Any]) -> None:
-        """An evaluation's results; a later one of the same data and engine replaces it."""
+    def add_evaluation(self, data: str, engine: str, results: dict[str, Any], limit: int | None = None) -> None:
+        """An evaluation's results; a later one of the same data, engine and case limit replaces it."""
         # Evaluations recorded before llama.cpp existed name no engine: they were transformers'.
         kept = [e for e in self.manifest.data.get("evaluations", [])
-                if (e.get("data"), e.get("engine", "transformers")) != (data, engine)]
-        self.manifest.update(evaluations=[*kept, {"data": data, "engine": engine, "at": now(), "results": results}])
+                if (e.get("data"), e.get("engine", "transformers"), e.get("limit")) != (data, engine, limit)]
+        entry = {"data": data, "engine": engine, "at": now(), "results": results, **({"limit": limit} if limit else {})}
+        self.manifest.update(evaluations=[*kept, entry])
         self.refresh_card()
 
     def refresh_card(self) -> None:

@@ -221,7 +221,8 @@ def render_text(view: RunView) -> str:
     for evaluation in view.manifest.get("evaluations") or []:
         for label, results in (evaluation.get("results") or {}).items():
             figures = ", ".join(f"{k} {v}" for k, v in results.items())
-            lines.append(f"  eval        {evaluation.get('data')} ({evaluation.get('engine', 'transformers')}), "
+            first = f", first {evaluation['limit']} cases" if evaluation.get("limit") else ""
+            lines.append(f"  eval        {evaluation.get('data')} ({evaluation.get('engine', 'transformers')}{first}), "
                          f"{label}: {figures}")
     lines += [f"  noted       {n.get('at')}: {n.get('text')}" for n in view.manifest.get("notes") or []]
     lines.append("  files")

@@ -153,6 +153,23 @@ def test_eval_of_the_loss_alone_records_it_and_keeps_the_answers_an_earlier_eval
     assert (run / "eval" / "dev.jsonl").read_text() == predictions  # the earlier answers, not emptied
 
 
+def test_an_evaluation_of_the_first_cases_sits_beside_the_whole_files_and_never_replaces_it(run, tmp_path):
+    write_jsonl(tmp_path / "dev.jsonl", [{"tex": t, "typst": t} for t in ("x = y", "z - x", "y _ 1")])
+    whole = cli_run("eval", "tiny", "--data", tmp_path / "dev.jsonl", "--metrics", "exact", "--max-new-tokens", 4)
+    assert whole.exit_code == 0, whole.output
+    answers = (run / "eval" / "dev.jsonl").read_text()
+    first = cli_run("eval", "tiny", "--data", tmp_path / "dev.jsonl", "--metrics", "exact", "--max-new-tokens", 4,
+                    "--limit", 1)
+    assert first.exit_code == 0, first.output
+    saved = json.loads((run / "eval_results.json").read_text())
+    assert saved["eval_dev"]["adapter"]["cases"] == 3 and saved["eval_dev.first1"]["adapter"]["cases"] == 1
+    assert (run / "eval" / "dev.jsonl").read_text() == answers and (run / "eval" / "dev.first1.jsonl").is_file()
+    evaluations = json.loads((run / "manifest.json").read_text())["evaluations"]
+    assert [(e["results"]["adapter"]["cases"], e.get("limit")) for e in evaluations] == [(3, None), (1, 1)]
+    card = (run / "README.md").read_text()
+    assert "dev.jsonl` (" in card and "dev.jsonl`, the first 1 of its cases (" in card
+
+
 def test_an_eval_results_file_that_is_no_json_object_is_kept_aside_and_the_evaluation_recorded(run, tmp_path):
     write_jsonl(tmp_path / "dev.jsonl", [{"tex": "x = y", "typst": "x = y"}])
     (run / "eval_results.json").write_text("[not what lorakit writes]")
