@@ -145,7 +145,8 @@ def lineage_cmd(run: str, runs_dir: Path) -> None:
 @runs_dir_option
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 def clean_cmd(runs_dir: Path, dry_run: bool) -> None:
-    """Remove failed or interrupted runs that hold no adapter and no checkpoint (LORAKIT_NO_CLEAN=1: never)."""
+    """Remove failed or interrupted runs that hold no adapter, no checkpoint and no note or file of yours
+    (LORAKIT_NO_CLEAN=1: never)."""
     decisions = clean_runs(runs_dir, dry_run)
     if not decisions:
         click.echo(no_runs_in(runs_dir))

@@ -137,18 +137,48 @@ def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / RESUME_FILE).is_file() or (checkpoints.is_dir() and any(checkpoints.iterdir()))
 
 
+ENDED = ("failed", "interrupted", "cancelled")  # the statuses a run that did not complete ends in
+# A run writes its last files moments before its ending status (whose time is in whole seconds); a file changed
+# well after that was written by someone else. lorakit itself updates only these after the end (notes, evaluations).
+AFTER_END_S = 120
+UPDATED_AFTER_END = frozenset({MANIFEST_FILE, "README.md", "CARD.md"})
+
+
 def worth_keeping(run_dir: Path) -> str | None:
     """What in a run folder is worth keeping (a checkpoint or resume state, a model file, sample images, notes
-    someone wrote), said for a log line; None when it holds nothing of that kind. The one rule for discarding an
-    unfinished run."""
-    if notes := read_manifest(run_dir).get("notes"):
+    someone wrote with lorakit or as a file after the run ended), said for a log line; None when it holds nothing
+    of that kind. The one rule for discarding an unfinished run."""
+    manifest = read_manifest(run_dir)
+    if notes := manifest.get("notes"):
         return f"{len(notes)} note(s) written with lorakit runs note" if isinstance(notes, list) else "notes"
+    if later := written_after_end(run_dir, manifest):
+        return f"a file written after the run ended ({later.relative_to(run_dir)})"
     if has_checkpoint(run_dir):
         return "a checkpoint"
     if models := model_files(run_dir):
         return f"a model file ({models[0].relative_to(run_dir)})"
     if images := model_files(run_dir, IMAGE_PATTERNS):
         return f"images ({images[0].relative_to(run_dir)})"
+    return None
+
+
+def written_after_end(run_dir: Path, manifest: dict[str, Any]) -> Path | None:
+    """A file of an ended run (failed, interrupted, cancelled) changed well after its ending status was written,
+    other than lorakit's own manifest and card; None where there is none or the end is not known."""
+    from datetime import datetime
+
+    history = manifest.get("status_history")
+    last = history[-1] if isinstance(history, list) and history and isinstance(history[-1], dict) else {}
+    if manifest.get("status") not in ENDED or last.get("status") != manifest.get("status"):
+        return None
+    try:
+        ended = datetime.fromisoformat(str(last.get("at"))).timestamp()
+    except ValueError:
+        return None
+    for path in sorted(run_dir.rglob("*")):
+        if (path.is_file() and not path.is_symlink() and path.relative_to(run_dir).as_posix() not in UPDATED_AFTER_END
+                and path.stat().st_mtime > ended + AFTER_END_S):
+            return path
     return None
 
 
@@ -242,7 +272,8 @@ class CleanDecision:
 
 def clean_runs(runs_dir: Path, dry_run: bool = False) -> list[CleanDecision]:
     """Remove the folders of failed, interrupted or cancelled runs that hold no model file (an adapter,
-    an intermediate LoRA, a checkpoint), no image (samples) and no resume state.
+    an intermediate LoRA, a checkpoint), no image (samples), no resume state and no note (``runs note``, or a file
+    someone wrote after the run ended).
 
     Everything else is kept, with the reason. ``LORAKIT_NO_CLEAN=1`` turns removal off.
 
@@ -256,7 +287,7 @@ def clean_runs(runs_dir: Path, dry_run: bool = False) -> list[CleanDecision]:
         # a crashed run is kept: its process is gone by what this machine can see, which is not proof enough
         # to delete (a process in another PID namespace under the same host name looks gone)
         status = shown_status(read_manifest(run_dir))
-        if status not in ("failed", "interrupted", "cancelled"):
+        if status not in ENDED:
             decisions.append(CleanDecision(run_dir.name, False, f"kept: {status}"))
         elif held := worth_keeping(run_dir):
             decisions.append(CleanDecision(run_dir.name, False, f"kept: {status} but holds {held}"))

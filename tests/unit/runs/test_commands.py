@@ -1,7 +1,9 @@
 """lorakit runs list / show / diff / clean / note on real run folders."""
 
 import json
+import os
 import shutil
+from datetime import datetime
 
 from click.testing import CliRunner
 
@@ -65,6 +67,11 @@ def test_clean_removes_only_failed_runs_without_adapter_or_checkpoint(tmp_path, 
     (runs / "tiny-v006").mkdir()  # cancelled before it trained, but someone wrote why: not lorakit's to delete
     (runs / "tiny-v006" / "manifest.json").write_text(json.dumps({**manifest, "status": "cancelled"}))
     assert run("runs", "note", runs / "tiny-v006", "wrong data: the v2 export is the one to use").exit_code == 0
+    shutil.copytree(runs / "tiny-v002", runs / "tiny-v007")  # failed, and someone wrote down why, an hour later
+    ended = json.loads((runs / "tiny-v007" / "manifest.json").read_text())["status_history"][-1]["at"]
+    (runs / "tiny-v007" / "why.md").write_text("the learning rate was 1e30")
+    later = datetime.fromisoformat(ended).timestamp() + 3600
+    os.utime(runs / "tiny-v007" / "why.md", (later, later))
 
     monkeypatch.setenv("LORAKIT_NO_CLEAN", "1")
     refused = run("runs", "clean")
@@ -81,7 +88,8 @@ def test_clean_removes_only_failed_runs_without_adapter_or_checkpoint(tmp_path, 
     assert "tiny-v004: kept: interrupted but holds a model file (adapter_model.safetensors)" in cleaned
     assert "tiny-v005: removed: cancelled" in cleaned
     assert "tiny-v006: kept: cancelled but holds 1 note(s) written with lorakit runs note" in cleaned
-    assert sorted(p.name for p in runs.iterdir()) == ["tiny-v001", "tiny-v003", "tiny-v004", "tiny-v006"]
+    assert "tiny-v007: kept: failed but holds a file written after the run ended (why.md)" in cleaned
+    assert sorted(p.name for p in runs.iterdir()) == ["tiny-v001", "tiny-v003", "tiny-v004", "tiny-v006", "tiny-v007"]
 
 
 def test_list_says_how_a_run_ended_where_its_status_hides_it(tmp_path, tiny_model_dir):
