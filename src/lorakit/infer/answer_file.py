@@ -36,6 +36,11 @@ class InferJob:
     lora: Path | None = None
     runs_dir: Path = Path("runs")
 
+    @property
+    def input_name(self) -> str:
+        """The input as its messages name it."""
+        return "stdin" if self.input_path == STDIO else self.input_path
+
 
 def answer_file(job: InferJob, read_stdin: Callable[[], str], say: Callable[[str], None]) -> str | None:
     """The answers as text when ``job`` writes to stdout; else they are written to its output file (None).
@@ -58,14 +63,13 @@ def answer_file(job: InferJob, read_stdin: Callable[[], str], say: Callable[[str
     output = None if job.output_path == STDIO else Path(job.output_path)
     if output is not None:
         check_output(output, source, job.force)
-    where = job.input_path if source is not None else "stdin"
     rows = read_input_rows(source) if source is not None else None  # a table of rows, else text
     text = "" if rows is not None else read_stdin() if source is None else read_text(source, DataError)
     if rows is None and not text.strip():
-        raise DataError(f"{where}: the input is empty")
+        raise DataError(f"{job.input_name}: the input is empty")
     if source is None and job.unit == Unit.AUTO:  # JSONL piped in is rows, as a .jsonl file's; --unit: text
         rows = stdin_rows(text)
-    field = input_field(rows.rows, job.input_field, where, rows.places) if rows is not None else None
+    field = input_field(rows.rows, job.input_field, job.input_name, rows.places) if rows is not None else None
     adapter = open_model(job.run, job.runs_dir, job.device, job.engine, job.lora)
     kept = None if output is None else _answer_log(output, adapter, job)
     options = {"max_new_tokens": job.max_new_tokens or adapter.max_length, "temperature": job.temperature,
@@ -110,8 +114,7 @@ def _answers(adapter: Any, job: InferJob, text: str, rows: InputRows | None, fie
     from lorakit.infer.convert import convert_lines, convert_rows, convert_tex, convert_text
 
     if rows is not None:
-        where = job.input_path if job.input_path != STDIO else "stdin"
-        answered = convert_rows(adapter, rows.rows, field, where, rows.places, **options)
+        answered = convert_rows(adapter, rows.rows, field, job.input_name, rows.places, **options)
         if job.output_path.endswith(".json"):  # a list as the input's, else one row a line
             return json.dumps(answered, ensure_ascii=False, indent=2) + "\n"
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in answered)

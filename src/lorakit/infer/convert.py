@@ -125,9 +125,7 @@ def read_input_rows(path: Path) -> InputRows | None:
     """
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        text = read_text(path, DataError)
-        rows = read_jsonl(path, text)
-        return InputRows(rows, [f"{path}:{n}" for n, line in enumerate(text.splitlines(), 1) if line.strip()])
+        return jsonl_rows(read_text(path, DataError), path)
     if suffix not in (".json", ".csv", ".parquet"):
         return None
     from lorakit.data.sources import ErrorCollector, read_records
@@ -138,6 +136,13 @@ def read_input_rows(path: Path) -> InputRows | None:
     if not records:
         raise DataError(f"{path}: the input is empty")
     return InputRows([r.row for r in records], [r.where for r in records])
+
+
+def jsonl_rows(text: str, path: Path | None) -> InputRows:
+    """The rows of JSONL text (of ``path``, or stdin), each at its line."""
+    where = path if path is not None else "stdin"
+    return InputRows(read_jsonl(path, text), [f"{where}:{n}" for n, line in enumerate(text.splitlines(), 1)
+                                              if line.strip()])
 
 
 def stdin_rows(text: str) -> InputRows | None:
@@ -151,8 +156,7 @@ def stdin_rows(text: str) -> InputRows | None:
             return None
     except json.JSONDecodeError:
         return None
-    rows = read_jsonl(None, text)
-    return InputRows(rows, [f"stdin:{n}" for n, line in enumerate(text.splitlines(), 1) if line.strip()])
+    return jsonl_rows(text, None)
 
 
 def input_field(rows: Sequence[dict[str, Any]], wanted: str | None, where: str,

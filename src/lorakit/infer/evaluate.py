@@ -139,7 +139,8 @@ def score(adapter: LoadedAdapter, cases: Sequence[EvalCase], wanted: Sequence[st
     results: dict[str, float] = {"cases": len(cases)}
     generating = any(name in wanted for name in GENERATED_METRICS)
     turns = [case_turns(adapter, c) for c in cases]
-    if generating:  # said before the loss pass, not after it (which cuts its cases at max_length and always fits)
+    if generating and "loss" in wanted:  # said before the loss pass (which cuts its cases at max_length and
+        # always fits), not after it; without one, generate_turns says it first
         check_context(adapter, [adapter.encoder.prompt_ids(t, c.tools) for t, c in zip(turns, cases, strict=True)],
                       "case", "give shorter cases")
     if "loss" in wanted:  # the transformers engine's pass also proves where greedy answers follow the references
