@@ -197,21 +197,24 @@ def _scored(model: Any, batch: dict[str, Any], chunk_tokens: int) -> tuple[float
     summed = torch.zeros((), dtype=torch.float32, device=hidden.device)
     picks: list[int] = []
     for start in range(0, hidden.shape[0], chunk_tokens):
-        logits = _capped_logits(hidden[start : start + chunk_tokens], head, softcap)
         wanted = targets[start : start + chunk_tokens]
+        n = len(wanted)
+        logits = _capped_logits(hidden[start : start + chunk_tokens], head, softcap)  # rows past n: padding
         picked = greedy(logits)  # the decoder's own pick: the first largest logit
-        picks += picked.tolist()
-        chosen = logits.gather(1, wanted[:, None]).squeeze(1)
-        summed += (_logsumexp_(logits, picked) - chosen).sum()
+        picks += picked[:n].tolist()
+        chosen = logits[:n].gather(1, wanted[:, None]).squeeze(1)
+        summed += (_logsumexp_(logits, picked)[:n] - chosen).sum()
     return float(summed), picks
 
 
 def _capped_logits(hidden: Any, head: Any, softcap: float | None) -> Any:
     """float32 logits of a chunk, soft-capped in place where the model caps them (``train.loss.chunk_logits``'s
-    values without the copy it keeps for a gradient)."""
+    values without the copy it keeps for a gradient); rows past ``len(hidden)`` are padding."""
     import torch
 
-    logits = hidden @ head.weight.T
+    from lorakit.model.head import head_logits
+
+    logits = head_logits(hidden, head.weight)
     if logits.dtype != torch.float32:
         logits = logits.float()
     if head.bias is not None:

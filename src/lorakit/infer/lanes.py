@@ -28,6 +28,7 @@ from typing import Any
 from lorakit.infer.lane_cache import LaneCache, cache_budget, kv_bytes_per_token
 from lorakit.infer.lookup import lookup_draft
 from lorakit.infer.picks import greedy
+from lorakit.model.head import head_logits
 
 # Newcomers prefilled in one forward pass at most: more rows pad more (lengths differ) for little gain.
 ADMIT_GROUP = 16
@@ -332,13 +333,19 @@ class LaneDecoder:
         self.position[rows] += counts
 
     def _logits(self, hidden: Any) -> Any:
-        """The causal LM's head: the output matrix, and Gemma's soft-capping where the config has it."""
+        """The causal LM's head: the output matrix (a plain linear one in the product's fastest layout,
+        ``model.head``), and Gemma's soft-capping where the config has it."""
         import torch
 
-        logits = self.output(hidden.contiguous())
-        if self.softcap is not None:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
+        if type(self.output) is torch.nn.Linear:
+            logits = head_logits(hidden, self.output.weight)  # padded rows after the hidden ones, on the CPU
+            if self.output.bias is not None:
+                logits += self.output.bias
+        else:
+            logits = self.output(hidden.contiguous())
+        if self.softcap is not None:  # in place, every row: the logits are this step's own
+            logits.div_(self.softcap).tanh_().mul_(self.softcap)
+        return logits[: hidden.shape[0]]
 
     def _emit(self, kept: dict[int, list[int]]) -> int:
         """Append each lane's new tokens (up to where its answer ends); free the lanes whose answer ended.

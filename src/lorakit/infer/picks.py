@@ -11,15 +11,22 @@ ARGMAX_CHUNK = 4096
 
 
 def greedy(logits: Any) -> Any:
-    """``logits.argmax(-1)``, the first index of each row's maximum, computed faster for large vocabularies."""
+    """``logits.argmax(-1)``, the first index of each row's maximum, computed faster for large vocabularies.
+    ``logits`` may be laid vocabulary-first (``model.head``: a transposed view)."""
     import torch
 
     rows, vocab = logits.shape
     if vocab % ARGMAX_CHUNK:
         return logits.argmax(dim=-1)
-    chunks = logits.view(rows, vocab // ARGMAX_CHUNK, ARGMAX_CHUNK)
-    first = chunks.amax(dim=-1).argmax(dim=-1)  # the first chunk holding the row's maximum
-    inside = chunks[torch.arange(rows, device=logits.device), first].argmax(dim=-1)
+    every = torch.arange(rows, device=logits.device)
+    if logits.stride(-1) == 1:
+        chunks = logits.view(rows, vocab // ARGMAX_CHUNK, ARGMAX_CHUNK)
+        first = chunks.amax(dim=-1).argmax(dim=-1)  # the first chunk holding the row's maximum
+        inside = chunks[every, first].argmax(dim=-1)
+    else:  # vocabulary-first: the chunks are taken down the columns
+        chunks = logits.T.view(vocab // ARGMAX_CHUNK, ARGMAX_CHUNK, rows)
+        first = chunks.amax(dim=1).argmax(dim=0)
+        inside = chunks[first, :, every].argmax(dim=-1)
     return first * ARGMAX_CHUNK + inside
 
 

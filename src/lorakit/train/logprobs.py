@@ -18,17 +18,19 @@ from lorakit.train.loss import chunk_logits
 
 
 def _softmax_grad(logits: torch.Tensor, capped: torch.Tensor | None, targets: torch.Tensor) -> tuple[Any, Any]:
-    """(log-probabilities of ``targets``, d logp / d pre-cap logits) of one chunk; uses ``logits``' memory."""
-    target_logits = logits.gather(1, targets[:, None]).squeeze(1)
+    """(log-probabilities of ``targets``, d logp / d pre-cap logits) of one chunk; uses ``logits``' memory, whose
+    rows past ``len(targets)`` are padding (``model.head.head_logits``): worked on with the rest, not returned."""
+    n = len(targets)
+    target_logits = logits[:n].gather(1, targets[:, None]).squeeze(1)
     row_max = logits.amax(dim=-1, keepdim=True)
     probs = logits.sub_(row_max).exp_()
     sums = probs.sum(dim=-1, keepdim=True)
-    logp = target_logits - (row_max + sums.log()).squeeze(1)
+    logp = target_logits - (row_max + sums.log())[:n].squeeze(1)
     grad = probs.div_(sums).neg_()
-    grad[torch.arange(len(targets), device=targets.device), targets] += 1.0
+    grad[torch.arange(n, device=targets.device), targets] += 1.0
     if capped is not None:  # d(cap * tanh(z / cap)) / dz = 1 - tanh^2
         grad.mul_(capped.square_().neg_().add_(1.0))
-    return logp, grad
+    return logp, grad[:n]
 
 
 class _ChunkedHeadLogProbs(torch.autograd.Function):

@@ -16,12 +16,14 @@ from typing import Any
 import torch
 
 from lorakit.model.attention import uses_segments
+from lorakit.model.head import head_logits
 
 
 def chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                   softcap: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """float32 logits of one chunk, and tanh(z / cap) when soft-capped (kept for the gradient)."""
-    logits = h @ weight.T
+    """float32 logits of one chunk, and tanh(z / cap) when soft-capped (kept for the gradient); rows past
+    ``len(h)`` are padding (``model.head.head_logits``)."""
+    logits = head_logits(h, weight)
     if logits.dtype != torch.float32:
         logits = logits.float()
     if bias is not None:
@@ -46,22 +48,23 @@ class _ChunkedHeadCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.shape[0], chunk_tokens):
             h = hidden[start : start + chunk_tokens]
             y = targets[start : start + chunk_tokens]
-            logits, capped = chunk_logits(h, weight, bias, softcap)
-            target_logits = logits.gather(1, y[:, None]).squeeze(1)
+            n = len(y)
+            logits, capped = chunk_logits(h, weight, bias, softcap)  # padding rows after the n: worked on, not read
+            target_logits = logits[:n].gather(1, y[:, None]).squeeze(1)
             # The softmax is built in the logits' own memory: with soft-capping a chunk holds two
             # [chunk x vocab] buffers at most, without it one (the chunk is the peak on Gemma's 262k rows).
             row_max = logits.amax(dim=-1, keepdim=True)
             probs = logits.sub_(row_max).exp_()
             sums = probs.sum(dim=-1, keepdim=True)
-            total += (row_max + sums.log()).squeeze(1).sub_(target_logits).sum()
+            total += (row_max + sums.log())[:n].squeeze(1).sub_(target_logits).sum()
             if grad_hidden is None and grad_weight is None and grad_bias is None:
                 continue
             # d CE / d logits = softmax - onehot.
             grad = probs.div_(sums)
-            grad[torch.arange(len(y), device=y.device), y] -= 1.0
+            grad[torch.arange(n, device=y.device), y] -= 1.0
             if capped is not None:  # d(cap * tanh(z / cap)) / dz = 1 - tanh^2
                 grad.mul_(capped.square_().neg_().add_(1.0))
-            grad = grad.to(h.dtype)
+            grad = grad[:n].to(h.dtype)
             if grad_hidden is not None:
                 grad_hidden[start : start + chunk_tokens] = grad @ weight
             if grad_weight is not None:

@@ -114,6 +114,9 @@ def test_greedy_picks_the_first_largest_logit_like_argmax():
     logits[1, 100] = logits[1, 9000] = 1e9  # a tie: argmax takes the first
     logits[2, 4095] = logits[2, 4096] = 1e9
     assert torch.equal(greedy(logits), logits.argmax(dim=-1))
+    # laid vocabulary-first (``model.head``'s view of its padded product): the same picks, ties included
+    columns = torch.cat([logits.T, torch.randn(3 * 4096, 3)], dim=1)
+    assert torch.equal(greedy(columns[:, :5].T), logits.argmax(dim=-1))
     odd = torch.randn(3, 1000)  # a vocabulary that is not a multiple of the chunk
     assert torch.equal(greedy(odd), odd.argmax(dim=-1))
 
