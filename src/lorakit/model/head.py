@@ -3,8 +3,8 @@
 A head's matrix is tall (Gemma-3 270M: 262,144 rows of 640, 671 MB in float32) and the hidden states that meet it
 are few (a decode step's lanes, a loss chunk's 256 tokens). On the CPU, MKL computes ``hidden @ weight.T`` for
 such shapes at 60-120 GFLOP/s, and ``weight @ hidden.T`` (the logits laid vocabulary-first) at 140-190 when the
-tokens are a multiple of 8: Gemma-3's head for 64 tokens 293 -> 201 ms, for 2-12 tokens 100-125 -> about 90 ms,
-a 256-token loss chunk 798 -> 578 ms on 2 cores (``bench/head_product.py``, docs/benchmarks.md). So on the CPU
+tokens are a multiple of 8: Gemma-3's head for 16 tokens 132 -> 90 ms, for 60 tokens 244 -> 188 ms, for a
+137-token loss chunk 510 -> 391 ms on 2 cores (``bench/head_product.py``, docs/benchmarks.md). So on the CPU
 the tokens are padded with zero rows to a multiple of 8, and to 16 at least, and the product is taken
 vocabulary-first; callers get its ``[rows, vocabulary]`` transposed view, padding rows included, because
 elementwise work (soft-capping, the softmax) runs 3-5x slower on a view of the real rows alone than on the
@@ -29,7 +29,7 @@ def head_logits(hidden: Any, weight: Any) -> Any:
     the hidden states' logits, any after them those of zero rows (on the CPU, a view of a vocabulary-first
     buffer)."""
     tokens = hidden.shape[0]
-    if hidden.device.type != "cpu" or hidden.dim() != 2 or tokens < 2:
+    if hidden.device.type != "cpu" or tokens < 2:
         return hidden @ weight.T
     import torch
 
