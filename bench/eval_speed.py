@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.infer import metrics
-from lorakit.infer.evaluate import LENGTH_RATIO, _turns, load_cases
+from lorakit.infer.evaluate import LENGTH_RATIO, case_turns, load_cases
 from lorakit.infer.generate import generate_turns
 
 
 def timed_run(adapter: Any, cases: list, batch_size: int, max_new_tokens: int, padded: bool = False) -> dict:
     start = time.perf_counter()
-    predictions = generate_turns(adapter, [_turns(adapter, c) for c in cases], max_new_tokens=max_new_tokens,
+    predictions = generate_turns(adapter, [case_turns(adapter, c) for c in cases], max_new_tokens=max_new_tokens,
                                  batch_size=batch_size, length_ratio=LENGTH_RATIO, padded=padded)
     seconds = time.perf_counter() - start
     tokens = sum(len(adapter.tokenizer(p, add_special_tokens=False)["input_ids"]) + 1 for p in predictions)
@@ -44,7 +44,7 @@ def differences(adapter: Any, cases: list, baseline: list[str], lanes: list[str]
     differ = [i for i, (a, b) in enumerate(zip(baseline, lanes, strict=True)) if a != b]
     budget_cut = 0
     for i in differ:
-        prompt = len(adapter.encoder.prompt_ids(_turns(adapter, cases[i]), None))
+        prompt = len(adapter.encoder.prompt_ids(case_turns(adapter, cases[i]), None))
         own = min(max_new_tokens, int(LENGTH_RATIO * prompt) + 16)
         longest = max(len(adapter.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (baseline[i], lanes[i]))
         budget_cut += longest + 2 >= own  # one side stopped at (about) its budget, not at an end of turn
